@@ -1,0 +1,153 @@
+"""``python -m gantune``: train and generate from the command line.
+
+Every TrainConfig field is a flag; flags the user types override the preset. Problems are one line
+on stderr and a non-zero exit, never a traceback (GANTUNE_DEBUG=1 shows it for bugs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from typing import Any, Sequence
+
+import torch
+import transformers
+from accelerate import PartialState
+
+from .config import PRESETS, TrainConfig, preset_config
+from .errors import GantuneError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, not usage + error
+        self.exit(2, f"gantune: error: {message} (see --help)\n")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
+        values = {name: _show(getattr(preset_config(preset=name), f.name)) for name in PRESETS}
+        shown = "; ".join(f"{k}: {v}" for k, v in values.items()) if len(set(values.values())) > 1 else f"default: {values['improved']}"
+        help_text = f.metadata["help"] if values["improved"] == "None" and len(set(values.values())) == 1 else f"{f.metadata['help']} ({shown})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is list:
+            kwargs.update(nargs="*", type=int, metavar="N")
+        else:
+            base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
+            kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)
+        parser.add_argument(flag, **kwargs)
+
+
+def _show(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _count_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'all'") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m gantune", description="Generative adversarial prompt tuning of small LMs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="tune a model and write a run folder",
+                           description="Tune a model; preset values are defaults that any flag below overrides.")
+    _add_config_flags(train)
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (flags given override its settings)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen = sub.add_parser("generate", help="answer questions with a tuned run's model")
+    gen.add_argument("--run", required=True, help="run folder written by train")
+    gen.add_argument("--question", action="append", required=True, help="a question (repeat for several)")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="most answer tokens (default: the run's)")
+    gen.add_argument("--base", action="store_true", help="also print the base model's answer")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .runs import RunFolder
+    from .trainer import train
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if args.resume:
+        out = given.pop("out", args.resume)
+        if os.path.abspath(out) != os.path.abspath(args.resume):
+            raise GantuneError("--resume continues a run in its own folder; leave out --out")
+        config, _ = RunFolder(args.resume).read_config()
+        config = dataclasses.replace(config, **given, out=args.resume)
+    else:
+        config = preset_config(given.pop("method", "gan"), given.pop("preset", "improved"), **given)
+    config.validate()
+    summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+    if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
+        return
+    print(
+        f"{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.1f} s, "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB ({summary['memory_kind']}), "
+        f"{summary['trainable_params']:,} trainable params, adapter: {summary['adapter'] or 'not saved'}"
+    )
+    if summary["status"] == "diverged":
+        raise GantuneError("training diverged (a loss became NaN/inf); the last good checkpoint was kept — lower --lr")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from .generation import answer_questions
+    from .trainer import load_method
+
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise GantuneError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
+    method = load_method(args.run)
+    cfg = method.config
+    limit = args.max_new_tokens or cfg.max_new_tokens
+    tuned = answer_questions(method.base, args.question, limit, cfg.max_prompt_tokens, method=method)
+    base = answer_questions(method.base, args.question, limit, cfg.max_prompt_tokens) if args.base else None
+    for i, question in enumerate(args.question):
+        if len(args.question) > 1 or base:
+            print(f"Q: {question}")
+        if base:
+            print(f"base:  {base[i]}")
+            print(f"tuned: {tuned[i]}")
+        else:
+            print(tuned[i])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
+    try:
+        {"train": _train, "generate": _generate}[args.command](args)
+    except GantuneError as exc:
+        print(f"gantune: error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, torch.OutOfMemoryError):
+        print("gantune: error: out of memory; lower --batch-size, --max-new-tokens or --max-prompt-tokens", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gantune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
+        if os.environ.get("GANTUNE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"gantune: internal error: {type(exc).__name__}: {message} (GANTUNE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""The one interface every tuning method implements, and the registry the trainer looks them up in.
+
+A method owns its trainable modules and optimisers and does a whole training step itself; the
+trainer only feeds batches, records what a step returns, and asks the method to save. Adding a
+method is a new module that subclasses ``TuningMethod`` and is decorated with ``@register``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from accelerate import Accelerator
+
+from ..config import TrainConfig
+from ..data import Batch
+from ..errors import GantuneError
+from ..models import BaseModel
+
+METHODS: dict[str, type["TuningMethod"]] = {}
+
+
+def register(cls: type["TuningMethod"]) -> type["TuningMethod"]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type["TuningMethod"]:
+    if name not in METHODS:
+        raise GantuneError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+class TuningMethod(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None):
+        self.base, self.config = base, config
+        self.accelerator = accelerator or Accelerator(cpu=base.device.type == "cpu")
+
+    @abstractmethod
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step on a batch; returns the numbers to record (losses, rewards …)."""
+
+    @abstractmethod
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Every parameter this method trains (and nothing of the frozen LM)."""
+
+    @abstractmethod
+    def adapter_norm(self) -> float:
+        """L2 norm of the tuned part that changes the LM's answers (plotted live)."""
+
+    @abstractmethod
+    def enabled(self) -> AbstractContextManager:
+        """Inside the block, ``self.base.model`` answers as the tuned model (eval-time settings)."""
+
+    @abstractmethod
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write what inference needs (safetensors + a JSON config) to ``folder``."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "TuningMethod":
+        """Load what ``save_pretrained`` wrote, for inference."""
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to resume training (weights and optimiser state) as named tensors."""
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_tensors`` returned."""
+
+    def backward(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
+        """Backward, then average gradients over processes when several run (``accelerate launch``)."""
+        self.accelerator.backward(loss)
+        if self.accelerator.num_processes > 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+
+
+def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An optimiser's per-parameter state as flat named tensors (safetensors holds no pickles)."""
+    out = {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{prefix}.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+    return out
+
+
+def load_optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            idx, key = name[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load_module_tensors(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    n = len(prefix) + 1
+    module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})

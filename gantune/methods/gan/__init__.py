@@ -1,0 +1,7 @@
+"""The thesis' method: generative adversarial prompt tuning (M_tunable + a discriminator)."""
+
+from .adapter import AdapterConfig, MTunable
+from .discriminator import EmbeddingDiscriminator, ThesisDiscriminator
+from .method import GanMethod
+
+__all__ = ["AdapterConfig", "MTunable", "EmbeddingDiscriminator", "ThesisDiscriminator", "GanMethod"]

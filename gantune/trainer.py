@@ -1,0 +1,192 @@
+"""The training loop: epochs of batches through a method, each step recorded in the run folder.
+
+The loop knows nothing of any method's insides. Each step's record goes to ``metrics.jsonl`` and
+to the ``on_step`` callback (the CLI's progress bar, the workbench's job); ``should_stop`` is asked
+before every step, and a stopped run still saves its adapter. Runs under ``accelerate launch``
+too: each process takes its share of the batches and gradients are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import Encoder, QAPair, load_pairs, split_pairs
+from .errors import GantuneError
+from .memory import MemoryMonitor
+from .methods import TuningMethod, get_method
+from .models import BaseModel, frozen_norm, load_base_model, pick_device
+from .runs import RunFolder, new_run_dir
+
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Prepared:
+    """What a run needs before its first step; the workbench reuses the loaded model across runs."""
+
+    config: TrainConfig
+    base: BaseModel
+    accelerator: Accelerator
+    train: list[QAPair]
+    test: list[QAPair]
+    data_source: str
+    run: RunFolder
+
+
+def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False) -> Prepared:
+    """Validate settings, load model and data, split, and create the run folder.
+
+    A fresh run refuses a folder that already holds a run unless ``overwrite`` is set.
+    """
+    config.validate()
+    get_method(config.method)
+    if config.out is None:
+        config.out = str(new_run_dir("runs", config.method, config.preset))
+    run = RunFolder(config.out)
+    if fresh and run.config_path.exists() and not overwrite:
+        raise GantuneError(f"{run.path} already holds a run; pass --resume {run.path} to continue it, "
+                           "--overwrite to replace it, or another --out")
+    device = pick_device(config.device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no")
+    pairs, data_source = load_pairs(config.data, config.subset)
+    train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
+    if base is None:
+        base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
+    else:
+        base.model.to(accelerator.device)
+    if accelerator.is_main_process:
+        run.create()
+        if fresh:
+            run.clear()
+    return Prepared(config, base, accelerator, train, test, data_source, run)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    base: BaseModel | None = None,
+    on_step: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Run one training job to its end (or a stop) and return its summary."""
+    p = prepare(config, base, fresh=not resume, overwrite=overwrite)
+    cfg, run, acc = p.config, p.run, p.accelerator
+    set_seed(cfg.seed)
+    encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
+    items = encoder.encode(p.train)
+    method = get_method(cfg.method)(p.base, cfg, acc)
+
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    if acc.num_processes > 1:  # processes move in lockstep: each takes whole rounds of batches
+        steps_per_epoch //= acc.num_processes
+        if steps_per_epoch == 0:
+            raise GantuneError(f"{len(items)} training pairs are too few for {acc.num_processes} processes")
+    total = steps_per_epoch * cfg.epochs
+    step, elapsed = 0, 0.0
+    if resume:
+        checkpoint = run.load_checkpoint()
+        if checkpoint is None:
+            raise GantuneError(f"{run.path} has no checkpoint to resume from")
+        tensors, state = checkpoint
+        method.load_state_tensors(tensors)
+        torch.set_rng_state(tensors["rng.cpu"])
+        if torch.cuda.is_available() and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        step, elapsed = state["step"], state["seconds"]
+    if acc.is_main_process:
+        run.write_config(cfg, {
+            "model": p.base.source, "data": p.data_source, "device": str(acc.device),
+            "processes": acc.num_processes, "n_train": len(p.train), "n_test": len(p.test),
+            "split": {"train": [vars(x) for x in p.train], "test": [vars(x) for x in p.test]},
+        })
+
+    def checkpoint() -> None:
+        if not acc.is_main_process:
+            return
+        tensors = {**method.state_tensors(), "rng.cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        run.save_checkpoint(tensors, {"step": step, "seconds": elapsed})
+
+    status = "completed"
+    bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
+    with MemoryMonitor(acc.device) as memory:
+        while step < total and status == "completed":
+            epoch, index = divmod(step, steps_per_epoch)
+            batch_rows = _epoch_batches(len(items), cfg.batch_size, cfg.seed, epoch, acc)[index]
+            if should_stop is not None and should_stop():
+                status = "stopped"
+                break
+            batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
+            t0 = time.perf_counter()
+            stats = method.train_step(batch)
+            dt = time.perf_counter() - t0
+            elapsed += dt
+            step += 1
+            if not all(math.isfinite(v) for v in stats.values()):
+                status = "diverged"
+            record = {
+                "step": step, "epoch": step / steps_per_epoch, **stats,
+                "adapter_norm": method.adapter_norm(), "frozen_norm": frozen_norm(p.base.model),
+                "tokens_per_s": float(batch.prompt_mask.sum() + batch.answer_mask.sum()) / dt,
+                "step_seconds": dt, "seconds": elapsed, "memory_mb": memory.current_mb(), "peak_memory_mb": memory.peak_mb(),
+            }
+            if acc.is_main_process:
+                run.append_metrics(record)
+            if on_step is not None:
+                on_step(record)
+            bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
+                            r=f"{stats.get('reward_mean', float('nan')):.2f}")
+            bar.update(1)
+            at_epoch_end = step % steps_per_epoch == 0
+            if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
+                checkpoint()
+        peak = memory.peak_mb()
+    bar.close()
+
+    if status != "diverged" and acc.is_main_process:  # a diverged run keeps its last good adapter
+        checkpoint()
+        run.save_adapter(method.save_pretrained)
+    summary = {
+        "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
+        "seconds": round(elapsed, 3), "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
+        "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
+        "n_train": len(p.train), "n_test": len(p.test), "device": str(acc.device),
+        "adapter": str(run.adapter_dir) if run.adapter_dir.is_dir() else None, "run": str(run.path),
+    }
+    if acc.is_main_process:
+        run.write_summary(summary)
+    return summary
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelerator) -> list[list[int]]:
+    """This process's batches of one epoch: a seeded shuffle, so a resumed run sees the same order."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if acc.num_processes > 1:
+        rounds = len(batches) // acc.num_processes
+        batches = batches[acc.process_index : rounds * acc.num_processes : acc.num_processes]
+    return batches
+
+
+def load_method(run_path: str, base: BaseModel | None = None) -> TuningMethod:
+    """A finished run's tuned model, for generation: base model + the adapter from the run folder."""
+    run = RunFolder(run_path)
+    config, _ = run.read_config()
+    if not run.adapter_dir.is_dir():
+        raise GantuneError(f"{run.path} has no adapter yet (the run did not finish or save)")
+    if base is None:
+        base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code)
+    return get_method(config.method).from_pretrained(base, run.adapter_dir, config)

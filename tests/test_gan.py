@@ -1,0 +1,535 @@
+"""The GAN method: M_tunable, the discriminators, the policy-gradient pieces and GanMethod itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_base
+from gantune.config import preset_config
+from gantune.data import Encoder, QAPair
+from gantune.generation import answer_questions
+from gantune.methods import get_method
+from gantune.methods.gan import AdapterConfig, EmbeddingDiscriminator, GanMethod, MTunable, ThesisDiscriminator
+from gantune.methods.gan.adapter import CONFIG_NAME, WEIGHTS_NAME
+from gantune.methods.gan.policy import advantages, answer_logprobs, mle_loss, policy_gradient_loss, thesis_logprobs
+
+PAIRS = [
+    QAPair("who ?", "the author ."),
+    QAPair("who is the author of a book born in city ?", "her father was a writer and her mother was a writer ."),
+    QAPair("what did his mother write ?", "fiction ."),
+    QAPair("what genre did the writer of the novel write ?", "she wrote fiction and was known for it ."),
+]
+QUESTIONS = [p.question for p in PAIRS]
+
+
+def _config(**overrides):
+    values = dict(n=None, batch_size=4, max_new_tokens=8, max_prompt_tokens=32, noise_dim=8, d_hidden=[16, 8, 4])
+    values.update(overrides)
+    preset = values.pop("preset", "improved")
+    return preset_config("gan", preset, **values).validate()
+
+
+def _batch(base, cfg, pairs=PAIRS):
+    enc = Encoder(base.tokenizer, base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
+    return enc.collate(enc.encode(pairs))
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _plain_logits(lm, ids, mask):
+    with torch.no_grad():
+        return lm(input_ids=ids, attention_mask=mask).logits
+
+
+# --- M_tunable ------------------------------------------------------------------------------------
+
+def _adapter(init="default", d=32, noise=8, seed=0):
+    torch.manual_seed(seed)
+    return MTunable(AdapterConfig(embed_dim=d, noise_dim=noise, init=init))
+
+
+def test_adapter_output_shape_equals_input():
+    ad = _adapter()
+    x = torch.randn(3, 5, 32)
+    assert ad(x).shape == x.shape
+    with ad.noise_set(ad.sample_noise(3)):
+        assert ad(x).shape == x.shape
+
+
+def test_adapter_default_widths_and_hidden_override():
+    ad = _adapter()
+    assert [(l.in_features, l.out_features) for l in ad.layers] == [(40, 16), (16, 8), (8, 16), (16, 32)]
+    ad = MTunable(AdapterConfig(embed_dim=32, noise_dim=8, hidden=[12, 6]))
+    assert [(l.in_features, l.out_features) for l in ad.layers] == [(40, 12), (12, 6), (6, 12), (12, 32)]
+
+
+def test_zero_init_adapter_is_the_identity():
+    ad = _adapter(init="zero")
+    x = torch.randn(2, 4, 32)
+    with ad.noise_set(ad.sample_noise(2)):
+        assert torch.equal(ad(x), x)
+    assert not torch.equal(_adapter(init="default")(x), x)
+
+
+def test_noise_batch_mismatch_raises():
+    ad = _adapter()
+    with ad.noise_set(ad.sample_noise(3)):
+        with pytest.raises(ValueError, match="noise is set for 3 sequences but 2 came in"):
+            ad(torch.randn(2, 4, 32))
+
+
+def test_noise_width_mismatch_raises():
+    ad = _adapter(noise=8)
+    with ad.noise_set(torch.randn(2, 5)):
+        with pytest.raises(RuntimeError):
+            ad(torch.randn(2, 4, 32))
+
+
+def test_noise_set_restores_the_previous_noise():
+    ad = _adapter()
+    outer, inner = ad.sample_noise(2), ad.sample_noise(2)
+    with ad.noise_set(outer):
+        with ad.noise_set(inner):
+            assert ad.noise is inner
+        assert ad.noise is outer
+    assert ad.noise is None
+
+
+def test_the_same_noise_vector_is_used_at_every_position():
+    ad = _adapter()
+    x = torch.randn(2, 6, 32)
+    x[:, 4] = x[:, 1]  # two positions with the same embedding
+    z = ad.sample_noise(2)
+    with ad.noise_set(z):
+        full = ad(x)
+        # each position alone (as generation with the KV cache feeds it) gives the same result
+        for t in range(6):
+            assert torch.allclose(ad(x[:, t : t + 1])[:, 0], full[:, t], atol=1e-6)
+    assert torch.allclose(full[:, 4], full[:, 1], atol=1e-6)
+    # by hand: e + W4 φ(W3 φ(W2 φ(W1 [e ; z_b])))
+    h = torch.cat([x, z[:, None, :].expand(2, 6, 8)], dim=-1)
+    for layer in ad.layers[:-1]:
+        h = torch.nn.functional.leaky_relu(layer(h), 0.01)
+    assert torch.allclose(full, x + ad.layers[-1](h), atol=1e-6)
+    # different rows' noise matters: the same embeddings with swapped noise give swapped outputs
+    with ad.noise_set(z.flip(0)):
+        swapped = ad(x.flip(0))
+    assert torch.allclose(swapped, full.flip(0), atol=1e-6)
+    with ad.noise_set(torch.zeros_like(z)):
+        assert not torch.allclose(ad(x), full)
+
+
+def test_no_noise_means_zero_noise():
+    ad = _adapter()
+    x = torch.randn(2, 3, 32)
+    with ad.noise_set(torch.zeros(2, 8)):
+        zeros = ad(x)
+    assert torch.equal(ad(x), zeros)
+
+
+def test_attach_changes_the_lm_and_removal_restores_it(base):
+    ids = torch.tensor([[1, 7, 8, 9, 10, 4]])
+    mask = torch.ones_like(ids)
+    before = _plain_logits(base.model, ids, mask)
+    weights = copy.deepcopy(base.model.state_dict())
+    ad = _adapter(init="default")
+    handle = ad.attach(base.model)
+    try:
+        attached = _plain_logits(base.model, ids, mask)
+    finally:
+        handle.remove()
+    after = _plain_logits(base.model, ids, mask)
+    assert not torch.allclose(attached, before)
+    assert torch.equal(after, before)
+    assert len(base.model.get_input_embeddings()._forward_hooks) == 0
+    assert all(torch.equal(v, weights[k]) for k, v in base.model.state_dict().items())
+
+
+def test_attached_adapter_sees_the_embeddings(base):
+    """The hooked LM equals the LM fed (embeddings + adapter(embeddings)) as inputs_embeds."""
+    ids = torch.tensor([[1, 7, 8, 9, 10, 4]])
+    ad = _adapter(init="default")
+    with torch.no_grad():
+        e = base.model.get_input_embeddings()(ids)
+        expected = base.model(inputs_embeds=ad(e)).logits
+        handle = ad.attach(base.model)
+        try:
+            got = base.model(input_ids=ids).logits
+        finally:
+            handle.remove()
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_adapter_save_and_load_alone(tmp_path):
+    ad = MTunable(AdapterConfig(embed_dim=32, noise_dim=8, hidden=[12, 6], init="default"))
+    ad.save_pretrained(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / CONFIG_NAME).read_text())["hidden"] == [12, 6]
+    loaded = MTunable.from_pretrained(tmp_path / "a")
+    assert loaded.config == ad.config
+    assert all(torch.equal(v, ad.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+# --- discriminators -------------------------------------------------------------------------------
+
+def _discriminators(base):
+    torch.manual_seed(0)
+    emb = EmbeddingDiscriminator(base.model.get_input_embeddings(), [16, 8, 4], max_answer_tokens=8)
+    thesis = ThesisDiscriminator(seq_len=40, hidden=[16, 8, 4], pad_id=base.tokenizer.pad_token_id)
+    return [emb, thesis]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["embedding", "thesis"])
+def test_discriminator_returns_probabilities(base, which):
+    d = _discriminators(base)[which]
+    batch = _batch(base, _config())
+    with torch.no_grad():
+        p = d(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    assert p.shape == (len(PAIRS),)
+    assert ((p > 0) & (p < 1)).all()
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["embedding", "thesis"])
+def test_discriminator_ignores_padding(base, which):
+    d = _discriminators(base)[which]
+    batch = _batch(base, _config())
+    assert (batch.prompt_mask == 0).any() and (batch.answer_mask == 0).any()
+    with torch.no_grad():
+        p = d(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+        g = torch.Generator().manual_seed(1)
+        vocab = base.model.config.vocab_size
+        noisy_p = torch.where(batch.prompt_mask.bool(), batch.prompt_ids,
+                              torch.randint(0, vocab, batch.prompt_ids.shape, generator=g))
+        noisy_a = torch.where(batch.answer_mask.bool(), batch.answer_ids,
+                              torch.randint(0, vocab, batch.answer_ids.shape, generator=g))
+        assert not torch.equal(noisy_p, batch.prompt_ids) and not torch.equal(noisy_a, batch.answer_ids)
+        q = d(noisy_p, batch.prompt_mask, noisy_a, batch.answer_mask)
+        # ... but a real token change does change the score
+        changed = batch.answer_ids.clone()
+        changed[0, 0] = (changed[0, 0] + 5) % vocab
+        r = d(batch.prompt_ids, batch.prompt_mask, changed, batch.answer_mask)
+    assert torch.allclose(p, q, atol=1e-6)
+    assert not torch.allclose(p[0], r[0])
+
+
+def test_embedding_discriminator_does_not_own_the_lm_embedding(base):
+    d = _discriminators(base)[0]
+    emb_weight = base.model.get_input_embeddings().weight
+    assert all(p is not emb_weight for p in d.parameters())
+    assert sum(p.numel() for p in d.parameters()) == sum(p.numel() for p in d.net.parameters())
+    assert all(k.startswith("net.") for k in d.state_dict())
+
+
+def test_embedding_discriminator_does_not_fire_the_adapter_hook(base):
+    d = _discriminators(base)[0]
+    batch = _batch(base, _config())
+    calls = []
+    handle = base.model.get_input_embeddings().register_forward_hook(lambda *a: calls.append(1))
+    try:
+        d(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+# --- policy pieces --------------------------------------------------------------------------------
+
+def test_answer_logprobs_match_each_row_alone(base):
+    cfg = _config()
+    batch = _batch(base, cfg)
+    assert len(set(batch.prompt_mask.sum(1).tolist())) > 1 and len(set(batch.answer_mask.sum(1).tolist())) > 1
+    with torch.no_grad():
+        logp = answer_logprobs(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    assert logp.shape == batch.answer_ids.shape and logp.dtype == torch.float32
+    for row in range(len(PAIRS)):
+        p = batch.prompt_ids[row][batch.prompt_mask[row].bool()]
+        a = batch.answer_ids[row][batch.answer_mask[row].bool()]
+        with torch.no_grad():
+            alone = base.model(torch.cat([p, a])[None]).logits[0].log_softmax(-1)
+        expected = alone[len(p) - 1 : len(p) - 1 + len(a)].gather(-1, a[:, None])[:, 0]
+        assert torch.allclose(logp[row, : len(a)], expected, atol=1e-5), f"row {row}"
+        assert (logp[row, len(a):] == 0).all()
+
+
+def test_answer_logprobs_carry_gradients_to_the_adapter(base):
+    cfg = _config(adapter_init="default")
+    batch = _batch(base, cfg)
+    ad = _adapter(init="default", noise=cfg.noise_dim)
+    handle = ad.attach(base.model)
+    try:
+        with ad.noise_set(ad.sample_noise(len(batch))):
+            logp = answer_logprobs(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    finally:
+        handle.remove()
+    logp.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ad.parameters())
+    assert all(p.grad is None for p in base.model.parameters())
+
+
+def test_policy_gradient_loss_gradient_by_hand():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    adv = torch.tensor([0.5, -2.0], requires_grad=True)
+    loss = policy_gradient_loss(logp, mask, adv)
+    n = 5
+    expected_loss = -(0.5 * (-1 - 2 - 0.5) + -2.0 * (-0.3 - 0.7)) / n
+    assert loss.item() == pytest.approx(expected_loss)
+    loss.backward()
+    expected_grad = -adv.detach()[:, None] * mask / n
+    assert torch.allclose(logp.grad, expected_grad)
+    assert adv.grad is None  # the advantage is a constant
+
+
+def test_policy_gradient_loss_with_empty_mask_is_zero():
+    logp = torch.randn(2, 3, requires_grad=True)
+    loss = policy_gradient_loss(logp, torch.zeros(2, 3, dtype=torch.long), torch.ones(2))
+    assert loss.item() == 0.0
+
+
+def test_mean_baseline_advantages_sum_to_zero():
+    r = torch.tensor([0.1, 0.9, 0.4, 0.6])
+    adv = advantages(r, "mean", running_mean=0.3, normalize=False)
+    assert abs(float(adv.sum())) < 1e-6
+    assert torch.allclose(adv, r - r.mean())
+
+
+def test_no_baseline_keeps_rewards():
+    r = torch.tensor([0.1, 0.9, 0.4])
+    adv = advantages(r, "none", running_mean=0.5, normalize=False)
+    assert torch.equal(adv, r)
+    adv[0] = 5.0
+    assert r[0] == pytest.approx(0.1)  # a copy, not the rewards themselves
+
+
+def test_one_row_batch_uses_the_running_mean():
+    r = torch.tensor([0.8])
+    assert torch.allclose(advantages(r, "mean", running_mean=0.3, normalize=False), torch.tensor([0.5]))
+    assert torch.allclose(advantages(r, "mean", running_mean=None, normalize=False), torch.tensor([0.8]))
+
+
+def test_normalized_advantages_have_unit_std():
+    r = torch.tensor([0.1, 0.9, 0.4, 0.6])
+    adv = advantages(r, "mean", None, normalize=True)
+    assert float(adv.std()) == pytest.approx(1.0, abs=1e-5)
+    assert abs(float(adv.sum())) < 1e-5
+
+
+def test_mle_loss_is_mean_nll_of_masked_tokens():
+    logp = torch.tensor([[-1.0, -2.0, -7.0], [-0.5, -11.0, -13.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert mle_loss(logp, mask).item() == pytest.approx((1.0 + 2.0 + 0.5) / 3)
+
+
+def test_thesis_logprobs_shape_and_mask(base):
+    batch = _batch(base, _config())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logp = thesis_logprobs(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    assert logp.shape == batch.answer_ids.shape
+    assert (logp[batch.answer_mask == 0] == 0).all()
+    assert (logp[batch.answer_mask == 1] <= 0).all()
+
+
+# --- GanMethod ------------------------------------------------------------------------------------
+
+def _method(base, **overrides) -> tuple[GanMethod, object]:
+    cfg = _config(**overrides)
+    torch.manual_seed(0)
+    return GanMethod(base, cfg), _batch(base, cfg)
+
+
+def test_gan_is_registered():
+    assert get_method("gan") is GanMethod
+
+
+def test_zero_init_method_answers_exactly_like_the_base(base):
+    method, batch = _method(base)
+    ids = torch.cat([batch.prompt_ids, batch.answer_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.answer_mask], 1)
+    plain = _plain_logits(base.model, ids, mask)
+    with method.enabled(len(batch)):
+        tuned = _plain_logits(base.model, ids, mask)
+    assert torch.equal(tuned, plain)
+    assert answer_questions(base, QUESTIONS, 8, method=method) == answer_questions(base, QUESTIONS, 8)
+
+
+def test_train_steps_leave_the_lm_bit_identical(base):
+    method, batch = _method(base, lr=0.01, d_lr=0.01)
+    lm_before = copy.deepcopy(base.model.state_dict())
+    adapter_before, d_before = _snapshot(method.adapter), _snapshot(method.discriminator)
+    stats = [method.train_step(batch) for _ in range(3)]
+    lm_after = base.model.state_dict()
+    assert lm_after.keys() == lm_before.keys()
+    for k, v in lm_before.items():
+        assert torch.equal(lm_after[k], v), f"LM tensor {k} changed"
+    for k, v in method.adapter.state_dict().items():
+        assert not torch.equal(v, adapter_before[k]), f"adapter tensor {k} did not change"
+    for k, v in method.discriminator.state_dict().items():
+        assert not torch.equal(v, d_before[k]), f"discriminator tensor {k} did not change"
+    assert len(base.model.get_input_embeddings()._forward_hooks) == 0  # the hook is gone after a step
+    for s in stats:
+        for key in ("g_loss", "d_loss", "pg_loss", "reward_mean", "d_acc_real", "d_acc_fake"):
+            assert isinstance(s[key], float) and s[key] == s[key] and abs(s[key]) != float("inf"), key
+        assert 0.0 <= s["reward_mean"] <= 1.0
+        assert 0.0 <= s["d_acc_real"] <= 1.0 and 0.0 <= s["d_acc_fake"] <= 1.0
+        assert s["d_loss"] > 0
+        assert 1 <= s["answer_len_mean"] <= 8
+        assert s["mle_loss"] == 0.0 and s["g_loss"] == s["pg_loss"]
+
+
+def test_only_adapter_and_discriminator_are_trainable(base):
+    method, batch = _method(base)
+    method.train_step(batch)
+    trainable = {id(p) for p in method.trainable_parameters()}
+    assert trainable == {id(p) for p in [*method.adapter.parameters(), *method.discriminator.parameters()]}
+    assert not any(p.requires_grad for p in base.model.parameters())
+    assert all(p.requires_grad for p in method.trainable_parameters())
+    lm_ids = {id(p) for p in base.model.parameters()}
+    assert not trainable & lm_ids
+    g_ids = {id(p) for group in method.opt_g.param_groups for p in group["params"]}
+    d_ids = {id(p) for group in method.opt_d.param_groups for p in group["params"]}
+    assert g_ids == {id(p) for p in method.adapter.parameters()}
+    assert d_ids == {id(p) for p in method.discriminator.parameters()}
+    assert method.opt_g.param_groups[0]["lr"] == method.config.lr
+    assert method.opt_d.param_groups[0]["lr"] == method.config.d_lr
+
+
+def test_adapter_norm_is_the_l2_norm_of_the_adapter(base):
+    method, batch = _method(base, adapter_init="default")
+    with torch.no_grad():
+        expected = torch.sqrt(sum((p.double() ** 2).sum() for p in method.adapter.parameters()))
+    assert method.adapter_norm() == pytest.approx(float(expected))
+
+
+def test_mle_weight_adds_the_mle_term(base):
+    method, batch = _method(base, mle_weight=0.5)
+    s = method.train_step(batch)
+    assert s["mle_loss"] > 0
+    assert s["g_loss"] == pytest.approx(s["pg_loss"] + 0.5 * s["mle_loss"], rel=1e-5, abs=1e-7)
+
+
+def test_mle_pass_matches_separate_passes(base):
+    """Real and generated rows side by side in one pass give the same losses as separate passes."""
+    method, batch = _method(base, mle_weight=0.5, adapter_init="default")
+    torch.manual_seed(3)
+    noise = method.adapter.sample_noise(len(batch))
+    fake, fake_mask = method._sample(batch, noise, 8)
+    adv = torch.tensor([0.3, -0.1, -0.4, 0.2])
+    pg_joint, mle_joint = method._generator_losses(batch, noise, fake, fake_mask, adv)
+    method.config.mle_weight = 0.0
+    pg_alone, _ = method._generator_losses(batch, noise, fake, fake_mask, adv)
+    with method._attached(noise):
+        real_logp = answer_logprobs(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    assert pg_joint.item() == pytest.approx(pg_alone.item(), rel=1e-4, abs=1e-6)
+    assert mle_joint.item() == pytest.approx(mle_loss(real_logp, batch.answer_mask).item(), rel=1e-4)
+
+
+def test_one_row_batches_update_the_running_mean(base):
+    method, batch = _method(base, batch_size=1)
+    one = _batch(base, method.config, PAIRS[:1])
+    assert method.reward_mean is None
+    s1 = method.train_step(one)
+    assert method.reward_mean == pytest.approx(s1["reward_mean"])
+    s2 = method.train_step(one)
+    assert method.reward_mean == pytest.approx(0.9 * s1["reward_mean"] + 0.1 * s2["reward_mean"])
+
+
+def test_thesis_preset_runs_a_step(base):
+    method, batch = _method(base, preset="thesis", batch_size=2, max_new_tokens=8, max_prompt_tokens=32)
+    cfg = method.config
+    assert cfg.discriminator == "thesis" and cfg.resample_for_g and cfg.baseline == "none"
+    assert isinstance(method.discriminator, ThesisDiscriminator)
+    assert method.discriminator.seq_len == 40
+    lm_before = copy.deepcopy(base.model.state_dict())
+    before = _snapshot(method.adapter)
+    s = method.train_step(batch)
+    assert all(v == v and abs(v) != float("inf") for v in s.values())
+    assert 0 <= s["reward_mean"] <= 1
+    assert any(not torch.equal(v, before[k]) for k, v in method.adapter.state_dict().items())
+    assert all(torch.equal(v, lm_before[k]) for k, v in base.model.state_dict().items())
+
+
+@pytest.mark.parametrize("mle_weight", [0.0, 0.5])
+def test_thesis_estimator_runs_a_step(base, mle_weight):
+    method, batch = _method(base, pg_estimator="thesis", mle_weight=mle_weight)
+    before = _snapshot(method.adapter)
+    s = method.train_step(batch)
+    assert all(v == v and abs(v) != float("inf") for v in s.values())
+    assert (s["mle_loss"] > 0) == (mle_weight > 0)
+    assert any(not torch.equal(v, before[k]) for k, v in method.adapter.state_dict().items())
+
+
+def test_save_and_load_pretrained(base, tmp_path):
+    method, batch = _method(base, lr=0.05, d_lr=0.01)
+    for _ in range(3):
+        method.train_step(batch)
+    folder = tmp_path / "adapter"
+    method.save_pretrained(folder)
+    assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "adapter_config.json").read_text())["embed_dim"] == 32
+
+    fresh_base = make_base()  # a separate copy of the same base model
+    torch.manual_seed(123)  # a different init for everything the loader rebuilds
+    loaded = GanMethod.from_pretrained(fresh_base, folder, method.config)
+    for k, v in method.adapter.state_dict().items():
+        assert torch.equal(loaded.adapter.state_dict()[k], v)
+    for k, v in method.discriminator.state_dict().items():
+        assert torch.equal(loaded.discriminator.state_dict()[k], v)
+    tuned = answer_questions(base, QUESTIONS, 8, method=method)
+    assert answer_questions(fresh_base, QUESTIONS, 8, method=loaded) == tuned
+
+    alone = MTunable.from_pretrained(folder)
+    assert alone.config == method.adapter.config
+    weights = load_file(folder / "adapter_model.safetensors")
+    assert weights.keys() == method.adapter.state_dict().keys()
+    for k, v in alone.state_dict().items():
+        assert torch.equal(v, method.adapter.state_dict()[k])
+
+
+def test_state_tensors_round_trip(base):
+    method, batch = _method(base, lr=0.01)
+    for _ in range(2):
+        method.train_step(batch)
+    tensors = method.state_tensors()
+    assert any(k.startswith("opt_g.") for k in tensors) and any(k.startswith("opt_d.") for k in tensors)
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+
+    torch.manual_seed(99)
+    other = GanMethod(make_base(), method.config)
+    other.load_state_tensors(tensors)
+    for mod in ("adapter", "discriminator"):
+        a, b = getattr(method, mod).state_dict(), getattr(other, mod).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("opt_g", "opt_d"):
+        sa, sb = getattr(method, name).state_dict()["state"], getattr(other, name).state_dict()["state"]
+        assert sa.keys() == sb.keys() and len(sa) > 0
+        for idx in sa:
+            assert sa[idx].keys() == sb[idx].keys()
+            for key in sa[idx]:
+                assert torch.equal(torch.as_tensor(sa[idx][key]).float(), torch.as_tensor(sb[idx][key]).float())
+    assert other.reward_mean == pytest.approx(method.reward_mean)
+    assert other.state_tensors().keys() == tensors.keys()
+
+    # and both continue identically from the same random state
+    torch.manual_seed(5)
+    s_a = method.train_step(batch)
+    torch.manual_seed(5)
+    s_b = other.train_step(batch)
+    timing = {k for k in s_a if k.endswith("_seconds")}
+    assert {k: v for k, v in s_a.items() if k not in timing} == {k: v for k, v in s_b.items() if k not in timing}
+    a, b = method.adapter.state_dict(), other.adapter.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_state_tensors_before_any_step(base):
+    method, _ = _method(base)
+    tensors = method.state_tensors()
+    other = GanMethod(make_base(), method.config)
+    other.load_state_tensors(tensors)
+    assert other.reward_mean is None

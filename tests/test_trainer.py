@@ -1,0 +1,244 @@
+"""The training loop and the run folder it writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_base
+from gantune.config import preset_config
+from gantune.errors import GantuneError
+from gantune.generation import answer_questions
+from gantune.methods.gan import GanMethod
+from gantune.runs import RunFolder
+from gantune.trainer import load_method, train
+
+STEP_KEYS = {"step", "epoch", "g_loss", "d_loss", "reward_mean", "d_acc_real", "d_acc_fake", "adapter_norm",
+             "frozen_norm", "tokens_per_s", "seconds", "memory_mb"}
+
+
+def _config(data, out, **overrides):
+    # 12 pairs, half for training: 6 pairs in batches of 4 -> 2 steps per epoch
+    values = dict(data=str(data), n=12, train_fraction=0.5, seed=3, out=str(out), device="cpu", epochs=2,
+                  batch_size=4, max_new_tokens=8, max_prompt_tokens=32, noise_dim=8, d_hidden=[16, 8, 4])
+    values.update(overrides)
+    return preset_config("gan", "improved", **values)
+
+
+def _adapter_weights(run_path) -> dict[str, torch.Tensor]:
+    return load_file(RunFolder(run_path).adapter_dir / "adapter_model.safetensors")
+
+
+def _no_timing(record: dict) -> dict:
+    return {k: v for k, v in record.items()
+            if not (k.endswith("seconds") or k in ("tokens_per_s", "memory_mb", "peak_memory_mb"))}
+
+
+def test_train_writes_the_run_folder(base, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    records = []
+    summary = train(_config(tiny_data, out), base=base, on_step=records.append)
+    run = RunFolder(out)
+
+    # config.json: settings, resolved sources, the command that repeats the run
+    data = json.loads(run.config_path.read_text())
+    assert data["command"].startswith("python -m gantune train")
+    assert "--seed 3" in data["command"]
+    assert data["config"]["seed"] == 3 and data["config"]["epochs"] == 2
+    resolved = data["resolved"]
+    assert resolved["model"]["name"] == "tiny-random-llama"
+    assert resolved["data"] == str(tiny_data.resolve())
+    assert len(resolved["split"]["train"]) == 6 and len(resolved["split"]["test"]) == 6
+    assert {r["question"] for r in resolved["split"]["train"]}.isdisjoint(r["question"] for r in resolved["split"]["test"])
+    config, _ = run.read_config()
+    assert config == _config(tiny_data, out)
+
+    # metrics.jsonl: one record per step
+    metrics = run.read_metrics()
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in metrics] == [0.5, 1.0, 1.5, 2.0]
+    for m in metrics:
+        assert STEP_KEYS <= m.keys(), STEP_KEYS - m.keys()
+        assert all(math.isfinite(m[k]) for k in STEP_KEYS)
+        assert 0 <= m["reward_mean"] <= 1 and 0 <= m["d_acc_real"] <= 1 and 0 <= m["d_acc_fake"] <= 1
+        assert m["tokens_per_s"] > 0 and m["memory_mb"] > 0
+    assert len({m["frozen_norm"] for m in metrics}) == 1  # the LM never moves
+    assert metrics[0]["frozen_norm"] > 0
+    norms = [m["adapter_norm"] for m in metrics]
+    assert len(set(norms)) == len(norms)  # the adapter moves every step
+    seconds = [m["seconds"] for m in metrics]
+    assert seconds == sorted(seconds)
+
+    # the callback saw exactly the recorded steps
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [_no_timing(r) for r in records] == [_no_timing(m) for m in metrics]
+
+    # summary.json
+    on_disk = json.loads(run.summary_path.read_text())
+    assert on_disk == summary
+    assert summary["status"] == "completed"
+    assert summary["steps"] == summary["total_steps"] == 4
+    assert summary["n_train"] == 6 and summary["n_test"] == 6
+    assert summary["adapter"] == str(run.adapter_dir)
+    method_params = GanMethod(base, config).trainable_parameters()
+    assert summary["trainable_params"] == sum(p.numel() for p in method_params)
+
+    # adapter and checkpoint
+    assert (run.adapter_dir / "adapter_config.json").is_file()
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (run.checkpoint_dir / "state.safetensors").is_file()
+    assert json.loads((run.checkpoint_dir / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_train_keeps_the_lm_frozen(base, tiny_data, tmp_path):
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    train(_config(tiny_data, tmp_path / "run", epochs=1), base=base)
+    assert all(torch.equal(v, before[k]) for k, v in base.model.state_dict().items())
+    assert not any(p.requires_grad for p in base.model.parameters())
+
+
+def test_should_stop_stops_and_still_saves(base, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    done = []
+    summary = train(_config(tiny_data, out, epochs=3), base=base, on_step=done.append,
+                    should_stop=lambda: len(done) >= 2)
+    run = RunFolder(out)
+    assert summary["status"] == "stopped"
+    assert summary["steps"] == 2 and summary["total_steps"] == 6
+    assert [m["step"] for m in run.read_metrics()] == [1, 2]
+    assert summary["adapter"] == str(run.adapter_dir)
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads(run.summary_path.read_text())["status"] == "stopped"
+
+
+def test_stopping_before_the_first_step(base, tiny_data, tmp_path):
+    summary = train(_config(tiny_data, tmp_path / "run"), base=base, should_stop=lambda: True)
+    assert summary["status"] == "stopped" and summary["steps"] == 0
+    assert RunFolder(tmp_path / "run").read_metrics() == []
+
+
+def test_a_diverged_run_keeps_no_adapter(base, tiny_data, tmp_path, monkeypatch):
+    original = GanMethod.train_step
+
+    def nan_on_second_step(self, batch):
+        stats = original(self, batch)
+        self._calls = getattr(self, "_calls", 0) + 1
+        if self._calls == 2:
+            stats["g_loss"] = float("nan")
+        return stats
+
+    monkeypatch.setattr(GanMethod, "train_step", nan_on_second_step)
+    summary = train(_config(tiny_data, tmp_path / "run"), base=base)
+    assert summary["status"] == "diverged"
+    assert summary["steps"] == 2
+    assert summary["adapter"] is None
+    assert not RunFolder(tmp_path / "run").adapter_dir.exists()
+
+
+def test_read_metrics_skips_a_torn_last_line(base, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1), base=base)
+    run = RunFolder(out)
+    good = run.read_metrics()
+    assert len(good) == 2
+    with open(run.metrics_path, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 3, "epoch": 1.5, "g_lo')
+    assert run.read_metrics() == good
+
+
+def test_read_metrics_of_an_empty_folder(tmp_path):
+    assert RunFolder(tmp_path).read_metrics() == []
+
+
+def test_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    first = train(_config(tiny_data, out, epochs=1), base=make_base())
+    assert first["status"] == "completed" and first["steps"] == 2 and first["total_steps"] == 2
+    seen = []
+    second = train(_config(tiny_data, out, epochs=2), base=make_base(), resume=True, on_step=seen.append)
+    assert second["status"] == "completed"
+    assert second["steps"] == second["total_steps"] == 4
+    assert [r["step"] for r in seen] == [3, 4]  # only the new steps ran
+    metrics = RunFolder(out).read_metrics()
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in metrics] == [0.5, 1.0, 1.5, 2.0]
+    assert metrics[2]["seconds"] >= metrics[1]["seconds"]  # elapsed time carries over
+    assert json.loads(RunFolder(out).summary_path.read_text())["steps"] == 4
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(base, tiny_data, tmp_path):
+    with pytest.raises(GantuneError, match="no checkpoint to resume from"):
+        train(_config(tiny_data, tmp_path / "empty"), base=base, resume=True)
+
+
+def test_a_fresh_run_refuses_a_used_folder_unless_overwrite(base, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1), base=base)
+    with pytest.raises(GantuneError, match="already holds a run"):
+        train(_config(tiny_data, out, epochs=1), base=base)
+    summary = train(_config(tiny_data, out, epochs=1), base=base, overwrite=True)
+    assert summary["status"] == "completed"
+    assert [m["step"] for m in RunFolder(out).read_metrics()] == [1, 2]  # the old metrics are gone
+
+
+def test_resumed_run_is_bit_identical_to_a_straight_run(tiny_data, tmp_path):
+    straight = tmp_path / "straight"
+    resumed = tmp_path / "resumed"
+    train(_config(tiny_data, straight, epochs=2), base=make_base())
+    train(_config(tiny_data, resumed, epochs=1), base=make_base())
+    train(_config(tiny_data, resumed, epochs=2), base=make_base(), resume=True)
+
+    a, b = _adapter_weights(straight), _adapter_weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"adapter tensor {k} differs after resuming"
+    ma, mb = RunFolder(straight).read_metrics(), RunFolder(resumed).read_metrics()
+    assert [_no_timing(m) for m in ma] == [_no_timing(m) for m in mb]
+
+
+def test_a_run_stopped_mid_epoch_resumes_bit_identically(tiny_data, tmp_path):
+    straight = tmp_path / "straight"
+    resumed = tmp_path / "resumed"
+    train(_config(tiny_data, straight, epochs=2), base=make_base())
+    done = []
+    first = train(_config(tiny_data, resumed, epochs=2), base=make_base(), on_step=done.append,
+                  should_stop=lambda: len(done) >= 3)
+    assert first["status"] == "stopped" and first["steps"] == 3  # stopped in the middle of epoch 2
+    second = train(_config(tiny_data, resumed, epochs=2), base=make_base(), resume=True)
+    assert second["status"] == "completed" and second["steps"] == 4
+    a, b = _adapter_weights(straight), _adapter_weights(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"adapter tensor {k} differs after resuming mid-epoch"
+
+
+def test_same_seed_same_run(tiny_data, tmp_path):
+    train(_config(tiny_data, tmp_path / "a", epochs=1), base=make_base())
+    train(_config(tiny_data, tmp_path / "b", epochs=1), base=make_base())
+    a, b = _adapter_weights(tmp_path / "a"), _adapter_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(_config(tiny_data, tmp_path / "c", epochs=1, seed=4), base=make_base())
+    c = _adapter_weights(tmp_path / "c")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_load_method_and_answer(base, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_data, out, epochs=1, lr=0.05), base=base)
+    method = load_method(str(out), base=base)
+    assert isinstance(method, GanMethod)
+    saved = _adapter_weights(out)
+    assert all(torch.equal(v, saved[k]) for k, v in method.adapter.state_dict().items())
+    questions = ["who is the author of novel ?", "what did his mother write ?"]
+    answers = answer_questions(base, questions, 8, method=method)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    again = answer_questions(base, questions, 8, method=load_method(str(out), base=base))
+    assert again == answers
+
+
+def test_load_method_errors(tmp_path):
+    with pytest.raises(GantuneError, match="not a run folder"):
+        load_method(str(tmp_path / "nothing"))
