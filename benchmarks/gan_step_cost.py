@@ -31,8 +31,8 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     from gantune.data import Encoder, load_pairs
     from gantune.memory import MemoryMonitor
     from gantune.methods.gan import GanMethod
-    from gantune.methods.gan.policy import answer_logprobs, mle_loss
     from gantune.models import load_base_model, pick_device
+    from gantune.scoring import answer_logprobs, mle_loss
 
     torch.manual_seed(0)
     device = pick_device("auto")

@@ -39,7 +39,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is list:
-            kwargs.update(nargs="*", type=int, metavar="N")
+            item = typing.get_args(hint)[0]
+            kwargs.update(nargs="*", type=item, metavar="N" if item is int else "NAME")
         else:
             base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
             kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)

@@ -29,7 +29,7 @@ def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
 @dataclass
 class TrainConfig:
     # what and where
-    method: str = _f("gan", "tuning method", ("gan",))
+    method: str = _f("gan", "tuning method", ("gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"))
     preset: str = _f("improved", "named preset the other values start from", ("improved", "thesis"))
     model: str = _f("default", "base model: 'default' (offline SmolLM2-135M-Instruct), hub id, folder or .gguf file")
     gguf_file: str | None = _f(None, "GGUF file name inside --model's folder")
@@ -64,10 +64,16 @@ class TrainConfig:
     pg_estimator: str = _f("trajectory", "trajectory: exact log-probs of the sampled tokens in one pass; thesis: the thesis' per-position re-sampled estimator", ("trajectory", "thesis"))
     mle_weight: float = _f(0.0, "weight of an MLE term on the reference answers, computed in the same pass")
     resample_for_g: bool = _f(False, "sample a second time for the generator step (the thesis did)")
+    # baselines (peft)
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA scaling alpha")
+    lora_targets: list[str] = _f(["q_proj", "v_proj"], "module names LoRA adapts")
+    virtual_tokens: int = _f(20, "virtual tokens of prompt-tuning and prefix-tuning")
 
     def __post_init__(self) -> None:
         self.adapter_hidden = list(self.adapter_hidden)
         self.d_hidden = list(self.d_hidden)
+        self.lora_targets = list(self.lora_targets)
 
     def validate(self) -> "TrainConfig":
         """Refuse values that cannot make a run, with one line a user can act on."""
@@ -75,7 +81,8 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {getattr(self, f.name)!r})")
-        positive_ints = ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens", "noise_dim", "d_steps")
+        positive_ints = ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens", "noise_dim", "d_steps",
+                         "lora_r", "lora_alpha", "virtual_tokens")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise GantuneError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
@@ -99,6 +106,8 @@ class TrainConfig:
             raise GantuneError("--adapter-hidden takes two positive widths, e.g. --adapter-hidden 256 64")
         if len(self.d_hidden) != 3 or min(self.d_hidden) < 1:
             raise GantuneError("--d-hidden takes three positive widths, e.g. --d-hidden 256 64 16")
+        if not self.lora_targets:
+            raise GantuneError("--lora-targets needs at least one module name, e.g. --lora-targets q_proj v_proj")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,11 +174,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Learning rates that suit each method (a preset's schedule and token limits apply to all methods).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lora": {"lr": 5e-4},
+    "prompt-tuning": {"lr": 1e-2},
+    "prefix-tuning": {"lr": 1e-2},
+    "full": {"lr": 2e-5},
+}
+
+
 def preset_config(method: str = "gan", preset: str = "improved", **overrides: Any) -> TrainConfig:
-    """Defaults, then the preset, then the overrides."""
+    """Defaults, then the preset, then the method's own defaults, then the overrides."""
     if preset not in PRESETS:
         raise GantuneError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{"method": method, "preset": preset, **PRESETS[preset], **overrides})
+    return TrainConfig(**{"method": method, "preset": preset, **PRESETS[preset], **METHOD_DEFAULTS.get(method, {}),
+                          **overrides})
 
 
 def load_config(path: str) -> TrainConfig:

@@ -70,8 +70,8 @@ def answer_questions(
     for start in range(0, len(questions), batch_size):
         chunk = questions[start : start + batch_size]
         ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
-        with method.enabled(len(chunk)) if method is not None else nullcontext():
-            out, out_mask = generate_answers(base.model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, sample=False)
+        with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
+            out, out_mask = generate_answers(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, sample=False)
         for row, m in zip(out, out_mask):
             answers.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
     return answers

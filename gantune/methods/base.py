@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 from accelerate import Accelerator
+from transformers import PreTrainedModel
 
 from ..config import TrainConfig
 from ..data import Batch
@@ -54,8 +55,8 @@ class TuningMethod(ABC):
         """L2 norm of the tuned part that changes the LM's answers (plotted live)."""
 
     @abstractmethod
-    def enabled(self) -> AbstractContextManager:
-        """Inside the block, ``self.base.model`` answers as the tuned model (eval-time settings)."""
+    def enabled(self, batch_size: int) -> AbstractContextManager[PreTrainedModel]:
+        """A block that yields the tuned model (eval-time settings) for ``batch_size`` rows at a time."""
 
     @abstractmethod
     def save_pretrained(self, folder: str | Path) -> None:
@@ -73,6 +74,9 @@ class TuningMethod(ABC):
     @abstractmethod
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_tensors`` returned."""
+
+    def close(self) -> None:
+        """Undo whatever this method did to the shared base model (nothing by default)."""
 
     def backward(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
         """Backward, then average gradients over processes when several run (``accelerate launch``)."""

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -25,17 +23,18 @@ from ...config import TrainConfig
 from ...data import Batch, pad
 from ...generation import generate_answers
 from ...models import BaseModel
+from ...scoring import answer_logprobs, mle_loss
 from ..base import (
-    TuningMethod,
     load_module_tensors,
     load_optimizer_tensors,
     module_tensors,
     optimizer_tensors,
     register,
 )
-from .adapter import AdapterConfig, MTunable
+from .adapter import MTunable
 from .discriminator import EmbeddingDiscriminator, ThesisDiscriminator
-from .policy import advantages, answer_logprobs, mle_loss, policy_gradient_loss, thesis_logprobs
+from .generator import AdapterMethod
+from .policy import advantages, policy_gradient_loss, thesis_logprobs
 
 D_CONFIG = "discriminator_config.json"
 D_WEIGHTS = "discriminator.safetensors"
@@ -49,45 +48,15 @@ def build_discriminator(base: BaseModel, config: TrainConfig) -> nn.Module:
 
 
 @register
-class GanMethod(TuningMethod):
+class GanMethod(AdapterMethod):
     name = "gan"
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
                  adapter: MTunable | None = None):
-        super().__init__(base, config, accelerator)
-        device = base.device
-        embed_dim = base.model.get_input_embeddings().embedding_dim
-        self.adapter = adapter or MTunable(
-            AdapterConfig(embed_dim, config.noise_dim, list(config.adapter_hidden), config.adapter_init)
-        )
-        self.adapter.to(device)
-        self.discriminator = build_discriminator(base, config).to(device)
-        self.opt_g = torch.optim.Adam(self.adapter.parameters(), lr=config.lr)
+        super().__init__(base, config, accelerator, adapter)
+        self.discriminator = build_discriminator(base, config).to(base.device)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr)
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
-        self.pad_id = base.tokenizer.pad_token_id
-
-    # --- the adapter on the LM -------------------------------------------------------------------
-    @contextmanager
-    def _attached(self, noise: torch.Tensor | None) -> Iterator[None]:
-        handle = self.adapter.attach(self.base.model)
-        try:
-            with self.adapter.noise_set(noise):
-                yield
-        finally:
-            handle.remove()
-
-    @contextmanager
-    def enabled(self, batch_size: int | None = None) -> Iterator[None]:
-        """The tuned model; noise is zeros, or sampled per sequence with --eval-noise sample."""
-        self.adapter.eval()
-        noise = None
-        if self.config.eval_noise == "sample":
-            if batch_size is None:
-                raise ValueError("eval_noise=sample needs the batch size")
-            noise = self.adapter.sample_noise(batch_size)
-        with torch.no_grad(), self._attached(noise):
-            yield
 
     # --- one iteration ---------------------------------------------------------------------------
     def _sample(self, batch: Batch, noise: torch.Tensor, max_new: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,23 +148,19 @@ class GanMethod(TuningMethod):
                                        batch.prompt_mask.repeat(2, 1), ids, mask)
             return policy_gradient_loss(logp[:b], mask[:b], adv), mle_loss(logp[b:], mask[b:])
 
-    # --- bookkeeping -----------------------------------------------------------------------------
+    # --- bookkeeping: the adapter's, plus the discriminator's ----------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [*self.adapter.parameters(), *self.discriminator.parameters()]
-
-    def adapter_norm(self) -> float:
-        with torch.no_grad():
-            return float(torch.sqrt(sum(p.double().pow(2).sum() for p in self.adapter.parameters())))
+        return [*super().trainable_parameters(), *self.discriminator.parameters()]
 
     def save_pretrained(self, folder: str | Path) -> None:
+        super().save_pretrained(folder)
         folder = Path(folder)
-        self.adapter.save_pretrained(folder)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.discriminator.state_dict().items()}, folder / D_WEIGHTS)
         (folder / D_CONFIG).write_text(json.dumps({"kind": self.config.discriminator, "hidden": self.config.d_hidden}))
 
     @classmethod
     def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "GanMethod":
-        method = cls(base, config, adapter=MTunable.from_pretrained(folder, base.device))
+        method = super().from_pretrained(base, folder, config)
         d_file = Path(folder) / D_WEIGHTS
         if d_file.is_file():
             method.discriminator.load_state_dict(load_file(d_file))
@@ -203,17 +168,15 @@ class GanMethod(TuningMethod):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {
-            **module_tensors("adapter", self.adapter),
+            **super().state_tensors(),
             **module_tensors("discriminator", self.discriminator),
-            **optimizer_tensors("opt_g", self.opt_g),
             **optimizer_tensors("opt_d", self.opt_d),
             "reward_mean": torch.tensor([self.reward_mean if self.reward_mean is not None else float("nan")]),
         }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        load_module_tensors("adapter", self.adapter, tensors)
+        super().load_state_tensors(tensors)
         load_module_tensors("discriminator", self.discriminator, tensors)
-        load_optimizer_tensors("opt_g", self.opt_g, tensors)
         load_optimizer_tensors("opt_d", self.opt_d, tensors)
         value = float(tensors["reward_mean"][0])
         self.reward_mean = None if value != value else value

@@ -4,7 +4,7 @@ REINFORCE for a sampled answer y = (y_1 … y_T) with reward R (D's score) and b
 
     ∇J ≈ (R − b) · Σ_t ∇ log π(y_t | q, y_<t)
 
-``answer_logprobs`` gets every log π(y_t | …) of a batch in ONE teacher-forced pass over [q ; y].
+``answer_logprobs`` (gantune.scoring) gets every log π(y_t | …) of a batch in ONE teacher-forced pass over [q ; y].
 ``thesis_logprobs`` reproduces the thesis' estimator for comparison: one LM pass per position and
 the log-prob of a token re-sampled from the softmax of logits summed over positions, which is
 not the gradient of the trajectory's probability.
@@ -15,30 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-
-def _joined(prompt_ids, prompt_mask, answer_ids, answer_mask):
-    ids = torch.cat([prompt_ids, answer_ids], dim=1)
-    mask = torch.cat([prompt_mask, answer_mask], dim=1)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
-    return ids, mask, positions
-
-
-def answer_logprobs(
-    lm: PreTrainedModel,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    answer_ids: torch.Tensor,
-    answer_mask: torch.Tensor,
-) -> torch.Tensor:
-    """log π(answer_t | prompt, answer_<t) for every answer position (B×T, fp32, 0 where masked)."""
-    ids, mask, positions = _joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
-    t = answer_ids.shape[1]
-    # logits only for positions P-1 … P+T-1 (the answer slice); drop the last, which predicts past the end
-    logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False).logits
-    logp = logits[:, :-1].float().log_softmax(dim=-1)
-    del logits
-    picked = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    return picked * answer_mask
+from ...scoring import joined
 
 
 def thesis_logprobs(
@@ -51,7 +28,7 @@ def thesis_logprobs(
     """The thesis' per-position estimator (B×T): T full forwards, each keeping its graph."""
     out = []
     for t in range(answer_ids.shape[1]):
-        ids, mask, positions = _joined(prompt_ids, prompt_mask, answer_ids[:, :t], answer_mask[:, :t])
+        ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids[:, :t], answer_mask[:, :t])
         logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
         logp = logits.sum(dim=1).float().log_softmax(dim=-1)
         token = torch.multinomial(logp.detach().exp(), 1)
@@ -75,8 +52,3 @@ def policy_gradient_loss(logp: torch.Tensor, mask: torch.Tensor, advantage: torc
     """−(1/N) Σ_b A_b Σ_t log π_bt over the N real (unmasked) answer tokens of the batch."""
     n = mask.sum().clamp(min=1)
     return -(advantage.detach().unsqueeze(1) * logp * mask).sum() / n
-
-
-def mle_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of the real answer tokens."""
-    return -(logp * mask).sum() / mask.sum().clamp(min=1)

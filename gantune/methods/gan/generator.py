@@ -1,0 +1,79 @@
+"""G = frozen LM + M_tunable, as a tuning method: attach, generate, save, resume.
+
+``AdapterMethod`` holds everything about M_tunable that does not depend on how it is trained;
+``GanMethod`` trains it adversarially, ``AdapterMleMethod`` (the ablation) by plain MLE.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import PreTrainedModel
+
+from ...config import TrainConfig
+from ...models import BaseModel
+from ..base import (
+    TuningMethod,
+    load_module_tensors,
+    load_optimizer_tensors,
+    module_tensors,
+    optimizer_tensors,
+)
+from .adapter import AdapterConfig, MTunable
+
+
+class AdapterMethod(TuningMethod):
+    def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
+                 adapter: MTunable | None = None):
+        super().__init__(base, config, accelerator)
+        embed_dim = base.model.get_input_embeddings().embedding_dim
+        self.adapter = adapter or MTunable(
+            AdapterConfig(embed_dim, config.noise_dim, list(config.adapter_hidden), config.adapter_init)
+        )
+        self.adapter.to(base.device)
+        self.opt_g = torch.optim.Adam(self.adapter.parameters(), lr=config.lr)
+        self.pad_id = base.tokenizer.pad_token_id
+
+    @contextmanager
+    def _attached(self, noise: torch.Tensor | None) -> Iterator[None]:
+        """M_tunable between the LM's embeddings and its blocks, fed ``noise``, for the block only."""
+        handle = self.adapter.attach(self.base.model)
+        try:
+            with self.adapter.noise_set(noise):
+                yield
+        finally:
+            handle.remove()
+
+    @contextmanager
+    def enabled(self, batch_size: int) -> Iterator[PreTrainedModel]:
+        """The tuned model; noise is zeros, or sampled per sequence with --eval-noise sample."""
+        self.adapter.eval()
+        noise = self.adapter.sample_noise(batch_size) if self.config.eval_noise == "sample" else None
+        with torch.no_grad(), self._attached(noise):
+            yield self.base.model
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.adapter.parameters())
+
+    def adapter_norm(self) -> float:
+        with torch.no_grad():
+            return float(torch.sqrt(sum(p.double().pow(2).sum() for p in self.adapter.parameters())))
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.adapter.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "AdapterMethod":
+        return cls(base, config, adapter=MTunable.from_pretrained(folder, base.device))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**module_tensors("adapter", self.adapter), **optimizer_tensors("opt_g", self.opt_g)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_module_tensors("adapter", self.adapter, tensors)
+        load_optimizer_tensors("opt_g", self.opt_g, tensors)
