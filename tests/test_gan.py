@@ -15,7 +15,7 @@ from gantune.data import Encoder, QAPair
 from gantune.generation import answer_questions
 from gantune.methods import get_method
 from gantune.methods.gan import AdapterConfig, EmbeddingDiscriminator, GanMethod, MTunable, ThesisDiscriminator
-from gantune.methods.gan.adapter import CONFIG_NAME, WEIGHTS_NAME
+from gantune.methods.gan.adapter import CONFIG_NAME
 from gantune.methods.gan.policy import advantages, policy_gradient_loss, thesis_logprobs
 from gantune.scoring import answer_logprobs, mle_loss
 
