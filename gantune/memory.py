@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import threading
 
 import psutil
 import torch
 
 MB = 1024 * 1024
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier work back to the OS, so the next peak measures the next job only.
+
+    glibc keeps freed heap pages in the process (the resident set never shrinks) unless asked with
+    malloc_trim; on CUDA, the caching allocator is emptied instead.
+    """
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 class MemoryMonitor:

@@ -8,7 +8,10 @@ its ``__init__`` imports a module we do not install).
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +92,16 @@ def load_base_model(
     device: torch.device | str = "cpu",
     trust_remote_code: bool = False,
 ) -> BaseModel:
-    """Load, freeze and place a causal LM and its tokenizer."""
+    """Load, freeze and place a causal LM and its tokenizer.
+
+    A GGUF file is de-quantised once (about 25 s for the default model) and kept as safetensors
+    under $GANTUNE_CACHE (default ~/.cache/gantune); later loads read that copy in a second or two.
+    """
     where, gguf, kind = resolve_model(name, gguf_file)
+    source = {"name": name, "path": where, "gguf_file": gguf, "kind": kind}
+    cached = _gguf_cache_dir(Path(where) / gguf) if gguf else None
+    if cached is not None and (cached / "config.json").is_file():
+        where, gguf = str(cached), None
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
@@ -100,8 +111,33 @@ def load_base_model(
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GantuneError(f"could not load model {name!r}: {first}") from exc
-    source = {"name": name, "path": where, "gguf_file": gguf, "kind": kind}
+    if gguf and cached is not None:
+        _write_cache(model, tokenizer, cached)
     return prepare_base_model(model, tokenizer, device, source)
+
+
+def _gguf_cache_dir(gguf_path: Path) -> Path | None:
+    """Where the de-quantised copy of a GGUF file lives (keyed by name, size and mtime); None if no cache."""
+    root = os.environ.get("GANTUNE_CACHE", str(Path.home() / ".cache" / "gantune"))
+    if root.lower() in ("", "0", "off", "none"):
+        return None
+    stat = gguf_path.stat()
+    return Path(root) / "gguf" / f"{gguf_path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _write_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Save atomically (temp folder, then rename); a cache that cannot be written is only skipped."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except OSError:
+        return
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_base_model(

@@ -87,88 +87,93 @@ def train(
     encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
     items = encoder.encode(p.train)
     method = get_method(cfg.method)(p.base, cfg, acc)
+    try:
+        steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+        if acc.num_processes > 1:  # processes move in lockstep: each takes whole rounds of batches
+            steps_per_epoch //= acc.num_processes
+            if steps_per_epoch == 0:
+                raise GantuneError(f"{len(items)} training pairs are too few for {acc.num_processes} processes")
+        total = steps_per_epoch * cfg.epochs
+        step, elapsed = 0, 0.0
+        if resume:
+            saved = run.load_checkpoint()
+            if saved is None:
+                raise GantuneError(f"{run.path} has no checkpoint to resume from")
+            tensors, state = saved
+            method.load_state_tensors(tensors)
+            torch.set_rng_state(tensors["rng.cpu"])
+            if torch.cuda.is_available() and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"])
+            step, elapsed = state["step"], state["seconds"]
+        if acc.is_main_process:
+            run.write_config(cfg, {
+                "model": p.base.source, "data": p.data_source, "device": str(acc.device),
+                "processes": acc.num_processes, "n_train": len(p.train), "n_test": len(p.test),
+                "split": {"train": [vars(x) for x in p.train], "test": [vars(x) for x in p.test]},
+            })
 
-    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
-    if acc.num_processes > 1:  # processes move in lockstep: each takes whole rounds of batches
-        steps_per_epoch //= acc.num_processes
-        if steps_per_epoch == 0:
-            raise GantuneError(f"{len(items)} training pairs are too few for {acc.num_processes} processes")
-    total = steps_per_epoch * cfg.epochs
-    step, elapsed = 0, 0.0
-    if resume:
-        checkpoint = run.load_checkpoint()
-        if checkpoint is None:
-            raise GantuneError(f"{run.path} has no checkpoint to resume from")
-        tensors, state = checkpoint
-        method.load_state_tensors(tensors)
-        torch.set_rng_state(tensors["rng.cpu"])
-        if torch.cuda.is_available() and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
-        step, elapsed = state["step"], state["seconds"]
-    if acc.is_main_process:
-        run.write_config(cfg, {
-            "model": p.base.source, "data": p.data_source, "device": str(acc.device),
-            "processes": acc.num_processes, "n_train": len(p.train), "n_test": len(p.test),
-            "split": {"train": [vars(x) for x in p.train], "test": [vars(x) for x in p.test]},
-        })
+        def checkpoint() -> None:
+            if not acc.is_main_process:
+                return
+            tensors = {**method.state_tensors(), "rng.cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                tensors["rng.cuda"] = torch.cuda.get_rng_state()
+            run.save_checkpoint(tensors, {"step": step, "seconds": elapsed})
 
-    def checkpoint() -> None:
-        if not acc.is_main_process:
-            return
-        tensors = {**method.state_tensors(), "rng.cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        run.save_checkpoint(tensors, {"step": step, "seconds": elapsed})
+        status, tokens, start_seconds = "completed", 0.0, elapsed  # tokens/s counts this session's steps
+        bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
+        with MemoryMonitor(acc.device) as memory:
+            while step < total and status == "completed":
+                epoch, index = divmod(step, steps_per_epoch)
+                batch_rows = _epoch_batches(len(items), cfg.batch_size, cfg.seed, epoch, acc)[index]
+                if should_stop is not None and should_stop():
+                    status = "stopped"
+                    break
+                batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
+                t0 = time.perf_counter()
+                stats = method.train_step(batch)
+                dt = time.perf_counter() - t0
+                elapsed += dt
+                n_tokens = float(batch.prompt_mask.sum() + batch.answer_mask.sum())
+                tokens += n_tokens
+                step += 1
+                if not all(math.isfinite(v) for v in stats.values()):
+                    status = "diverged"
+                record = {
+                    "step": step, "epoch": step / steps_per_epoch, **stats,
+                    "adapter_norm": method.adapter_norm(), "frozen_norm": frozen_norm(p.base.model),
+                    "tokens_per_s": n_tokens / dt,
+                    "step_seconds": dt, "seconds": elapsed, "memory_mb": memory.current_mb(), "peak_memory_mb": memory.peak_mb(),
+                }
+                if acc.is_main_process:
+                    run.append_metrics(record)
+                if on_step is not None:
+                    on_step(record)
+                bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
+                                r=f"{stats.get('reward_mean', float('nan')):.2f}")
+                bar.update(1)
+                at_epoch_end = step % steps_per_epoch == 0
+                if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
+                    checkpoint()
+            peak = memory.peak_mb()
+        bar.close()
 
-    status = "completed"
-    bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
-    with MemoryMonitor(acc.device) as memory:
-        while step < total and status == "completed":
-            epoch, index = divmod(step, steps_per_epoch)
-            batch_rows = _epoch_batches(len(items), cfg.batch_size, cfg.seed, epoch, acc)[index]
-            if should_stop is not None and should_stop():
-                status = "stopped"
-                break
-            batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
-            t0 = time.perf_counter()
-            stats = method.train_step(batch)
-            dt = time.perf_counter() - t0
-            elapsed += dt
-            step += 1
-            if not all(math.isfinite(v) for v in stats.values()):
-                status = "diverged"
-            record = {
-                "step": step, "epoch": step / steps_per_epoch, **stats,
-                "adapter_norm": method.adapter_norm(), "frozen_norm": frozen_norm(p.base.model),
-                "tokens_per_s": float(batch.prompt_mask.sum() + batch.answer_mask.sum()) / dt,
-                "step_seconds": dt, "seconds": elapsed, "memory_mb": memory.current_mb(), "peak_memory_mb": memory.peak_mb(),
-            }
-            if acc.is_main_process:
-                run.append_metrics(record)
-            if on_step is not None:
-                on_step(record)
-            bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
-                            r=f"{stats.get('reward_mean', float('nan')):.2f}")
-            bar.update(1)
-            at_epoch_end = step % steps_per_epoch == 0
-            if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
-                checkpoint()
-        peak = memory.peak_mb()
-    bar.close()
-
-    if status != "diverged" and acc.is_main_process:  # a diverged run keeps its last good adapter
-        checkpoint()
-        run.save_adapter(method.save_pretrained)
-    summary = {
-        "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
-        "seconds": round(elapsed, 3), "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
-        "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
-        "n_train": len(p.train), "n_test": len(p.test), "device": str(acc.device),
-        "adapter": str(run.adapter_dir) if run.adapter_dir.is_dir() else None, "run": str(run.path),
-    }
-    if acc.is_main_process:
-        run.write_summary(summary)
-    return summary
+        if status != "diverged" and acc.is_main_process:  # a diverged run keeps its last good adapter
+            checkpoint()
+            run.save_adapter(method.save_pretrained)
+        summary = {
+            "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
+            "seconds": round(elapsed, 3), "tokens_per_s": round(tokens / max(elapsed - start_seconds, 1e-9), 1),
+            "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
+            "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
+            "n_train": len(p.train), "n_test": len(p.test), "device": str(acc.device),
+            "adapter": str(run.adapter_dir) if run.adapter_dir.is_dir() else None, "run": str(run.path),
+        }
+        if acc.is_main_process:
+            run.write_summary(summary)
+        return summary
+    finally:
+        method.close()  # the base model is shared (workbench, bench): leave it as it was
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelerator) -> list[list[int]]:

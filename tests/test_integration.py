@@ -63,3 +63,19 @@ def test_answer_questions_gives_text(real_base):
     assert len(answers) == 1
     assert isinstance(answers[0], str) and answers[0].strip()
     assert "<|im_end|>" not in answers[0]
+
+
+def test_gguf_cache_gives_the_same_model(real_base, tmp_path, monkeypatch):
+    """The first load de-quantises the GGUF and caches it; the cached copy is the same model."""
+    monkeypatch.setenv("GANTUNE_CACHE", str(tmp_path))
+    first = load_base_model("default")  # from the GGUF file, writes the cache
+    cached = list((tmp_path / "gguf").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    second = load_base_model("default")  # from the cache
+    assert second.source == first.source == real_base.source
+    assert second.eos_id == first.eos_id
+    for (k, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    text = "Who is Hsiao Yun-Hwa? <|im_end|> café 42"
+    assert first.tokenizer(text).input_ids == second.tokenizer(text).input_ids
+    assert first.tokenizer.chat_template == second.tokenizer.chat_template
