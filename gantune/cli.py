@@ -81,7 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--question", action="append", required=True, help="a question (repeat for several)")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="most answer tokens (default: the run's)")
     gen.add_argument("--base", action="store_true", help="also print the base model's answer")
+    bench = sub.add_parser("bench", help="base + each method on one split: metrics, time, memory → report",
+                           description="Train and evaluate base and each method side by side in one process.")
+    bench.add_argument("--preset", default="quick", choices=["quick", "thesis"],
+                       help="quick: 40/40 pairs, 3 epochs, batch 8 (~15 min on 2 CPU cores); thesis: the thesis' protocol (GPU)")
+    bench.add_argument("--methods", nargs="+", metavar="NAME",
+                       help="rows to run besides base (gan gan-thesis adapter-mle lora prompt-tuning prefix-tuning full)")
+    bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
+    bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
+    bench.add_argument("--model", default="default", help="as for train")
+    bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go beside it")
+    bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
+    bench.add_argument("--seed", type=int, default=0, help="seed for the split and every run")
+    for flag, kind in (("--n", int), ("--epochs", int), ("--batch-size", int), ("--max-new-tokens", int)):
+        bench.add_argument(flag, type=kind, default=argparse.SUPPRESS, help="override the bench preset's value")
     return parser
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import run_bench
+
+    overrides = {k: getattr(args, k) for k in ("n", "epochs", "batch_size", "max_new_tokens") if hasattr(args, k)}
+    for key, value in overrides.items():
+        if value < 1:
+            raise GantuneError(f"--{key.replace('_', '-')} must be at least 1 (got {value})")
+    run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model, methods=args.methods,
+              bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seed=args.seed, overrides=overrides)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -117,10 +142,13 @@ def _generate(args: argparse.Namespace) -> None:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise GantuneError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
     method = load_method(args.run)
-    cfg = method.config
+    cfg, base_model = method.config, method.base
     limit = args.max_new_tokens or cfg.max_new_tokens
-    tuned = answer_questions(method.base, args.question, limit, cfg.max_prompt_tokens, method=method)
-    base = answer_questions(method.base, args.question, limit, cfg.max_prompt_tokens) if args.base else None
+    try:
+        tuned = answer_questions(base_model, args.question, limit, cfg.max_prompt_tokens, method=method)
+    finally:
+        method.close()  # LoRA / full change the base model itself: undo before asking it
+    base = answer_questions(base_model, args.question, limit, cfg.max_prompt_tokens) if args.base else None
     for i, question in enumerate(args.question):
         if len(args.question) > 1 or base:
             print(f"Q: {question}")
@@ -135,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
-        {"train": _train, "generate": _generate}[args.command](args)
+        {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)
     except GantuneError as exc:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 2

@@ -37,15 +37,8 @@ def generate_answers(
     Sampling draws from the plain softmax (temperature 1, no top-k/top-p), the distribution whose
     log-probabilities the policy gradient uses.
     """
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-    )
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
+    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, **sampling)
     # use_model_defaults=False: a model's own generation_config.json (temperature, top_p …) must not
     # replace these values, or the samples would not come from the policy the gradient assumes
     out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,

