@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .errors import GantuneError
+from .models import hub_reachable
 
 HUB_DATASET = "locuslab/TOFU"
 # offline subset -> (file, keep only the last k rows)
@@ -112,6 +113,9 @@ def _to_pair(row: object, where: str) -> QAPair:
 
 
 def _load_hub(repo: str, subset: str) -> list[QAPair]:
+    if not hub_reachable():
+        raise GantuneError(f"{repo} is a hub dataset and the hub cannot be reached (offline?); "
+                           "pass --data with a local folder or file")
     try:
         from datasets import load_dataset
 

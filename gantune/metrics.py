@@ -18,6 +18,7 @@ from transformers.utils import is_offline_mode
 
 from .data import Encoder, QAPair
 from .errors import GantuneError
+from .models import hub_reachable
 from .scoring import answer_logprobs
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -101,6 +102,9 @@ class Bleurt:
         if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
             return cls(reason=_load_failure("BLEURT", checkpoint, None, cls.HINT), checkpoint=checkpoint)
         where = str(Path(checkpoint).expanduser()) if _looks_like_path(checkpoint) else checkpoint
+        if not _looks_like_path(checkpoint) and not Path(checkpoint).exists() and not hub_reachable():
+            return cls(reason=f"BLEURT unavailable: {checkpoint!r} is a hub id and the hub cannot be reached (offline); "
+                              f"{cls.HINT}", checkpoint=checkpoint)
         try:
             from bleurt_pytorch import BleurtForSequenceClassification, BleurtTokenizer
 

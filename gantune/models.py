@@ -7,13 +7,16 @@ its ``__init__`` imports a module we do not install).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -42,6 +45,25 @@ class BaseModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers: False at once under HF_HUB_OFFLINE=1, else one TCP connect.
+
+    Asked before any hub download, so an offline machine gets a clear message instead of minutes of
+    retries. Remembered for the life of the process.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def pick_device(choice: str = "auto") -> torch.device:
@@ -105,6 +127,8 @@ def load_base_model(
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
+    if kind == "hub" and not hub_reachable():
+        kwargs["local_files_only"] = True  # a copy in the local hub cache still loads; else one clear error
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
