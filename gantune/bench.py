@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import preset_config
-from .data import load_pairs, split_pairs
+from .config import TrainConfig, preset_config
+from .data import QAPair, load_pairs, split_pairs
 from .errors import GantuneError
 from .evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
 from .memory import release_freed_memory
@@ -44,16 +44,17 @@ class BenchPreset:
     max_new_tokens: int
     max_prompt_tokens: int
     retention_n: int | None
+    eval_batch_size: int
     methods: list[str] = field(default_factory=list)
 
 
 BENCH_PRESETS: dict[str, BenchPreset] = {
     # ~15 min on a 2-core CPU with the offline model
     "quick": BenchPreset(n=80, train_fraction=0.5, epochs=3, batch_size=8, max_new_tokens=48, max_prompt_tokens=128,
-                         retention_n=40, methods=["gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]),
+                         retention_n=20, eval_batch_size=40, methods=["gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]),
     # the thesis' protocol: 50 train / 50 test, 100 prompt / 50 new tokens, 30 epochs, batch 1 (for a GPU)
     "thesis": BenchPreset(n=100, train_fraction=0.5, epochs=30, batch_size=1, max_new_tokens=50, max_prompt_tokens=100,
-                          retention_n=None, methods=["gan", "gan-thesis", "adapter-mle", "lora", "prompt-tuning",
+                          retention_n=None, eval_batch_size=50, methods=["gan", "gan-thesis", "adapter-mle", "lora", "prompt-tuning",
                                                      "prefix-tuning", "full"]),
 }
 
@@ -63,6 +64,9 @@ THESIS = {
     "gan-thesis": {"rouge1": 0.109, "bleurt": -0.611, "train_minutes": 91, "peak_memory_gb": 12.3},
     "lora": {"rouge1": 0.127, "bleurt": -0.536, "train_minutes": 2, "peak_memory_gb": 1.1},
 }
+# what a baseline shares with the run it is compared to
+SHARED_SETTINGS = ("model", "gguf_file", "trust_remote_code", "data", "subset", "n", "train_fraction", "seed",
+                   "device", "epochs", "batch_size", "max_new_tokens", "max_prompt_tokens")
 METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention")
 
 
@@ -100,7 +104,7 @@ def run_bench(
         base = load_base_model(model, device=device)
     scorers = Scorers.load(bleurt, device=str(device))
     settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"], max_prompt_tokens=schedule["max_prompt_tokens"],
-                            retention_n=bp.retention_n, seed=seed)
+                            batch_size=bp.eval_batch_size, retention_n=bp.retention_n, seed=seed)
     retention = load_retention_sets(data, bp.retention_n, seed)
     runs_dir = out.with_name(out.stem + "_runs")
 
@@ -120,12 +124,7 @@ def run_bench(
             log(f"{name}: training {summary['status']}; evaluated as it stands")
         log(f"evaluating {name} …")
         t0 = time.perf_counter()
-        tuned = load_method(summary["run"], base=base)
-        try:
-            result = evaluate(base, tuned, test_pairs, retention, scorers, settings)
-        finally:
-            tuned.close()
-        write_json_atomic(RunFolder(summary["run"]).path / "eval.json", result)
+        result = evaluate_run(summary["run"], base, test_pairs, retention, scorers, settings)
         rows.append(_row(name, result, summary, time.perf_counter() - t0))
         evals[name] = result
 
@@ -146,6 +145,25 @@ def run_bench(
             fh.write(json.dumps({"question": pair.question, "reference": pair.answer, "answers": answers}) + "\n")
     log(markdown)
     return report
+
+
+def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]],
+                 scorers: Scorers, settings: EvalSettings) -> dict[str, Any]:
+    """Evaluate a finished run's tuned model and keep the result as the run's eval.json."""
+    tuned = load_method(str(run), base=base)
+    try:
+        result = evaluate(base, tuned, test, retention, scorers, settings)
+    finally:
+        tuned.close()
+    write_json_atomic(RunFolder(run).eval_path, result)
+    return result
+
+
+def baseline_config(reference: TrainConfig, row: str, out: str | Path) -> TrainConfig:
+    """The ``row`` method on the same model, data, split, schedule and token limits as ``reference``."""
+    same = {k: getattr(reference, k) for k in SHARED_SETTINGS}
+    method, preset = ROWS[row]
+    return preset_config(method, preset, out=str(out), **same)
 
 
 def _memory_note(device_type: str) -> str:

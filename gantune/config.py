@@ -45,10 +45,11 @@ class TrainConfig:
     epochs: int = _f(3, "passes over the training pairs")
     batch_size: int = _f(8, "pairs per step")
     lr: float = _f(1e-3, "learning rate of the tuned part (M_tunable)")
-    d_lr: float = _f(1e-4, "learning rate of the discriminator")
+    d_lr: float = _f(1e-3, "learning rate of the discriminator")
     max_new_tokens: int = _f(48, "most tokens sampled per answer (also caps reference answers)")
     max_prompt_tokens: int = _f(128, "most prompt tokens (longer prompts are cut from the left)")
     checkpoint_every: int = _f(0, "steps between checkpoints (0: at each epoch's end)")
+    sample_every: int = _f(5, "steps between answers recorded in samples.jsonl (0: never)")
     # M_tunable
     noise_dim: int = _f(100, "size of the N(0,1) noise vector fed to M_tunable")
     adapter_hidden: list[int] = _f([], "M_tunable's two hidden widths (empty: embedding width /2 and /4)")
@@ -100,8 +101,9 @@ class TrainConfig:
                 raise GantuneError(f"--{_flag(name)} must be a finite number >= 0 (got {v})")
         if self.label_smoothing >= 0.5:
             raise GantuneError(f"--label-smoothing must be below 0.5 (got {self.label_smoothing})")
-        if self.checkpoint_every < 0:
-            raise GantuneError(f"--checkpoint-every must be >= 0 (got {self.checkpoint_every})")
+        for name in ("checkpoint_every", "sample_every"):
+            if getattr(self, name) < 0:
+                raise GantuneError(f"--{_flag(name)} must be >= 0 (got {getattr(self, name)})")
         if self.adapter_hidden and (len(self.adapter_hidden) != 2 or min(self.adapter_hidden) < 1):
             raise GantuneError("--adapter-hidden takes two positive widths, e.g. --adapter-hidden 256 64")
         if len(self.d_hidden) != 3 or min(self.d_hidden) < 1:

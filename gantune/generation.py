@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel, TextIteratorStreamer
 
 from .data import Encoder
 
@@ -68,3 +69,38 @@ def answer_questions(
         for row, m in zip(out, out_mask):
             answers.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
     return answers
+
+
+def stream_answer(
+    base: "BaseModel",
+    question: str,
+    max_new_tokens: int,
+    max_prompt_tokens: int = 512,
+    method: "TuningMethod | None" = None,
+) -> Iterator[str]:
+    """The greedy answer to one question, yielded as it grows (the text so far, each time)."""
+    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
+    ids, mask = (t.to(base.device) for t in encoder.prompts([question]))
+    streamer = TextIteratorStreamer(base.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=base.eos_id,
+                              pad_token_id=encoder.pad_id)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with method.enabled(1) if method is not None else nullcontext(base.model) as model, torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=mask, generation_config=config, streamer=streamer,
+                               use_model_defaults=False)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text.strip()
+    worker.join()
+    if errors:
+        raise errors[0]

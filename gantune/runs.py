@@ -67,6 +67,8 @@ class RunFolder:
         self.summary_path = self.path / "summary.json"
         self.adapter_dir = self.path / "adapter"
         self.checkpoint_dir = self.path / "checkpoint"
+        self.samples_path = self.path / "samples.jsonl"
+        self.eval_path = self.path / "eval.json"
 
     def create(self) -> "RunFolder":
         try:
@@ -77,7 +79,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove what an earlier run wrote here (only gantune's own files), for a fresh start."""
-        for f in (self.config_path, self.metrics_path, self.summary_path):
+        for f in (self.config_path, self.metrics_path, self.summary_path, self.samples_path, self.eval_path):
             f.unlink(missing_ok=True)
         for d in (self.adapter_dir, self.checkpoint_dir):
             shutil.rmtree(d, ignore_errors=True)
@@ -99,19 +101,16 @@ class RunFolder:
 
     # metrics ------------------------------------------------------------------------------------
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        _append_line(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        records = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash mid-write
-        return records
+        return _read_lines(self.metrics_path)
+
+    def append_sample(self, record: dict[str, Any]) -> None:
+        _append_line(self.samples_path, record)
+
+    def read_samples(self) -> list[dict[str, Any]]:
+        return _read_lines(self.samples_path)
 
     # adapter, checkpoint, summary ---------------------------------------------------------------
     def save_adapter(self, save_pretrained: Callable[[Path], None]) -> None:
@@ -132,3 +131,21 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary_path, summary)
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """JSON Lines, skipping a line torn by a crash mid-write."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -140,13 +140,17 @@ def train(
                 if not all(math.isfinite(v) for v in stats.values()):
                     status = "diverged"
                 record = {
-                    "step": step, "epoch": step / steps_per_epoch, **stats,
+                    "step": step, "total_steps": total, "epoch": step / steps_per_epoch, **stats,
                     "adapter_norm": method.adapter_norm(), "frozen_norm": frozen_norm(p.base.model),
                     "tokens_per_s": n_tokens / dt,
                     "step_seconds": dt, "seconds": elapsed, "memory_mb": memory.current_mb(), "peak_memory_mb": memory.peak_mb(),
                 }
                 if acc.is_main_process:
                     run.append_metrics(record)
+                    if cfg.sample_every and (step % cfg.sample_every == 0 or step == 1):
+                        for row, answer in zip(batch_rows[:2], method.sampled_answers()):
+                            run.append_sample({"step": step, "question": p.train[row].question,
+                                               "reference": p.train[row].answer, "answer": answer})
                 if on_step is not None:
                     on_step(record)
                 bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",

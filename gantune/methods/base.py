@@ -78,6 +78,10 @@ class TuningMethod(ABC):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_tensors`` returned."""
 
+    def sampled_answers(self) -> list[str]:
+        """The answers the last step sampled, in batch order ([] for methods that do not sample)."""
+        return []
+
     def close(self) -> None:
         """Undo whatever this method did to the shared base model (nothing by default)."""
 

@@ -29,7 +29,9 @@ class EmbeddingDiscriminator(nn.Module):
         super().__init__()
         self._frozen = (embedding,)  # the LM's own embedding, held outside the module tree: not trained, not saved
         self.max_answer = max_answer_tokens
-        self.net = _mlp([2 * embedding.embedding_dim + 1, *hidden, 1])
+        width = 2 * embedding.embedding_dim + 1
+        # LayerNorm first: pooled LM embeddings are tiny (|x| ~ 0.01), too small for the MLP to tell apart
+        self.net = nn.Sequential(nn.LayerNorm(width), *_mlp([width, *hidden, 1]))
 
     def _pool(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # F.embedding, not the module: the adapter's hook must not fire here

@@ -57,6 +57,7 @@ class GanMethod(AdapterMethod):
         self.discriminator = build_discriminator(base, config).to(base.device)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr)
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
+        self._last_fake: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- one iteration ---------------------------------------------------------------------------
     def _sample(self, batch: Batch, noise: torch.Tensor, max_new: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +97,7 @@ class GanMethod(AdapterMethod):
         with torch.no_grad():
             d_real = self._d(batch, batch.answer_ids, batch.answer_mask)
             reward = self._d(batch, fake, fake_mask)
+        self._last_fake = (fake, fake_mask)
         adv = advantages(reward, cfg.baseline, self.reward_mean, cfg.normalize_advantage)
         t2 = time.perf_counter()
         r = float(reward.mean())
@@ -147,6 +149,12 @@ class GanMethod(AdapterMethod):
                 logp = answer_logprobs(self.base.model, batch.prompt_ids.repeat(2, 1),
                                        batch.prompt_mask.repeat(2, 1), ids, mask)
             return policy_gradient_loss(logp[:b], mask[:b], adv), mle_loss(logp[b:], mask[b:])
+
+    def sampled_answers(self) -> list[str]:
+        if self._last_fake is None:
+            return []
+        fake, mask = self._last_fake
+        return [self.base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip() for row, m in zip(fake, mask)]
 
     # --- bookkeeping: the adapter's, plus the discriminator's ----------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:

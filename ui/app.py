@@ -1,0 +1,39 @@
+"""The workbench: five tabs over one engine (models, the job manager, the runs folder)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .engine import Engine
+from .i18n import I18N, t
+from .tabs import chat, compare, runs, setup, tuning
+
+CSS = ".gantune-status { font-size: 0.95em }"
+
+
+def build_app(engine: Engine) -> gr.Blocks:
+    with gr.Blocks(title="gantune") as demo:
+        gr.Markdown(f"# {t('title')}")
+        gr.Markdown(t("intro"))
+        if engine.settings.space:
+            gr.Markdown(t("space_hint"))
+        with gr.Tabs():
+            with gr.Tab(t("tab_setup")):
+                setup_inputs = setup.build(engine)
+            with gr.Tab(t("tab_gan")):
+                tuning_outputs = tuning.build(demo, engine, setup_inputs)
+            with gr.Tab(t("tab_compare")):
+                compare_selected = compare.build(engine)
+            with gr.Tab(t("tab_chat")):
+                gan_run, lora_run = chat.build(engine, setup_inputs)
+            with gr.Tab(t("tab_runs")):
+                runs.build(engine, runs.Targets(tuning_outputs.viewed_run, compare_selected, gan_run, lora_run))
+    return demo
+
+
+def launch(engine: Engine, **kwargs) -> tuple:
+    """Start the server (returns Gradio's (app, local URL, share URL))."""
+    demo = build_app(engine)
+    demo.queue(default_concurrency_limit=4)
+    allowed = [str(engine.settings.runs_dir.resolve())]
+    return demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, **kwargs)

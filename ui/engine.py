@@ -1,0 +1,211 @@
+"""What the page talks to: settings, loaded models, the job manager, and the runs folder.
+
+The UI calls only this and ``gantune``. Two model slots keep training and chat apart: a training
+job may inject adapters into its copy, while chat switches adapters on its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from gantune.bench import ROWS, baseline_config, evaluate_run
+from gantune.config import TrainConfig
+from gantune.data import QAPair, load_pairs, split_pairs
+from gantune.errors import GantuneError
+from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
+from gantune.models import BaseModel, load_base_model, pick_device
+from gantune.runs import RunFolder, new_run_dir, write_json_atomic
+from gantune.trainer import train
+
+from .jobs import JobManager, JobStatus
+
+ModelLoader = Callable[[str, "str | None", bool], BaseModel]
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class Settings:
+    runs_dir: Path = Path("runs")
+    data: str | None = None  # default data source (None: ../shared/tofu when present, else the hub)
+    space: bool = False  # hosted mode: caps, no local paths, no remote code
+    max_n: int = 40
+    max_epochs: int = 3
+    max_new_tokens: int = 48
+    retention_n: int = 20  # retention questions per set in the page's evaluations
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        return cls(space=bool(os.environ.get("SPACE_ID")), **overrides)
+
+
+def _default_loader(name: str, gguf_file: str | None, trust_remote_code: bool) -> BaseModel:
+    return load_base_model(name, gguf_file, pick_device("auto"), trust_remote_code)
+
+
+class Engine:
+    def __init__(self, settings: Settings | None = None, load_model: ModelLoader = _default_loader):
+        self.settings = settings or Settings()
+        self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs = JobManager()
+        self._load_model = load_model
+        self._models: dict[str, tuple[tuple, BaseModel]] = {}
+        self._model_lock = threading.Lock()
+        self.chat_lock = threading.Lock()
+        self._scorers: Scorers | None = None
+
+    # --- models --------------------------------------------------------------------------------
+    def model(self, name: str, gguf_file: str | None = None, trust_remote_code: bool = False,
+              slot: str = "train") -> BaseModel:
+        """The base model for a slot, loaded once per name."""
+        if self.settings.space:
+            trust_remote_code = False
+        key = (name, gguf_file, trust_remote_code)
+        with self._model_lock:
+            held = self._models.get(slot)
+            if held is None or held[0] != key:
+                self._models.pop(slot, None)
+                self._models[slot] = (key, self._load_model(name, gguf_file, trust_remote_code))
+            return self._models[slot][1]
+
+    def scorers(self) -> Scorers:
+        if self._scorers is None:
+            self._scorers = Scorers.load(device=str(pick_device("auto")))
+        return self._scorers
+
+    # --- data ----------------------------------------------------------------------------------
+    def pairs(self, data: str | None, subset: str, n: int | None, fraction: float, seed: int
+              ) -> tuple[list[QAPair], list[QAPair], str]:
+        pairs, source = load_pairs(data if data is not None else self.settings.data, subset)
+        train_pairs, test_pairs = split_pairs(pairs, n, fraction, seed)
+        return train_pairs, test_pairs, source
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def check_limits(self, config: TrainConfig) -> None:
+        s = self.settings
+        if not s.space:
+            return
+        if config.n is None or config.n > s.max_n:
+            raise GantuneError(f"this hosted workbench allows at most {s.max_n} pairs; duplicate the Space for more")
+        if config.epochs > s.max_epochs:
+            raise GantuneError(f"this hosted workbench allows at most {s.max_epochs} epochs; duplicate the Space for more")
+        if config.max_new_tokens > s.max_new_tokens:
+            raise GantuneError(f"this hosted workbench allows at most {s.max_new_tokens} new tokens")
+
+    def start_training(self, config: TrainConfig) -> JobStatus:
+        """Train one run in the background; its folder is known at once so the page can plot it."""
+        config.validate()
+        self.check_limits(config)
+        config.out = str(new_run_dir(self.settings.runs_dir, config.method, config.preset))
+
+        def body(report, should_stop):
+            report(run=config.out, message="loading model …")
+            base = self.model(config.model, config.gguf_file, config.trust_remote_code)
+            report(message="training …")
+            return train(config, base=base, should_stop=should_stop,
+                         on_step=lambda r: report(step=r["step"], total=r["total_steps"], message="training …"))
+
+        return self.jobs.start("train", f"{config.method} ({config.preset})", body)
+
+    def start_comparison(self, reference_run: str, methods: list[str]) -> JobStatus:
+        """Train ``methods`` on the reference run's data, split and schedule; evaluate them, the reference and base."""
+        reference = self.run_folder(reference_run)
+        ref_config, _ = reference.read_config()
+        unknown = [m for m in methods if m not in ROWS]
+        if unknown:
+            raise GantuneError(f"unknown method(s): {', '.join(unknown)}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+
+        def body(report, should_stop):
+            base = self.model(ref_config.model, ref_config.gguf_file, ref_config.trust_remote_code)
+            _, test, _ = self.pairs(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
+                                    ref_config.seed)
+            settings = EvalSettings(max_new_tokens=ref_config.max_new_tokens,
+                                    max_prompt_tokens=ref_config.max_prompt_tokens,
+                                    retention_n=self.settings.retention_n, seed=ref_config.seed)
+            retention = load_retention_sets(ref_config.data, settings.retention_n, settings.seed)
+            total = len(methods) + 2
+            report(step=0, total=total, message="evaluating base …")
+            write_json_atomic(reference.path / "base_eval.json",
+                              evaluate(base, None, test, retention, self.scorers(), settings))
+            report(step=1, message=f"evaluating {reference.path.name} …")
+            evaluate_run(reference.path, base, test, retention, self.scorers(), settings)
+            done = [str(reference.path)]
+            for i, method in enumerate(methods):
+                if should_stop():
+                    break
+                out = self.settings.runs_dir / f"{method}-{stamp}"
+                report(step=2 + i, run=str(out), message=f"training {method} …")
+                config = baseline_config(ref_config, method, out)
+                summary = train(config, base=base, should_stop=should_stop)
+                if summary["status"] == "completed":
+                    report(message=f"evaluating {method} …")
+                    evaluate_run(out, base, test, retention, self.scorers(), settings)
+                done.append(str(out))
+            report(step=total, message="done")
+            return done
+
+        return self.jobs.start("compare", f"compare with {', '.join(methods)}", body)
+
+    # --- runs ----------------------------------------------------------------------------------
+    def run_folder(self, run_id: str) -> RunFolder:
+        """A run of the runs folder by its id (its folder name); nothing outside it is reachable."""
+        name = Path(str(run_id)).name if run_id else ""
+        if not _RUN_ID.match(name) or name != str(run_id).rstrip("/").split("/")[-1]:
+            raise GantuneError(f"no such run: {run_id!r}")
+        path = (self.settings.runs_dir / name).resolve()
+        if path.parent != self.settings.runs_dir.resolve() or not (path / "config.json").is_file():
+            raise GantuneError(f"no such run: {run_id!r}")
+        return RunFolder(path)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run folder, newest first, with what its files say."""
+        rows = []
+        for path in sorted(self.settings.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            if not (path / "config.json").is_file():
+                continue
+            run = RunFolder(path)
+            try:
+                config, _ = run.read_config()
+            except GantuneError:
+                continue
+            summary = _read_json(run.summary_path) or {}
+            status = self.jobs.status()
+            live = status.active and status.run and Path(status.run).resolve() == path.resolve()
+            rows.append({
+                "run": path.name, "method": config.method, "preset": config.preset,
+                "status": "running" if live else summary.get("status", "unfinished"),
+                "steps": summary.get("steps", len(run.read_metrics())), "seconds": summary.get("seconds"),
+                "peak_memory_mb": summary.get("peak_memory_mb"), "trainable_params": summary.get("trainable_params"),
+                "evaluated": run.eval_path.is_file(), "adapter": run.adapter_dir.is_dir(),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_ctime)),
+            })
+        return rows
+
+    def delete_run(self, run_id: str) -> None:
+        run = self.run_folder(run_id)
+        status = self.jobs.status()
+        if status.active and status.run and Path(status.run).resolve() == run.path.resolve():
+            raise GantuneError("this run is being written by the running job; stop it first")
+        shutil.rmtree(run.path)
+
+    def adapter_archive(self, run_id: str) -> Path:
+        """A .zip of the run's adapter folder (safetensors + JSON config), made in the run folder."""
+        run = self.run_folder(run_id)
+        if not run.adapter_dir.is_dir():
+            raise GantuneError(f"{run.path.name} has no adapter yet")
+        return Path(shutil.make_archive(str(run.path / f"{run.path.name}-adapter"), "zip", run.adapter_dir))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,100 @@
+"""Chat: base, GAN-tuned and LoRA-tuned models answer the same message side by side.
+
+One copy of the base weights (the engine's chat slot); each tuned answer loads its run's adapter
+onto it and takes it off again (``close()``), so the base answers are the untouched model's.
+Each message is answered on its own, as in training (no chat history in the prompt).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+import gradio as gr
+
+from gantune.errors import GantuneError
+from gantune.generation import stream_answer
+from gantune.trainer import load_method
+
+from ..engine import Engine
+from ..i18n import t
+from .setup import SetupInputs, setup_values
+
+
+def _runs(engine: Engine, methods: tuple[str, ...]) -> list[str]:
+    return [r["run"] for r in engine.list_runs() if r["method"] in methods and r["adapter"]]
+
+
+def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
+            max_new_tokens: int) -> Iterator[tuple[str, str, str]]:
+    """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
+    out = ["", "", ""]
+    with engine.chat_lock:
+        base = engine.model(model, slot="chat")
+        for i, run_id in enumerate((None, gan_run, lora_run)):
+            if i and not run_id:
+                out[i] = "(pick a run)"
+                yield tuple(out)
+                continue
+            method = load_method(str(engine.run_folder(run_id).path), base=base) if run_id else None
+            try:
+                for text in stream_answer(base, question, max_new_tokens, method=method):
+                    out[i] = text
+                    yield tuple(out)
+            finally:
+                if method is not None:
+                    method.close()
+
+
+def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]:
+    with gr.Row():
+        gan_run = gr.Dropdown(_runs(engine, ("gan",)), label=t("gan_run"))
+        lora_run = gr.Dropdown(_runs(engine, ("lora",)), label=t("lora_run"))
+        max_new = gr.Slider(8, 256, value=64, step=8, label=t("max_new_tokens"))
+    with gr.Row():
+        bots = [gr.Chatbot(label=t(k), height=360) for k in ("base", "gan", "lora")]
+    with gr.Row():
+        message = gr.Textbox(label=t("message"), scale=4)
+        send = gr.Button(t("send"), variant="primary", scale=1)
+        random_button = gr.Button(t("random_question"), scale=1)
+    reference = gr.Markdown()
+
+    def on_send(text, gan, lora, limit, model, *histories):
+        text = (text or "").strip()
+        histories = [list(h or []) for h in histories]
+        if not text:
+            gr.Warning("type a message first")
+            yield (*histories, gr.skip())
+            return
+        for h in histories:
+            h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        try:
+            for parts in answers(engine, (model or "default").strip(), text, gan, lora, int(limit)):
+                for h, part in zip(histories, parts):
+                    h[-1]["content"] = part
+                yield (*histories, "")
+        except GantuneError as exc:
+            gr.Warning(str(exc))
+            yield (*histories, gr.skip())
+
+    send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots]
+    send.click(on_send, send_inputs, [*bots, message], api_name="chat")
+    message.submit(on_send, send_inputs, [*bots, message], api_visibility="private")
+
+    def on_random(*values):
+        try:
+            v = setup_values(*values)
+            _, test, _ = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
+        except GantuneError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip()
+        pair = random.choice(test)
+        return pair.question, f"**Reference answer:** {pair.answer}"
+
+    random_button.click(on_random, setup.as_list(), [message, reference], api_name="random_question")
+
+    def refresh():
+        return gr.update(choices=_runs(engine, ("gan",))), gr.update(choices=_runs(engine, ("lora",)))
+
+    gr.Timer(5.0).tick(refresh, None, [gan_run, lora_run], show_progress="hidden")
+    return gan_run, lora_run

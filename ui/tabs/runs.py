@@ -1,0 +1,99 @@
+"""Runs: the runs folder as a table; open a run in the other tabs, download its adapter, delete it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from gantune.errors import GantuneError
+
+from ..engine import Engine
+from ..i18n import t
+
+COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory_mb", "trainable_params",
+           "evaluated", "adapter", "created"]
+
+
+@dataclass
+class Targets:
+    """Widgets of other tabs that a run can be opened into."""
+
+    viewed_run: gr.State
+    compare_selected: gr.Dropdown
+    gan_run: gr.Dropdown
+    lora_run: gr.Dropdown
+
+
+def table(engine: Engine) -> list[list]:
+    return [[r[c] for c in COLUMNS] for r in engine.list_runs()]
+
+
+def build(engine: Engine, targets: Targets) -> None:
+    refresh = gr.Button(t("refresh"))
+    runs = gr.Dataframe(table(engine), headers=COLUMNS, label=t("runs"), interactive=False)
+    selected = gr.Dropdown([r[0] for r in table(engine)], label=t("selected_run"))
+    with gr.Row():
+        open_run = gr.Button(t("open_run"))
+        use_in_chat = gr.Button(t("use_in_chat"))
+        download = gr.DownloadButton(t("download"), interactive=False)
+        delete = gr.Button(t("delete"), variant="stop")
+    with gr.Row(visible=False) as confirm_row:
+        confirm = gr.Button(t("confirm_delete"), variant="stop")
+        cancel = gr.Button(t("cancel"))
+    message = gr.Markdown()
+
+    def on_refresh():
+        rows = table(engine)
+        return rows, gr.update(choices=[r[0] for r in rows])
+
+    refresh.click(on_refresh, None, [runs, selected], api_name="list_runs")
+
+    def on_row(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.skip()
+
+    runs.select(on_row, None, selected)
+
+    def on_select(run_id):
+        if not run_id:
+            return gr.update(value=None, interactive=False), ""
+        try:
+            return gr.update(value=str(engine.adapter_archive(run_id)), interactive=True), ""
+        except GantuneError as exc:
+            return gr.update(value=None, interactive=False), str(exc)
+
+    selected.change(on_select, selected, [download, message])
+
+    def on_open(run_id, current):
+        if not run_id:
+            return gr.skip(), gr.skip(), "pick a run first"
+        path = str(engine.run_folder(run_id).path)
+        chosen = list(dict.fromkeys([*(current or []), run_id]))
+        return path, gr.update(value=chosen), f"showing {run_id} in GAN tuning and Compare"
+
+    open_run.click(on_open, [selected, targets.compare_selected],
+                   [targets.viewed_run, targets.compare_selected, message])
+
+    def on_chat(run_id):
+        method = next((r["method"] for r in engine.list_runs() if r["run"] == run_id), None)
+        if method == "gan":
+            return gr.update(value=run_id), gr.skip(), f"{run_id} is the GAN run in Chat"
+        if method == "lora":
+            return gr.skip(), gr.update(value=run_id), f"{run_id} is the LoRA run in Chat"
+        return gr.skip(), gr.skip(), "Chat compares GAN and LoRA runs; pick one of those"
+
+    use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message])
+    delete.click(lambda run_id: (gr.update(visible=bool(run_id)), f"delete {run_id}?" if run_id else "pick a run first"),
+                 selected, [confirm_row, message])
+    cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])
+
+    def on_confirm(run_id):
+        try:
+            engine.delete_run(run_id)
+            text = f"deleted {run_id}"
+        except GantuneError as exc:
+            text = f"**Error:** {exc}"
+        rows = table(engine)
+        return gr.update(visible=False), text, rows, gr.update(choices=[r[0] for r in rows], value=None)
+
+    confirm.click(on_confirm, selected, [confirm_row, message, runs, selected], api_name="delete_run")
