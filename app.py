@@ -1,10 +1,21 @@
 """Start the gantune workbench: python app.py [--space] [--port N] [--runs DIR] [--host ADDR]."""
 
 import argparse
+import threading
 from pathlib import Path
 
+from gantune.errors import GantuneError
 from ui.app import launch
 from ui.engine import Engine, Settings
+
+
+def preload(engine: Engine) -> None:
+    """Load the default model while the page opens, so the first Start does not wait for it."""
+    try:
+        engine.model("default")
+    except GantuneError as exc:  # the page says it again when the model is asked for
+        print(f"gantune: {exc}")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The gantune workbench (Gradio).")
@@ -15,4 +26,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     settings = Settings.from_env(runs_dir=Path(args.runs))
     settings.space = settings.space or args.space
-    launch(Engine(settings), server_name=args.host, server_port=args.port)
+    engine = Engine(settings)
+    threading.Thread(target=preload, args=(engine,), daemon=True).start()
+    launch(engine, server_name=args.host, server_port=args.port)

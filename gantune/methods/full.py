@@ -22,7 +22,14 @@ from ..config import TrainConfig
 from ..data import Batch
 from ..errors import GantuneError
 from ..models import BaseModel
-from .base import TuningMethod, load_optimizer_tensors, optimizer_tensors, register
+from .base import (
+    TuningMethod,
+    load_optimizer_tensors,
+    load_param_tensors,
+    optimizer_tensors,
+    param_tensors,
+    register,
+)
 from .peft_methods import mle_step
 
 MEMORY_FRACTION = 0.8  # refuse when the estimate exceeds this share of what is available
@@ -146,17 +153,10 @@ class FullMethod(TuningMethod):
                                f"{str(exc).strip().splitlines()[-1].strip()}") from exc
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        weights = {f"model.{n}": p.detach().cpu().clone() for n, p in self.named_params}
-        return {**weights, **optimizer_tensors("opt", self.opt)}
+        return {**param_tensors("model", self.named_params), **optimizer_tensors("opt", self.opt)}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = [n for n, p in self.named_params
-                   if f"model.{n}" not in tensors or tensors[f"model.{n}"].shape != p.shape]
-        if missing:
-            raise GantuneError(f"the checkpoint does not fit this model ({missing[0]} is missing or of another shape)")
-        with torch.no_grad():
-            for n, p in self.named_params:
-                p.copy_(tensors[f"model.{n}"].to(p.device, p.dtype))
+        load_param_tensors("model", self.named_params, tensors, "model")
         load_optimizer_tensors("opt", self.opt, tensors)
 
     def close(self) -> None:

@@ -45,7 +45,14 @@ from ..data import Batch
 from ..errors import GantuneError
 from ..models import BaseModel
 from ..scoring import answer_logprobs, mle_loss
-from .base import TuningMethod, load_optimizer_tensors, optimizer_tensors, register
+from .base import (
+    TuningMethod,
+    load_optimizer_tensors,
+    load_param_tensors,
+    optimizer_tensors,
+    param_tensors,
+    register,
+)
 
 _MISSING = object()
 
@@ -151,17 +158,10 @@ class PeftMethod(TuningMethod):
         return cls(base, config, folder=folder)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        weights = {f"peft.{n}": p.detach().cpu().clone() for n, p in self.named_params}
-        return {**weights, **optimizer_tensors("opt", self.opt)}
+        return {**param_tensors("peft", self.named_params), **optimizer_tensors("opt", self.opt)}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = [n for n, p in self.named_params
-                   if f"peft.{n}" not in tensors or tensors[f"peft.{n}"].shape != p.shape]
-        if missing:
-            raise GantuneError(f"the checkpoint does not fit this {self.name} adapter ({missing[0]} is missing or of another shape)")
-        with torch.no_grad():
-            for n, p in self.named_params:
-                p.copy_(tensors[f"peft.{n}"].to(p.device, p.dtype))
+        load_param_tensors("peft", self.named_params, tensors, f"{self.name} adapter")
         load_optimizer_tensors("opt", self.opt, tensors)
 
     def close(self) -> None:
