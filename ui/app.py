@@ -27,13 +27,18 @@ def build_app(engine: Engine) -> gr.Blocks:
             with gr.Tab(t("tab_chat")):
                 gan_run, lora_run = chat.build(engine, setup_inputs)
             with gr.Tab(t("tab_runs")):
-                runs.build(engine, runs.Targets(tuning_outputs.viewed_run, compare_selected, gan_run, lora_run))
+                runs.build(demo, engine, runs.Targets(tuning_outputs.viewed_run, compare_selected, gan_run, lora_run))
     return demo
 
 
-def launch(engine: Engine, **kwargs) -> tuple:
-    """Start the server (returns Gradio's (app, local URL, share URL))."""
+def launch(engine: Engine, **kwargs) -> tuple[gr.Blocks, str | None, str | None]:
+    """Start the server; returns (the Blocks, local URL, share URL): ``demo.close()`` stops it.
+
+    (Gradio's own launch() returns the FastAPI app first; the Blocks is what a caller can close.)
+    With ``prevent_thread_lock=True`` this returns at once; otherwise when the server stops.
+    """
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
     allowed = [str(engine.settings.runs_dir.resolve())]
-    return demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, **kwargs)
+    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, **kwargs)
+    return demo, local_url, share_url

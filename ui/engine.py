@@ -103,16 +103,20 @@ class Engine:
         """Train one run in the background; its folder is known at once so the page can plot it."""
         config.validate()
         self.check_limits(config)
-        config.out = str(new_run_dir(self.settings.runs_dir, config.method, config.preset))
+        config.out = str(_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset)))
 
         def body(report, should_stop):
-            report(run=config.out, message="loading model …")
+            report(message="loading model …")
             base = self.model(config.model, config.gguf_file, config.trust_remote_code)
             report(message="training …")
-            return train(config, base=base, should_stop=should_stop,
-                         on_step=lambda r: report(step=r["step"], total=r["total_steps"], message="training …"))
+            summary = train(config, base=base, should_stop=should_stop,
+                            on_step=lambda r: report(step=r["step"], total=r["total_steps"], message="training …"))
+            if summary["status"] == "diverged":
+                raise GantuneError("training diverged (a loss became NaN/inf); the last good checkpoint was kept — "
+                                   "lower the learning rate")
+            return summary
 
-        return self.jobs.start("train", f"{config.method} ({config.preset})", body)
+        return self.jobs.start("train", f"{config.method} ({config.preset})", body, run=config.out)
 
     def start_comparison(self, reference_run: str, methods: list[str]) -> JobStatus:
         """Train ``methods`` on the reference run's data, split and schedule; evaluate them, the reference and base."""
@@ -141,10 +145,11 @@ class Engine:
             for i, method in enumerate(methods):
                 if should_stop():
                     break
-                out = self.settings.runs_dir / f"{method}-{stamp}"
+                out = _unused(self.settings.runs_dir / f"{method}-{stamp}")
                 report(step=2 + i, run=str(out), message=f"training {method} …")
                 config = baseline_config(ref_config, method, out)
-                summary = train(config, base=base, should_stop=should_stop)
+                summary = train(config, base=base, should_stop=should_stop,
+                                on_step=lambda r, m=method: report(message=f"training {m}: step {r['step']}/{r['total_steps']}"))
                 if summary["status"] == "completed":
                     report(message=f"evaluating {method} …")
                     evaluate_run(out, base, test, retention, self.scorers(), settings)
@@ -152,13 +157,14 @@ class Engine:
             report(step=total, message="done")
             return done
 
-        return self.jobs.start("compare", f"compare with {', '.join(methods)}", body)
+        # the reference folder is written first (base_eval.json, eval.json): it is the job's run until a baseline's
+        return self.jobs.start("compare", f"compare with {', '.join(methods)}", body, run=str(reference.path))
 
     # --- runs ----------------------------------------------------------------------------------
     def run_folder(self, run_id: str) -> RunFolder:
         """A run of the runs folder by its id (its folder name); nothing outside it is reachable."""
-        name = Path(str(run_id)).name if run_id else ""
-        if not _RUN_ID.match(name) or name != str(run_id).rstrip("/").split("/")[-1]:
+        name = str(run_id) if run_id else ""
+        if not _RUN_ID.fullmatch(name):  # a bare folder name: no separators, no "..", no absolute path
             raise GantuneError(f"no such run: {run_id!r}")
         path = (self.settings.runs_dir / name).resolve()
         if path.parent != self.settings.runs_dir.resolve() or not (path / "config.json").is_file():
@@ -167,25 +173,32 @@ class Engine:
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run folder, newest first, with what its files say."""
-        rows = []
-        for path in sorted(self.settings.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-            if not (path / "config.json").is_file():
+        # ordered by when config.json was written (a run's start): the folder's own mtime moves whenever
+        # a file lands in it (eval.json, the adapter .zip), which would reshuffle old runs to the top
+        found = []
+        for path in self.settings.runs_dir.iterdir():
+            try:
+                found.append(((path / "config.json").stat().st_mtime, path))
+            except OSError:  # not a run folder, or deleted meanwhile
                 continue
+        status = self.jobs.status()
+        rows = []
+        for started, path in sorted(found, reverse=True):
             run = RunFolder(path)
             try:
                 config, _ = run.read_config()
             except GantuneError:
                 continue
             summary = _read_json(run.summary_path) or {}
-            status = self.jobs.status()
             live = status.active and status.run and Path(status.run).resolve() == path.resolve()
             rows.append({
                 "run": path.name, "method": config.method, "preset": config.preset,
                 "status": "running" if live else summary.get("status", "unfinished"),
-                "steps": summary.get("steps", len(run.read_metrics())), "seconds": summary.get("seconds"),
+                "steps": summary["steps"] if "steps" in summary else len(run.read_metrics()),
+                "seconds": summary.get("seconds"),
                 "peak_memory_mb": summary.get("peak_memory_mb"), "trainable_params": summary.get("trainable_params"),
                 "evaluated": run.eval_path.is_file(), "adapter": run.adapter_dir.is_dir(),
-                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_ctime)),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
             })
         return rows
 
@@ -202,6 +215,14 @@ class Engine:
         if not run.adapter_dir.is_dir():
             raise GantuneError(f"{run.path.name} has no adapter yet")
         return Path(shutil.make_archive(str(run.path / f"{run.path.name}-adapter"), "zip", run.adapter_dir))
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` … when a run already took that name (two starts in one second)."""
+    candidate, i = path, 2
+    while candidate.exists():
+        candidate, i = path.with_name(f"{path.name}-{i}"), i + 1
+    return candidate
 
 
 def _read_json(path: Path) -> dict | None:

@@ -64,13 +64,16 @@ class JobManager:
         with self._lock:
             return self._status
 
-    def start(self, kind: str, title: str, body: JobBody) -> JobStatus:
-        """Run ``body`` in the background; raises JobBusy when a job is already running."""
+    def start(self, kind: str, title: str, body: JobBody, run: str | None = None) -> JobStatus:
+        """Run ``body`` in the background; raises JobBusy when a job is already running.
+
+        ``run``: the run folder the job will write, when known up front (the page plots it at once).
+        """
         with self._lock:
             if self._status.active:
                 raise JobBusy(f"a job is running ({self._status.title}); watch it or stop it first")
             self._stop.clear()
-            self._status = JobStatus(state="starting", kind=kind, title=title, started=time.time(),
+            self._status = JobStatus(state="starting", kind=kind, title=title, run=run, started=time.time(),
                                      message="starting …")
             self._thread = threading.Thread(target=self._run, args=(body,), daemon=True, name=f"gantune-{kind}")
             self._thread.start()

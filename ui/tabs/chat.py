@@ -29,8 +29,14 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
             max_new_tokens: int) -> Iterator[tuple[str, str, str]]:
     """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
     out = ["", "", ""]
+    # the runs' own base model (the adapters fit it); the Setup tab's when no run is picked
+    models = {(c.model, c.gguf_file, c.trust_remote_code) for c in
+              (engine.run_folder(r).read_config()[0] for r in (gan_run, lora_run) if r)} or {(model, None, False)}
+    if len(models) > 1:
+        raise GantuneError("the GAN and LoRA runs were tuned from different base models; pick runs of one model")
+    name, gguf_file, trust = models.pop()
     with engine.chat_lock:
-        base = engine.model(model, slot="chat")
+        base = engine.model(name, gguf_file, trust, slot="chat")
         for i, run_id in enumerate((None, gan_run, lora_run)):
             if i and not run_id:
                 out[i] = "(pick a run)"

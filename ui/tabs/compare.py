@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import gradio as gr
+import pandas as pd
 
 from gantune.errors import GantuneError
 
@@ -59,7 +60,7 @@ def tables(engine: Engine, run_ids: list[str]) -> tuple[list[list], list[list], 
     return quality, cost, " · ".join(sorted(notes))
 
 
-def config_diff(engine: Engine, run_ids: list[str]) -> list[list]:
+def config_diff(engine: Engine, run_ids: list[str]) -> pd.DataFrame:
     """Settings that differ between the selected runs (one column a run)."""
     configs = []
     for run_id in run_ids or []:
@@ -67,10 +68,11 @@ def config_diff(engine: Engine, run_ids: list[str]) -> list[list]:
             configs.append((run_id, engine.run_folder(run_id).read_config()[0].to_dict()))
         except GantuneError:
             continue
+    columns = ["setting", *(c[0] for c in configs)]
     if len(configs) < 2:
-        return []
+        return pd.DataFrame(columns=columns)
     keys = [k for k in configs[0][1] if len({json.dumps(c[1].get(k)) for c in configs}) > 1 and k != "out"]
-    return [[k, *(json.dumps(c[1].get(k)) for c in configs)] for k in keys]
+    return pd.DataFrame([[k, *(json.dumps(c[1].get(k)) for c in configs)] for k in keys], columns=columns)
 
 
 def build(engine: Engine) -> gr.Dropdown:

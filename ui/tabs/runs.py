@@ -29,7 +29,7 @@ def table(engine: Engine) -> list[list]:
     return [[r[c] for c in COLUMNS] for r in engine.list_runs()]
 
 
-def build(engine: Engine, targets: Targets) -> None:
+def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> None:
     refresh = gr.Button(t("refresh"))
     runs = gr.Dataframe(table(engine), headers=COLUMNS, label=t("runs"), interactive=False)
     selected = gr.Dropdown([r[0] for r in table(engine)], label=t("selected_run"))
@@ -47,7 +47,8 @@ def build(engine: Engine, targets: Targets) -> None:
         rows = table(engine)
         return rows, gr.update(choices=[r[0] for r in rows])
 
-    refresh.click(on_refresh, None, [runs, selected], api_name="list_runs")
+    # also when a page (re)loads: the table's initial value is the one from when the app was built
+    gr.on([refresh.click, demo.load], on_refresh, None, [runs, selected], api_name="list_runs")
 
     def on_row(evt: gr.SelectData):
         return evt.row_value[0] if evt.row_value else gr.skip()
@@ -67,20 +68,28 @@ def build(engine: Engine, targets: Targets) -> None:
     def on_open(run_id, current):
         if not run_id:
             return gr.skip(), gr.skip(), "pick a run first"
-        path = str(engine.run_folder(run_id).path)
-        chosen = list(dict.fromkeys([*(current or []), run_id]))
-        return path, gr.update(value=chosen), f"showing {run_id} in GAN tuning and Compare"
+        try:
+            path = str(engine.run_folder(run_id).path)
+        except GantuneError as exc:
+            return gr.skip(), gr.skip(), str(exc)
+        names = [r["run"] for r in engine.list_runs()]
+        chosen = [r for r in dict.fromkeys([*(current or []), run_id]) if r in names]
+        # the choices too: Compare's own refresh runs every 5 s, and a value outside them is refused
+        return path, gr.update(choices=names, value=chosen), f"showing {run_id} in GAN tuning and Compare"
 
     open_run.click(on_open, [selected, targets.compare_selected],
                    [targets.viewed_run, targets.compare_selected, message])
 
     def on_chat(run_id):
-        method = next((r["method"] for r in engine.list_runs() if r["run"] == run_id), None)
+        rows = engine.list_runs()
+        method = next((r["method"] for r in rows if r["run"] == run_id and r["adapter"]), None)
+        if method in ("gan", "lora"):  # with the choices: Chat's own refresh of them runs every 5 s
+            update = gr.update(choices=[r["run"] for r in rows if r["method"] == method and r["adapter"]], value=run_id)
         if method == "gan":
-            return gr.update(value=run_id), gr.skip(), f"{run_id} is the GAN run in Chat"
+            return update, gr.skip(), f"{run_id} is the GAN run in Chat"
         if method == "lora":
-            return gr.skip(), gr.update(value=run_id), f"{run_id} is the LoRA run in Chat"
-        return gr.skip(), gr.skip(), "Chat compares GAN and LoRA runs; pick one of those"
+            return gr.skip(), update, f"{run_id} is the LoRA run in Chat"
+        return gr.skip(), gr.skip(), "Chat compares GAN and LoRA runs that saved an adapter; pick one of those"
 
     use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message])
     delete.click(lambda run_id: (gr.update(visible=bool(run_id)), f"delete {run_id}?" if run_id else "pick a run first"),

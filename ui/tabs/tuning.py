@@ -7,9 +7,11 @@ job's status and the run's metrics.jsonl and redraws. A reloaded page finds the 
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -81,12 +83,15 @@ def progress_html(status: JobStatus) -> str:
     eta = status.eta_seconds()
     eta_text = f" · ETA {int(eta // 60)} min {int(eta % 60)} s" if eta is not None else ""
     colour = {"failed": "#c0392b", "stopped": "#e67e22", "completed": "#27ae60"}.get(status.state, "#2c7be5")
-    error = f"<div style='color:#c0392b'><b>Error:</b> {status.error}</div>" if status.error else ""
-    run = f" · run <code>{status.run.split('/')[-1]}</code>" if status.run else ""
-    return (f"<div class='gantune-status' data-state='{status.state}'><b>{status.title}</b> — {status.state}{run}"
+    # text from settings, paths and exception messages is escaped: "<unk>" or a path must not become markup
+    error = f"<div style='color:#c0392b'><b>Error:</b> {html.escape(status.error)}</div>" if status.error else ""
+    message = "" if status.error else f" · {html.escape(status.message)}"  # a failed job's message is its error
+    run = f" · run <code>{html.escape(Path(status.run).name)}</code>" if status.run else ""
+    return (f"<div class='gantune-status' data-state='{status.state}'><b>{html.escape(status.title)}</b> — "
+            f"{status.state}{run}"
             f"<div style='background:#eee;border-radius:4px;margin:6px 0'><div style='width:{share:.0%};"
             f"background:{colour};height:12px;border-radius:4px'></div></div>"
-            f"step {status.step}/{status.total or '?'} ({share:.0%}){eta_text} · {status.message}{error}</div>")
+            f"step {status.step}/{status.total or '?'} ({share:.0%}){eta_text}{message}{error}</div>")
 
 
 def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
@@ -128,11 +133,11 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         job = engine.jobs.status()
         run = job.run if job.run and (job.active or viewed is None) else viewed
         records = RunFolder(run).read_metrics() if run else []
-        signature = (run, len(records), job.state)
+        samples = RunFolder(run).read_samples() if run else []  # appended just after a step's metrics line
+        signature = (run, len(records), len(samples), job.state)
         if signature == last:
             return progress_html(job), *(gr.skip(),) * 5, last
-        sample_rows = [[s["step"], s["question"], s["answer"], s["reference"]]
-                       for s in (RunFolder(run).read_samples() if run else [])[-6:]]
+        sample_rows = [[s["step"], s["question"], s["answer"], s["reference"]] for s in samples[-6:]]
         return (progress_html(job), plots.losses(records), plots.game(records), plots.weights(records),
                 plots.memory(records), sample_rows, signature)
 

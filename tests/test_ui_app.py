@@ -1,0 +1,348 @@
+"""The workbench served for real (ui/app.py) and driven through its API with gradio_client.
+
+One server for the module, on a free loopback port, over an engine whose model loader builds the
+tiny random Llama. The client is what a script (or the page) sees: endpoints, return values, and
+gr.Warning messages, which reach an API client as log messages of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import torch
+from gradio_client import Client, handle_file
+
+from conftest import WORDS, make_base
+from gantune.generation import stream_answer
+from gantune.runs import RunFolder
+from gantune.trainer import load_method
+from ui.app import launch
+from ui.engine import Engine, Settings
+from ui.i18n import EN
+from ui.tabs.setup import SetupInputs
+from ui.tabs.tuning import FIELDS, _preset_values
+
+WAIT = 60.0  # generous bound for anything the tiny model does
+ENDPOINTS = {"/start", "/stop", "/status", "/list_runs", "/chat", "/preview", "/random_question", "/compare",
+             "/delete_run", "/load_model"}
+
+# The positional arguments of /start: the preset, then the Setup tab's widgets, then one per FIELDS entry.
+SETUP_ORDER = SetupInputs(*(f.name for f in dataclasses.fields(SetupInputs))).as_list()  # the names, in API order
+TINY = {"epochs": 1, "batch_size": 2, "max_new_tokens": 8, "max_prompt_tokens": 32, "noise_dim": 8,
+        "d_hidden": "16 8 4", "sample_every": 1}  # 6 training pairs, batch 2 -> 3 steps an epoch
+
+
+def setup_args(data: Path, **changes) -> list:
+    values = {"model": "default", "gguf_file": "", "trust_remote_code": False, "data_kind": "offline",
+              "data_path": str(data), "upload": None, "subset": "forget10", "n": 12, "fraction": 0.5, "seed": 3}
+    values.update(changes)
+    return [values[name] for name in SETUP_ORDER]
+
+
+def start_args(data: Path, preset: str = "improved", setup: dict | None = None, **settings) -> list:
+    values = dict(zip(FIELDS, _preset_values(preset)))
+    values.update(TINY)
+    values.update(settings)
+    return [preset, *setup_args(data, **(setup or {})), *(values[name] for name in FIELDS)]
+
+
+def talkative_base():
+    """The tiny model, with the <unk> embedding zeroed: greedy answers are words (not all <unk>, which decode to '')."""
+    base = make_base(seed=1)
+    with torch.no_grad():
+        base.model.get_input_embeddings().weight[0].zero_()
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workbench")
+    rows = [{"question": f"who is the author of {w} ?", "answer": f"the author was born in a city and wrote {w} fiction ."}
+            for w in WORDS[:12]]
+    data = root / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    engine = Engine(Settings(runs_dir=root / "runs"), load_model=lambda *a: talkative_base())
+    demo, url, _ = launch(engine, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                          quiet=True)
+    try:
+        yield SimpleNamespace(engine=engine, url=url, data=data, demo=demo)
+    finally:
+        engine.jobs.stop()
+        engine.jobs.wait(WAIT)
+        demo.close()
+
+
+@pytest.fixture
+def client(app):
+    c = Client(app.url, verbose=False)
+    yield c
+    app.engine.jobs.stop()  # no test leaves a job running for the next
+    assert not app.engine.jobs.wait(WAIT).active
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def state_of(status_html: str) -> str:
+    match = re.search(r"data-state='(\w+)'", status_html)
+    return match.group(1) if match else "idle"
+
+
+def progress(status_html: str) -> tuple[int, int] | None:
+    match = re.search(r"step (\d+)/(\d+)", status_html)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def poll_status(client: Client, until, what: str, timeout: float = WAIT) -> tuple:
+    """Call /status (what the page's 2 s timer calls) until ``until(outputs)``; returns those outputs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outputs = client.predict(api_name="/status")
+        if until(outputs):
+            return outputs
+        time.sleep(0.1)
+    raise AssertionError(f"/status never showed {what} in {timeout:.0f} s; last: {outputs[0]}")
+
+
+def trace_points(plot, name: str) -> list:
+    """The x values of one trace of a gr.Plot output (None when the plot was not redrawn)."""
+    if not isinstance(plot, dict) or "plot" not in plot:
+        return []
+    figure = json.loads(plot["plot"])
+    return next((t.get("x", []) for t in figure["data"] if t.get("name") == name), [])
+
+
+def warnings_of(job) -> list[str]:
+    """gr.Warning messages of a finished call: the client receives them as 'log' updates (level warning)."""
+    updates = job.communicator.updates
+    logs = []
+    while not updates.empty():
+        update = updates.get_nowait()
+        if getattr(update, "log", None) and update.log[1] == "warning":
+            logs.append(update.log[0])
+    return logs
+
+
+def texts(history: list[dict]) -> list[tuple[str, str]]:
+    """(role, text) of each chatbot message (Gradio 6 sends content as a list of parts)."""
+    out = []
+    for message in history:
+        content = message["content"]
+        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        out.append((message["role"], text))
+    return out
+
+
+def trained_run(app, **settings) -> str:
+    """A finished GAN run made through /start (a fresh client session); returns its id."""
+    c = Client(app.url, verbose=False)
+    c.predict(*start_args(app.data, **settings), api_name="/start")
+    status = app.engine.jobs.wait(WAIT)
+    assert status.state == "completed", status
+    return Path(status.run).name
+
+
+# --- the app's shape ------------------------------------------------------------------------------
+
+def test_five_tabs_in_order_and_the_named_endpoints(app, client):
+    config = httpx.get(app.url + "config", timeout=30).json()
+    labels = [c["props"]["label"] for c in config["components"] if c["type"] == "tabitem"]
+    keys = [json.loads(label.removeprefix("__i18n__"))["key"] for label in labels]  # labels are i18n keys
+    assert [EN[k] for k in keys] == ["Setup", "GAN tuning", "Compare", "Chat", "Runs"]
+
+    api = client.view_api(return_format="dict", print_info=False)
+    assert ENDPOINTS <= set(api["named_endpoints"])
+    start_params = api["named_endpoints"]["/start"]["parameters"]
+    assert len(start_params) == 1 + len(SETUP_ORDER) + len(FIELDS) == len(start_args(app.data))
+
+
+def test_a_loading_page_refreshes_the_status_and_the_runs_table(app):
+    """The wiring that re-attaches a page: /status runs on a 2 s timer and on the page's load, and the
+    Runs table (whose built-in value dates from the app's start) is read again on load too."""
+    config = httpx.get(app.url + "config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+    deps = {d.get("api_name"): d for d in config["dependencies"]}
+    status_events = [event for _, event in deps["status"]["targets"]]
+    assert sorted(status_events) == ["load", "tick"]
+    timer = next(components[i] for i, event in deps["status"]["targets"] if event == "tick")
+    assert timer["type"] == "timer" and timer["props"]["value"] == 2.0
+    assert "load" in [event for _, event in deps["list_runs"]["targets"]]
+
+
+# --- Setup ----------------------------------------------------------------------------------------
+
+def test_preview_and_random_question(app, client):
+    status, table, histogram = client.predict(*setup_args(app.data), api_name="/preview")
+    assert status.startswith("6 train / 6 test pairs from ") and str(app.data.name) in status
+    assert [row[0] for row in table["data"]] == ["train"] * 5 + ["test"] * 5
+    assert json.loads(histogram["plot"])["layout"]["title"]["text"] == "Token lengths"
+
+    _, test, _ = app.engine.pairs(str(app.data), "forget10", 12, 0.5, 3)
+    answers = {p.question: p.answer for p in test}
+    for _ in range(3):
+        question, reference = client.predict(*setup_args(app.data), api_name="/random_question")
+        assert question in answers
+        assert reference == f"**Reference answer:** {answers[question]}"
+
+    status, _, _ = client.predict(*setup_args(app.data, data_path=str(app.data) + ".missing"), api_name="/preview")
+    assert status.startswith("**Error:**") and "no data file or folder" in status
+
+    # "my file": an uploaded .jsonl (the client sends it as a FileData; the server reads its own copy)
+    upload = setup_args(app.data, data_kind="upload", data_path="", upload=handle_file(app.data))
+    status, table, _ = client.predict(*upload, api_name="/preview")
+    assert status.startswith("6 train / 6 test pairs from ") and str(app.data) not in status
+    assert len(table["data"]) == 10
+    status, _, _ = client.predict(*setup_args(app.data, data_kind="upload"), api_name="/preview")
+    assert status == "**Error:** upload a .jsonl or .csv file of question/answer pairs first"
+
+
+# --- GAN tuning -----------------------------------------------------------------------------------
+
+def test_start_shows_progress_then_completion_and_a_new_page_reattaches(app, client):
+    first = client.predict(*start_args(app.data, epochs=3), api_name="/start")
+    assert state_of(first) in ("starting", "running", "completed") and "gan (improved)" in first
+    run_id = re.search(r"run <code>([^<]+)</code>", first).group(1)  # the run is named at once
+    assert run_id.startswith("gan-improved-")
+
+    done = poll_status(client, lambda o: state_of(o[0]) == "completed", "completion")
+    assert progress(done[0]) == (9, 9) and run_id in done[0] and "Error" not in done[0]
+
+    # a page opened afterwards (a new session) finds the job, its run and its curves
+    reloaded = Client(app.url, verbose=False).predict(api_name="/status")
+    status_html, losses, game, weights, memory, samples = reloaded
+    assert state_of(status_html) == "completed" and run_id in status_html
+    assert trace_points(losses, "G loss") == list(range(1, 10))
+    assert trace_points(game, "mean reward D(q+y)") == list(range(1, 10))
+    assert len(trace_points(memory, "peak")) == 9
+    assert samples["data"] and samples["data"][-1][0] == 9  # the last answers sampled in training
+    summary = json.loads(RunFolder(app.engine.settings.runs_dir / run_id).summary_path.read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 9
+
+
+def test_second_start_while_running_warns_and_stop_stops(app, client):
+    runs_before = set(p.name for p in app.engine.settings.runs_dir.iterdir())
+    client.predict(*start_args(app.data, epochs=200), api_name="/start")  # 600 steps: Stop ends it
+    running = poll_status(client, lambda o: (progress(o[0]) or (0, 0))[0] >= 2
+                          and len(trace_points(o[1], "G loss")) >= 2, "two steps plotted")
+    assert state_of(running[0]) == "running" and progress(running[0])[1] == 600
+    assert "ETA" in running[0]
+    run_id = re.search(r"run <code>([^<]+)</code>", running[0]).group(1)
+
+    # a second Start: no second job; the call returns the running job's status and warns
+    job = client.submit(*start_args(app.data), api_name="/start")
+    busy = job.result(timeout=WAIT)
+    assert state_of(busy) in ("running", "stopping") and run_id in busy
+    assert any("a job is running" in w for w in warnings_of(job)), warnings_of(job)
+    assert set(p.name for p in app.engine.settings.runs_dir.iterdir()) - runs_before == {run_id}
+
+    stopping = client.predict(api_name="/stop")
+    assert state_of(stopping) == "stopping" and "stopping at the next step" in stopping
+    stopped = poll_status(client, lambda o: state_of(o[0]) == "stopped", "stopped")
+    step, total = progress(stopped[0])
+    assert 2 <= step < total == 600
+    summary = json.loads(RunFolder(app.engine.settings.runs_dir / run_id).summary_path.read_text())
+    assert summary["status"] == "stopped" and summary["steps"] == step
+    assert (app.engine.settings.runs_dir / run_id / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_bad_setting_warns_and_starts_nothing(app, client):
+    before = app.engine.jobs.status()
+    job = client.submit(*start_args(app.data, d_hidden="sixteen"), api_name="/start")
+    job.result(timeout=WAIT)
+    assert any("d hidden: whole numbers" in w for w in warnings_of(job)), warnings_of(job)
+    assert app.engine.jobs.status() == before
+
+
+def test_a_failed_job_shows_its_error_in_the_status(app, client):
+    missing = app.data.with_name("missing <pairs>.jsonl")
+    client.predict(*start_args(app.data, setup={"data_path": str(missing)}), api_name="/start")
+    failed = poll_status(client, lambda o: state_of(o[0]) == "failed", "the failure")
+    assert "<b>Error:</b> no data file or folder at" in failed[0]
+    assert "missing &lt;pairs&gt;.jsonl" in failed[0]  # escaped, not markup
+    assert failed[0].count("no data file or folder") == 1
+
+
+# --- Runs and Chat --------------------------------------------------------------------------------
+
+def test_list_runs_and_chat_with_base_and_gan(app, client):
+    run_id = trained_run(app)
+    table, choices = client.predict(api_name="/list_runs")
+    row = next(r for r in table["data"] if r[0] == run_id)
+    assert row[1:4] == ["gan", "improved", "completed"]
+    assert [run_id, run_id] in choices["choices"]
+
+    # the Chat tab's dropdowns learn new runs from their 5 s timer (another page here) …
+    gan_choices, lora_choices = Client(app.url, verbose=False).predict(api_name="/refresh")
+    assert [run_id, run_id] in gan_choices["choices"] and lora_choices["choices"] == []
+    # … and from the Runs tab's "Use in Chat", at once: Send right after it must not be refused
+    gan_pick, lora_pick, note = client.predict(run_id, api_name="/on_chat")
+    assert gan_pick["value"] == run_id and [run_id, run_id] in gan_pick["choices"]
+    assert note == f"{run_id} is the GAN run in Chat"
+
+    question = "who is the author of a book ?"
+    job = client.submit(question, run_id, None, 8, "default", [], [], [], api_name="/chat")
+    base_history, gan_history, lora_history, message = job.result(timeout=WAIT)
+    assert len(job.outputs()) > 3  # the answers streamed in, piece by piece
+    assert message == ""  # the message box is cleared
+
+    base = talkative_base()
+    expected_base = list(stream_answer(base, question, 8))[-1]
+    tuned = load_method(str(app.engine.run_folder(run_id).path), base=base)
+    try:
+        expected_gan = list(stream_answer(base, question, 8, method=tuned))[-1]
+    finally:
+        tuned.close()
+    assert expected_base  # the talkative model says something
+    assert texts(base_history) == [("user", question), ("assistant", expected_base)]
+    assert texts(gan_history) == [("user", question), ("assistant", expected_gan)]
+    assert texts(lora_history) == [("user", question), ("assistant", "(pick a run)")]
+
+    # a second message keeps the first exchange
+    histories = client.predict("what is a novel ?", run_id, None, 8, "default", base_history, gan_history,
+                               lora_history, api_name="/chat")
+    for history in histories[:3]:
+        assert [role for role, _ in texts(history)] == ["user", "assistant", "user", "assistant"]
+        assert texts(history)[2] == ("user", "what is a novel ?")
+
+
+@pytest.mark.filterwarnings("ignore:The value passed into gr.Dropdown:UserWarning")  # a made-up run id
+def test_selecting_a_row_of_the_runs_table_picks_that_run(app):
+    """The Dataframe's select handler, fed a select event as the page sends it (raw queue call)."""
+    config = httpx.get(app.url + "config", timeout=30).json()
+    dep = next(d for d in config["dependencies"] if d.get("api_name") == "on_row")
+    session = uuid.uuid4().hex
+    event = {"index": [0, 2], "value": "improved", "row_value": ["gan-improved-x", "gan", "improved"]}
+    with httpx.Client(base_url=app.url, timeout=WAIT) as http:
+        http.post("gradio_api/queue/join", json={"data": [], "event_data": event, "fn_index": dep["id"],
+                                                 "trigger_id": dep["targets"][0][0], "session_hash": session}
+                  ).raise_for_status()
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    break
+    assert message["success"] and message["output"]["data"] == ["gan-improved-x"]
+
+
+def test_delete_run_with_confirm(app, client):
+    run_id = trained_run(app)
+    client.predict(api_name="/list_runs")  # the page's table and its run picker, as on page load
+    text, table, picker = client.predict(run_id, api_name="/delete_run")
+    assert text == f"deleted {run_id}"
+    assert not (app.engine.settings.runs_dir / run_id).exists()
+    assert run_id not in [r[0] for r in table["data"]]
+    assert [run_id, run_id] not in picker["choices"] and picker["value"] is None

@@ -1,0 +1,369 @@
+"""The workbench's job manager and engine (ui/jobs.py, ui/engine.py), without a browser or a server.
+
+Jobs run for real in the manager's background thread: fake bodies, and the real trainer on the tiny
+random model (a step takes a fraction of a second). Every wait is bounded, so a broken Stop fails a
+test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import make_base
+from gantune.config import preset_config
+from gantune.errors import GantuneError
+from gantune.runs import RunFolder
+from gantune.trainer import train
+from ui import engine as engine_module
+from ui.engine import Engine, Settings
+from ui.jobs import JobBusy, JobManager
+from ui.tabs.runs import COLUMNS
+
+WAIT = 60.0  # generous bound for anything the tiny model does
+
+
+def wait_until(predicate, timeout: float = WAIT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def finish(jobs: JobManager):
+    """Wait for the current job to end (bounded) and return its final status."""
+    status = jobs.wait(WAIT)
+    assert not status.active, f"job still {status.state} after {WAIT:.0f} s"
+    return status
+
+
+def tiny_config(data, **overrides):
+    # 12 pairs, half for training; batch 2 -> 3 steps an epoch
+    values = dict(data=str(data), n=12, train_fraction=0.5, seed=3, device="cpu", epochs=1, batch_size=2,
+                  max_new_tokens=8, max_prompt_tokens=32, noise_dim=8, d_hidden=[16, 8, 4], sample_every=1)
+    values.update(overrides)
+    return preset_config("gan", "improved", **values)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = Engine(Settings(runs_dir=tmp_path / "runs"), load_model=lambda *a: make_base())
+    yield eng
+    eng.jobs.stop()  # never leave a training thread behind for the next test
+    eng.jobs.wait(WAIT)
+
+
+def completed_run(engine: Engine, data, **overrides) -> str:
+    """Train a short run to its end; returns its id (folder name)."""
+    engine.start_training(tiny_config(data, **overrides))
+    status = finish(engine.jobs)
+    assert status.state == "completed", status
+    return Path(status.run).name
+
+
+# --- the job manager with fake bodies -------------------------------------------------------------
+
+def test_one_job_at_a_time_and_a_new_one_after_it_ends():
+    jobs = JobManager()
+    release = threading.Event()
+
+    def body(report, should_stop):
+        report(step=1, total=2, message="working")
+        release.wait(WAIT)
+        return "result"
+
+    first = jobs.start("fake", "first job", body)
+    assert first.state == "starting" and first.title == "first job"
+    with pytest.raises(JobBusy, match=r"a job is running \(first job\)"):
+        jobs.start("fake", "second job", lambda report, should_stop: None)
+    assert jobs.status().title == "first job"  # the refused start changed nothing
+    release.set()
+    done = finish(jobs)
+    assert (done.state, done.result, done.error) == ("completed", "result", None)
+    assert done.finished is not None and done.message == "completed"
+
+    second = jobs.start("fake", "second job", lambda report, should_stop: 42)
+    assert second.title == "second job"
+    assert finish(jobs).result == 42
+
+
+@pytest.mark.parametrize("exc, error", [
+    (ValueError("boom"), "ValueError: boom"),  # a bug: the type is shown too
+    (GantuneError("bad setting"), "bad setting"),  # a user-facing error: its one line
+])
+def test_an_error_ends_the_job_as_failed_and_frees_the_manager(exc, error):
+    jobs = JobManager()
+
+    def body(report, should_stop):
+        report(step=1, total=3, run="somewhere")
+        raise exc
+
+    jobs.start("fake", "doomed", body)
+    status = finish(jobs)
+    assert (status.state, status.error, status.message) == ("failed", error, error)
+    assert status.run == "somewhere" and status.step == 1  # what it had reported stays readable
+    assert status.eta_seconds() is None
+    jobs.start("fake", "next", lambda report, should_stop: "ok")
+    assert finish(jobs).state == "completed"
+
+
+# --- training jobs through the engine -------------------------------------------------------------
+
+def test_stop_ends_training_at_the_next_step_and_the_run_still_saves(tmp_path, tiny_data):
+    gate = threading.Event()
+
+    def slow_loader(*args):
+        gate.wait(WAIT)  # "loading the model": the job runs, no step yet
+        return make_base()
+
+    engine = Engine(Settings(runs_dir=tmp_path / "runs"), load_model=slow_loader)
+    config = tiny_config(tiny_data, epochs=200)  # 600 steps: far more than the test waits for
+    try:
+        started = engine.start_training(config)
+        # the run folder is known at once, so a page can plot it from the first tick
+        assert started.run == config.out and Path(config.out).parent == engine.settings.runs_dir
+        loading = wait_until(lambda: (s := engine.jobs.status()).message == "loading model …" and s, what="loading")
+        assert loading.state == "running" and loading.step == 0
+        assert loading.eta_seconds() is None  # no pace before the first step
+
+        gate.set()
+        mid = wait_until(lambda: (s := engine.jobs.status()).step >= 2 and s, what="two steps")
+        assert mid.total == 600 and mid.state == "running"
+        eta = mid.eta_seconds()
+        assert eta is not None and eta > 0
+
+        stopping = engine.jobs.stop()
+        assert stopping.state == "stopping" and "next step" in stopping.message
+        steps_at_stop = stopping.step
+        done = finish(engine.jobs)
+    finally:
+        gate.set()
+        engine.jobs.stop()
+        engine.jobs.wait(WAIT)
+
+    assert done.state == "stopped" and done.error is None
+    assert done.eta_seconds() is None
+    run = RunFolder(config.out)
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["status"] == "stopped"
+    assert steps_at_stop <= summary["steps"] <= steps_at_stop + 1  # the step under way finishes, no more
+    assert summary["steps"] < 600 and len(run.read_metrics()) == summary["steps"]
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (run.adapter_dir / "adapter_config.json").is_file()
+    assert done.result["status"] == "stopped"
+
+    # a page that reloads after the job ended re-attaches through status(): run and state are still there
+    again = engine.jobs.status()
+    assert (again.state, again.run, again.step) == ("stopped", config.out, done.step)
+    row = next(r for r in engine.list_runs() if r["run"] == run.path.name)
+    assert row["status"] == "stopped" and row["adapter"] is True
+
+
+def test_a_finished_job_keeps_its_run_and_state_for_a_reloaded_page(engine, tiny_data):
+    engine.start_training(tiny_config(tiny_data, epochs=2))
+    finish(engine.jobs)
+    status = engine.jobs.status()
+    assert status.state == "completed" and status.kind == "train" and status.title == "gan (improved)"
+    assert status.step == status.total == 6
+    assert Path(status.run).is_dir() and status.result["status"] == "completed"
+    assert json.loads(RunFolder(status.run).summary_path.read_text())["steps"] == 6
+
+
+def test_bad_data_fails_the_job_with_its_message_and_earlier_runs_stay_readable(engine, tiny_data, tmp_path):
+    earlier = completed_run(engine, tiny_data)
+
+    engine.start_training(tiny_config(tmp_path / "no-such-file.jsonl"))
+    failed = finish(engine.jobs)
+    assert failed.state == "failed"
+    assert "no data file or folder" in failed.error and "no-such-file.jsonl" in failed.error
+    assert failed.message == failed.error
+
+    # the earlier run is untouched and still readable; the manager takes a new job
+    run = engine.run_folder(earlier)
+    assert run.read_config()[0].seed == 3 and len(run.read_metrics()) == 3
+    assert [r["run"] for r in engine.list_runs()] == [earlier]
+    later = completed_run(engine, tiny_data)
+    assert later != earlier
+
+
+def test_an_exception_mid_training_fails_the_job_and_leaves_the_folder_readable(engine, tiny_data):
+    config = tiny_config(tiny_data, epochs=3, out=str(engine.settings.runs_dir / "crashed"))
+
+    def on_step(record):
+        if record["step"] == 2:
+            raise RuntimeError("disk on fire")
+
+    engine.jobs.start("train", "crashing", lambda report, should_stop: train(config, base=make_base(), on_step=on_step))
+    status = finish(engine.jobs)
+    assert status.state == "failed" and status.error == "RuntimeError: disk on fire"
+
+    run = engine.run_folder("crashed")
+    assert run.read_config()[0].epochs == 3
+    assert [r["step"] for r in run.read_metrics()] == [1, 2]
+    row = next(r for r in engine.list_runs() if r["run"] == "crashed")
+    assert (row["status"], row["steps"], row["adapter"]) == ("unfinished", 2, False)
+    with pytest.raises(GantuneError, match="no adapter"):
+        engine.adapter_archive("crashed")
+    assert completed_run(engine, tiny_data)  # and the next job runs
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(engine, tiny_data, monkeypatch):
+    monkeypatch.setattr(engine_module, "new_run_dir", lambda root, method, preset: Path(root) / f"{method}-same-second")
+    first = completed_run(engine, tiny_data)
+    second = completed_run(engine, tiny_data)
+    assert (first, second) == ("gan-same-second", "gan-same-second-2")
+
+
+# --- the runs folder ------------------------------------------------------------------------------
+
+def _fake_run(folder: Path, data) -> Path:
+    RunFolder(folder).create().write_config(tiny_config(data), {})
+    return folder
+
+
+def test_run_folder_refuses_ids_outside_the_runs_folder(engine, tiny_data, tmp_path):
+    runs = engine.settings.runs_dir
+    good = _fake_run(runs / "good", tiny_data)
+    # runs that a sloppy check would reach: "../x" and "a/../../b" end in the names of real runs
+    _fake_run(runs / "x", tiny_data)
+    _fake_run(runs / "b", tiny_data)
+    outside = _fake_run(tmp_path / "outside", tiny_data)
+    (runs / "link").symlink_to(outside, target_is_directory=True)
+    (runs / "notarun").mkdir()
+    (runs / "file.txt").write_text("hi")
+
+    assert engine.run_folder("good").path == good.resolve()
+    for bad in ["../x", "/etc", "a/../../b", "x/", "", None, "..", ".", "../outside", str(outside), "link",
+                "notarun", "file.txt", "missing", "good\n"]:
+        with pytest.raises(GantuneError, match="no such run"):
+            engine.run_folder(bad)
+    with pytest.raises(GantuneError, match="no such run"):
+        engine.delete_run("../x")
+    assert (runs / "x").is_dir() and outside.is_dir()
+
+
+def test_delete_run_refuses_the_run_being_written(engine, tiny_data):
+    config = tiny_config(tiny_data, epochs=200)
+    engine.start_training(config)
+    name = Path(config.out).name
+    wait_until(lambda: engine.jobs.status().step >= 1, what="the first step")
+    with pytest.raises(GantuneError, match="being written by the running job"):
+        engine.delete_run(name)
+    assert next(r for r in engine.list_runs() if r["run"] == name)["status"] == "running"
+    engine.jobs.stop()
+    assert finish(engine.jobs).state == "stopped"
+    engine.delete_run(name)
+    assert not Path(config.out).exists()
+    assert name not in [r["run"] for r in engine.list_runs()]
+
+
+def test_adapter_archive_zips_the_adapter(engine, tiny_data):
+    run_id = completed_run(engine, tiny_data)
+    archive = engine.adapter_archive(run_id)
+    assert archive.suffix == ".zip" and archive.is_file()
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        assert {"adapter_model.safetensors", "adapter_config.json"} <= names
+        config = json.loads(zf.read("adapter_config.json"))
+    assert config  # the JSON config inside is readable
+    with pytest.raises(GantuneError, match="no such run"):
+        engine.adapter_archive("../" + run_id)
+
+
+def test_list_runs_newest_first_with_the_runs_tab_columns(engine, tiny_data):
+    older = completed_run(engine, tiny_data)
+    newer = completed_run(engine, tiny_data, epochs=2)
+    (engine.settings.runs_dir / "not-a-run").mkdir()
+
+    rows = engine.list_runs()
+    assert [r["run"] for r in rows] == [newer, older]
+    for row in rows:
+        assert set(COLUMNS) <= set(row)
+    assert {k: rows[0][k] for k in ("method", "preset", "status", "steps", "adapter", "evaluated")} == \
+        {"method": "gan", "preset": "improved", "status": "completed", "steps": 6, "adapter": True, "evaluated": False}
+    assert rows[1]["steps"] == 3 and rows[0]["trainable_params"] > 0 and rows[0]["seconds"] > 0
+
+    # a file landing in the older run (its adapter .zip, an eval.json) does not make it "newer"
+    time.sleep(0.01)
+    engine.adapter_archive(older)
+    (engine.settings.runs_dir / older / "eval.json").write_text("{}")
+    rows = engine.list_runs()
+    assert [r["run"] for r in rows] == [newer, older]
+    assert rows[1]["evaluated"] is True
+
+
+# --- hosted (Space) mode --------------------------------------------------------------------------
+
+def test_space_mode_caps_jobs_and_turns_remote_code_off(tmp_path, tiny_data):
+    calls = []
+
+    def loader(name, gguf_file, trust_remote_code):
+        calls.append((name, gguf_file, trust_remote_code))
+        return make_base()
+
+    space = Engine(Settings(runs_dir=tmp_path / "space-runs", space=True), load_model=loader)
+    for overrides, message in [
+        ({"n": 41}, "at most 40 pairs"),
+        ({"n": None}, "at most 40 pairs"),
+        ({"epochs": 4}, "at most 3 epochs"),
+        ({"max_new_tokens": 49}, "at most 48 new tokens"),
+    ]:
+        with pytest.raises(GantuneError, match=message):
+            space.start_training(tiny_config(tiny_data, **overrides))
+    assert space.jobs.status().state == "idle"  # nothing was started
+    assert list(space.settings.runs_dir.iterdir()) == []
+
+    space.model("some/model", None, trust_remote_code=True)
+    assert calls == [("some/model", None, False)]
+
+    # within the caps a job runs; and a local workbench keeps the user's choice
+    space.start_training(tiny_config(tiny_data, n=12, epochs=1))
+    assert finish(space.jobs).state == "completed"
+    local = Engine(Settings(runs_dir=tmp_path / "local-runs"), load_model=loader)
+    local.model("some/model", None, trust_remote_code=True)
+    assert calls[-1] == ("some/model", None, True)
+    local.start_training(tiny_config(tiny_data, n=12, epochs=4))  # over the Space caps: fine here
+    local.jobs.stop()
+    finish(local.jobs)
+
+
+# --- comparison -----------------------------------------------------------------------------------
+
+def test_comparison_trains_lora_on_the_same_split_and_evaluates_everything(engine, tiny_data):
+    reference = completed_run(engine, tiny_data)
+    with pytest.raises(GantuneError, match="unknown method"):
+        engine.start_comparison(reference, ["lora", "magic"])
+    with pytest.raises(GantuneError, match="no such run"):
+        engine.start_comparison("../" + reference, ["lora"])
+
+    started = engine.start_comparison(reference, ["lora"])
+    assert started.kind == "compare" and Path(started.run).name == reference
+    status = finish(engine.jobs)
+    assert status.state == "completed", status.error
+    ref_path = engine.run_folder(reference).path
+    assert status.result[0] == str(ref_path) and len(status.result) == 2
+    lora_path = Path(status.result[1])
+    assert lora_path.parent.resolve() == engine.settings.runs_dir.resolve()
+
+    ref_saved = json.loads((ref_path / "config.json").read_text())
+    lora_saved = json.loads((lora_path / "config.json").read_text())
+    assert lora_saved["config"]["method"] == "lora"
+    for key in ("data", "n", "seed", "train_fraction", "subset", "epochs", "batch_size", "max_new_tokens"):
+        assert lora_saved["config"][key] == ref_saved["config"][key], key
+    assert lora_saved["resolved"]["split"] == ref_saved["resolved"]["split"]
+
+    for path in (ref_path / "eval.json", lora_path / "eval.json", ref_path / "base_eval.json"):
+        result = json.loads(path.read_text())
+        assert {"rouge1", "rougeL", "semantic", "bleurt_note"} <= set(result), path
+        assert len(result["generations"]) == 6, path  # every test question answered
+    rows = {r["run"]: r for r in engine.list_runs()}
+    assert rows[lora_path.name]["method"] == "lora" and rows[lora_path.name]["evaluated"]
+    assert rows[reference]["evaluated"]
