@@ -102,6 +102,9 @@ def build(engine: Engine) -> gr.Dropdown:
     run_button.click(on_run, [reference, methods], status, api_name="compare")
 
     def show(run_ids, metric):
+        # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
+        # until it is redrawn (gradio-app/gradio#13611)
+        yield [], [], gr.skip(), gr.skip(), gr.skip()
         q, c, n = tables(engine, run_ids)
         curves = {}
         for run_id in run_ids or []:
@@ -109,7 +112,7 @@ def build(engine: Engine) -> gr.Dropdown:
                 curves[run_id] = engine.run_folder(run_id).read_metrics()
             except GantuneError:
                 continue
-        return q, c, n, plots.overlay(curves, metric), config_diff(engine, run_ids)
+        yield q, c, n, plots.overlay(curves, metric), config_diff(engine, run_ids)
 
     gr.on([selected.change, key.change], show, [selected, key], [quality, cost, notes, overlay, diff])
 

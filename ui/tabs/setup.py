@@ -66,7 +66,8 @@ def build(engine: Engine) -> SetupInputs:
     load = gr.Button(t("load_model"))
     model_status = gr.Markdown()
     with gr.Row():
-        kind = gr.Radio([(t("data_offline"), OFFLINE), (t("data_hub"), HUB), (t("data_upload"), UPLOAD)],
+        # plain words: Gradio 6.17 does not translate labels inside choice tuples
+        kind = gr.Radio([("offline TOFU folder", OFFLINE), ("hub (locuslab/TOFU)", HUB), ("my .jsonl / .csv file", UPLOAD)],
                         value=OFFLINE, label=t("data_kind"))
         path = gr.Textbox(value=engine.settings.data or default_data_source(), label=t("data_path"), visible=not space)
         subset = gr.Dropdown(list(OFFLINE_SUBSETS), value="forget10", label=t("subset"), allow_custom_value=True)

@@ -46,8 +46,8 @@ def _widget(name: str, value) -> gr.components.Component:
         return gr.Dropdown(list(meta["choices"]), value=value, label=label, info=meta["help"])
     if hint is bool:
         return gr.Checkbox(value=value, label=label, info=meta["help"])
-    if typing.get_origin(hint) is list:
-        return gr.Textbox(value=" ".join(map(str, value)), label=label, info=meta["help"])
+    if typing.get_origin(hint) is list:  # shown as "256 64 16" (_preset_values already joined it)
+        return gr.Textbox(value=value, label=label, info=meta["help"])
     return gr.Number(value=value, label=label, info=meta["help"], precision=0 if hint is int else None)
 
 
