@@ -20,7 +20,7 @@ from .evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
 from .memory import release_freed_memory
 from .metrics import Bleurt
 from .models import BaseModel, load_base_model, pick_device
-from .runs import RunFolder, write_json_atomic
+from .runs import RunFolder, saving, write_json_atomic, write_text_atomic
 from .trainer import load_method, train
 
 # row name -> (method, TrainConfig preset, settings on top of the preset)
@@ -137,13 +137,15 @@ def run_bench(
                   "noise": "M_tunable is fed zero noise when answering", "memory": _memory_note(device.type)},
         "rows": rows,
     }
-    write_json_atomic(out, report)
     markdown = report_markdown(report)
-    out.with_name(out.stem + ".md").write_text(markdown, encoding="utf-8")
-    with open(out.with_name("generations.jsonl"), "w", encoding="utf-8") as fh:
-        for i, pair in enumerate(test_pairs):
-            answers = {name: ev["generations"][i]["answer"] for name, ev in evals.items()}
-            fh.write(json.dumps({"question": pair.question, "reference": pair.answer, "answers": answers}) + "\n")
+    generations = "".join(
+        json.dumps({"question": pair.question, "reference": pair.answer,
+                    "answers": {name: ev["generations"][i]["answer"] for name, ev in evals.items()}}) + "\n"
+        for i, pair in enumerate(test_pairs))
+    with saving("the report", out.parent):
+        write_json_atomic(out, report)
+        write_text_atomic(out.with_name(out.stem + ".md"), markdown)
+        write_text_atomic(out.with_name("generations.jsonl"), generations)
     log(markdown)
     return report
 
@@ -156,7 +158,8 @@ def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention
         result = evaluate(base, tuned, test, retention, scorers, settings)
     finally:
         tuned.close()
-    write_json_atomic(RunFolder(run).eval_path, result)
+    with saving("the evaluation", run):
+        write_json_atomic(RunFolder(run).eval_path, result)
     return result
 
 

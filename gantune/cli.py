@@ -7,18 +7,22 @@ on stderr and a non-zero exit, never a traceback (GANTUNE_DEBUG=1 shows it for b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shlex
+import signal
 import sys
+import threading
 import typing
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import transformers
 from accelerate import PartialState
 
 from .config import PRESETS, TrainConfig, preset_config
-from .errors import GantuneError
+from .errors import OUT_OF_MEMORY, GantuneError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--question", action="append", required=True, help="a question (repeat for several)")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="most answer tokens (default: the run's)")
     gen.add_argument("--base", action="store_true", help="also print the base model's answer")
+    gen.add_argument("--trust-remote-code", action="store_true",
+                     help="allow the run's base model to run its own code (only for a model you trust)")
     bench = sub.add_parser("bench", help="base + each method on one split: metrics, time, memory → report",
                            description="Train and evaluate base and each method side by side in one process.")
     bench.add_argument("--preset", default="quick", choices=["quick", "thesis"],
@@ -109,9 +115,9 @@ def _bench(args: argparse.Namespace) -> None:
               bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seed=args.seed, overrides=overrides)
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
     from .runs import RunFolder
-    from .trainer import train
+    from .trainer import diverged_message, train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if args.resume:
@@ -123,16 +129,43 @@ def _train(args: argparse.Namespace) -> None:
     else:
         config = preset_config(given.pop("method", "gan"), given.pop("preset", "improved"), **given)
     config.validate()
-    summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+    with _stop_on_interrupt() as interrupted:
+        summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite,
+                        should_stop=interrupted)
     if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
-        return
+        return None
     print(
         f"{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.1f} s, "
         f"peak memory {summary['peak_memory_mb']:.0f} MB ({summary['memory_kind']}), "
         f"{summary['trainable_params']:,} trainable params, adapter: {summary['adapter'] or 'not saved'}"
     )
     if summary["status"] == "diverged":
-        raise GantuneError("training diverged (a loss became NaN/inf); the last good checkpoint was kept — lower --lr")
+        raise GantuneError(diverged_message(summary))
+    if summary["status"] == "stopped":
+        print(f"continue it with: python -m gantune train --resume {shlex.quote(summary['run'])}")
+        return 130
+    return None
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the run to stop after its current step (it still saves); a second one quits."""
+    asked = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print("\ngantune: stopping after this step and saving (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield asked.is_set
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -141,7 +174,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise GantuneError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
-    method = load_method(args.run)
+    method = load_method(args.run, trust_remote_code=args.trust_remote_code)
     cfg, base_model = method.config, method.base
     limit = args.max_new_tokens or cfg.max_new_tokens
     try:
@@ -163,12 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
-        {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)
+        code = {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)
     except GantuneError as exc:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 2
     except (MemoryError, torch.OutOfMemoryError):
-        print("gantune: error: out of memory; lower --batch-size, --max-new-tokens or --max-prompt-tokens", file=sys.stderr)
+        print(f"gantune: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gantune: interrupted", file=sys.stderr)
@@ -179,4 +212,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"gantune: internal error: {type(exc).__name__}: {message} (GANTUNE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code or 0

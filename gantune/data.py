@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,15 +52,22 @@ def default_data_source() -> str:
     return HUB_DATASET
 
 
+SUFFIXES = (".jsonl", ".json", ".csv")
+_HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SUBSET = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
+
+
 def load_pairs(source: str | None, subset: str = "forget10") -> tuple[list[QAPair], str]:
     """Load all pairs of ``subset`` from ``source``; returns them and a description of where from."""
     source = source or default_data_source()
+    if not isinstance(subset, str) or not _SUBSET.match(subset) or ".." in subset:
+        raise GantuneError(f"{subset!r} is not a subset name (letters, digits, '_', '-' and '.')")
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_folder(path, subset)
     if path.is_file():
         return _read_file(path), str(path.resolve())
-    if path.suffix.lower() in (".jsonl", ".json", ".csv") or source.startswith((".", "/", "~")):
+    if path.suffix.lower() in SUFFIXES or source.startswith((".", "/", "~")) or not _HUB_DATASET.match(source):
         raise GantuneError(f"no data file or folder at {source}")
     return _load_hub(source, subset), f"hub:{source}/{subset}"
 
@@ -77,14 +85,27 @@ def _load_folder(folder: Path, subset: str) -> tuple[list[QAPair], str]:
 
 
 def _read_file(path: Path) -> list[QAPair]:
+    if path.suffix.lower() not in SUFFIXES:
+        raise GantuneError(f"{path.name} is not a data file gantune reads: use .jsonl (one JSON object per line), "
+                           ".json (a list of objects) or .csv, each row with 'question' and 'answer'")
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: files saved with a byte-order mark
     except UnicodeDecodeError:
         raise GantuneError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise GantuneError(f"cannot read {path}: {exc.strerror}") from None
     rows: list[tuple[int, object]] = []  # (line number, row)
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = [(reader.line_num, r) for r in reader]
+        try:
+            rows = [(reader.line_num, r) for r in reader]
+        except csv.Error as exc:
+            raise GantuneError(f"{path}:{reader.line_num} is not valid CSV: {exc}") from None
+    elif path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = list(enumerate(json.loads(text), 1))
+        except json.JSONDecodeError as exc:
+            raise GantuneError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     else:
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -172,8 +193,14 @@ class Encoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
 
     def prompt_ids(self, question: str) -> list[int]:
-        ids = self.tokenizer(format_prompt(self.tokenizer, question), add_special_tokens=False).input_ids
-        return ids[-self.max_prompt :]
+        return self._full_prompt_ids(question)[-self.max_prompt :]
+
+    def prompt_length(self, question: str) -> int:
+        """Tokens of the whole prompt, before the cut to ``max_prompt_tokens``."""
+        return len(self._full_prompt_ids(question))
+
+    def _full_prompt_ids(self, question: str) -> list[int]:
+        return self.tokenizer(format_prompt(self.tokenizer, question), add_special_tokens=False).input_ids
 
     def answer_ids(self, answer: str) -> list[int]:
         ids = self.tokenizer(answer, add_special_tokens=False).input_ids + [self.eos_id]

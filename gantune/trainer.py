@@ -11,20 +11,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Encoder, QAPair, load_pairs, split_pairs
-from .errors import GantuneError
+from .errors import OUT_OF_MEMORY, GantuneError
 from .memory import MemoryMonitor
 from .methods import TuningMethod, get_method
 from .models import BaseModel, frozen_norm, load_base_model, pick_device
-from .runs import RunFolder, new_run_dir
+from .runs import RunFolder, new_run_dir, recover_dir
 
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -63,6 +65,8 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
     else:
         base.model.to(accelerator.device)
+    check_prompt_lengths(Encoder(base.tokenizer, base.eos_id, config.max_prompt_tokens, config.max_new_tokens),
+                         train + test)
     if accelerator.is_main_process:
         run.create()
         if fresh:
@@ -105,6 +109,8 @@ def train(
             if torch.cuda.is_available() and "rng.cuda" in tensors:
                 torch.cuda.set_rng_state(tensors["rng.cuda"])
             step, elapsed = state["step"], state["seconds"]
+            if acc.is_main_process:
+                run.keep_records_until(step)  # steps after the checkpoint are redone
         if acc.is_main_process:
             run.write_config(cfg, {
                 "model": p.base.source, "data": p.data_source, "device": str(acc.device),
@@ -121,6 +127,7 @@ def train(
             run.save_checkpoint(tensors, {"step": step, "seconds": elapsed})
 
         status, tokens, start_seconds = "completed", 0.0, elapsed  # tokens/s counts this session's steps
+        good_step = step if resume else None  # the step of the last checkpoint (None: none yet)
         bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
         with MemoryMonitor(acc.device) as memory:
             while step < total and status == "completed":
@@ -131,13 +138,16 @@ def train(
                     break
                 batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
                 t0 = time.perf_counter()
-                stats = method.train_step(batch)
+                try:
+                    stats = method.train_step(batch)
+                except (MemoryError, torch.OutOfMemoryError):
+                    raise GantuneError(f"{OUT_OF_MEMORY}; the run's last checkpoint is kept") from None
                 dt = time.perf_counter() - t0
                 elapsed += dt
                 n_tokens = float(batch.prompt_mask.sum() + batch.answer_mask.sum())
                 tokens += n_tokens
                 step += 1
-                if not all(math.isfinite(v) for v in stats.values()):
+                if not all(math.isfinite(v) for v in stats.values()) or not math.isfinite(method.adapter_norm()):
                     status = "diverged"
                 record = {
                     "step": step, "total_steps": total, "epoch": step / steps_per_epoch, **stats,
@@ -159,14 +169,20 @@ def train(
                 at_epoch_end = step % steps_per_epoch == 0
                 if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
                     checkpoint()
+                    good_step = step
             peak = memory.peak_mb()
         bar.close()
 
-        if status != "diverged" and acc.is_main_process:  # a diverged run keeps its last good adapter
-            checkpoint()
-            run.save_adapter(method.save_pretrained)
+        if acc.is_main_process:
+            if status != "diverged":
+                checkpoint()
+                run.save_adapter(method.save_pretrained)
+            elif good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
+                method.load_state_tensors(run.load_checkpoint()[0])
+                run.save_adapter(method.save_pretrained)
         summary = {
             "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
+            "adapter_step": step if status != "diverged" else good_step,
             "seconds": round(elapsed, 3), "tokens_per_s": round(tokens / max(elapsed - start_seconds, 1e-9), 1),
             "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
             "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
@@ -180,6 +196,13 @@ def train(
         method.close()  # the base model is shared (workbench, bench): leave it as it was
 
 
+def diverged_message(summary: dict[str, Any]) -> str:
+    """What a user reads when a loss became NaN/inf: where it stopped and which adapter was kept."""
+    kept = (f"the adapter of step {summary['adapter_step']} (the last checkpoint) was kept"
+            if summary.get("adapter_step") is not None else "no checkpoint had been reached, so no adapter was saved")
+    return f"training diverged at step {summary['steps']} (a loss became NaN/inf); {kept} — lower the learning rate"
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelerator) -> list[list[int]]:
     """This process's batches of one epoch: a seeded shuffle, so a resumed run sees the same order."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
@@ -190,12 +213,48 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelera
     return batches
 
 
-def load_method(run_path: str, base: BaseModel | None = None) -> TuningMethod:
-    """A finished run's tuned model, for generation: base model + the adapter from the run folder."""
+def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code: bool = False) -> TuningMethod:
+    """A finished run's tuned model, for generation: base model + the adapter from the run folder.
+
+    Reads safetensors and JSON only. A run whose base model needs its own code loads only when the
+    caller allows it (``trust_remote_code``); a run folder alone never turns it on.
+    """
     run = RunFolder(run_path)
     config, _ = run.read_config()
+    recover_dir(run.adapter_dir)
     if not run.adapter_dir.is_dir():
         raise GantuneError(f"{run.path} has no adapter yet (the run did not finish or save)")
+    check_data_only(run.adapter_dir)
     if base is None:
+        if config.trust_remote_code and not trust_remote_code:
+            raise GantuneError(f"{run.path} was tuned from a model that runs its own code; "
+                               "allow it with --trust-remote-code only if you trust that model")
         base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code)
-    return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
+    try:
+        return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GantuneError(f"the adapter in {run.adapter_dir} is damaged or incomplete: {first}") from exc
+
+
+# what a saved adapter may hold: tensors as safetensors, settings and tokenizer files as text;
+# anything else (pickles: .bin, .pt, .pkl; code: .py) could run code when loaded
+DATA_SUFFIXES = {".safetensors", ".json", ".jinja", ".txt", ".md", ".model"}
+
+
+def check_data_only(folder: Path) -> None:
+    """Refuse an adapter folder that holds anything but safetensors and text (nothing in it may run)."""
+    others = sorted(p.name for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in DATA_SUFFIXES)
+    if others:
+        raise GantuneError(f"{folder} holds {others[0]}, which is not safetensors or JSON; "
+                           "gantune loads only those (nothing in a run may run code)")
+
+
+def check_prompt_lengths(encoder: Encoder, pairs: list[QAPair]) -> None:
+    """Refuse a question whose prompt would not fit ``max_prompt_tokens`` (cutting it would change the question)."""
+    for i, pair in enumerate(pairs, 1):
+        n = encoder.prompt_length(pair.question)
+        if n > encoder.max_prompt:
+            shown = pair.question if len(pair.question) <= 60 else pair.question[:57] + "..."
+            raise GantuneError(f"question {i} ({shown!r}) is {n} tokens as a prompt, over the limit of "
+                               f"{encoder.max_prompt} (--max-prompt-tokens): raise the limit or shorten it")

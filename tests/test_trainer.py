@@ -15,7 +15,7 @@ from gantune.errors import GantuneError
 from gantune.generation import answer_questions
 from gantune.methods.gan import GanMethod
 from gantune.runs import RunFolder
-from gantune.trainer import load_method, train
+from gantune.trainer import diverged_message, load_method, train
 
 STEP_KEYS = {"step", "epoch", "g_loss", "d_loss", "reward_mean", "d_acc_real", "d_acc_fake", "adapter_norm",
              "frozen_norm", "tokens_per_s", "seconds", "memory_mb"}
@@ -121,22 +121,40 @@ def test_stopping_before_the_first_step(base, tiny_data, tmp_path):
     assert RunFolder(tmp_path / "run").read_metrics() == []
 
 
-def test_a_diverged_run_keeps_no_adapter(base, tiny_data, tmp_path, monkeypatch):
+def _nan_on_call(monkeypatch, n: int) -> None:
     original = GanMethod.train_step
 
-    def nan_on_second_step(self, batch):
+    def nan_on_nth_step(self, batch):
         stats = original(self, batch)
         self._calls = getattr(self, "_calls", 0) + 1
-        if self._calls == 2:
+        if self._calls == n:
             stats["g_loss"] = float("nan")
         return stats
 
-    monkeypatch.setattr(GanMethod, "train_step", nan_on_second_step)
+    monkeypatch.setattr(GanMethod, "train_step", nan_on_nth_step)
+
+
+def test_a_run_diverging_before_any_checkpoint_keeps_no_adapter(base, tiny_data, tmp_path, monkeypatch):
+    _nan_on_call(monkeypatch, 2)  # the checkpoint would come at the end of step 2 (epoch 1)
     summary = train(_config(tiny_data, tmp_path / "run"), base=base)
     assert summary["status"] == "diverged"
     assert summary["steps"] == 2
-    assert summary["adapter"] is None
+    assert summary["adapter"] is None and summary["adapter_step"] is None
     assert not RunFolder(tmp_path / "run").adapter_dir.exists()
+    assert "no checkpoint had been reached, so no adapter was saved" in diverged_message(summary)
+
+
+def test_a_diverged_run_keeps_the_last_good_adapter(tiny_data, tmp_path, monkeypatch):
+    good = tmp_path / "good"
+    train(_config(tiny_data, good, epochs=1), base=make_base())  # steps 1-2, the same numbers
+    _nan_on_call(monkeypatch, 3)
+    summary = train(_config(tiny_data, tmp_path / "run"), base=make_base())
+    assert summary["status"] == "diverged" and summary["steps"] == 3
+    assert summary["adapter_step"] == 2 and summary["adapter"] == str(RunFolder(tmp_path / "run").adapter_dir)
+    kept, expected = _adapter_weights(tmp_path / "run"), _adapter_weights(good)
+    assert all(torch.equal(kept[k], expected[k]) for k in expected)
+    assert diverged_message(summary).startswith("training diverged at step 3 (a loss became NaN/inf); "
+                                                "the adapter of step 2 (the last checkpoint) was kept")
 
 
 def test_read_metrics_skips_a_torn_last_line(base, tiny_data, tmp_path):

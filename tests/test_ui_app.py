@@ -207,7 +207,7 @@ def test_preview_and_random_question(app, client):
     assert status.startswith("6 train / 6 test pairs from ") and str(app.data) not in status
     assert len(table["data"]) == 10
     status, _, _ = client.predict(*setup_args(app.data, data_kind="upload"), api_name="/preview")
-    assert status == "**Error:** upload a .jsonl or .csv file of question/answer pairs first"
+    assert status == "**Error:** upload a .jsonl, .json or .csv file of question/answer pairs first"
 
 
 # --- GAN tuning -----------------------------------------------------------------------------------

@@ -40,5 +40,7 @@ def launch(engine: Engine, **kwargs) -> tuple[gr.Blocks, str | None, str | None]
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
     allowed = [str(engine.settings.runs_dir.resolve())]
-    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, **kwargs)
+    max_file_size = int(engine.settings.max_upload_mb * 2**20)  # bytes: Gradio refuses bigger uploads as they come
+    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, max_file_size=max_file_size,
+                                          **kwargs)
     return demo, local_url, share_url

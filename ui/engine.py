@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -18,17 +19,23 @@ from typing import Any, Callable
 
 from gantune.bench import ROWS, baseline_config, evaluate_run
 from gantune.config import TrainConfig
-from gantune.data import QAPair, load_pairs, split_pairs
+from gantune.data import HUB_DATASET, QAPair, default_data_source, load_pairs, split_pairs
 from gantune.errors import GantuneError
 from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
 from gantune.models import BaseModel, load_base_model, pick_device
-from gantune.runs import RunFolder, new_run_dir, write_json_atomic
-from gantune.trainer import train
+from gantune.runs import RunFolder, new_run_dir, saving, write_json_atomic
+from gantune.trainer import diverged_message, train
 
 from .jobs import JobManager, JobStatus
 
 ModelLoader = Callable[[str, "str | None", bool], BaseModel]
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HUB_MODEL = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def upload_folder() -> str:
+    """Where Gradio keeps uploaded files (its GRADIO_TEMP_DIR rule)."""
+    return os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
 
 
 @dataclass
@@ -39,6 +46,7 @@ class Settings:
     max_n: int = 40
     max_epochs: int = 3
     max_new_tokens: int = 48
+    max_upload_mb: float = 20.0  # an uploaded data file larger than this is refused (also enforced by Gradio)
     retention_n: int = 20  # retention questions per set in the page's evaluations
 
     @classmethod
@@ -46,16 +54,12 @@ class Settings:
         return cls(space=bool(os.environ.get("SPACE_ID")), **overrides)
 
 
-def _default_loader(name: str, gguf_file: str | None, trust_remote_code: bool) -> BaseModel:
-    return load_base_model(name, gguf_file, pick_device("auto"), trust_remote_code)
-
-
 class Engine:
-    def __init__(self, settings: Settings | None = None, load_model: ModelLoader = _default_loader):
+    def __init__(self, settings: Settings | None = None, load_model: ModelLoader | None = None):
         self.settings = settings or Settings()
         self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
         self.jobs = JobManager()
-        self._load_model = load_model
+        self._load_model = load_model or self._load_base_model
         self._models: dict[str, tuple[tuple, BaseModel]] = {}
         self._model_lock = threading.Lock()
         self.chat_lock = threading.Lock()
@@ -65,6 +69,7 @@ class Engine:
     def model(self, name: str, gguf_file: str | None = None, trust_remote_code: bool = False,
               slot: str = "train") -> BaseModel:
         """The base model for a slot, loaded once per name."""
+        self.check_model(name, gguf_file)
         if self.settings.space:
             trust_remote_code = False
         key = (name, gguf_file, trust_remote_code)
@@ -75,12 +80,59 @@ class Engine:
                 self._models[slot] = (key, self._load_model(name, gguf_file, trust_remote_code))
             return self._models[slot][1]
 
+    def _load_base_model(self, name: str, gguf_file: str | None, trust_remote_code: bool) -> BaseModel:
+        # hosted: a name is a hub id, never a path (even one shaped like "org/name" that exists here)
+        return load_base_model(name, gguf_file, pick_device("auto"), trust_remote_code, local=not self.settings.space)
+
     def scorers(self) -> Scorers:
         if self._scorers is None:
             self._scorers = Scorers.load(device=str(pick_device("auto")))
         return self._scorers
 
+    def check_model(self, name: str, gguf_file: str | None) -> None:
+        """Hosted mode loads 'default' or a hub id only: nothing typed reaches the filesystem."""
+        if not self.settings.space:
+            return
+        if gguf_file:
+            raise GantuneError("this hosted workbench loads hub models only; a GGUF file name is not accepted")
+        if name != "default" and not (_HUB_MODEL.fullmatch(name) and ".." not in name):
+            raise GantuneError(f"{name!r} is not a hub model id like 'HuggingFaceTB/SmolLM2-135M-Instruct'; "
+                               "this hosted workbench loads hub models only")
+
     # --- data ----------------------------------------------------------------------------------
+    def data_source(self, kind: str, path: str | None, upload: str | None) -> str:
+        """The data argument for gantune from the Setup widgets (offline folder, hub, or an upload).
+
+        Hosted mode reads only its own data folder and Gradio's upload folder, whatever a request says.
+        """
+        default = self.settings.data or default_data_source()
+        if kind == "upload":
+            return self._checked_upload(upload)
+        if kind == "hub":
+            return HUB_DATASET
+        if kind != "offline":
+            raise GantuneError(f"unknown data kind {kind!r}; choose offline, hub or upload")
+        path = (path or "").strip()
+        if self.settings.space:
+            if path and Path(path).resolve() != Path(default).resolve():
+                raise GantuneError("this hosted workbench reads only its own data folder; upload a file instead")
+            return default
+        return path or default
+
+    def _checked_upload(self, upload: str | None) -> str:
+        if not upload:
+            raise GantuneError("upload a .jsonl, .json or .csv file of question/answer pairs first")
+        path = Path(upload)
+        if self.settings.space and not path.resolve().is_relative_to(Path(upload_folder()).resolve()):
+            raise GantuneError("only a file uploaded through the page can be read here")
+        if not path.is_file():
+            raise GantuneError("the uploaded file is gone; upload it again")
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > self.settings.max_upload_mb:
+            raise GantuneError(f"the uploaded file is {size_mb:.2f} MB; at most {self.settings.max_upload_mb:g} MB "
+                               "is accepted")
+        return str(path)
+
     def pairs(self, data: str | None, subset: str, n: int | None, fraction: float, seed: int
               ) -> tuple[list[QAPair], list[QAPair], str]:
         pairs, source = load_pairs(data if data is not None else self.settings.data, subset)
@@ -103,20 +155,36 @@ class Engine:
         """Train one run in the background; its folder is known at once so the page can plot it."""
         config.validate()
         self.check_limits(config)
+        self.check_model(config.model, config.gguf_file)
         config.out = str(_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset)))
+        return self._start_train_job(config, f"{config.method} ({config.preset})", resume=False)
 
+    def resume_training(self, run_id: str) -> JobStatus:
+        """Continue a stopped or crashed run from its last checkpoint, in its own folder."""
+        run = self.run_folder(run_id)
+        config, _ = run.read_config()
+        if run.load_checkpoint() is None:
+            raise GantuneError(f"{run.path.name} has no checkpoint to resume from")
+        summary = _read_json(run.summary_path) or {}
+        if summary.get("status") == "completed" and summary.get("steps") == summary.get("total_steps"):
+            raise GantuneError(f"{run.path.name} is already complete")
+        self.check_limits(config)
+        self.check_model(config.model, config.gguf_file)
+        config.out = str(run.path)
+        return self._start_train_job(config, f"resume {run.path.name}", resume=True)
+
+    def _start_train_job(self, config: TrainConfig, title: str, resume: bool) -> JobStatus:
         def body(report, should_stop):
             report(message="loading model …")
             base = self.model(config.model, config.gguf_file, config.trust_remote_code)
             report(message="training …")
-            summary = train(config, base=base, should_stop=should_stop,
+            summary = train(config, base=base, should_stop=should_stop, resume=resume,
                             on_step=lambda r: report(step=r["step"], total=r["total_steps"], message="training …"))
             if summary["status"] == "diverged":
-                raise GantuneError("training diverged (a loss became NaN/inf); the last good checkpoint was kept — "
-                                   "lower the learning rate")
+                raise GantuneError(diverged_message(summary))
             return summary
 
-        return self.jobs.start("train", f"{config.method} ({config.preset})", body, run=config.out)
+        return self.jobs.start("train", title, body, run=config.out)
 
     def start_comparison(self, reference_run: str, methods: list[str]) -> JobStatus:
         """Train ``methods`` on the reference run's data, split and schedule; evaluate them, the reference and base."""
@@ -214,7 +282,11 @@ class Engine:
         run = self.run_folder(run_id)
         if not run.adapter_dir.is_dir():
             raise GantuneError(f"{run.path.name} has no adapter yet")
-        return Path(shutil.make_archive(str(run.path / f"{run.path.name}-adapter"), "zip", run.adapter_dir))
+        archive = run.path / f"{run.path.name}-adapter.zip"
+        with saving("the adapter archive", run.path), tempfile.TemporaryDirectory(dir=run.path) as tmp:
+            made = shutil.make_archive(str(Path(tmp) / "adapter"), "zip", run.adapter_dir)
+            os.replace(made, archive)  # whole or not at all: a download never gets a torn .zip
+        return archive
 
 
 def _unused(path: Path) -> Path:

@@ -15,7 +15,9 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from gantune.errors import GantuneError
+import torch
+
+from gantune.errors import OUT_OF_MEMORY, GantuneError
 
 # A job body gets (report, should_stop): report(step, total, run, message) updates the status.
 Report = Callable[..., None]
@@ -108,6 +110,8 @@ class JobManager:
             state, error = ("stopped" if self._stop.is_set() else "completed"), None
         except GantuneError as exc:
             result, state, error = None, "failed", str(exc)
+        except (MemoryError, torch.OutOfMemoryError):
+            result, state, error = None, "failed", OUT_OF_MEMORY
         except Exception as exc:  # a bug or a runtime fault: the page shows it, the server lives on
             traceback.print_exc()
             result, state, error = None, "failed", f"{type(exc).__name__}: {exc}"

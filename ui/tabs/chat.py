@@ -12,13 +12,17 @@ from typing import Iterator
 
 import gradio as gr
 
+from gantune.data import Encoder
 from gantune.errors import GantuneError
 from gantune.generation import stream_answer
 from gantune.trainer import load_method
 
 from ..engine import Engine
 from ..i18n import t
-from .setup import SetupInputs, setup_values
+from .setup import SetupInputs, setup_values, whole_number
+
+MAX_PROMPT_TOKENS = 512  # the longest message (with the chat template) the chat answers
+MAX_NEW_TOKENS = 1024
 
 
 def _runs(engine: Engine, methods: tuple[str, ...]) -> list[str]:
@@ -28,6 +32,9 @@ def _runs(engine: Engine, methods: tuple[str, ...]) -> list[str]:
 def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
             max_new_tokens: int) -> Iterator[tuple[str, str, str]]:
     """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
+    limit = whole_number(max_new_tokens, "max new tokens")
+    if not 1 <= limit <= MAX_NEW_TOKENS:
+        raise GantuneError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS} (got {limit})")
     out = ["", "", ""]
     # the runs' own base model (the adapters fit it); the Setup tab's when no run is picked
     models = {(c.model, c.gguf_file, c.trust_remote_code) for c in
@@ -37,6 +44,9 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
     name, gguf_file, trust = models.pop()
     with engine.chat_lock:
         base = engine.model(name, gguf_file, trust, slot="chat")
+        length = Encoder(base.tokenizer, base.eos_id, MAX_PROMPT_TOKENS, limit).prompt_length(question)
+        if length > MAX_PROMPT_TOKENS:
+            raise GantuneError(f"the message is {length} tokens as a prompt; the chat takes at most {MAX_PROMPT_TOKENS}")
         for i, run_id in enumerate((None, gan_run, lora_run)):
             if i and not run_id:
                 out[i] = "(pick a run)"
@@ -44,7 +54,7 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
                 continue
             method = load_method(str(engine.run_folder(run_id).path), base=base) if run_id else None
             try:
-                for text in stream_answer(base, question, max_new_tokens, method=method):
+                for text in stream_answer(base, question, limit, MAX_PROMPT_TOKENS, method=method):
                     out[i] = text
                     yield tuple(out)
             finally:
@@ -75,7 +85,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         for h in histories:
             h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         try:
-            for parts in answers(engine, (model or "default").strip(), text, gan, lora, int(limit)):
+            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit):
                 for h, part in zip(histories, parts):
                     h[-1]["content"] = part
                 yield (*histories, "")
@@ -89,7 +99,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
 
     def on_random(*values):
         try:
-            v = setup_values(*values)
+            v = setup_values(engine, *values)
             _, test, _ = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
             gr.Warning(str(exc))

@@ -35,6 +35,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> None:
     selected = gr.Dropdown([r[0] for r in table(engine)], label=t("selected_run"))
     with gr.Row():
         open_run = gr.Button(t("open_run"))
+        resume = gr.Button(t("resume"))
         use_in_chat = gr.Button(t("use_in_chat"))
         download = gr.DownloadButton(t("download"), interactive=False)
         delete = gr.Button(t("delete"), variant="stop")
@@ -79,6 +80,17 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> None:
 
     open_run.click(on_open, [selected, targets.compare_selected],
                    [targets.viewed_run, targets.compare_selected, message])
+
+    def on_resume(run_id):
+        if not run_id:
+            return gr.skip(), "pick a run first"
+        try:
+            job = engine.resume_training(run_id)
+        except GantuneError as exc:
+            return gr.skip(), f"**Error:** {exc}"
+        return job.run, f"resuming {run_id} from its last checkpoint: watch it in GAN tuning"
+
+    resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume")
 
     def on_chat(run_id):
         rows = engine.list_runs()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gradio as gr
 
-from gantune.data import HUB_DATASET, OFFLINE_SUBSETS, Encoder, default_data_source
+from gantune.data import OFFLINE_SUBSETS, Encoder, default_data_source
 from gantune.errors import GantuneError
 
 from .. import plots
@@ -39,22 +40,33 @@ class SetupInputs:
                 self.subset, self.n, self.fraction, self.seed]
 
 
-def data_source(kind: str, path: str | None, upload: str | None) -> str:
-    """The data argument for gantune from the Setup widgets."""
-    if kind == UPLOAD:
-        if not upload:
-            raise GantuneError("upload a .jsonl or .csv file of question/answer pairs first")
-        return upload
-    if kind == HUB:
-        return HUB_DATASET
-    return path or default_data_source()
+def setup_values(engine: Engine, model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed) -> dict:
+    """Widget values (or an API request's) → TrainConfig fields for model and data; bad ones are refused."""
+    model = (model or "default").strip()
+    gguf_file = (gguf_file or "").strip() or None
+    engine.check_model(model, gguf_file)
+    return {"model": model, "gguf_file": gguf_file, "trust_remote_code": bool(trust) and not engine.settings.space,
+            "data": engine.data_source(kind, path, upload), "subset": str(subset or "forget10"),
+            "n": None if n in (None, "") else whole_number(n, "pairs (n)"),
+            "train_fraction": finite_number(fraction, "train share"), "seed": whole_number(seed or 0, "seed")}
 
 
-def setup_values(model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed) -> dict:
-    """Widget values → TrainConfig fields (model and data)."""
-    return {"model": (model or "default").strip(), "gguf_file": (gguf_file or "").strip() or None,
-            "trust_remote_code": bool(trust), "data": data_source(kind, path, upload), "subset": subset,
-            "n": None if n in (None, 0) else int(n), "train_fraction": float(fraction), "seed": int(seed or 0)}
+def finite_number(value, what: str) -> float:
+    """A number box's value as a finite float, or a GantuneError naming the box."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise GantuneError(f"{what} must be a number (got {value!r})") from None
+    if not math.isfinite(number):
+        raise GantuneError(f"{what} must be a finite number (got {value!r})")
+    return number
+
+
+def whole_number(value, what: str) -> int:
+    number = finite_number(value, what)
+    if number != int(number):
+        raise GantuneError(f"{what} must be a whole number (got {value!r})")
+    return int(number)
 
 
 def build(engine: Engine) -> SetupInputs:
@@ -67,11 +79,11 @@ def build(engine: Engine) -> SetupInputs:
     model_status = gr.Markdown()
     with gr.Row():
         # plain words: Gradio 6.17 does not translate labels inside choice tuples
-        kind = gr.Radio([("offline TOFU folder", OFFLINE), ("hub (locuslab/TOFU)", HUB), ("my .jsonl / .csv file", UPLOAD)],
+        kind = gr.Radio([("offline TOFU folder", OFFLINE), ("hub (locuslab/TOFU)", HUB), ("my .jsonl / .json / .csv file", UPLOAD)],
                         value=OFFLINE, label=t("data_kind"))
         path = gr.Textbox(value=engine.settings.data or default_data_source(), label=t("data_path"), visible=not space)
         subset = gr.Dropdown(list(OFFLINE_SUBSETS), value="forget10", label=t("subset"), allow_custom_value=True)
-    upload = gr.File(label=t("upload"), file_types=[".jsonl", ".csv"], visible=False, type="filepath")
+    upload = gr.File(label=t("upload"), file_types=[".jsonl", ".json", ".csv"], visible=False, type="filepath")
     with gr.Row():
         n = gr.Number(value=min(40, engine.settings.max_n) if space else 40, precision=0, label=t("n"),
                       maximum=engine.settings.max_n if space else None, minimum=0)
@@ -105,7 +117,7 @@ def build(engine: Engine) -> SetupInputs:
 
     def on_preview(*values):
         try:
-            v = setup_values(*values)
+            v = setup_values(engine, *values)
             train, test, source = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
             return f"**Error:** {exc}", None, None

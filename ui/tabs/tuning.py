@@ -94,6 +94,14 @@ def progress_html(status: JobStatus) -> str:
             f"step {status.step}/{status.total or '?'} ({share:.0%}){eta_text}{message}{error}</div>")
 
 
+def _known_run(engine: Engine, path: str | None) -> str | None:
+    """A run of the runs folder (by its path's name), or None: a page never reads files elsewhere."""
+    try:
+        return str(engine.run_folder(Path(path).name).path) if path else None
+    except GantuneError:
+        return None
+
+
 def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     viewed_run = gr.State(None)
     shown = gr.State(None)  # (run, number of records) last drawn: skip redraws when nothing changed
@@ -119,7 +127,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     def on_start(preset_name, *values):
         n_setup = len(setup.as_list())
         try:
-            config = build_config("gan", preset_name, setup_values(*values[:n_setup]), list(values[n_setup:]))
+            config = build_config("gan", preset_name, setup_values(engine, *values[:n_setup]), list(values[n_setup:]))
             status_now = engine.start_training(config)
         except GantuneError as exc:
             gr.Warning(str(exc))
@@ -131,7 +139,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
 
     def refresh(viewed, last):
         job = engine.jobs.status()
-        run = job.run if job.run and (job.active or viewed is None) else viewed
+        run = job.run if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
         records = RunFolder(run).read_metrics() if run else []
         samples = RunFolder(run).read_samples() if run else []  # appended just after a step's metrics line
         signature = (run, len(records), len(samples), job.state)
