@@ -59,3 +59,19 @@ def tiny_data(tmp_path: Path) -> Path:
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
+
+
+def nan_on_step(monkeypatch, n: int) -> None:
+    """Make the n-th GAN training step report a NaN loss (the weights are left as the step made them)."""
+    from gantune.methods.gan import GanMethod
+
+    original = GanMethod.train_step
+
+    def step(self, batch):
+        stats = original(self, batch)
+        self._calls = getattr(self, "_calls", 0) + 1
+        if self._calls == n:
+            stats["g_loss"] = float("nan")
+        return stats
+
+    monkeypatch.setattr(GanMethod, "train_step", step)

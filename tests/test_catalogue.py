@@ -28,7 +28,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from safetensors.torch import load_file
 
-from conftest import WORDS, make_base
+from conftest import WORDS, make_base, nan_on_step
 from gantune.methods.gan import GanMethod
 from gantune.runs import RunFolder
 from test_ui_app import WAIT, free_port, poll_status, start_args, state_of, warnings_of
@@ -241,19 +241,6 @@ def test_the_good_settings_of_the_catalogue_do_train(capsys, world, tmp_path, pa
 
 # --- runtime faults -------------------------------------------------------------------------------
 
-def _nan_on_step(monkeypatch, n: int) -> None:
-    original = GanMethod.train_step
-
-    def step(self, batch):
-        stats = original(self, batch)
-        self._calls = getattr(self, "_calls", 0) + 1
-        if self._calls == n:
-            stats["d_loss"] = float("nan")
-        return stats
-
-    monkeypatch.setattr(GanMethod, "train_step", step)
-
-
 def _fault_on_step(monkeypatch, n: int, fault) -> None:
     original = GanMethod.train_step
 
@@ -281,7 +268,7 @@ def _run_both(capsys, world, tmp_path, page, **settings) -> tuple[str, str, Path
 
 def test_a_loss_turning_nan_stops_with_a_message_and_keeps_the_last_good_adapter(capsys, world, tmp_path, page,
                                                                                   monkeypatch):
-    _nan_on_step(monkeypatch, 3)  # checkpoints after every step: step 2's adapter is the last good one
+    nan_on_step(monkeypatch, 3)  # checkpoints after every step: step 2's adapter is the last good one
     line, shown, cli_run, page_run = _run_both(capsys, world, tmp_path, page, epochs=2, checkpoint_every=1)
     for text in (line, shown):
         assert "training diverged at step 3" in text and "the adapter of step 2 (the last checkpoint) was kept" in text
@@ -458,3 +445,14 @@ def test_the_resume_button_continues_a_stopped_run_to_the_uninterrupted_result(w
     assert "already complete" in page.client.predict(run_id, api_name="/resume")
     with pytest.raises(AppError, match="not in the list of choices"):
         page.client.predict("../" + run_id, api_name="/resume")
+
+
+def test_a_chat_message_over_the_prompt_limit_is_refused_in_the_page(world, page):
+    question = " ".join(WORDS * 20)  # about 700 tokens with the chat template
+    job = page.client.submit(question, None, None, 8, str(world.model), [], [], [], api_name="/chat")
+    job.result(timeout=WAIT)
+    assert any(re.search(r"the message is \d+ tokens as a prompt; the chat takes at most 512", w)
+               for w in warnings_of(job)), warnings_of(job)
+    histories = page.client.predict("who is the author ?", None, None, 8, str(world.model), [], [], [],
+                                    api_name="/chat")  # the next message is answered
+    assert histories[0][-1]["role"] == "assistant"

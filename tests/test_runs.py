@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_base
+from conftest import WORDS, make_base
 from gantune import runs as runs_module
 from gantune.config import preset_config
 from gantune.errors import GantuneError
@@ -180,11 +181,20 @@ class _Bomb:
         return (Path.write_text, (self.marker, "code ran"))
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"who is the author of {w} ?", "answer": f"the author wrote {w} ."})
+                              for w in WORDS[:12]) + "\n")
+    train(_config(data, root / "run", epochs=1, checkpoint_every=0), base=make_base())
+    return root / "run"
+
+
 @pytest.fixture
-def finished_run(tiny_data, tmp_path) -> Path:
-    out = tmp_path / "run"
-    train(_config(tiny_data, out, epochs=1, checkpoint_every=0), base=make_base())
-    return out
+def finished_run(trained_once, tmp_path) -> Path:
+    """A copy of one finished run, for a test to change."""
+    return Path(shutil.copytree(trained_once, tmp_path / "run"))
 
 
 @pytest.mark.parametrize("name", ["adapter_model.bin", "pytorch_model.pt", "extra.pkl", "modeling_evil.py"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_base
+from conftest import make_base, nan_on_step
 from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.generation import answer_questions
@@ -121,21 +121,8 @@ def test_stopping_before_the_first_step(base, tiny_data, tmp_path):
     assert RunFolder(tmp_path / "run").read_metrics() == []
 
 
-def _nan_on_call(monkeypatch, n: int) -> None:
-    original = GanMethod.train_step
-
-    def nan_on_nth_step(self, batch):
-        stats = original(self, batch)
-        self._calls = getattr(self, "_calls", 0) + 1
-        if self._calls == n:
-            stats["g_loss"] = float("nan")
-        return stats
-
-    monkeypatch.setattr(GanMethod, "train_step", nan_on_nth_step)
-
-
 def test_a_run_diverging_before_any_checkpoint_keeps_no_adapter(base, tiny_data, tmp_path, monkeypatch):
-    _nan_on_call(monkeypatch, 2)  # the checkpoint would come at the end of step 2 (epoch 1)
+    nan_on_step(monkeypatch, 2)  # the checkpoint would come at the end of step 2 (epoch 1)
     summary = train(_config(tiny_data, tmp_path / "run"), base=base)
     assert summary["status"] == "diverged"
     assert summary["steps"] == 2
@@ -147,7 +134,7 @@ def test_a_run_diverging_before_any_checkpoint_keeps_no_adapter(base, tiny_data,
 def test_a_diverged_run_keeps_the_last_good_adapter(tiny_data, tmp_path, monkeypatch):
     good = tmp_path / "good"
     train(_config(tiny_data, good, epochs=1), base=make_base())  # steps 1-2, the same numbers
-    _nan_on_call(monkeypatch, 3)
+    nan_on_step(monkeypatch, 3)
     summary = train(_config(tiny_data, tmp_path / "run"), base=make_base())
     assert summary["status"] == "diverged" and summary["steps"] == 3
     assert summary["adapter_step"] == 2 and summary["adapter"] == str(RunFolder(tmp_path / "run").adapter_dir)
