@@ -265,6 +265,11 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
                 problems.append(f"GAN tuning: 'd hidden' shows {d_hidden.input_value()!r}, expected '256 64 16' "
                                 "(Start then fails: '--d-hidden takes three positive widths')")
                 d_hidden.fill("256 64 16")
+            # a bad value first: a visible warning, no job, and the page stays usable
+            field(page, "epochs").fill("0")
+            page.get_by_role("button", name="Start", exact=True).click()
+            page.get_by_text(re.compile(r"--epochs must be at least 1 \(got 0\)")).first.wait_for()
+            assert engine.jobs.status().state == "idle"
             field(page, "epochs").fill("300")
             field(page, "max new tokens").fill("8")
             page.get_by_role("button", name="Start", exact=True).click()
