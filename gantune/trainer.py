@@ -252,9 +252,9 @@ def check_data_only(folder: Path) -> None:
 
 def check_prompt_lengths(encoder: Encoder, pairs: list[QAPair]) -> None:
     """Refuse a question whose prompt would not fit ``max_prompt_tokens`` (cutting it would change the question)."""
-    for i, pair in enumerate(pairs, 1):
+    for pair in pairs:
         n = encoder.prompt_length(pair.question)
         if n > encoder.max_prompt:
             shown = pair.question if len(pair.question) <= 60 else pair.question[:57] + "..."
-            raise GantuneError(f"question {i} ({shown!r}) is {n} tokens as a prompt, over the limit of "
+            raise GantuneError(f"the question {shown!r} is {n} tokens as a prompt, over the limit of "
                                f"{encoder.max_prompt} (--max-prompt-tokens): raise the limit or shorten it")

@@ -209,12 +209,14 @@ def test_cli_refuses_in_one_line(capsys, world, tmp_path, case, change, cli_says
     line = assert_one_line(code, err)
     assert cli_says in line
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no step was taken
+    print(f"{case}: {line}")  # the catalogue's wording, for `pytest -rA`
 
 
 @pytest.mark.parametrize(("case", "change", "cli_says", "page_says"), CASES, ids=[c[0] for c in CASES])
 def test_page_shows_the_refusal_and_stays_usable(world, page, case, change, cli_says, page_says):
     runs_before = {r["run"]: r["steps"] for r in page.engine.list_runs()}
     shown = page_refusal(page, _page_args(world, change))
+    print(f"{case}: {shown}")  # the catalogue's wording, for `pytest -rA`
     assert (page_says or cli_says) in shown
     assert "Traceback" not in shown
     # nothing trained, earlier runs untouched, and the page still answers
