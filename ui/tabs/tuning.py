@@ -137,6 +137,17 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     start.click(on_start, [preset, *setup.as_list(), *widgets], [status, viewed_run], api_name="start")
     stop.click(lambda: progress_html(engine.jobs.stop()), None, status, api_name="stop")
 
+    drawn: list = [None]  # (key, figures) last drawn, shared by every page: one draw per step, not one per page
+
+    def figures(run, records) -> tuple:
+        # a run's name is never reused; a resumed run rewrites its later steps, with other timings
+        key = (run, len(records), records[-1].get("seconds") if records else None)
+        last = drawn[0]
+        if last is None or last[0] != key:
+            last = drawn[0] = (key, (plots.losses(records), plots.game(records), plots.weights(records),
+                                     plots.memory(records)))
+        return last[1]
+
     def refresh(viewed, last):
         job = engine.jobs.status()
         run = job.run if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
@@ -146,8 +157,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         if signature == last:
             return progress_html(job), *(gr.skip(),) * 5, last
         sample_rows = [[s["step"], s["question"], s["answer"], s["reference"]] for s in samples[-6:]]
-        return (progress_html(job), plots.losses(records), plots.game(records), plots.weights(records),
-                plots.memory(records), sample_rows, signature)
+        return progress_html(job), *figures(run, records), sample_rows, signature
 
     outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, shown]
     # every 2 s, and at once when a page (re)loads: a reloaded page re-attaches to the running job
