@@ -13,6 +13,7 @@ read-only) is one GantuneError line; what was saved before stays as it was.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -74,12 +75,8 @@ def recover_dir(path: Path) -> None:
     if old.is_dir() and not path.exists():
         os.replace(old, path)
     if path.parent.is_dir():
-        for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextmanager
