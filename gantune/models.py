@@ -127,6 +127,8 @@ def resolve_model(name: str, gguf_file: str | None = None, local: bool = True) -
         raise GantuneError(f"{path} holds no model (no config.json and not exactly one .gguf file)")
     if not local and gguf_file:
         raise GantuneError("only hub models can be loaded here; a GGUF file name is not accepted")
+    if local and name.startswith((".", "/", "~")):
+        raise GantuneError(f"no model folder or .gguf file at {path}")
     try:
         validate_repo_id(name)
     except HFValidationError:
