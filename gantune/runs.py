@@ -169,11 +169,14 @@ class RunFolder:
         with saving("a checkpoint", self.path):
             replace_dir_atomic(self.checkpoint_dir, fill)
 
-    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    def has_checkpoint(self) -> bool:
         recover_dir(self.checkpoint_dir)
-        state_file = self.checkpoint_dir / "trainer_state.json"
-        if not state_file.is_file():
+        return (self.checkpoint_dir / "trainer_state.json").is_file()
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        if not self.has_checkpoint():
             return None
+        state_file = self.checkpoint_dir / "trainer_state.json"
         try:
             return load_file(self.checkpoint_dir / "state.safetensors"), json.loads(state_file.read_text())
         except (OSError, ValueError, SafetensorError) as exc:

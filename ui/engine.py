@@ -22,7 +22,7 @@ from gantune.config import TrainConfig
 from gantune.data import HUB_DATASET, QAPair, default_data_source, load_pairs, split_pairs
 from gantune.errors import GantuneError
 from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
-from gantune.models import BaseModel, load_base_model, pick_device
+from gantune.models import BaseModel, load_base_model, pick_device, resolve_model
 from gantune.runs import RunFolder, new_run_dir, saving, write_json_atomic
 from gantune.trainer import diverged_message, train
 
@@ -30,7 +30,6 @@ from .jobs import JobManager, JobStatus
 
 ModelLoader = Callable[[str, "str | None", bool], BaseModel]
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HUB_MODEL = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
 def upload_folder() -> str:
@@ -95,7 +94,11 @@ class Engine:
             return
         if gguf_file:
             raise GantuneError("this hosted workbench loads hub models only; a GGUF file name is not accepted")
-        if name != "default" and not (_HUB_MODEL.fullmatch(name) and ".." not in name):
+        try:
+            valid = name == "default" or resolve_model(name, local=False)[2] == "hub"
+        except GantuneError:  # not a valid hub id
+            valid = False
+        if not valid:
             raise GantuneError(f"{name!r} is not a hub model id like 'HuggingFaceTB/SmolLM2-135M-Instruct'; "
                                "this hosted workbench loads hub models only")
 
@@ -163,7 +166,7 @@ class Engine:
         """Continue a stopped or crashed run from its last checkpoint, in its own folder."""
         run = self.run_folder(run_id)
         config, _ = run.read_config()
-        if run.load_checkpoint() is None:
+        if not run.has_checkpoint():
             raise GantuneError(f"{run.path.name} has no checkpoint to resume from")
         summary = _read_json(run.summary_path) or {}
         if summary.get("status") == "completed" and summary.get("steps") == summary.get("total_steps"):
