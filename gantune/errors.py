@@ -12,6 +12,12 @@ class GantuneError(Exception):
     """A problem with the user's input or environment, worded for the user."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type's name when it has none), for a one-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def write_error(exc: OSError, what: str, where: object) -> GantuneError:
     """A failed write of ``what`` in ``where`` (a run folder, a report) as one line that says what to do."""
     if exc.errno == errno.ENOSPC:

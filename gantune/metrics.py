@@ -17,7 +17,7 @@ import torch
 from transformers.utils import is_offline_mode
 
 from .data import Encoder, QAPair
-from .errors import GantuneError
+from .errors import GantuneError, first_line
 from .models import hub_reachable
 from .scoring import answer_logprobs
 
@@ -58,11 +58,6 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in ROUGE_KEYS}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~", "\\")) or Path(name).expanduser().exists()
 
@@ -72,10 +67,10 @@ def _load_failure(what: str, name: str, exc: BaseException | None, hint: str) ->
     if _looks_like_path(name):
         if not Path(name).expanduser().exists():
             return f"{what} unavailable: no checkpoint at {name!r}; {hint}"
-        return f"{what} unavailable: could not load {name!r}: {_first_line(exc)}; {hint}"
+        return f"{what} unavailable: could not load {name!r}: {first_line(exc)}; {hint}"
     if is_offline_mode():
         return f"{what} unavailable: no checkpoint at {name!r} and the hub is offline (HF_HUB_OFFLINE=1); {hint}"
-    return f"{what} unavailable: could not load {name!r} from the hub: {_first_line(exc)}; {hint}"
+    return f"{what} unavailable: could not load {name!r} from the hub: {first_line(exc)}; {hint}"
 
 
 @dataclass

@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.modeling_utils import no_init_weights
 
-from .errors import GantuneError
+from .errors import GantuneError, first_line
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -169,7 +169,7 @@ def load_base_model(
     try:
         need = estimate_model_bytes(where, gguf, kind)
     except ValueError as exc:
-        raise GantuneError(f"could not load model {name!r}: {_first_line(exc)}") from exc
+        raise GantuneError(f"could not load model {name!r}: {first_line(exc)}") from exc
     if need is not None:
         check_memory(name, need, torch.device(device), margin=1.5 if gguf else 1.2)
     if kind == "folder":
@@ -180,14 +180,10 @@ def load_base_model(
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise GantuneError(f"could not load model {name!r}: {_first_line(exc)}") from exc
+        raise GantuneError(f"could not load model {name!r}: {first_line(exc)}") from exc
     if gguf and cached is not None:
         _write_cache(model, tokenizer, cached)
     return prepare_base_model(model, tokenizer, device, source)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def estimate_model_bytes(where: str, gguf_file: str | None, kind: str) -> int | None:
@@ -236,7 +232,7 @@ def _gguf_params(path: Path) -> int:
     try:
         return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
     except (ValueError, IndexError, KeyError, OSError, struct.error) as exc:  # what a damaged file makes it raise
-        raise ValueError(f"not a valid GGUF file ({_first_line(exc)})") from None
+        raise ValueError(f"not a valid GGUF file ({first_line(exc)})") from None
 
 
 def _folder_params(folder: Path) -> int | None:
@@ -265,7 +261,7 @@ def _folder_params(folder: Path) -> int | None:
         with init_empty_weights(), no_init_weights():  # shapes only: no memory, no random init (200 layers: 0.2 s)
             model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), trust_remote_code=False)
     except (ValueError, TypeError, ArithmeticError, RuntimeError) as exc:  # what bad config values raise
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise ValueError(f"config.json does not describe a causal LM transformers can build ({reason})") from exc
     model.tie_weights()  # skipped with the random init; a tied head is no extra memory
     return model.num_parameters()

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Encoder, QAPair, load_pairs, split_pairs
-from .errors import OUT_OF_MEMORY, GantuneError
+from .errors import OUT_OF_MEMORY, GantuneError, first_line
 from .memory import MemoryMonitor
 from .methods import TuningMethod, get_method
 from .models import BaseModel, frozen_norm, load_base_model, pick_device
@@ -233,8 +233,7 @@ def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code:
     try:
         return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GantuneError(f"the adapter in {run.adapter_dir} is damaged or incomplete: {first}") from exc
+        raise GantuneError(f"the adapter in {run.adapter_dir} is damaged or incomplete: {first_line(exc)}") from exc
 
 
 # what a saved adapter may hold: tensors as safetensors, settings and tokenizer files as text;
