@@ -42,7 +42,10 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     enc = Encoder(base.tokenizer, base.eos_id, 128, args.max_new_tokens)
     items = enc.encode(pairs)
     batches = [enc.collate(items[i : i + args.batch_size]).to(device) for i in range(0, len(items), args.batch_size)]
-    config = preset_config(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    # one adversarial iteration with its own sampling (no warm-up, per-step rollout): the step's full cost; the
+    # whole-run ratio (warm-up epochs, one rollout per epoch) is what `gantune bench` reports as time/LoRA
+    config = preset_config(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, warmup_epochs=0,
+                           rollout="batch")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
     if mode == "gan":

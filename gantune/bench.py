@@ -1,39 +1,27 @@
-"""Base + each method, trained and evaluated side by side in one process on one split.
+"""Base + each method, trained and evaluated side by side in one process, once per seed.
 
-Writes report.json, report.md (the table, with ratios to LoRA and, for the thesis preset, the
-thesis' own numbers beside ours) and generations.jsonl; each method's run folder lands in
-``<report stem>_runs/<method>/`` with its own eval.json.
+Writes report.json (means over seeds with 95% intervals, the references' own distribution,
+paired differences to LoRA and base), report.md (the tables, with ratios to LoRA and, for the
+thesis preset, the thesis' own numbers beside ours) and generations.jsonl; each method's run folder
+lands in ``<report stem>_runs/<method>-seed<seed>/`` with its own eval.json. The protocol itself is
+``gantune.compare.compare_methods``, shared with the workbench's Compare tab.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from .config import TrainConfig, preset_config
-from .data import QAPair, load_pairs, split_pairs
+from .compare import ROWS, baseline_config, compare_methods, evaluate_run, seeded_splits
 from .errors import GantuneError
-from .evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
-from .memory import release_freed_memory
+from .evaluate import EvalSettings, Scorers, load_retention_sets
 from .metrics import Bleurt
 from .models import BaseModel, load_base_model, pick_device
-from .runs import RunFolder, saving, write_json_atomic, write_text_atomic
-from .trainer import load_method, train
+from .runs import saving, write_json_atomic, write_text_atomic
 
-# row name -> (method, TrainConfig preset, settings on top of the preset)
-ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "gan": ("gan", "improved", {}),
-    "gan-mle": ("gan", "improved", {"mle_weight": 1.0}),  # adversarial + MLE in one pass (SeqGAN-style mix)
-    "gan-thesis": ("gan", "thesis", {}),
-    "adapter-mle": ("adapter-mle", "improved", {}),
-    "lora": ("lora", "improved", {}),
-    "prompt-tuning": ("prompt-tuning", "improved", {}),
-    "prefix-tuning": ("prefix-tuning", "improved", {}),
-    "full": ("full", "improved", {}),
-}
+__all__ = ["BENCH_PRESETS", "ROWS", "baseline_config", "evaluate_run", "report_markdown", "run_bench"]
 
 
 @dataclass
@@ -65,10 +53,11 @@ THESIS = {
     "gan-thesis": {"rouge1": 0.109, "bleurt": -0.611, "train_minutes": 91, "peak_memory_gb": 12.3},
     "lora": {"rouge1": 0.127, "bleurt": -0.536, "train_minutes": 2, "peak_memory_gb": 1.1},
 }
-# what a baseline shares with the run it is compared to
-SHARED_SETTINGS = ("model", "gguf_file", "trust_remote_code", "data", "subset", "n", "train_fraction", "seed",
-                   "device", "epochs", "batch_size", "max_new_tokens", "max_prompt_tokens")
-METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention")
+# the main table's quality columns and the distribution table's, as (report field, header)
+QUALITY = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"),
+           ("bleurt", "BLEURT"), ("semantic", "semantic"), ("retention", "retention"))
+DISTRIBUTION = (("length_mean", "length"), ("length_w1", "length W1"), ("truncated", "truncated"),
+                ("distinct1", "distinct-1"), ("distinct2", "distinct-2"), ("real_vs_generated_auc", "real-vs-generated AUC"))
 
 
 def run_bench(
@@ -79,12 +68,17 @@ def run_bench(
     model: str = "default",
     methods: list[str] | None = None,
     bleurt: str | None = Bleurt.DEFAULT_CHECKPOINT,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
+    temperatures: Sequence[float] = (),
     overrides: dict[str, Any] | None = None,
     base: BaseModel | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the report (also written beside ``out``)."""
+    """Run the benchmark once per seed; returns the report (also written beside ``out``).
+
+    ``temperatures``: sampling temperatures scored besides greedy answers (0 is greedy and is
+    always scored). ``overrides``: TrainConfig settings over the preset's (n, epochs, eval_noise …).
+    """
     if preset not in BENCH_PRESETS:
         raise GantuneError(f"unknown bench preset {preset!r}; choose one of {', '.join(BENCH_PRESETS)}")
     bp = BENCH_PRESETS[preset]
@@ -92,82 +86,40 @@ def run_bench(
     unknown = [m for m in names if m not in ROWS]
     if unknown:
         raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GantuneError(f"--seeds needs one or more different seeds (got {' '.join(map(str, seeds)) or 'none'})")
+    if any(t < 0 for t in temperatures):
+        raise GantuneError(f"--temperatures must be 0 (greedy) or more (got {min(temperatures)})")
     out = Path(out)
     if out.suffix != ".json":
         raise GantuneError(f"--out must name a .json report file (got {out})")
     schedule = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
                                             "max_prompt_tokens")} | (overrides or {})
-    pairs, data_source = load_pairs(data, subset)
-    train_pairs, test_pairs = split_pairs(pairs, schedule["n"], schedule["train_fraction"], seed)
+    splits, data_source = seeded_splits(data, subset, schedule["n"], schedule["train_fraction"], seeds)
     device = pick_device("auto")
     if base is None:
         log(f"loading model {model} …")
         base = load_base_model(model, device=device)
     scorers = Scorers.load(bleurt, device=str(device))
     settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"], max_prompt_tokens=schedule["max_prompt_tokens"],
-                            batch_size=bp.eval_batch_size, retention_n=bp.retention_n, seed=seed)
-    retention = load_retention_sets(data, bp.retention_n, seed)
-    runs_dir = out.with_name(out.stem + "_runs")
-
-    log(f"evaluating base on {len(test_pairs)} test pairs …")
-    t0 = time.perf_counter()
-    base_eval = evaluate(base, None, test_pairs, retention, scorers, settings)
-    rows = [_row("base", base_eval, None, time.perf_counter() - t0)]
-    evals = {"base": base_eval}
-    for name in names:
-        method, method_preset, extra = ROWS[name]
-        config = preset_config(method, method_preset, model=model, data=data, subset=subset, seed=seed,
-                               out=str(runs_dir / name), **{**extra, **schedule})
-        log(f"training {name} ({config.epochs} epochs, batch {config.batch_size}) …")
-        release_freed_memory()
-        summary = train(config, base=base, progress=True, overwrite=True)
-        if summary["status"] != "completed":
-            log(f"{name}: training {summary['status']}; evaluated as it stands")
-        log(f"evaluating {name} …")
-        t0 = time.perf_counter()
-        result = evaluate_run(summary["run"], base, test_pairs, retention, scorers, settings)
-        rows.append(_row(name, result, summary, time.perf_counter() - t0))
-        evals[name] = result
-
-    report = {
-        "preset": preset, "model": base.source, "device": str(device), "data": data_source, "seed": seed,
-        "n_train": len(train_pairs), "n_test": len(test_pairs), "schedule": schedule,
-        "notes": {"rouge": base_eval["rouge_note"], "bleurt": base_eval["bleurt_note"],
-                  "semantic": base_eval["semantic_note"], "retention": base_eval.get("retention_note"),
-                  "noise": "M_tunable is fed zero noise when answering", "memory": _memory_note(device.type)},
-        "rows": rows,
-    }
+                            batch_size=bp.eval_batch_size, retention_n=bp.retention_n)
+    report = compare_methods(
+        base, names, splits, {"model": model, "data": data, "subset": subset, **schedule},
+        out.with_name(out.stem + "_runs"), scorers, settings,
+        temperatures=sorted({t for t in temperatures if t > 0}),
+        retention=load_retention_sets(data, bp.retention_n, seeds[0]),
+        progress=lambda p: None if p.training_step else log(p.message), progress_bars=True)
+    generations = report.pop("generations")
+    report = {"preset": preset, "model": base.source, "device": str(device), "data": data_source,
+              "schedule": schedule, **report}
+    report["notes"]["memory"] = _memory_note(device.type)
     markdown = report_markdown(report)
-    generations = "".join(
-        json.dumps({"question": pair.question, "reference": pair.answer,
-                    "answers": {name: ev["generations"][i]["answer"] for name, ev in evals.items()}}) + "\n"
-        for i, pair in enumerate(test_pairs))
     with saving("the report", out.parent):
         write_json_atomic(out, report)
         write_text_atomic(out.with_name(out.stem + ".md"), markdown)
-        write_text_atomic(out.with_name("generations.jsonl"), generations)
+        write_text_atomic(out.with_name("generations.jsonl"), "".join(json.dumps(g) + "\n" for g in generations))
     log(markdown)
     return report
-
-
-def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]],
-                 scorers: Scorers, settings: EvalSettings) -> dict[str, Any]:
-    """Evaluate a finished run's tuned model and keep the result as the run's eval.json."""
-    tuned = load_method(str(run), base=base)
-    try:
-        result = evaluate(base, tuned, test, retention, scorers, settings)
-    finally:
-        tuned.close()
-    with saving("the evaluation", run):
-        write_json_atomic(RunFolder(run).eval_path, result)
-    return result
-
-
-def baseline_config(reference: TrainConfig, row: str, out: str | Path) -> TrainConfig:
-    """The ``row`` method on the same model, data, split, schedule and token limits as ``reference``."""
-    same = {k: getattr(reference, k) for k in SHARED_SETTINGS}
-    method, preset, extra = ROWS[row]
-    return preset_config(method, preset, out=str(out), **{**extra, **same})
 
 
 def _memory_note(device_type: str) -> str:
@@ -176,56 +128,108 @@ def _memory_note(device_type: str) -> str:
     return "peak resident set of the process during training (base model included; freed memory returned first)"
 
 
-def _row(name: str, ev: dict[str, Any], summary: dict[str, Any] | None, eval_seconds: float) -> dict[str, Any]:
-    row = {"method": name, **{k: ev.get(k) for k in METRIC_KEYS}, "retention_rougeL": ev.get("retention_rougeL")}
-    row.update({
-        "train_seconds": summary["seconds"] if summary else 0.0,
-        "peak_memory_mb": summary["peak_memory_mb"] if summary else None,
-        "trainable_params": summary["trainable_params"] if summary else 0,
-        "tokens_per_s": summary.get("tokens_per_s") if summary else None,
-        "eval_seconds": round(eval_seconds, 1),
-        "run": summary["run"] if summary else None,
-    })
-    return row
-
-
 def report_markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: metrics, cost, ratios to LoRA, and the thesis' numbers (thesis preset)."""
+    """The report in Markdown: quality and cost (ratios to LoRA; the thesis' numbers for its preset), the
+    answers' distribution beside the references', paired differences, and what each number means."""
     rows = report["rows"]
-    lora = next((r for r in rows if r["method"] == "lora"), None)
+    greedy = {r["method"]: r for r in rows if not r.get("temperature")}
+    lora = greedy.get("lora")
     thesis = report["preset"] == "thesis"
-    head = ["method", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEURT", "semantic", "retention",
-            "train s", "peak MB", "trainable", "time/LoRA", "memory/LoRA"]
+    head = ["method", *(h for _, h in QUALITY), "train s", "peak MB", "trainable", "time/LoRA", "memory/LoRA"]
     if thesis:
         head += ["thesis ROUGE-1", "thesis BLEURT", "thesis time/LoRA", "thesis memory/LoRA"]
+    seeds = report.get("seeds", [])
     lines = [
         f"**{report['preset']}** — model {report['model'].get('name')} on {report['device']}, "
-        f"{report['n_train']} train / {report['n_test']} test pairs, {report['schedule']['epochs']} epochs, "
+        f"{report['n_train']} train / {report['n_test']} test pairs, seed{'s' if len(seeds) > 1 else ''} "
+        f"{' '.join(map(str, seeds))}, {report['schedule']['epochs']} epochs, "
         f"batch {report['schedule']['batch_size']}, ≤{report['schedule']['max_new_tokens']} new tokens",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *_table_head(head),
     ]
     for r in rows:
-        cells = [r["method"], *(_num(r[k]) for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic",
-                                                    "retention")),
-                 f"{r['train_seconds']:.0f}", _num(r["peak_memory_mb"], 0), f"{r['trainable_params']:,}",
-                 _ratio(r["train_seconds"], lora and lora["train_seconds"], r),
-                 _ratio(r["peak_memory_mb"], lora and lora["peak_memory_mb"], r)]
+        marks = _comparators(r, rows)
+        cells = [r["method"], *(_cell(r, k, 3, marks) for k, _ in QUALITY),
+                 _num(r.get("train_seconds"), 0), _num(r.get("peak_memory_mb"), 0), _count(r.get("trainable_params")),
+                 _ratio(r.get("train_seconds"), lora and lora["train_seconds"], r),
+                 _ratio(r.get("peak_memory_mb"), lora and lora["peak_memory_mb"], r)]
         if thesis:
             t = THESIS.get(r["method"], {})
             tl = THESIS["lora"]
             cells += [_num(t.get("rouge1")), _num(t.get("bleurt")),
                       _ratio(t.get("train_minutes"), tl["train_minutes"], t), _ratio(t.get("peak_memory_gb"), tl["peak_memory_gb"], t)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "▲B / ▼B: the whole 95% interval lies above / below base's; ▲L / ▼L: above / below LoRA's.", ""]
+    if any(k in r for r in rows for k, _ in DISTRIBUTION):
+        lines += ["**Distribution of the answers** (the reference row: the test references themselves)", "",
+                  *_table_head(["method", *(h for _, h in DISTRIBUTION)])]
+        for r in [*([report["reference"]] if report.get("reference") else []), *rows]:
+            marks = _comparators(r, rows) if r["method"] != "reference" else {}
+            lines.append("| " + " | ".join([r["method"], *(_cell(r, k, 3 if "length" not in k else 1, marks)
+                                                          for k, _ in DISTRIBUTION)]) + " |")
+        lines.append("")
+    if report.get("paired"):
+        lines += ["**Paired differences** (mean per-question difference, same questions and seed; 95% bootstrap "
+                  "interval)", "", *_table_head(["method", "versus", "Δ ROUGE-L", "Δ semantic"])]
+        for p in report["paired"]:
+            lines.append("| " + " | ".join([p["method"], p["versus"], *(_difference(p.get(k)) for k in ("rougeL", "semantic"))]) + " |")
+        lines.append("")
     notes = report["notes"]
-    lines += ["", f"- ROUGE: {notes['rouge']}", f"- BLEURT: {notes['bleurt']}", f"- semantic: {notes['semantic']}",
-              f"- retention: {notes['retention']}", f"- {notes['noise']}", f"- memory: {notes['memory']}"]
+    explained = [("ROUGE", "rouge"), ("BLEURT", "bleurt"), ("semantic", "semantic"), ("retention", "retention"),
+                 ("retention, seeds", "retention_seeds"), *((h, k) for k, h in DISTRIBUTION), ("±", "ci"),
+                 ("paired", "paired"), ("temperature", "temperature"), ("MAUVE", "mauve"), ("noise", "noise"),
+                 ("memory", "memory")]
+    lines += [f"- {label}: {notes[key]}" for label, key in explained if notes.get(key)]
     return "\n".join(lines) + "\n"
+
+
+def _table_head(head: list[str]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
+def _comparators(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """base's and LoRA's rows at the row's temperature (not the row itself), by their marker letter."""
+    t = row.get("temperature") or 0
+    found = {}
+    for letter, name in (("B", "base"), ("L", "lora")):
+        label = name if not t else f"{name}@{t:g}"
+        other = next((r for r in rows if r["method"] == label), None)
+        if other is not None and other is not row:
+            found[letter] = other
+    return found
+
+
+def _cell(row: dict[str, Any], key: str, digits: int, comparators: dict[str, dict[str, Any]]) -> str:
+    """``0.312 ± 0.021`` (half the interval's width) and a marker where it clears base's or LoRA's interval."""
+    value = row.get(key)
+    if value is None:
+        return "—"
+    interval = (row.get("ci") or {}).get(key)
+    text = _num(value, digits) if interval is None else f"{value:.{digits}f} ± {(interval[1] - interval[0]) / 2:.{digits}f}"
+    for letter, other in comparators.items():
+        theirs = (other.get("ci") or {}).get(key)
+        if interval is None or theirs is None:
+            continue
+        if interval[0] > theirs[1]:
+            text += f" ▲{letter}"
+        elif interval[1] < theirs[0]:
+            text += f" ▼{letter}"
+    return text
+
+
+def _difference(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "—"
+    lo, hi = entry["ci"]
+    return f"{entry['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
 
 
 def _ratio(value: float | None, reference: float | None, row: dict) -> str:

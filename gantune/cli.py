@@ -1,7 +1,9 @@
-"""``python -m gantune``: train and generate from the command line.
+"""``python -m gantune``: train, generate and bench from the command line.
 
 Every TrainConfig field is a flag; flags the user types override the preset. Problems are one line
-on stderr and a non-zero exit, never a traceback (GANTUNE_DEBUG=1 shows it for bugs).
+on stderr and a non-zero exit, never a traceback (GANTUNE_DEBUG=1 shows it for bugs). torch,
+transformers and the library's heavy modules are imported only once a command runs, so ``--help``
+and a refused flag answer at once.
 """
 
 from __future__ import annotations
@@ -16,10 +18,6 @@ import sys
 import threading
 import typing
 from typing import Any, Callable, Iterator, Sequence
-
-import torch
-import transformers
-from accelerate import PartialState
 
 from .config import PRESETS, TrainConfig, preset_config
 from .errors import OUT_OF_MEMORY, GantuneError
@@ -37,6 +35,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         values = {name: _show(getattr(preset_config(preset=name), f.name)) for name in PRESETS}
         shown = "; ".join(f"{k}: {v}" for k, v in values.items()) if len(set(values.values())) > 1 else f"default: {values['improved']}"
         help_text = f.metadata["help"] if values["improved"] == "None" and len(set(values.values())) == 1 else f"{f.metadata['help']} ({shown})"
+        if f.name == "preset":
+            help_text = _preset_help(f.metadata["help"])
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -49,6 +49,19 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
             kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)
         parser.add_argument(flag, **kwargs)
+
+
+def _preset_help(text: str) -> str:
+    """What each preset sets, compared with the defaults (the first few settings, then a count)."""
+    default = TrainConfig()
+    parts = []
+    for name in PRESETS:
+        config = preset_config(preset=name)
+        changed = [f"--{f.name.replace('_', '-')} {_show(getattr(config, f.name))}" for f in dataclasses.fields(TrainConfig)
+                   if f.name not in ("preset", "method") and getattr(config, f.name) != getattr(default, f.name)]
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        parts.append(f"{name}: " + (f"sets {shown}" if changed else "the defaults"))
+    return f"{text} ({'; '.join(parts)}; each flag's help shows every preset's value)"
 
 
 def _show(value: Any) -> str:
@@ -90,17 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="base + each method on one split: metrics, time, memory → report",
                            description="Train and evaluate base and each method side by side in one process.")
     bench.add_argument("--preset", default="quick", choices=["quick", "thesis"],
-                       help="quick: 40/40 pairs, 3 epochs, batch 8 (~15 min on 2 CPU cores); thesis: the thesis' protocol (GPU)")
+                       help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' protocol (GPU)")
     bench.add_argument("--methods", nargs="+", metavar="NAME",
-                       help="rows to run besides base (gan gan-thesis adapter-mle lora prompt-tuning prefix-tuning full)")
+                       help="rows to run besides base (default: the preset's; gan gan-mle gan-thesis adapter-mle lora "
+                            "prompt-tuning prefix-tuning full)")
     bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
     bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
     bench.add_argument("--model", default="default", help="as for train")
     bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go beside it")
     bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
-    bench.add_argument("--seed", type=int, default=0, help="seed for the split and every run")
+    bench.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                       help="train and evaluate every method once per seed, each on that seed's split; the report "
+                            "gives means with 95%% intervals (default: 0)")
+    bench.add_argument("--temperatures", type=_finite, nargs="+", default=[0.0], metavar="T",
+                       help="also score answers sampled at each temperature (0: greedy, always scored; e.g. 0 0.7 1.0)")
     for flag, kind in (("--n", int), ("--epochs", int), ("--batch-size", int), ("--max-new-tokens", int)):
         bench.add_argument(flag, type=kind, default=argparse.SUPPRESS, help="override the bench preset's value")
+    bench.add_argument("--eval-noise", choices=["zeros", "sample"], default=argparse.SUPPRESS,
+                       help="noise fed to M_tunable when answering (gan, adapter-mle; default: zeros)")
     return parser
 
 
@@ -111,11 +131,16 @@ def _bench(args: argparse.Namespace) -> None:
     for key, value in overrides.items():
         if value < 1:
             raise GantuneError(f"--{key.replace('_', '-')} must be at least 1 (got {value})")
+    if hasattr(args, "eval_noise"):
+        overrides["eval_noise"] = args.eval_noise
     run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model, methods=args.methods,
-              bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seed=args.seed, overrides=overrides)
+              bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seeds=args.seeds,
+              temperatures=args.temperatures, overrides=overrides)
 
 
 def _train(args: argparse.Namespace) -> int | None:
+    from accelerate import PartialState
+
     from .runs import RunFolder
     from .trainer import diverged_message, train
 
@@ -194,6 +219,9 @@ def _generate(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+    import transformers
+
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
         code = {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)

@@ -44,7 +44,7 @@ class TrainConfig:
     # schedule
     epochs: int = _f(3, "passes over the training pairs")
     batch_size: int = _f(8, "pairs per step")
-    lr: float = _f(1e-3, "learning rate of the tuned part (M_tunable)")
+    lr: float = _f(1e-3, "learning rate of the tuned part (for the GAN: of its MLE warm-up)")
     d_lr: float = _f(1e-3, "learning rate of the discriminator")
     max_new_tokens: int = _f(48, "most tokens sampled per answer (also caps reference answers)")
     max_prompt_tokens: int = _f(128, "most prompt tokens (longer prompts are cut from the left)")
@@ -55,20 +55,32 @@ class TrainConfig:
     adapter_hidden: list[int] = _f([], "M_tunable's two hidden widths (empty: embedding width /2 and /4)")
     adapter_init: str = _f("zero", "zero: last layer starts at 0 so G starts as the base LM; default: PyTorch's init", ("zero", "default"))
     eval_noise: str = _f("zeros", "noise fed to M_tunable when generating after training", ("zeros", "sample"))
-    # discriminator and the adversarial game
-    discriminator: str = _f("embedding", "embedding: frozen LM embeddings, masked mean-pooled; thesis: token ids cast to float", ("embedding", "thesis"))
+    # validation: pick the best epoch (every method)
+    val_pairs: int = _f(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the best; 0: keep the last")
+    val_metric: str = _f("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
+    # the adversarial game (GAN): phases, rollout, discriminator, reward, generator update
+    warmup_epochs: int = _f(2, "MLE epochs on the reference answers before the adversarial phase (at most epochs - 1)")
+    adv_lr: float = _f(5e-4, "learning rate of M_tunable in the adversarial phase (the MLE warm-up uses --lr)")
+    rollout: str = _f("epoch", "epoch: sample answers for all of an epoch's questions in one call; batch: sample per step (SeqGAN)", ("epoch", "batch"))
+    samples_per_question: int = _f(1, "answers sampled per question (with --baseline loo: a leave-one-out baseline)")
+    discriminator: str = _f("hidden", "hidden: the frozen LM's last hidden states of the answer, given the question; embedding: frozen input embeddings, mean-pooled; thesis: token ids cast to float", ("hidden", "embedding", "thesis"))
+    d_loss: str = _f("relativistic", "relativistic: -log sigmoid(D(q,ref) - D(q,y)), reward D(q,y) - D(q,ref); bce: real -> 1, generated -> 0, reward sigmoid(D(q,y))", ("relativistic", "bce"))
     d_hidden: list[int] = _f([256, 64, 16], "the discriminator's three shrinking hidden widths")
+    d_dropout: float = _f(0.1, "dropout inside the discriminator (keeps it from overpowering G)")
+    d_weight_decay: float = _f(0.01, "weight decay of the discriminator's optimiser (AdamW)")
     d_steps: int = _f(1, "discriminator steps per generator step")
     label_smoothing: float = _f(0.0, "real label is 1 - this for D's BCE")
-    baseline: str = _f("mean", "reward baseline subtracted before the policy gradient", ("mean", "none"))
-    normalize_advantage: bool = _f(False, "divide advantages by the batch std")
+    kl_coef: float = _f(0.05, "penalty on the KL to the untuned model (adapter detached) on the sampled tokens, subtracted from the reward")
+    baseline: str = _f("mean", "reward baseline: mean of the batch, leave-one-out over a question's samples, or none", ("mean", "loo", "none"))
+    normalize_advantage: bool = _f(True, "divide advantages by the batch std")
+    clip: float = _f(0.2, "PPO clip of the ratio pi/pi_rollout for answers sampled earlier in the epoch (0: plain REINFORCE)")
     pg_estimator: str = _f("trajectory", "trajectory: exact log-probs of the sampled tokens in one pass; thesis: the thesis' per-position re-sampled estimator", ("trajectory", "thesis"))
-    mle_weight: float = _f(0.0, "weight of an MLE term on the reference answers, computed in the same pass")
-    resample_for_g: bool = _f(False, "sample a second time for the generator step (the thesis did)")
+    mle_weight: float = _f(0.0, "weight of an MLE term on the reference answers in the adversarial phase, computed in the same pass")
+    resample_for_g: bool = _f(False, "sample a second time for the generator step (the thesis did; needs --rollout batch)")
     # baselines (peft)
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA scaling alpha")
-    lora_targets: list[str] = _f(["q_proj", "v_proj"], "module names LoRA adapts")
+    lora_targets: list[str] = _f([], "module names LoRA adapts (none: peft's default for the model's architecture: q_proj v_proj on Llama/Qwen2, c_attn on GPT-2 …)")
     virtual_tokens: int = _f(20, "virtual tokens of prompt-tuning and prefix-tuning")
 
     def __post_init__(self) -> None:
@@ -83,7 +95,7 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {getattr(self, f.name)!r})")
         positive_ints = ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens", "noise_dim", "d_steps",
-                         "lora_r", "lora_alpha", "virtual_tokens")
+                         "samples_per_question", "lora_r", "lora_alpha", "virtual_tokens")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise GantuneError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
@@ -91,25 +103,29 @@ class TrainConfig:
             raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
         if not 0.0 < self.train_fraction < 1.0:
             raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})")
-        for name in ("lr", "d_lr"):
+        for name in ("lr", "d_lr", "adv_lr"):
             v = getattr(self, name)
             if not math.isfinite(v) or not 0.0 < v <= 1.0:
                 raise GantuneError(f"--{_flag(name)} must be a number in (0, 1] (got {v})")
-        for name in ("mle_weight", "label_smoothing"):
+        for name in ("mle_weight", "label_smoothing", "kl_coef", "clip", "d_weight_decay"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise GantuneError(f"--{_flag(name)} must be a finite number >= 0 (got {v})")
         if self.label_smoothing >= 0.5:
             raise GantuneError(f"--label-smoothing must be below 0.5 (got {self.label_smoothing})")
-        for name in ("checkpoint_every", "sample_every"):
+        if not math.isfinite(self.d_dropout) or not 0.0 <= self.d_dropout < 1.0:
+            raise GantuneError(f"--d-dropout must be in [0, 1) (got {self.d_dropout})")
+        if self.baseline == "loo" and self.samples_per_question < 2:
+            raise GantuneError("--baseline loo needs --samples-per-question 2 or more (one answer has no others to compare with)")
+        if self.resample_for_g and self.rollout != "batch":
+            raise GantuneError("--resample-for-g needs --rollout batch (a second sampling per step)")
+        for name in ("checkpoint_every", "sample_every", "val_pairs", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise GantuneError(f"--{_flag(name)} must be >= 0 (got {getattr(self, name)})")
         if self.adapter_hidden and (len(self.adapter_hidden) != 2 or min(self.adapter_hidden) < 1):
             raise GantuneError("--adapter-hidden takes two positive widths, e.g. --adapter-hidden 256 64")
         if len(self.d_hidden) != 3 or min(self.d_hidden) < 1:
             raise GantuneError("--d-hidden takes three positive widths, e.g. --d-hidden 256 64 16")
-        if not self.lora_targets:
-            raise GantuneError("--lora-targets needs at least one module name, e.g. --lora-targets q_proj v_proj")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,9 +169,9 @@ def _as_flag(name: str, value: Any) -> list[str]:
 
 
 # The thesis (GPT-2, batch 1, 30 epochs): prompts padded to 100 tokens, 50 new tokens, a
-# discriminator over token ids cast to float, no baseline, a second sampling for the generator
-# step, and its per-position re-sampled estimator available as --pg-estimator thesis. Its
-# learning rates are not stated; 1e-4 (Adam) is our assumption.
+# discriminator over token ids cast to float (BCE), no baseline, no warm-up, no KL, no validation,
+# a second sampling for the generator step, and its per-position re-sampled estimator available
+# as --pg-estimator thesis. Its learning rates are not stated; 1e-4 (Adam) is our assumption.
 PRESETS: dict[str, dict[str, Any]] = {
     "improved": {},
     "thesis": {
@@ -167,10 +183,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_prompt_tokens": 100,
         "adapter_init": "default",
         "discriminator": "thesis",
+        "d_loss": "bce",
         "d_hidden": [128, 64, 32],
+        "d_dropout": 0.0,
+        "d_weight_decay": 0.0,
         "baseline": "none",
+        "normalize_advantage": False,
         "mle_weight": 0.0,
         "resample_for_g": True,
+        "rollout": "batch",
+        "warmup_epochs": 0,
+        "adv_lr": 1e-4,
+        "kl_coef": 0.0,
+        "clip": 0.0,
+        "val_pairs": 0,
         "n": 100,
     },
 }

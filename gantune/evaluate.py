@@ -1,24 +1,31 @@
 """Evaluate a model (base, or base + a tuned method) on held-out pairs and on knowledge retention.
 
-Answers are greedy, batched and stop at EOS. Scores: ROUGE-1/2/L/Lsum, BLEURT (or why it is
-unavailable), MiniLM cosine similarity, and retention on TOFU's real_authors / world_facts sets:
-the share of questions whose true answer is more likely (length-normalised) than every perturbed
-one, plus ROUGE-L of the generated answers there.
+Answers are batched and stop at EOS: greedy (temperature 0, the default) or sampled at a
+temperature from a seeded generator. Scores: ROUGE-1/2/L/Lsum, BLEURT (or why it is unavailable),
+MiniLM cosine similarity, the distribution of the answers against the references' (length,
+truncation, distinct n-grams, a real-vs-generated two-sample AUC) and retention on TOFU's
+real_authors / world_facts sets: the share of questions whose true answer is more likely
+(length-normalised) than every perturbed one, plus ROUGE-L of the greedy answers there. Every
+per-question score is kept (``per_question``) so that the bench can put intervals on the means.
 """
 
 from __future__ import annotations
 
 import random
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from statistics import mean
 from typing import Any
+
+import torch
+from transformers import GenerationConfig
 
 from . import metrics
 from .data import Encoder, QAPair, load_pairs
 from .errors import GantuneError
-from .generation import answer_questions
+from .generation import answer_mask
 from .methods import TuningMethod
+from .methods.gan.generator import AdapterMethod
 from .models import BaseModel
 
 RETENTION_SETS = ("real_authors", "world_facts")
@@ -43,9 +50,46 @@ class EvalSettings:
     batch_size: int = 16
     retention_n: int | None = None  # questions per retention set (seeded sample); None = all
     retention_max_new_tokens: int = 32
-    seed: int = 0
-    noise: str = "zeros"  # what M_tunable is fed while answering: zeros, or sampled ("sample")
-    extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # seeds the retention sample, sampled answers and the two-sample test's folds
+    temperature: float = 0.0  # 0: greedy answers; above 0: sampled at this temperature (no top-k/top-p)
+
+
+@dataclass
+class Answers:
+    """Decoded answers with what the text alone does not tell: length in tokens and truncation."""
+
+    texts: list[str]
+    lengths: list[int]  # generated tokens before EOS
+    truncated: list[bool]  # no EOS within the token limit
+
+
+def generate(base: BaseModel, method: TuningMethod | None, questions: list[str], max_new_tokens: int,
+             max_prompt_tokens: int, batch_size: int = 16, temperature: float = 0.0, seed: int = 0) -> Answers:
+    """Answers to ``questions``: greedy at temperature 0, else sampled from a generator seeded with ``seed``."""
+    if temperature < 0:
+        raise GantuneError(f"a temperature must be 0 (greedy) or more (got {temperature})")
+    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
+    decoding = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
+        {"do_sample": False}
+    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=base.eos_id, pad_token_id=encoder.pad_id,
+                              **decoding)
+    texts, lengths, truncated = [], [], []
+    cuda = [base.device] if base.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        for start in range(0, len(questions), batch_size):
+            chunk = questions[start:start + batch_size]
+            ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
+            with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                     use_model_defaults=False)[:, ids.shape[1]:]
+            keep = answer_mask(out, base.eos_id)
+            ended = (out == base.eos_id).any(dim=1)
+            for row, m, e in zip(out, keep, ended):
+                texts.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
+                lengths.append(int(m.sum()) - int(e))
+                truncated.append(not bool(e))
+    return Answers(texts, lengths, truncated)
 
 
 def load_retention_sets(data: str | None, n: int | None, seed: int) -> dict[str, list[QAPair]]:
@@ -69,25 +113,60 @@ def evaluate(
     base: BaseModel,
     method: TuningMethod | None,
     test: list[QAPair],
-    retention_sets: dict[str, list[QAPair]],
+    retention_sets: dict[str, list[QAPair]] | None,
     scorers: Scorers,
     settings: EvalSettings,
 ) -> dict[str, Any]:
-    """Scores of one model; ``method=None`` is the base model."""
+    """Scores of one model; ``method=None`` is the base model, ``retention_sets=None`` skips retention."""
     questions, references = [p.question for p in test], [p.answer for p in test]
-    answers = answer_questions(base, questions, settings.max_new_tokens, settings.max_prompt_tokens,
-                               method=method, batch_size=settings.batch_size)
-    result: dict[str, Any] = {**metrics.rouge(answers, references), "rouge_note": metrics.ROUGE_NOTE}
-    bleurt = scorers.bleurt.score(answers, references)
+    answers = generate(base, method, questions, settings.max_new_tokens, settings.max_prompt_tokens,
+                       settings.batch_size, settings.temperature, settings.seed)
+    rouge = metrics.rouge_per_example(answers.texts, references)
+    per_question: dict[str, list] = {k: [r[k] for r in rouge] for k in metrics.ROUGE_KEYS}
+    result: dict[str, Any] = {k: mean(v) for k, v in per_question.items()}
+    result["rouge_note"] = metrics.ROUGE_NOTE
+    bleurt = scorers.bleurt.score(answers.texts, references)
     result["bleurt"] = mean(bleurt) if bleurt is not None else None
     result["bleurt_note"] = scorers.bleurt.reason or f"BLEURT checkpoint {scorers.bleurt.checkpoint}"
-    semantic = scorers.semantic.score(answers, references)
-    result["semantic"] = mean(semantic) if semantic is not None else None
+    if bleurt is not None:
+        per_question["bleurt"] = bleurt
+    result.update(_distribution(base, answers, references, scorers.semantic, settings.seed, per_question))
     result["semantic_note"] = scorers.semantic.reason or "cosine of all-MiniLM-L6-v2 sentence embeddings"
-    result.update(_retention(base, method, retention_sets, settings))
-    result["noise"] = settings.noise if method is not None else None
-    result["generations"] = [{"question": q, "reference": r, "answer": a} for q, r, a in zip(questions, references, answers)]
+    if retention_sets is not None:
+        result.update(_retention(base, method, retention_sets, settings))
+    result["temperature"] = settings.temperature
+    result["noise"] = method.config.eval_noise if isinstance(method, AdapterMethod) else None
+    result["per_question"] = per_question
+    result["generations"] = [{"question": q, "reference": r, "answer": a, "tokens": n, "truncated": t}
+                             for q, r, a, n, t in zip(questions, references, answers.texts, answers.lengths,
+                                                      answers.truncated)]
     return result
+
+
+def _distribution(base: BaseModel, answers: Answers, references: list[str], semantic: metrics.Semantic, seed: int,
+                  per_question: dict[str, list]) -> dict[str, Any]:
+    """Semantic similarity and the answers' distribution against the references' (fills ``per_question``)."""
+    reference_lengths = metrics.token_lengths(base.tokenizer, references)
+    per_question.update(length=answers.lengths, reference_length=reference_lengths,
+                        truncated=[float(t) for t in answers.truncated])
+    out: dict[str, Any] = {
+        "length_mean": mean(answers.lengths), "length_w1": metrics.length_w1(answers.lengths, reference_lengths),
+        "truncated": mean(per_question["truncated"]),
+        "distinct1": metrics.distinct_n(answers.texts, 1), "distinct2": metrics.distinct_n(answers.texts, 2),
+        "reference": {"length_mean": mean(reference_lengths), "distinct1": metrics.distinct_n(references, 1),
+                      "distinct2": metrics.distinct_n(references, 2)},
+        "semantic": None, "real_vs_generated_auc": None,
+    }
+    real, generated = semantic.embed(references), semantic.embed(answers.texts)
+    if real is None or generated is None:
+        return out
+    per_question["semantic"] = metrics.cosine(generated, real)
+    out["semantic"] = mean(per_question["semantic"])
+    scores = metrics.two_sample_scores(real, generated, seed=seed)
+    if scores is not None:
+        per_question["real_score"], per_question["generated_score"] = scores[0].tolist(), scores[1].tolist()
+        out["real_vs_generated_auc"] = metrics.auc(*scores)
+    return out
 
 
 def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, list[QAPair]],
@@ -95,17 +174,19 @@ def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, lis
     if not sets:
         return {"retention": None, "retention_rougeL": None, "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
-    per_set, hits, total, rouge_l = {}, 0.0, 0, []
+    every = [p for pairs in sets.values() for p in pairs]  # the sets' answers in shared batches: fewer decoding steps
+    answers = generate(base, method, [p.question for p in every], settings.retention_max_new_tokens,
+                       settings.max_prompt_tokens, settings.batch_size).texts
+    per_set, retained, rouge_l, start = {}, [], [], 0
     for name, pairs in sets.items():
         with method.enabled(None) if method is not None else nullcontext(base.model) as model:  # zero noise
             likelihood = metrics.likelihood_retention(model, encoder, pairs, batch_size=settings.batch_size)
-        answers = answer_questions(base, [p.question for p in pairs], settings.retention_max_new_tokens,
-                                   settings.max_prompt_tokens, method=method, batch_size=settings.batch_size)
-        score = metrics.rouge(answers, [p.answer for p in pairs])["rougeL"]
-        per_set[name] = {**likelihood, "rougeL": score}
-        hits += likelihood["retention"] * likelihood["n"]
-        total += likelihood["n"]
-        rouge_l.append(score)
-    return {"retention": hits / total, "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
+        scores = [r["rougeL"] for r in metrics.rouge_per_example(answers[start:start + len(pairs)],
+                                                                 [p.answer for p in pairs])]
+        start += len(pairs)
+        per_set[name] = {**likelihood, "rougeL": mean(scores), "rougeL_per_question": scores}
+        retained += likelihood["retained"]
+        rouge_l.append(mean(scores))
+    return {"retention": mean(retained), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
             "retention_note": "share of questions whose true answer is likelier (mean log-prob per token, "
                               "zero adapter noise) than each perturbed answer"}

@@ -1,8 +1,9 @@
-"""Evaluation metrics: ROUGE, BLEURT, semantic similarity, and knowledge retention by likelihood.
+"""Evaluation metrics: ROUGE, BLEURT, semantic similarity, knowledge retention by likelihood, and
+the distribution of answers (length, distinct n-grams, a real-vs-generated two-sample test).
 
 BLEURT and the sentence-embedding model are optional: their ``load`` never raises, and an
 unavailable scorer says why in one line (``reason``) and scores ``None``. Heavy libraries
-(bleurt_pytorch, sentence_transformers) are imported only when a scorer is loaded.
+(bleurt_pytorch, sentence_transformers, scikit-learn, scipy) are imported only when used.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 from transformers.utils import is_offline_mode
 
@@ -20,6 +22,7 @@ from .data import Encoder, QAPair
 from .errors import GantuneError, first_line
 from .models import hub_reachable
 from .scoring import answer_logprobs
+from .stats import auc
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_NOTE = ("ROUGE F1 (mean over examples) from rouge-score, Porter stemming on; "
@@ -181,11 +184,19 @@ class Semantic:
         _check_pairs(predictions, references)
         if not self.available:
             return None
-        kwargs = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True,
-                  "show_progress_bar": False}
-        a = self.model.encode(predictions, **kwargs)
-        b = self.model.encode(references, **kwargs)
-        return (a * b).sum(dim=1).float().tolist()
+        return cosine(self.embed(predictions, batch_size), self.embed(references, batch_size))
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray | None:
+        """Unit-length sentence embeddings (one row a text); ``None`` when unavailable."""
+        if not self.available:
+            return None
+        return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=False).astype(np.float64)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """Cosine similarity of each row of ``a`` with the same row of ``b`` (rows of unit length)."""
+    return (a * b).sum(axis=1).tolist()
 
 
 def mean_loglik(model: torch.nn.Module, encoder: Encoder, questions: list[str], answers: list[str],
@@ -205,10 +216,11 @@ def mean_loglik(model: torch.nn.Module, encoder: Encoder, questions: list[str], 
 
 
 def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[QAPair],
-                         batch_size: int = 8) -> dict[str, float | int]:
+                         batch_size: int = 8) -> dict[str, Any]:
     """Share of pairs whose true answer is likelier (mean log-prob per token) than every perturbed one.
 
-    Pairs without perturbed answers are skipped and not counted in ``n``. ``batch_size`` is rows
+    Also ``retained``: that outcome for each pair, in order. Pairs without perturbed answers are
+    skipped and not counted in ``n``. ``batch_size`` is rows
     (question, candidate) per forward pass, and the last pass can be smaller: with a tuning method,
     pass the model of ``method.enabled(None)``.
     """
@@ -219,9 +231,74 @@ def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[Q
     questions = [p.question for p in scored for _ in range(1 + len(p.perturbed))]
     answers = [a for p in scored for a in (p.answer, *p.perturbed)]
     loglik = mean_loglik(model, encoder, questions, answers, batch_size)
-    retained, i = 0, 0
+    retained, i = [], 0
     for p in scored:
         true, *perturbed = loglik[i:i + 1 + len(p.perturbed)]
         i += 1 + len(p.perturbed)
-        retained += true > max(perturbed)
-    return {"retention": retained / len(scored), "n": len(scored)}
+        retained.append(true > max(perturbed))
+    return {"retention": sum(retained) / len(scored), "n": len(scored), "retained": retained}
+
+
+# --- the distribution of answers ------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+DISTRIBUTION_NOTES = {
+    "length_mean": "mean answer length in tokens of the model's tokenizer (EOS not counted)",
+    "length_w1": "Wasserstein-1 distance in tokens between the answers' and the references' length distributions "
+                 "(0: the same distribution; references are not cut at the token limit)",
+    "truncated": "share of answers cut by the token limit (no EOS within --max-new-tokens)",
+    "distinct1": "unique words / all words over a method's answers (lower-cased; more is more diverse)",
+    "distinct2": "unique word bigrams / all bigrams over a method's answers",
+    "real_vs_generated_auc": "cross-validated ROC AUC of a logistic regression telling the references from the "
+                             "answers by their all-MiniLM-L6-v2 embeddings (0.5: indistinguishable; 1.0: told apart)",
+}
+
+
+def token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Tokens in each text by ``tokenizer`` (no special tokens added)."""
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids] if texts else []
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique word n-grams / all word n-grams over ``texts`` (0.0 when there are none)."""
+    grams = [tuple(words[i:i + n]) for words in (_WORD.findall(t.lower()) for t in texts)
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def length_w1(generated: Sequence[float], reference: Sequence[float]) -> float:
+    """Wasserstein-1 distance between two length distributions (in their unit: tokens)."""
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(generated, reference))
+
+
+def two_sample_scores(real: np.ndarray, generated: np.ndarray, folds: int = 5,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Out-of-fold scores of a logistic regression trained to tell ``real`` rows (1) from ``generated`` (0).
+
+    Row i of both arrays belongs to question i; a question's two rows always share a fold, so the
+    classifier never sees one of them while scoring the other. Returns (real scores, generated
+    scores), each aligned with its rows; ``None`` with fewer than 2 questions.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    if real.shape != generated.shape:
+        raise ValueError(f"{len(real)} real rows but {len(generated)} generated rows")
+    n = len(real)
+    if n < 2:
+        return None
+    x = np.concatenate([real, generated])
+    y = np.r_[np.ones(n), np.zeros(n)]
+    groups = np.r_[np.arange(n), np.arange(n)]
+    cv = GroupKFold(n_splits=min(folds, n), shuffle=True, random_state=seed)
+    scores = cross_val_predict(LogisticRegression(max_iter=1000), x, y, groups=groups, cv=cv,
+                               method="decision_function")
+    return scores[:n], scores[n:]
+
+
+def real_vs_generated_auc(real: np.ndarray, generated: np.ndarray, folds: int = 5, seed: int = 0) -> float | None:
+    """Cross-validated ROC AUC of telling real from generated embeddings (see ``two_sample_scores``)."""
+    scores = two_sample_scores(real, generated, folds, seed)
+    return None if scores is None else auc(*scores)

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 
 import psutil
 import torch
-from accelerate import init_empty_weights
+from accelerate import Accelerator, init_empty_weights
+from accelerate.state import AcceleratorState, DistributedType, is_initialized
 from gguf import GGUFReader
 from huggingface_hub import model_info, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -90,6 +91,26 @@ def pick_device(choice: str = "auto") -> torch.device:
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def make_accelerator(device: torch.device) -> Accelerator:
+    """The Accelerator for work on ``device``: bf16 autocast on CUDA (fp32 weights), none on the CPU.
+
+    accelerate keeps one state per process and refuses a second Accelerator with other settings
+    (``AcceleratorState has already been initialized and cannot be changed``). In a single process
+    (the workbench, the bench, the tests) one run may be on the CPU and the next on the GPU, so a
+    state made for another device or precision is reset first; a launcher's multi-process state
+    (``accelerate launch``, ``torchrun``) is kept as it is.
+    """
+    precision = "bf16" if device.type == "cuda" else "no"
+    if is_initialized():
+        state = AcceleratorState()
+        if state.distributed_type == DistributedType.NO and (
+            state.device.type != device.type or state.mixed_precision != precision
+        ):
+            # private, but how accelerate's own test utilities start over
+            AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
 
 
 def resolve_model(name: str, gguf_file: str | None = None, local: bool = True) -> tuple[str, str | None, str]:

@@ -22,11 +22,14 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Encoder, QAPair, load_pairs, split_pairs
+from .generation import answer_questions
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
 from .memory import MemoryMonitor
+from .metrics import rouge
 from .methods import TuningMethod, get_method
-from .models import BaseModel, frozen_norm, load_base_model, pick_device
+from .models import BaseModel, frozen_norm, load_base_model, make_accelerator, pick_device
 from .runs import RunFolder, new_run_dir, recover_dir
+from .scoring import answer_logprobs, mle_loss
 
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -58,7 +61,7 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         raise GantuneError(f"{run.path} already holds a run; pass --resume {run.path} to continue it, "
                            "--overwrite to replace it, or another --out")
     device = pick_device(config.device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no")
+    accelerator = make_accelerator(device)
     pairs, data_source = load_pairs(config.data, config.subset)
     train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
     if base is None:
@@ -89,7 +92,9 @@ def train(
     cfg, run, acc = p.config, p.run, p.accelerator
     set_seed(cfg.seed)
     encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
-    items = encoder.encode(p.train)
+    fit, val = split_validation(p.train, cfg.val_pairs)
+    items = encoder.encode(fit)
+    validation = Validation(p.base, encoder, val, cfg.val_metric, acc.device) if val else None
     method = get_method(cfg.method)(p.base, cfg, acc)
     try:
         steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
@@ -99,6 +104,8 @@ def train(
                 raise GantuneError(f"{len(items)} training pairs are too few for {acc.num_processes} processes")
         total = steps_per_epoch * cfg.epochs
         step, elapsed = 0, 0.0
+        history: list[dict[str, float]] = []  # validation score of the adapter at step 0 and each epoch's end
+        best: dict[str, float] | None = None  # the best of them: its adapter is the one in adapter/
         if resume:
             saved = run.load_checkpoint()
             if saved is None:
@@ -109,12 +116,13 @@ def train(
             if torch.cuda.is_available() and "rng.cuda" in tensors:
                 torch.cuda.set_rng_state(tensors["rng.cuda"])
             step, elapsed = state["step"], state["seconds"]
+            history, best = state.get("validation", []), state.get("best")
             if acc.is_main_process:
                 run.keep_records_until(step)  # steps after the checkpoint are redone
         if acc.is_main_process:
             run.write_config(cfg, {
                 "model": p.base.source, "data": p.data_source, "device": str(acc.device),
-                "processes": acc.num_processes, "n_train": len(p.train), "n_test": len(p.test),
+                "processes": acc.num_processes, "n_train": len(fit), "n_val": len(val), "n_test": len(p.test),
                 "split": {"train": [vars(x) for x in p.train], "test": [vars(x) for x in p.test]},
             })
 
@@ -124,18 +132,39 @@ def train(
             tensors = {**method.state_tensors(), "rng.cpu": torch.get_rng_state()}
             if torch.cuda.is_available():
                 tensors["rng.cuda"] = torch.cuda.get_rng_state()
-            run.save_checkpoint(tensors, {"step": step, "seconds": elapsed})
+            run.save_checkpoint(tensors, {"step": step, "seconds": elapsed, "validation": history, "best": best})
+
+        def validate() -> float:
+            """Score the adapter as it is now on the validation pairs; keep it in adapter/ when it is the best yet."""
+            nonlocal best
+            key = f"val_{cfg.val_metric}"
+            score = validation.score(method)
+            history.append({"step": step, key: score})
+            if best is None or validation.better(score, best[key]):
+                best = {"step": step, key: score}
+                if acc.is_main_process:
+                    run.save_adapter(method.save_pretrained)
+            return score
+
+        if validation is not None and not history:
+            validate()  # step 0: the untouched model is a candidate too
 
         status, tokens, start_seconds = "completed", 0.0, elapsed  # tokens/s counts this session's steps
         good_step = step if resume else None  # the step of the last checkpoint (None: none yet)
         bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
         with MemoryMonitor(acc.device) as memory:
+            started = False
             while step < total and status == "completed":
                 epoch, index = divmod(step, steps_per_epoch)
-                batch_rows = _epoch_batches(len(items), cfg.batch_size, cfg.seed, epoch, acc)[index]
+                epoch_rows = _epoch_batches(len(items), cfg.batch_size, cfg.seed, epoch, acc)
+                batch_rows = epoch_rows[index]
                 if should_stop is not None and should_stop():
                     status = "stopped"
                     break
+                if index == 0 or not started:  # an epoch begins (or a resumed run picks one up midway)
+                    method.start_epoch(epoch, [encoder.collate([items[i] for i in rows]).to(acc.device)
+                                               for rows in epoch_rows[index:]])
+                    started = True
                 batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
                 t0 = time.perf_counter()
                 try:
@@ -147,11 +176,16 @@ def train(
                 n_tokens = float(batch.prompt_mask.sum() + batch.answer_mask.sum())
                 tokens += n_tokens
                 step += 1
-                if not all(math.isfinite(v) for v in stats.values()) or not math.isfinite(method.adapter_norm()):
+                norm = method.adapter_norm()
+                numbers = [v for v in stats.values() if isinstance(v, float)]
+                if not all(math.isfinite(v) for v in [*numbers, norm]):
                     status = "diverged"
+                at_epoch_end = step % steps_per_epoch == 0
+                if at_epoch_end and validation is not None and status == "completed":
+                    stats[f"val_{cfg.val_metric}"] = validate()
                 record = {
                     "step": step, "total_steps": total, "epoch": step / steps_per_epoch, **stats,
-                    "adapter_norm": method.adapter_norm(), "frozen_norm": frozen_norm(p.base.model),
+                    "adapter_norm": norm, "frozen_norm": frozen_norm(p.base.model),
                     "tokens_per_s": n_tokens / dt,
                     "step_seconds": dt, "seconds": elapsed, "memory_mb": memory.current_mb(), "peak_memory_mb": memory.peak_mb(),
                 }
@@ -159,34 +193,44 @@ def train(
                     run.append_metrics(record)
                     if cfg.sample_every and (step % cfg.sample_every == 0 or step == 1):
                         for row, answer in zip(batch_rows[:2], method.sampled_answers()):
-                            run.append_sample({"step": step, "question": p.train[row].question,
-                                               "reference": p.train[row].answer, "answer": answer})
+                            run.append_sample({"step": step, "question": fit[row].question,
+                                               "reference": fit[row].answer, "answer": answer})
                 if on_step is not None:
                     on_step(record)
                 bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
                                 r=f"{stats.get('reward_mean', float('nan')):.2f}")
                 bar.update(1)
-                at_epoch_end = step % steps_per_epoch == 0
                 if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
                     checkpoint()
                     good_step = step
             peak = memory.peak_mb()
         bar.close()
 
+        if status != "diverged" and validation is not None and history[-1]["step"] != step:
+            validate()  # stopped between epochs: the last adapter is a candidate too
         if acc.is_main_process:
             if status != "diverged":
                 checkpoint()
-                run.save_adapter(method.save_pretrained)
-            elif good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
+                if best is None:
+                    run.save_adapter(method.save_pretrained)
+            elif best is None and good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
                 method.load_state_tensors(run.load_checkpoint()[0])
                 run.save_adapter(method.save_pretrained)
+        if best is not None:
+            kept_step = best["step"]
+            kept_reason = (f"best validation {cfg.val_metric} ({best['val_' + cfg.val_metric]:.4f}) on {len(val)} "
+                           f"held-out training pairs, of {len(history)} scored adapters (step 0 included)")
+        else:
+            kept_step = step if status != "diverged" else good_step
+            kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \
+                "the last checkpoint's adapter (training diverged)"
         summary = {
             "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
-            "adapter_step": step if status != "diverged" else good_step,
+            "adapter_step": kept_step, "kept_step": kept_step, "kept_reason": kept_reason, "validation": history,
             "seconds": round(elapsed, 3), "tokens_per_s": round(tokens / max(elapsed - start_seconds, 1e-9), 1),
             "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
             "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
-            "n_train": len(p.train), "n_test": len(p.test), "device": str(acc.device),
+            "n_train": len(fit), "n_val": len(val), "n_test": len(p.test), "device": str(acc.device),
             "adapter": str(run.adapter_dir) if run.adapter_dir.is_dir() else None, "run": str(run.path),
         }
         if acc.is_main_process:
@@ -201,6 +245,34 @@ def diverged_message(summary: dict[str, Any]) -> str:
     kept = (f"the adapter of step {summary['adapter_step']} (the last checkpoint) was kept"
             if summary.get("adapter_step") is not None else "no checkpoint had been reached, so no adapter was saved")
     return f"training diverged at step {summary['steps']} (a loss became NaN/inf); {kept} — lower the learning rate"
+
+
+def split_validation(train: list[QAPair], val_pairs: int) -> tuple[list[QAPair], list[QAPair]]:
+    """The last ``val_pairs`` training pairs (at most a tenth of them) held out for validation."""
+    n = min(val_pairs, len(train) // 10)
+    return (train[:-n], train[-n:]) if n else (train, [])
+
+
+class Validation:
+    """Scores a method's adapter on held-out training pairs: ROUGE-L of its greedy answers, or the NLL of the references."""
+
+    def __init__(self, base: BaseModel, encoder: Encoder, pairs: list[QAPair], metric: str, device: torch.device):
+        self.base, self.encoder, self.pairs, self.metric = base, encoder, pairs, metric
+        self.batch = encoder.collate(encoder.encode(pairs)).to(device)
+
+    def better(self, score: float, than: float) -> bool:
+        return score > than if self.metric == "rougeL" else score < than
+
+    @torch.no_grad()
+    def score(self, method: TuningMethod) -> float:
+        if self.metric == "rougeL":
+            answers = answer_questions(self.base, [p.question for p in self.pairs], self.encoder.max_answer,
+                                       self.encoder.max_prompt, method=method, batch_size=len(self.pairs))
+            return rouge(answers, [p.answer for p in self.pairs])["rougeL"]
+        b = self.batch
+        with method.enabled(None) as model, method.accelerator.autocast():
+            logp = answer_logprobs(model, b.prompt_ids, b.prompt_mask, b.answer_ids, b.answer_mask)
+        return float(mle_loss(logp, b.answer_mask))
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelerator) -> list[list[int]]:

@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]  # conftest / test_ui_app, and the project's packages
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # loopback only
-# starlette's deprecation of a status-code name, printed by gradio's routes at every call: noise in the log
-warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY")
 
 from conftest import WORDS  # noqa: E402
 from test_ui_app import free_port, talkative_base  # noqa: E402

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TOFU, make_base
+
 from gantune.cli import build_parser, main
 from gantune.config import TrainConfig, preset_config
 from gantune.runs import RunFolder
@@ -134,7 +134,58 @@ def test_help_lists_every_flag_and_preset_values(capsys, monkeypatch):
 def test_top_level_help_lists_the_commands(capsys):
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0
-    assert "train" in out and "generate" in out
+    assert "train" in out and "generate" in out and "bench" in out
+
+
+def test_help_and_refusals_do_not_import_torch():
+    code = ("import sys\nfrom gantune.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['bench', '--help'], ['train', '--epochs', 'x']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_preset_help_says_what_each_preset_sets(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    _, out, _ = run_cli(capsys, "train", "--help")
+    lines = out.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.strip().startswith("--preset"))
+    line = " ".join(lines[start:start + 2])  # the help may start on the flag's next line
+    assert "improved: improved" not in line
+    assert "improved: the defaults" in line and "thesis: sets --n 100, --epochs 30" in line and "more" in line
+
+
+def test_bench_flags(capsys, monkeypatch):
+    from gantune.compare import ROWS
+
+    args = build_parser().parse_args(["bench", "--seeds", "0", "1", "2", "--temperatures", "0", "0.7", "1.0"])
+    assert args.seeds == [0, 1, 2] and args.temperatures == [0.0, 0.7, 1.0]
+    args = build_parser().parse_args(["bench"])
+    assert args.seeds == [0] and args.temperatures == [0.0] and not hasattr(args, "eval_noise")
+    assert build_parser().parse_args(["bench", "--seed", "3"]).seeds == [3]  # the old flag still reads
+    assert build_parser().parse_args(["bench", "--eval-noise", "sample"]).eval_noise == "sample"
+    monkeypatch.setenv("COLUMNS", "1000")
+    _, out, _ = run_cli(capsys, "bench", "--help")
+    lines = out.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.strip().startswith("--methods"))
+    methods = " ".join(lines[start:start + 2])
+    assert all(f" {name}" in methods for name in ROWS)
+
+
+@pytest.mark.parametrize(("args", "mentions"), [
+    (["--seeds", "1", "1"], "--seeds"),
+    (["--temperatures", "-1"], "--temperatures"),
+    (["--temperatures", "nan"], "--temperatures"),
+    (["--seeds", "x"], "--seeds"),
+    (["--eval-noise", "loud"], "--eval-noise"),
+    (["--epochs", "0"], "--epochs"),
+])
+def test_bad_bench_values_are_refused_in_one_line(capsys, tmp_path, args, mentions):
+    code, _, err = run_cli(capsys, "bench", "--out", str(tmp_path / "r.json"), "--bleurt", "none", *args)
+    assert mentions in assert_refused(code, err)
+    assert not list(tmp_path.iterdir())
 
 
 # --- the recorded command repeats the run ---------------------------------------------------------

@@ -1,15 +1,21 @@
 """The workbench in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
 
-One walk through the page on a tiny random model: the five tabs, a data preview, a GAN run started
-from the page and watched (status, loss plot), the page reloaded mid-run (it must re-attach to the
-running job by itself), Stop, the run and a copy of it in Compare (curves, one cost row each), a
-message in Chat (three panels answer), both runs in the Runs table. A screenshot of each tab goes
-to a temporary folder, or to $GANTUNE_SCREENSHOTS (e.g. ``GANTUNE_SCREENSHOTS=assets``) when set.
-Every wait is bounded.
+Two walks through the page on a tiny random model.
 
-Problems that do not stop the walk (raw translation keys, a wrong default value, a table that does
-not grow, a script error in the page) are collected and reported together at the end, so one run
-names all of them.
+In English: the five tabs, a data preview, a GAN run started from the page and watched (status
+with time left, loss plot, the sampled answers growing on the same page), the page reloaded
+mid-run (it re-attaches by itself), Stop, the Runs table and the lists of Chat and Compare
+following the runs without a Refresh, two runs in Compare (each curve named), a comparison with
+LoRA shown at once (base first), a message in Chat, a delete that waits for its confirmation.
+
+In Russian (a browser set to ru-RU): every tab, with a run, a comparison, a preview and a chat
+message on screen, shows none of the English catalogue's words (names of runs, methods, models
+and metrics aside, and the data's own words).
+
+Every wait is for the state it asserts, bounded (a slow machine waits longer, never fails for
+being slow). Problems that do not stop a walk (raw translation keys, a wrong default value, a
+script error in the page) are collected and reported together at the end. Screenshots of every
+tab go to a temporary folder, or to $GANTUNE_SCREENSHOTS (e.g. ``GANTUNE_SCREENSHOTS=assets``).
 
 Needs ``pip install playwright`` and ``apt-get install chromium`` (see .ci/run); skips without them.
 """
@@ -29,11 +35,14 @@ from typing import Callable
 import pytest
 
 from conftest import WORDS, make_base
+from test_ui_app import english_left
 
 CHROMIUM = os.environ.get("GANTUNE_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 TABS = ["Setup", "GAN tuning", "Compare", "Chat", "Runs"]
 WAIT = 90.0  # the longest any single wait may take, in seconds
+LONG_WAIT = 600.0  # a comparison (training and evaluating) on a busy machine
+TABS_RU = ["Подготовка", "GAN-настройка", "Сравнение", "Чат", "Запуски"]
 
 pytestmark = pytest.mark.browser
 
@@ -130,8 +139,68 @@ def status_run(page) -> str | None:
 
 
 def status_step(page) -> int:
-    match = re.search(r"step (\d+)/", status_box(page).inner_text())
+    match = re.search(r"(?:step|шаг) (\d+)/", status_box(page).inner_text())
     return int(match.group(1)) if match else -1
+
+
+def status_text(page) -> str:
+    box = status_box(page)
+    return box.inner_text() if box.count() else ""
+
+
+def sample_rows(page) -> int:
+    """Rows of the visible table of answers sampled during training."""
+    return page.locator(".gantune-samples:visible tbody tr").count()
+
+
+def newest_sample_step(page) -> int:
+    """The step of the newest answer in the visible samples table (its first row); -1 when it has none."""
+    cell = page.locator(".gantune-samples:visible tbody tr td").first
+    return int(cell.inner_text()) if cell.count() else -1
+
+
+def plot_texts(page) -> list[str]:
+    """Every text of the visible plots: titles, axis titles, annotations, legend (trace) names."""
+    return page.evaluate("""() => {
+        const out = [];
+        for (const el of document.querySelectorAll('.js-plotly-plot')) {
+            if (!el.offsetParent || !el.layout) continue;
+            const l = el.layout;
+            const t = x => x && (x.text ?? x);
+            for (const k of Object.keys(l)) {
+                if (/^[xy]axis\\d*$/.test(k) && l[k].title) out.push(String(t(l[k].title) || ''));
+            }
+            out.push(String(t(l.title) || ''));
+            for (const a of (l.annotations || [])) out.push(String(a.text || ''));
+            for (const tr of (el.data || [])) out.push(String(tr.name || ''));
+        }
+        return out.filter(Boolean);
+    }""")
+
+
+def chrome_text(page) -> str:
+    """The page's own visible words: not the data's (table bodies, chat messages, code), not hidden tabs'."""
+    return page.evaluate("""() => {
+        const skip = 'tbody, .virtual-row, .body-cell, .bubble-wrap, code, textarea, input, script, style, .js-plotly-plot';
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        const out = [];
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const el = node.parentElement;
+            if (!el || el.closest(skip) || !el.getClientRects().length) continue;
+            const style = getComputedStyle(el);
+            if (style.visibility === 'hidden' || style.display === 'none') continue;
+            out.push(node.textContent);
+        }
+        return out.join('\\n');
+    }""")
+
+
+def table_cells(page, label: str) -> list[list[str]]:
+    """The cell texts of the rows of the visible Dataframe labelled ``label`` (Gradio 6 draws divs)."""
+    block = page.locator(".block", has=page.get_by_text(label, exact=True)).filter(visible=True).last
+    rows = block.locator(".virtual-row, tbody tr")
+    cells = [[c.strip() for c in rows.nth(i).locator(".body-cell, td").all_inner_texts()] for i in range(rows.count())]
+    return [row for row in cells if any(row)]  # not the table's empty spacer rows
 
 
 def pick_option(page, label: str, value: str, timeout: float = WAIT) -> None:
@@ -198,7 +267,7 @@ def raw_i18n_keys(page) -> list[str]:
     return sorted(set(re.findall(r'__i18n__\{[^}]*"key":\s*"([^"]+)"', page.locator("body").inner_text())))
 
 
-# --- the test ------------------------------------------------------------------------------------
+# --- the tests -----------------------------------------------------------------------------------
 @pytest.fixture
 def sync_api():
     """Playwright's sync API, or a skip that says what is missing."""
@@ -217,7 +286,7 @@ def workbench(sync_api, tmp_path: Path):
     from ui.engine import Engine, Settings
 
     data = write_pairs(tmp_path / "pairs.jsonl")
-    engine = Engine(Settings(runs_dir=tmp_path / "runs"), load_model=lambda *a: make_base())
+    engine = Engine(Settings(runs_dir=tmp_path / "runs", retention_n=5), load_model=lambda *a: make_base())
     port = free_port()
     _, url, _ = launch(engine, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
@@ -228,126 +297,16 @@ def workbench(sync_api, tmp_path: Path):
         gr.close_all()
 
 
-def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
-    url, engine, data = workbench
-    shots_env = os.environ.get("GANTUNE_SCREENSHOTS")
-    shots = (ROOT / shots_env) if shots_env else tmp_path / "screenshots"
-    problems: list[str] = []
-    errors: list[str] = []
-
+@contextlib.contextmanager
+def browser_page(sync_api, tmp_path: Path, locale: str, errors: list[str]):
+    """A fresh headless page in ``locale``; a screenshot of it when the test fails."""
     with sync_api.sync_playwright() as p:
         browser = launch_browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-            # the five tabs, in order
-            page.goto(url, timeout=WAIT * 1000)
-            page.get_by_role("tab", name="Setup", exact=True).wait_for()
-            assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS
-
-            # Setup: data file and n, then the preview (counts, a table and a token-length histogram)
-            field(page, "Folder or file").fill(str(data))
-            field(page, "Pairs (train + test)").fill("40")
-            page.get_by_role("button", name="Preview data", exact=True).click()
-            page.get_by_text(re.compile(r"20 train / 20 test pairs")).wait_for()
-            wait_for_plot(page, "Token lengths")
-            if keys := raw_i18n_keys(page):
-                problems.append(f"Setup: raw translation keys on the page: {keys}")
-            screenshot(page, shots, "setup.png")
-
-            # GAN tuning: a long schedule (stopped below) with short answers, then Start
-            open_tab(page, "GAN tuning")
-            page.get_by_text("Every setting", exact=True).click()
-            d_hidden = field(page, "d hidden")
-            if d_hidden.input_value() != "256 64 16":
-                problems.append(f"GAN tuning: 'd hidden' shows {d_hidden.input_value()!r}, expected '256 64 16' "
-                                "(Start then fails: '--d-hidden takes three positive widths')")
-                d_hidden.fill("256 64 16")
-            # a bad value first: a visible warning, no job, and the page stays usable
-            field(page, "epochs").fill("0")
-            page.get_by_role("button", name="Start", exact=True).click()
-            page.get_by_text(re.compile(r"--epochs must be at least 1 \(got 0\)")).first.wait_for()
-            assert engine.jobs.status().state == "idle"
-            field(page, "epochs").fill("300")
-            field(page, "max new tokens").fill("8")
-            page.get_by_role("button", name="Start", exact=True).click()
-            page.get_by_text("Every setting", exact=True).click()  # fold the settings away again
-            wait_until(page, lambda: status_state(page) == "running" and status_run(page), "the status to say running")
-            run_id = status_run(page)
-            assert run_id.startswith("gan-"), run_id
-            wait_for_plot(page, "Losses")
-            wait_until(page, lambda: status_step(page) >= 3, "a few steps")
-            screenshot(page, shots, "gan-tuning.png")
-
-            # reload mid-run: the new page finds the job by itself
-            assert engine.jobs.status().state == "running", engine.jobs.status()
-            page.reload(timeout=WAIT * 1000)
-            page.get_by_role("tab", name="Setup", exact=True).wait_for()
-            open_tab(page, "GAN tuning")
-            wait_until(page, lambda: status_run(page) == run_id and status_state(page) == "running",
-                       f"the reloaded page to re-attach to {run_id} (running)")
-            step = status_step(page)
-            wait_until(page, lambda: status_step(page) > step, "the progress to move after the reload")
-            wait_for_plot(page, "Losses")
-
-            # Stop: the run ends at its next step and says so
-            page.get_by_role("button", name="Stop", exact=True).click()
-            wait_until(page, lambda: status_state(page) == "stopped", "the status to say stopped")
-            assert status_run(page) == run_id
-            stopped_at = status_step(page)
-            assert engine.jobs.status().state == "stopped"
-
-            # a second run beside it (a copy of its folder): tables must grow past one row
-            copy = f"{run_id}-copy"
-            shutil.copytree(engine.settings.runs_dir / run_id, engine.settings.runs_dir / copy)
-
-            # Compare: the run's curve, then both runs' cost rows (the choices come with a 5 s timer)
-            open_tab(page, "Compare")
-            pick_option(page, "Runs to show", run_id)
-            wait_for_plot(page, "g_loss of the selected runs")
-            cost = page.locator(".block", has=page.get_by_text("Cost", exact=True)).filter(visible=True).last
-            wait_until(page, lambda: cost.locator(".virtual-row").count() == 1, "the run's cost row")
-            pick_option(page, "Runs to show", copy)
-            wait_until(page, lambda: plot_points(page, "g_loss of the selected runs")[0] >= 2 * stopped_at,
-                       "both runs' curves")
-            try:
-                wait_until(page, lambda: cost.locator(".virtual-row").count() >= 2, "two cost rows", timeout=10)
-            except AssertionError:
-                problems.append(f"Compare: with 2 runs selected the Cost table draws {cost.locator('.virtual-row').count()}"
-                                " row(s), not 2, though the server sent both (the overlay plot has both curves). "
-                                "A Gradio 6.17.3 Dataframe updated from 1 row to more keeps drawing 1 row until it is "
-                                "scrolled or its tab is re-shown (gradio-app/gradio#13611, fixed upstream by PR #13744); "
-                                "answering with an empty table first, then the rows (a generator), avoids it")
-            screenshot(page, shots, "compare.png")
-
-            # Chat: the GAN run, one message, three panels each with the message and an answer bubble
-            open_tab(page, "Chat")
-            pick_option(page, "GAN-tuned run", run_id)
-            message = "who is the author of a book ?"
-            field(page, "Message").fill(message)
-            page.get_by_role("button", name="Send", exact=True).click()
-            wait_until(page, lambda: chat_done(page, message), "three chat panels with the message and an answer")
-            screenshot(page, shots, "chat.png")
-
-            # Runs: Refresh lists both runs, the stopped one with the steps it ended at
-            open_tab(page, "Runs")
-            page.get_by_role("button", name="Refresh", exact=True).click()
-            cells = wait_until(page, lambda: table_row(page, run_id), f"{run_id} in the runs table")
-            assert "stopped" in cells, cells
-            if str(stopped_at) not in cells:
-                problems.append(f"Runs: the table's row {cells} does not show the {stopped_at} steps the status ended at")
-            try:
-                wait_until(page, lambda: table_row(page, copy), f"{copy} in the runs table", timeout=10)
-            except AssertionError:
-                problems.append(f"Runs: after Refresh the table does not draw {copy} beside {run_id}")
-            screenshot(page, shots, "runs.png")
-
-            for tab in TABS:  # every tab's words are words
-                open_tab(page, tab)
-                if keys := raw_i18n_keys(page):
-                    problems.append(f"{tab}: raw translation keys on the page: {keys}")
+            yield page
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
@@ -356,6 +315,229 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         finally:
             browser.close()
 
+
+def screenshots_folder(tmp_path: Path) -> Path:
+    shots_env = os.environ.get("GANTUNE_SCREENSHOTS")
+    return (ROOT / shots_env) if shots_env else tmp_path / "screenshots"
+
+
+def start_run(page, epochs: int, **fields: str) -> str:
+    """Set ``epochs`` and other settings (by label) in GAN tuning, press Start; returns the new run's id."""
+    open_tab(page, "GAN tuning")
+    page.get_by_text("Every setting", exact=True).click()
+    before = status_run(page)
+    field(page, "epochs").fill(str(epochs))
+    for label, value in fields.items():
+        field(page, label.replace("_", " ")).fill(value)
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("Every setting", exact=True).click()  # fold the settings away again
+    return wait_until(page, lambda: (run := status_run(page)) != before and run, "the new run in the status")
+
+
+def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
+    url, engine, data = workbench
+    shots = screenshots_folder(tmp_path)
+    problems: list[str] = []
+    errors: list[str] = []
+
+    with browser_page(sync_api, tmp_path, "en-US", errors) as page:
+        # the five tabs, in order
+        page.goto(url, timeout=WAIT * 1000)
+        page.get_by_role("tab", name="Setup", exact=True).wait_for()
+        assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS
+
+        # Setup: data file and n, then the preview (counts, a table and a token-length histogram)
+        field(page, "Folder or file").fill(str(data))
+        field(page, "Pairs (train + test)").fill("40")
+        page.get_by_role("button", name="Preview data", exact=True).click()
+        page.get_by_text(re.compile(r"20 train / 20 test pairs")).wait_for()
+        wait_for_plot(page, "Token lengths")
+        if keys := raw_i18n_keys(page):
+            problems.append(f"Setup: raw translation keys on the page: {keys}")
+        screenshot(page, shots, "setup.png")
+
+        # GAN tuning: an idle page says what to do instead of drawing empty axes
+        open_tab(page, "GAN tuning")
+        page.get_by_text("No job yet. Press Start.").wait_for()
+        assert page.get_by_text("No run to show yet").first.is_visible()
+        page.get_by_text("Every setting", exact=True).click()
+        d_hidden = field(page, "d hidden")
+        if d_hidden.input_value() != "256 64 16":
+            problems.append(f"GAN tuning: 'd hidden' shows {d_hidden.input_value()!r}, expected '256 64 16' "
+                            "(Start then fails: '--d-hidden takes three positive widths')")
+            d_hidden.fill("256 64 16")
+        # a bad value first: a visible warning, no job, and the page stays usable
+        field(page, "epochs").fill("0")
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.get_by_text(re.compile(r"--epochs must be at least 1 \(got 0\)")).first.wait_for()
+        assert engine.jobs.status().state == "idle"
+        page.get_by_text("Every setting", exact=True).click()
+        # a long run with short answers, sampled every step after a one-epoch warm-up (stopped below)
+        run_id = start_run(page, 300, max_new_tokens="8", sample_every="1", warmup_epochs="1")
+        assert run_id.startswith("gan-"), run_id
+        wait_until(page, lambda: status_state(page) == "running", "the status to say running")
+        wait_for_plot(page, "Losses")
+        wait_until(page, lambda: re.search(r"about (\d+ min )?\d+ s left", status_text(page)), "the time left")
+        # the answers sampled while training: the same page's table grows as samples.jsonl does
+        first = wait_until(page, lambda: sample_rows(page) >= 2 and newest_sample_step(page), "the first sampled answers")
+        wait_until(page, lambda: newest_sample_step(page) >= first + 2 and sample_rows(page) >= 4,
+                   "newer sampled answers on the same page")
+        screenshot(page, shots, "gan-tuning.png")
+
+        # reload mid-run: the new page finds the job by itself; its lists already know the run
+        assert engine.jobs.status().state == "running", engine.jobs.status()
+        page.reload(timeout=WAIT * 1000)
+        page.get_by_role("tab", name="Setup", exact=True).wait_for()
+        open_tab(page, "GAN tuning")
+        wait_until(page, lambda: status_run(page) == run_id and status_state(page) == "running",
+                   f"the reloaded page to re-attach to {run_id} (running)")
+        step = status_step(page)
+        wait_until(page, lambda: status_step(page) > step, "the progress to move after the reload")
+        wait_for_plot(page, "Losses")
+
+        # Stop: the run ends at its next step and says so
+        page.get_by_role("button", name="Stop", exact=True).click()
+        wait_until(page, lambda: status_state(page) == "stopped", "the status to say stopped")
+        assert status_run(page) == run_id and "left" not in status_text(page)
+        stopped_at = status_step(page)
+        assert engine.jobs.status().state == "stopped"
+
+        # Runs: the stopped run, with the steps it ended at, without pressing Refresh
+        open_tab(page, "Runs")
+        wait_until(page, lambda: (cells := table_row(page, run_id)) and "stopped" in cells and str(stopped_at) in cells,
+                   f"{run_id} in the runs table as stopped after {stopped_at} steps")
+        # a second run beside it (a copy of its folder) joins the table by itself too
+        copy = f"{run_id}-copy"
+        shutil.copytree(engine.settings.runs_dir / run_id, engine.settings.runs_dir / copy)
+        wait_until(page, lambda: table_row(page, copy), f"{copy} in the runs table beside {run_id}")
+
+        # Compare: both runs' curves of one quantity every method reports, each named
+        open_tab(page, "Compare")
+        assert page.get_by_label("Runs to show").count() == 1  # an accessible name on the multiselect
+        pick_option(page, "Runs to show", run_id)
+        title = "MLE loss on the reference answers: the selected runs"
+        wait_for_plot(page, title)
+        pick_option(page, "Runs to show", copy)
+        wait_until(page, lambda: {run_id, copy} <= set(plot_texts(page)), "both runs' curves, each named")
+        wait_until(page, lambda: len(table_cells(page, "Cost")) == 2, "a cost row for each run")
+        assert not page.get_by_text("Settings that differ", exact=True).is_visible()  # the copy differs in nothing
+
+        # a short run, then a comparison with LoRA from the page: its runs show at once, base first
+        short = start_run(page, 1)
+        wait_until(page, lambda: status_state(page) == "completed", f"{short} to complete", LONG_WAIT)
+        open_tab(page, "Compare")
+        pick_option(page, "Run to compare against", short)
+        page.get_by_role("button", name="Train and evaluate", exact=True).click()
+        compare_status = page.locator(".gantune-status:visible").first
+        wait_until(page, lambda: compare_status.get_attribute("data-state") == "completed", "the comparison to end",
+                   LONG_WAIT)
+        quality = wait_until(page, lambda: (rows := table_cells(page, "Quality")) and len(rows) == 3 and rows,
+                             "the comparison's rows without a pick")
+        assert [r[0] for r in quality] == ["base model", short, "lora"], quality
+        distribution = table_cells(page, "Answers against the references")
+        assert [r[0] for r in distribution][:2] == ["reference answers", "base model"], distribution
+        wait_for_plot(page, "rougeL per run (95% interval)")
+        wait_for_plot(page, "Answer lengths (tokens): references and each run")
+        screenshot(page, shots, "compare.png")
+
+        # Chat: the GAN run is a choice at once (lists follow the runs), one message, three panels
+        open_tab(page, "Chat")
+        pick_option(page, "GAN-tuned run", run_id, timeout=10)
+        message = "who is the author of a book ?"
+        field(page, "Message").fill(message)
+        page.get_by_role("button", name="Send", exact=True).click()
+        wait_until(page, lambda: chat_done(page, message), "three chat panels with the message and an answer")
+        screenshot(page, shots, "chat.png")
+
+        # Runs: pick the copy (its adapter can be downloaded), Delete waits for its confirmation
+        open_tab(page, "Runs")
+        screenshot(page, shots, "runs.png")
+        pick_option(page, "Selected run", copy)
+        download = page.get_by_role("button", name="Download adapter")
+        wait_until(page, lambda: download.is_enabled(), "the adapter download to be offered")
+        page.get_by_role("button", name="Delete", exact=True).click()
+        confirm = page.get_by_role("button", name="Yes, delete it", exact=True)
+        confirm.wait_for(state="visible")
+        page.get_by_role("button", name="Refresh", exact=True).click()  # the page redraws its table meanwhile
+        wait_until(page, lambda: table_row(page, copy), f"{copy} in the refreshed table")
+        assert confirm.is_visible(), "the delete confirmation vanished before it was answered"
+        confirm.click()
+        wait_until(page, lambda: not table_row(page, copy), f"{copy} to leave the runs table")
+        assert not (engine.settings.runs_dir / copy).exists()
+
+        for tab in TABS:  # every tab's words are words
+            open_tab(page, tab)
+            if keys := raw_i18n_keys(page):
+                problems.append(f"{tab}: raw translation keys on the page: {keys}")
+
     problems += [f"script error in the page: {e}" for e in errors]
     problems = list(dict.fromkeys(problems))
     assert not problems, "the walk finished, but:\n- " + "\n- ".join(problems)
+
+
+def test_workbench_in_russian(sync_api, workbench, tmp_path):
+    """A Russian browser: with a run, a comparison, a preview and a chat on screen, no English catalogue words."""
+    from gantune.config import preset_config
+
+    url, engine, data = workbench
+    shots = screenshots_folder(tmp_path)
+    engine.start_training(preset_config("gan", "improved", data=str(data), n=40, epochs=3, batch_size=8,
+                                        max_new_tokens=8, max_prompt_tokens=64, sample_every=1, device="cpu"))
+    run = engine.jobs.wait(LONG_WAIT)
+    assert run.state == "completed", run
+    run_id = Path(run.run).name
+    engine.start_comparison(run_id, ["lora"])
+    assert engine.jobs.wait(LONG_WAIT).state == "completed", engine.jobs.status()
+    problems: list[str] = []
+    errors: list[str] = []
+
+    def check(tab: str) -> None:
+        if keys := raw_i18n_keys(page):
+            problems.append(f"{tab}: raw translation keys: {keys}")
+        left = english_left(chrome_text(page) + "\n" + "\n".join(plot_texts(page)))
+        if left:
+            problems.append(f"{tab}: English left on the Russian page: {left}")
+
+    with browser_page(sync_api, tmp_path, "ru-RU", errors) as page:
+        page.goto(url, timeout=WAIT * 1000)
+        page.get_by_role("tab", name=TABS_RU[0], exact=True).wait_for()
+        assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS_RU
+
+        field(page, "Папка или файл").fill(str(data))
+        page.get_by_role("button", name="Просмотр данных", exact=True).click()
+        page.get_by_text(re.compile(r"20 пар для обучения / 20 для теста")).wait_for()
+        wait_for_plot(page, "Длины в токенах")
+        page.get_by_text("офлайн-папка TOFU", exact=True).wait_for()  # the data-source choices too
+        check("Setup")
+        screenshot(page, shots, "setup-ru.png")
+
+        open_tab(page, TABS_RU[1])
+        page.get_by_text("Все параметры", exact=True).click()
+        wait_until(page, lambda: status_state(page) == "completed" and status_run(page) == run_id, "the run's status")
+        wait_for_plot(page, "Функции потерь")
+        wait_until(page, lambda: sample_rows(page) > 0, "the sampled answers")
+        assert field(page, "эпохи").input_value() == "3"  # settings' labels and help from the config, in Russian
+        check("GAN tuning")
+        screenshot(page, shots, "gan-tuning-ru.png")
+
+        open_tab(page, TABS_RU[2])
+        wait_until(page, lambda: len(table_cells(page, "Качество")) == 3, "the comparison's rows")
+        wait_for_plot(page, "Длины ответов (токены): эталоны и каждый запуск")
+        check("Compare")
+        screenshot(page, shots, "compare-ru.png")
+
+        open_tab(page, TABS_RU[3])
+        pick_option(page, "Запуск GAN", run_id, timeout=10)
+        field(page, "Сообщение").fill("who is the author of a book ?")
+        page.get_by_role("button", name="Отправить", exact=True).click()
+        wait_until(page, lambda: "(выберите запуск)" in chat_panels(page).nth(2).inner_text(), "the chat's answers")
+        check("Chat")
+        screenshot(page, shots, "chat-ru.png")
+
+        open_tab(page, TABS_RU[4])
+        wait_until(page, lambda: (cells := table_row(page, run_id)) and "завершён" in cells, "the runs table")
+        check("Runs")
+        screenshot(page, shots, "runs-ru.png")
+
+    problems += [f"script error in the page: {e}" for e in errors]
+    assert not problems, "the Russian walk finished, but:\n- " + "\n- ".join(dict.fromkeys(problems))

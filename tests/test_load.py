@@ -186,7 +186,7 @@ def client_loop(index: int, url: str, data: Path, shared: Shared, ready: threadi
         if endpoint == "/status":
             outputs, _ = call(client, shared, "/status")
             if outputs is not None:
-                check(shared, endpoint, len(outputs) == 6 and "gantune-status" in outputs[0], f"{outputs!r:.200}")
+                check(shared, endpoint, len(outputs) == 7 and "gantune-status" in outputs[0], f"{outputs!r:.200}")
                 shared.observe(outputs[0])
         elif endpoint == "/list_runs":
             outputs, _ = call(client, shared, "/list_runs")

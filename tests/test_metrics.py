@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import huggingface_hub.constants
+import numpy as np
 import pytest
 import torch
 import transformers.utils.hub
@@ -16,15 +17,21 @@ from conftest import TOFU, WORDS, make_base
 from gantune.data import Encoder, QAPair, load_pairs
 from gantune.errors import GantuneError
 from gantune.metrics import (
+    DISTRIBUTION_NOTES,
     ROUGE_KEYS,
     ROUGE_NOTE,
     Bleurt,
     Semantic,
     default_semantic_model,
+    distinct_n,
+    length_w1,
     likelihood_retention,
     mean_loglik,
+    real_vs_generated_auc,
     rouge,
     rouge_per_example,
+    token_lengths,
+    two_sample_scores,
 )
 
 
@@ -252,14 +259,14 @@ def test_retention_agrees_with_per_pair_comparison(tiny):
             wins.append(all(true > manual_mean_loglik(base.model, encoder, p.question, a) for a in p.perturbed))
     assert 0 < sum(wins) < len(wins)  # both outcomes occur, so the comparison is really tested
     result = likelihood_retention(base.model, encoder, RETENTION_PAIRS, batch_size=4)
-    assert result == {"retention": pytest.approx(sum(wins) / len(wins)), "n": 5}
+    assert result == {"retention": pytest.approx(sum(wins) / len(wins)), "n": 5, "retained": wins}
     assert likelihood_retention(base.model, encoder, RETENTION_PAIRS, batch_size=1) == result
 
 
 def test_retention_needs_strictly_higher_likelihood(tiny):
     base, encoder = tiny
     pairs = [QAPair("what genre ?", "fiction", ("fiction",)), QAPair("who is the author ?", "her name", ("her name",))]
-    assert likelihood_retention(base.model, encoder, pairs) == {"retention": 0.0, "n": 2}
+    assert likelihood_retention(base.model, encoder, pairs) == {"retention": 0.0, "n": 2, "retained": [False, False]}
 
 
 def test_retention_refuses_pairs_without_perturbed_answers(tiny):
@@ -276,3 +283,64 @@ def test_retention_on_real_tofu_pairs(tiny):
     assert all(len(p.perturbed) >= 1 for p in pairs)
     result = likelihood_retention(base.model, encoder, pairs)
     assert result["n"] == 5 and 0.0 <= result["retention"] <= 1.0
+
+
+# --- the distribution of answers ------------------------------------------------------------------------
+
+
+def test_token_lengths_use_the_models_tokenizer(tiny):
+    base, _ = tiny
+    assert token_lengths(base.tokenizer, ["the author was born", "", "who ?"]) == [4, 0, 2]
+    assert token_lengths(base.tokenizer, []) == []
+
+
+def test_distinct_n_known_values_and_extremes():
+    assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["The cat.", "the CAT"], 1) == 0.5  # lower-cased words, punctuation dropped
+    disjoint = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota"]
+    assert distinct_n(disjoint, 1) == 1.0 and distinct_n(disjoint, 2) == 1.0
+    same = ["the author wrote a book"] * 4
+    assert distinct_n(same, 1) == 0.25 and distinct_n(same, 2) == 0.25
+    assert distinct_n(["one", "two"], 2) == 0.0  # no bigram within an answer
+    assert distinct_n([], 1) == 0.0
+
+
+def test_length_w1_identical_shifted_and_spread():
+    lengths = [3, 10, 12, 30]
+    assert length_w1(lengths, lengths) == 0.0
+    assert length_w1([x + 5 for x in lengths], lengths) == pytest.approx(5.0)
+    assert length_w1([48, 48], [10, 20]) == pytest.approx(33.0)  # answers pinned at the cap
+
+
+def test_two_sample_test_on_identical_sets_is_exactly_chance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 8))
+    real, generated = two_sample_scores(x, x.copy())
+    assert np.array_equal(real, generated)  # a question's two rows share a fold and a classifier
+    assert real_vs_generated_auc(x, x.copy()) == 0.5
+
+
+def test_two_sample_test_near_chance_for_one_distribution_and_one_for_disjoint_ones():
+    rng = np.random.default_rng(0)
+    same = [real_vs_generated_auc(rng.normal(size=(100, 5)), rng.normal(size=(100, 5)), seed=s) for s in range(5)]
+    assert abs(np.mean(same) - 0.5) < 0.08
+    apart = real_vs_generated_auc(rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 3.0)
+    assert apart == 1.0
+    assert real_vs_generated_auc(np.zeros((1, 5)), np.ones((1, 5))) is None  # nothing to cross-validate
+
+
+def test_two_sample_test_on_minilm_embeddings(semantic):
+    cities = ["Paris", "Lagos", "Lima", "Oslo", "Hanoi", "Quito", "Accra", "Seoul", "Cairo", "Dublin",
+              "Tunis", "Riga", "Sofia", "Baku", "Doha", "Kyiv"]
+    real = [f"The author was born in {c} and wrote {i + 2} novels about her family." for i, c in enumerate(cities)]
+    recipes = [f"Add {i + 2} cups of flour and bake the {f} for an hour." for i, f in
+               enumerate(["bread", "cake", "pie", "tart", "buns", "rolls", "scones", "muffins"] * 2)]
+    assert real_vs_generated_auc(semantic.embed(real), semantic.embed(recipes)) == 1.0
+    assert real_vs_generated_auc(semantic.embed(real), semantic.embed(list(real))) == 0.5
+    assert semantic.embed(real).shape == (16, 384)
+    assert np.allclose(np.linalg.norm(semantic.embed(real), axis=1), 1.0)
+
+
+def test_every_distribution_metric_is_explained():
+    assert set(DISTRIBUTION_NOTES) == {"length_mean", "length_w1", "truncated", "distinct1", "distinct2",
+                                       "real_vs_generated_auc"}

@@ -15,16 +15,19 @@ from gantune.errors import GantuneError
 from gantune.generation import answer_questions
 from gantune.methods.gan import GanMethod
 from gantune.runs import RunFolder
+from gantune.scoring import answer_logprobs, mle_loss
 from gantune.trainer import diverged_message, load_method, train
 
-STEP_KEYS = {"step", "epoch", "g_loss", "d_loss", "reward_mean", "d_acc_real", "d_acc_fake", "adapter_norm",
-             "frozen_norm", "tokens_per_s", "seconds", "memory_mb"}
+STEP_KEYS = {"step", "epoch", "g_loss", "adapter_norm", "frozen_norm", "tokens_per_s", "seconds", "memory_mb"}
+ADVERSARIAL_KEYS = {"d_loss", "reward_mean", "d_acc_real", "d_acc_fake", "kl", "pg_loss"}
 
 
 def _config(data, out, **overrides):
-    # 12 pairs, half for training: 6 pairs in batches of 4 -> 2 steps per epoch
+    # 12 pairs, half for training: 6 pairs in batches of 4 -> 2 steps per epoch; no MLE warm-up, so that a run
+    # of one epoch is the first epoch of a run of two (the warm-up's length depends on the number of epochs)
     values = dict(data=str(data), n=12, train_fraction=0.5, seed=3, out=str(out), device="cpu", epochs=2,
-                  batch_size=4, max_new_tokens=8, max_prompt_tokens=32, noise_dim=8, d_hidden=[16, 8, 4])
+                  batch_size=4, max_new_tokens=8, max_prompt_tokens=32, noise_dim=8, d_hidden=[16, 8, 4],
+                  warmup_epochs=0)
     values.update(overrides)
     return preset_config("gan", "improved", **values)
 
@@ -41,7 +44,7 @@ def _no_timing(record: dict) -> dict:
 def test_train_writes_the_run_folder(base, tiny_data, tmp_path):
     out = tmp_path / "run"
     records = []
-    summary = train(_config(tiny_data, out), base=base, on_step=records.append)
+    summary = train(_config(tiny_data, out, warmup_epochs=1), base=base, on_step=records.append)
     run = RunFolder(out)
 
     # config.json: settings, resolved sources, the command that repeats the run
@@ -55,16 +58,20 @@ def test_train_writes_the_run_folder(base, tiny_data, tmp_path):
     assert len(resolved["split"]["train"]) == 6 and len(resolved["split"]["test"]) == 6
     assert {r["question"] for r in resolved["split"]["train"]}.isdisjoint(r["question"] for r in resolved["split"]["test"])
     config, _ = run.read_config()
-    assert config == _config(tiny_data, out)
+    assert config == _config(tiny_data, out, warmup_epochs=1)
 
     # metrics.jsonl: one record per step
     metrics = run.read_metrics()
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert [m["epoch"] for m in metrics] == [0.5, 1.0, 1.5, 2.0]
+    # the first epoch is the MLE warm-up, the second adversarial
+    assert [m["phase"] for m in metrics] == ["mle", "mle", "adversarial", "adversarial"]
     for m in metrics:
-        assert STEP_KEYS <= m.keys(), STEP_KEYS - m.keys()
-        assert all(math.isfinite(m[k]) for k in STEP_KEYS)
-        assert 0 <= m["reward_mean"] <= 1 and 0 <= m["d_acc_real"] <= 1 and 0 <= m["d_acc_fake"] <= 1
+        keys = STEP_KEYS | (ADVERSARIAL_KEYS if m["phase"] == "adversarial" else {"mle_loss"})
+        assert keys <= m.keys(), keys - m.keys()
+        assert all(math.isfinite(m[k]) for k in keys)
+        if m["phase"] == "adversarial":
+            assert 0 <= m["d_acc_real"] <= 1 and 0 <= m["d_acc_fake"] <= 1
         assert m["tokens_per_s"] > 0 and m["memory_mb"] > 0
     assert len({m["frozen_norm"] for m in metrics}) == 1  # the LM never moves
     assert metrics[0]["frozen_norm"] > 0
@@ -249,3 +256,47 @@ def test_load_method_and_answer(base, tiny_data, tmp_path):
 def test_load_method_errors(tmp_path):
     with pytest.raises(GantuneError, match="not a run folder"):
         load_method(str(tmp_path / "nothing"))
+
+
+def test_the_adapter_with_the_best_validation_score_is_kept(tiny_data, tmp_path, monkeypatch):
+    """Validation at step 0 and each epoch's end; adapter/ holds the best one and the summary says which."""
+    scores = iter([3.0, 2.0, 2.5, 2.9])  # step 0, then epochs 1-3: epoch 1 is the best
+    monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method: next(scores))
+    once = train(_config(tiny_data, tmp_path / "one", train_fraction=0.9, epochs=1, val_pairs=2, val_metric="nll"),
+                 base=make_base())
+    scores = iter([3.0, 2.0, 2.5, 2.9])
+    summary = train(_config(tiny_data, tmp_path / "run", train_fraction=0.9, epochs=3, val_pairs=2, val_metric="nll"),
+                    base=make_base())
+    assert summary["n_train"] == 10 and summary["n_val"] == 1  # 11 training pairs: at most a tenth is held out
+    assert summary["kept_step"] == 3 and "best validation nll (2.0000)" in summary["kept_reason"]
+    assert [v["step"] for v in summary["validation"]] == [0, 3, 6, 9]
+    kept, first_epoch = _adapter_weights(tmp_path / "run"), _adapter_weights(tmp_path / "one")
+    assert all(torch.equal(kept[k], first_epoch[k]) for k in first_epoch)
+    metrics = RunFolder(tmp_path / "run").read_metrics()
+    assert [m.get("val_nll") for m in metrics if m["step"] % 3 == 0] == [2.0, 2.5, 2.9]
+
+
+def test_validation_nll_matches_the_scoring_of_the_answers(base, tiny_data):
+    from gantune.data import Encoder, load_pairs
+    from gantune.methods import get_method
+    from gantune.trainer import Validation
+
+    pairs, _ = load_pairs(str(tiny_data), "forget10")
+    encoder = Encoder(base.tokenizer, base.eos_id, 32, 8)
+    method = get_method("adapter-mle")(base, _config(tiny_data, "unused"))
+    nll = Validation(base, encoder, pairs[:3], "nll", base.device).score(method)
+    batch = encoder.collate(encoder.encode(pairs[:3]))
+    with torch.no_grad():
+        logp = answer_logprobs(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    assert nll == pytest.approx(float(mle_loss(logp, batch.answer_mask)), rel=1e-5)  # zero-init: the base model
+
+
+@pytest.mark.parametrize("metric", ["nll", "rougeL"])
+def test_validation_scores_the_held_out_pairs(tiny_data, tmp_path, metric):
+    summary = train(_config(tiny_data, tmp_path / "run", train_fraction=0.9, epochs=1, val_pairs=2, lr=0.05,
+                            val_metric=metric, adapter_init="default"), base=make_base())
+    start, end = (v[f"val_{metric}"] for v in summary["validation"])
+    assert start >= 0 and end >= 0 and (metric == "rougeL" or start != end)
+    lower_is_better = metric == "nll"
+    best_is_start = start <= end if lower_is_better else start >= end
+    assert summary["kept_step"] == (0 if best_is_start else summary["steps"])

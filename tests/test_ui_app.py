@@ -8,6 +8,7 @@ gr.Warning messages, which reach an API client as log messages of the call.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 import socket
@@ -27,13 +28,13 @@ from gantune.runs import RunFolder
 from gantune.trainer import load_method
 from ui.app import launch
 from ui.engine import Engine, Settings
-from ui.i18n import EN
+from ui.i18n import CONFIG_FIELDS, EN, FIELDS_RU, RU, language
 from ui.tabs.setup import SetupInputs
 from ui.tabs.tuning import FIELDS, _preset_values
 
 WAIT = 60.0  # generous bound for anything the tiny model does
-ENDPOINTS = {"/start", "/stop", "/status", "/list_runs", "/chat", "/preview", "/random_question", "/compare",
-             "/delete_run", "/load_model"}
+ENDPOINTS = {"/start", "/stop", "/status", "/list_runs", "/refresh_lists", "/chat", "/preview", "/random_question",
+             "/compare", "/stop_compare", "/delete_run", "/load_model"}
 
 # The positional arguments of /start: the preset, then the Setup tab's widgets, then one per FIELDS entry.
 SETUP_ORDER = SetupInputs(*(f.name for f in dataclasses.fields(SetupInputs))).as_list()  # the names, in API order
@@ -126,6 +127,66 @@ def trace_points(plot, name: str) -> list:
     return next((t.get("x", []) for t in figure["data"] if t.get("name") == name), [])
 
 
+RUSSIAN = {"Accept-Language": "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"}  # what a Russian browser sends
+
+
+def english_left(text: str) -> list[str]:
+    """The English catalogue strings (or the fixed parts of formatted ones) found in ``text``.
+
+    A string that reads the same in Russian (a name: MLE, KL, M_tunable) is not counted, nor are
+    parts shorter than 4 characters.
+    """
+    found = set()
+    for key, english in EN.items():
+        if RU.get(key) == english:
+            continue
+        for part in re.split(r"\{[^}]*\}", english):
+            part = part.strip(" .,:;()·—-*“”'")
+            if len(part) < 4 or not re.search(r"[A-Za-z]", part) or part in RU[key]:
+                continue
+            if re.search(r"(?<![\w-])" + re.escape(part) + r"(?![\w-])", text):
+                found.add(part)
+    return sorted(found)
+
+
+def visible_text(page_html: str) -> str:
+    """The words of the page's own HTML: no tags, no job title, run name or table body (the data's words)."""
+    words = re.sub(r"<b>[^<]*</b>|<code>[^<]*</code>|<tbody>.*?</tbody>", " ", page_html, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", words)
+
+
+def figure_texts(plot) -> str:
+    """Every text a plotly figure shows: titles, axis titles, annotations, trace names."""
+    if not isinstance(plot, dict) or "plot" not in plot:
+        return ""
+    figure = json.loads(plot["plot"])
+    texts = [t.get("name") or "" for t in figure["data"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "text" and isinstance(v, str):
+                    texts.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(figure["layout"])
+    return "\n".join(texts)
+
+
+def value_of(output):
+    """An output's value, whether it came as a value or as an update (value and visibility)."""
+    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+
+
+def sample_steps(samples_html: str) -> list[int]:
+    """The step column of the samples table (HTML), top to bottom."""
+    return [int(step) for step in re.findall(r"<tr><td>(\d+)</td>", samples_html)]
+
+
 def warnings_of(job) -> list[str]:
     """gr.Warning messages of a finished call: the client receives them as 'log' updates (level warning)."""
     updates = job.communicator.updates
@@ -170,17 +231,48 @@ def test_five_tabs_in_order_and_the_named_endpoints(app, client):
     assert len(start_params) == 1 + len(SETUP_ORDER) + len(FIELDS) == len(start_args(app.data))
 
 
-def test_a_loading_page_refreshes_the_status_and_the_runs_table(app):
-    """The wiring that re-attaches a page: /status runs on a 2 s timer and on the page's load, and the
-    Runs table (whose built-in value dates from the app's start) is read again on load too."""
+def test_a_loading_page_refreshes_the_status_and_every_list_of_runs(app):
+    """The wiring that re-attaches a page: /status runs on a 2 s timer and on the page's load; the lists of
+    runs (Compare, Chat, the Runs table, whose built-in values date from the app's start) on load and on a
+    2 s timer that redraws them when the runs changed (a job started or ended, a run deleted)."""
     config = httpx.get(app.url + "config", timeout=30).json()
     components = {c["id"]: c for c in config["components"]}
     deps = {d.get("api_name"): d for d in config["dependencies"]}
-    status_events = [event for _, event in deps["status"]["targets"]]
-    assert sorted(status_events) == ["load", "tick"]
-    timer = next(components[i] for i, event in deps["status"]["targets"] if event == "tick")
-    assert timer["type"] == "timer" and timer["props"]["value"] == 2.0
-    assert "load" in [event for _, event in deps["list_runs"]["targets"]]
+    for name in ("status", "refresh_lists"):
+        events = [event for _, event in deps[name]["targets"]]
+        assert sorted(events) == ["load", "tick"], name
+        timer = next(components[i] for i, event in deps[name]["targets"] if event == "tick")
+        assert timer["type"] == "timer" and timer["props"]["value"] == 2.0
+
+
+def test_every_setting_has_a_russian_label_and_help():
+    """Labels and help of the settings come from TrainConfig's fields; a field added there needs its Russian here."""
+    missing = sorted(set(CONFIG_FIELDS) - set(FIELDS_RU))
+    assert not missing, f"add these TrainConfig fields to ui/i18n.py FIELDS_RU (label, help): {missing}"
+    assert not set(FIELDS_RU) - set(CONFIG_FIELDS), "FIELDS_RU names fields TrainConfig no longer has"
+    for name, (label, help_text) in FIELDS_RU.items():
+        assert re.search("[а-я]", label) and re.search("[а-я]", help_text), name
+        assert EN[f"help_{name}"] == CONFIG_FIELDS[name].metadata["help"]  # English from the field itself
+
+
+@pytest.mark.parametrize(("header", "lang"), [
+    ("ru-RU,ru;q=0.9,en-US;q=0.8", "ru"), ("en-US,en;q=0.9,ru;q=0.8", "en"), ("de-DE,ru;q=0.5", "ru"),
+    ("fr-FR", "en"), ("", "en"), ("ru;q=0.1, en;q=0.9", "en"), ("RU", "ru"), ("ru;q=abc", "ru"),
+])
+def test_the_language_of_a_request_is_its_first_spoken_tag(header, lang):
+    assert language(SimpleNamespace(headers={"accept-language": header})) == lang
+    assert language(None) == "en"
+
+
+def test_no_starlette_deprecation_warning_on_queued_calls(app, recwarn):
+    """Gradio reads starlette's renamed HTTP_422 constant on every call: the app keeps that out of its log."""
+    launched = launch(app.engine, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                      quiet=True)
+    try:
+        Client(launched[1], verbose=False).predict(api_name="/status")
+    finally:
+        launched[0].close()
+    assert not [w for w in recwarn.list if "HTTP_422" in str(w.message)]
 
 
 # --- Setup ----------------------------------------------------------------------------------------
@@ -189,7 +281,10 @@ def test_preview_and_random_question(app, client):
     status, table, histogram = client.predict(*setup_args(app.data), api_name="/preview")
     assert status.startswith("6 train / 6 test pairs from ") and str(app.data.name) in status
     assert [row[0] for row in table["data"]] == ["train"] * 5 + ["test"] * 5
-    assert json.loads(histogram["plot"])["layout"]["title"]["text"] == "Token lengths"
+    figure = json.loads(histogram["plot"])
+    assert figure["layout"]["title"]["text"] == "Token lengths"
+    prompt_bins, answer_bins = (trace["xbins"] for trace in figure["data"])  # one bin width for both
+    assert prompt_bins == answer_bins and prompt_bins["size"] >= 1
 
     _, test, _ = app.engine.pairs(str(app.data), "forget10", 12, 0.5, 3)
     answers = {p.question: p.answer for p in test}
@@ -223,14 +318,21 @@ def test_start_shows_progress_then_completion_and_a_new_page_reattaches(app, cli
 
     # a page opened afterwards (a new session) finds the job, its run and its curves
     reloaded = Client(app.url, verbose=False).predict(api_name="/status")
-    status_html, losses, game, weights, memory, samples = reloaded
+    status_html, losses, game, weights, memory, samples, collapse = reloaded
     assert state_of(status_html) == "completed" and run_id in status_html
-    assert trace_points(losses, "G loss") == list(range(1, 10))
-    assert trace_points(game, "mean reward D(q+y)") == list(range(1, 10))
+    run = RunFolder(app.engine.settings.runs_dir / run_id)
+    records = run.read_metrics()
+    assert trace_points(losses, "G loss") == [r["step"] for r in records if "g_loss" in r] != []
+    adversarial = [r["step"] for r in records if "reward_mean" in r]
+    assert trace_points(game, "mean reward") == adversarial != []
     assert len(trace_points(memory, "peak")) == 9
-    assert samples["data"] and samples["data"][-1][0] == 9  # the last answers sampled in training
-    summary = json.loads(RunFolder(app.engine.settings.runs_dir / run_id).summary_path.read_text())
+    # the answers sampled in training, newest first, each beside its question and reference
+    sampled = run.read_samples()
+    assert sampled and sample_steps(samples) == [s["step"] for s in reversed(sampled)][:10]
+    assert html.escape(sampled[-1]["reference"]) in samples
+    summary = json.loads(run.summary_path.read_text())
     assert summary["status"] == "completed" and summary["steps"] == 9
+    assert f"Kept the adapter of step {summary['kept_step']}" in status_html
 
 
 def test_second_start_while_running_warns_and_stop_stops(app, client):
@@ -239,7 +341,7 @@ def test_second_start_while_running_warns_and_stop_stops(app, client):
     running = poll_status(client, lambda o: (progress(o[0]) or (0, 0))[0] >= 2
                           and len(trace_points(o[1], "G loss")) >= 2, "two steps plotted")
     assert state_of(running[0]) == "running" and progress(running[0])[1] == 600
-    assert "ETA" in running[0]
+    assert re.search(r"about (\d+ min )?\d+ s left", running[0]), running[0]
     run_id = re.search(r"run <code>([^<]+)</code>", running[0]).group(1)
 
     # a second Start: no second job; the call returns the running job's status and warns
@@ -250,7 +352,7 @@ def test_second_start_while_running_warns_and_stop_stops(app, client):
     assert set(p.name for p in app.engine.settings.runs_dir.iterdir()) - runs_before == {run_id}
 
     stopping = client.predict(api_name="/stop")
-    assert state_of(stopping) == "stopping" and "stopping at the next step" in stopping
+    assert state_of(stopping) == "stopping" and "stopping after this step" in stopping and " left" not in stopping
     stopped = poll_status(client, lambda o: state_of(o[0]) == "stopped", "stopped")
     step, total = progress(stopped[0])
     assert 2 <= step < total == 600
@@ -285,8 +387,8 @@ def test_list_runs_and_chat_with_base_and_gan(app, client):
     assert row[1:4] == ["gan", "improved", "completed"]
     assert [run_id, run_id] in choices["choices"]
 
-    # the Chat tab's dropdowns learn new runs from their 5 s timer (another page here) …
-    gan_choices, lora_choices = Client(app.url, verbose=False).predict(api_name="/refresh")
+    # the Chat tab's dropdowns learn new runs when a page loads and when the runs change (another page here) …
+    _, _, gan_choices, lora_choices, _, _ = Client(app.url, verbose=False).predict(api_name="/refresh_lists")
     assert [run_id, run_id] in gan_choices["choices"] and lora_choices["choices"] == []
     # … and from the Runs tab's "Use in Chat", at once: Send right after it must not be refused
     gan_pick, lora_pick, note = client.predict(run_id, api_name="/on_chat")
@@ -335,14 +437,105 @@ def test_selecting_a_row_of_the_runs_table_picks_that_run(app):
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
                 if message.get("msg") == "process_completed":
                     break
-    assert message["success"] and message["output"]["data"] == ["gan-improved-x"]
+    assert message["success"] and message["output"]["data"][0] == "gan-improved-x"
 
 
 def test_delete_run_with_confirm(app, client):
     run_id = trained_run(app)
     client.predict(api_name="/list_runs")  # the page's table and its run picker, as on page load
-    text, table, picker = client.predict(run_id, api_name="/delete_run")
+    text, table, picker, download = client.predict(run_id, api_name="/delete_run")
     assert text == f"deleted {run_id}"
     assert not (app.engine.settings.runs_dir / run_id).exists()
     assert run_id not in [r[0] for r in table["data"]]
     assert [run_id, run_id] not in picker["choices"] and picker["value"] is None
+
+
+# --- the page's language --------------------------------------------------------------------------
+
+def test_a_russian_page_reads_russian_everywhere_the_server_writes(app):
+    """What the server writes (status, messages, plot titles, axes and legends, table headers, choices) comes
+    in the request's language: nothing of the English catalogue is left (names of runs and methods aside)."""
+    run_id = trained_run(app, epochs=3)  # an MLE warm-up, then the adversarial phase
+    ru = Client(app.url, verbose=False, headers=RUSSIAN)
+    status_html, *figures, samples, collapse = ru.predict(api_name="/status")
+    shown = [visible_text(status_html + samples), *(figure_texts(f) for f in figures)]
+    assert "завершено" in status_html and "Сохранён адаптер шага" in status_html
+    assert "Функции потерь" in shown[1] and "MLE-разогрев" in shown[1] + shown[2]
+    assert english_left("\n".join(shown)) == []
+
+    status, table, histogram = ru.predict(*setup_args(app.data), api_name="/preview")
+    assert status.startswith("6 пар для обучения / 6 для теста из ")
+    assert table["headers"] == ["часть", "вопрос", "ответ"] and {r[0] for r in table["data"]} == {"обучение", "тест"}
+    assert english_left(status.split(" из ")[0] + "\n" + figure_texts(histogram)) == []
+
+    table, _ = ru.predict(api_name="/list_runs")
+    row = next(r for r in table["data"] if r[0] == run_id)
+    assert row[3] == "завершён" and "да" in row
+    assert english_left("\n".join(table["headers"])) == []
+
+    _, reference = ru.predict(*setup_args(app.data), api_name="/random_question")
+    assert reference.startswith("**Эталонный ответ:** ")
+    base, gan, lora, _ = ru.predict("who is a writer ?", None, None, 8, "default", [], [], [], api_name="/chat")
+    assert texts(lora)[-1] == ("assistant", "(выберите запуск)")
+    loaded = ru.predict("default", "", False, api_name="/load_model")
+    assert loaded.startswith("Загружена **tiny-random-llama**") and "шаблон чата" in loaded
+
+    # the same calls from an English browser read English
+    en = Client(app.url, verbose=False, headers={"Accept-Language": "en-US,en;q=0.9"})
+    assert "completed" in en.predict(api_name="/status")[0]
+
+
+def test_a_collapsing_run_shows_a_warning_with_the_settings_to_change(app):
+    run_id = trained_run(app)
+    run = RunFolder(app.engine.settings.runs_dir / run_id)
+    shown = Client(app.url, verbose=False).predict(api_name="/status")
+    assert shown[-1] == ""  # the tiny model's answers raise nothing
+    for step in (10, 11, 12, 13):  # then the sampled answers collapse (what a GAN run answered in Chat)
+        for row in range(2):
+            run.append_sample({"step": step, "question": f"who is writer {row} ?", "answer": "E-WIN-" + "I-N-" * 20,
+                               "reference": f"the writer {row} was born in a city and wrote {WORDS[row]} fiction ."})
+    for headers, words in ((None, ["look collapsed", "repeat themselves", "distinct-2", "lower adv lr (now 0.0001)",
+                                   "higher kl coef"]),
+                           (RUSSIAN, ["выродилась", "повторяют себя", "меньшим значением «скорость обучения в игре»"])):
+        warning = Client(app.url, verbose=False, **({"headers": headers} if headers else {})).predict(
+            api_name="/status")[-1]
+        assert "role='alert'" in warning
+        for word in words:
+            assert word in warning, (word, warning)
+
+
+def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
+    run_id = trained_run(app, epochs=3)  # its MLE warm-up reports the MLE loss every method reports
+    client.predict(api_name="/refresh_lists")  # what a page's load does: the run is among the choices
+    client.predict(run_id, ["lora"], 1, api_name="/compare")
+    status = app.engine.jobs.wait(WAIT)
+    assert status.state == "completed", status.error
+    lora = next(Path(r).name for r in status.result["runs"] if Path(r).name != run_id)
+
+    # the GAN tuning tab keeps showing its own (training) job, not the comparison's
+    gan_status = client.predict(api_name="/status")[0]
+    assert "gan (improved)" in gan_status and run_id in gan_status and "compare" not in gan_status
+    # the Compare tab: its job, and the runs it compared are shown without a pick
+    compare_status, picked = client.predict([], api_name="/compare_status")
+    assert state_of(compare_status) == "completed" and f"compare {run_id} with lora" in compare_status
+    assert picked["value"] == [run_id, lora] and [lora, lora] in picked["choices"]
+
+    notes, quality, distribution, cost, bars, lengths, overlay, diff = map(value_of, client.predict(
+        [run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
+    assert [r[0] for r in quality["data"]] == ["base model", run_id, "lora"]  # base first
+    assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, "lora"]
+    assert [r[0] for r in cost["data"]] == [run_id, "lora"] and cost["data"][1][-2] == "1.00×"
+    assert "95% interval" in notes
+    bar_figure = json.loads(bars["plot"])
+    assert bar_figure["data"][0]["x"] == ["base model", run_id, "lora"]
+    assert {t["name"] for t in json.loads(lengths["plot"])["data"]} == {"reference answers", "base model", run_id,
+                                                                         "lora"}
+    curves = json.loads(overlay["plot"])
+    assert {t["name"] for t in curves["data"]} == {run_id, lora}  # every run named, one quantity for all
+    assert curves["layout"]["showlegend"] is True and "MLE loss" in curves["layout"]["title"]["text"]
+    assert diff["headers"][0] == "setting" and "method" in [r[0] for r in diff["data"]]
+
+    # one run alone: its curve still carries its name; no settings diff (nothing to differ)
+    shown = client.predict([run_id], "rougeL", "mle_loss", api_name="/compare_view")
+    assert [t["name"] for t in json.loads(shown[6]["plot"])["data"]] == [run_id]
+    assert shown[7]["visible"] is False

@@ -115,6 +115,85 @@ def test_an_error_ends_the_job_as_failed_and_frees_the_manager(exc, error):
     assert finish(jobs).state == "completed"
 
 
+def test_each_kind_of_job_keeps_its_latest_status():
+    jobs = JobManager()
+    jobs.start("train", "training", lambda report, should_stop: "trained")
+    finish(jobs)
+    release = threading.Event()
+    jobs.start("compare", "comparing", lambda report, should_stop: release.wait(WAIT))
+    assert jobs.status().title == "comparing" and jobs.status("compare").title == "comparing"
+    assert (jobs.status("train").title, jobs.status("train").state) == ("training", "completed")
+    assert jobs.status("other").state == "idle"
+    # a tab's Stop stops its own kind of job only
+    assert jobs.stop("train").title == "training" and jobs.status().active and jobs.status().state != "stopping"
+    assert jobs.stop("compare").state == "stopping"
+    release.set()
+    assert finish(jobs).state == "stopped" and jobs.status("train").state == "completed"
+
+
+def test_the_time_left_comes_from_finished_steps_and_counts_down_through_a_slow_one():
+    clock = [1000.0]
+    jobs = JobManager()
+    gate = threading.Event()
+    steps = []
+
+    def body(report, should_stop):
+        report(message="training", steps_begin=True, pace_hint=2.0)
+        steps.append(jobs.status())
+        for step in (1, 2):
+            gate.wait(WAIT)
+            gate.clear()
+            report(step=step, total=10)
+            steps.append(jobs.status())
+
+    import ui.jobs as jobs_module
+    real_time = jobs_module.time.time
+    jobs_module.time.time = lambda: clock[0]
+    try:
+        jobs.start("train", "timed", body)
+        wait_until(lambda: len(steps) == 1, what="the steps to begin")
+        first = steps[0]
+        # before the first step ends: the hint (an earlier run like this one), counting down as time passes
+        assert (first.pace, first.pace_hint) == (None, 2.0)
+        assert first.eta_seconds(now=1000.0, total=10) == 20.0
+        assert first.eta_seconds(now=1001.5, total=10) == 18.5
+        clock[0] = 1010.0  # step 1 took 10 s
+        gate.set()
+        wait_until(lambda: len(steps) == 2, what="step 1")
+        assert steps[1].pace == 10.0 and steps[1].eta_seconds(now=1010.0) == 90.0
+        # a slow step: the estimate goes down as it runs (never up), and stays at the rest once it overruns
+        assert steps[1].eta_seconds(now=1015.0) == 85.0
+        assert steps[1].eta_seconds(now=1100.0) == 80.0
+        clock[0] = 1040.0  # step 2 took 30 s: the pace moves towards it, smoothed
+        gate.set()
+        wait_until(lambda: len(steps) == 3, what="step 2")
+        assert steps[2].pace == pytest.approx(0.7 * 10 + 0.3 * 30)
+        assert steps[2].eta_seconds(now=1040.0) == pytest.approx(8 * 16.0)
+    finally:
+        jobs_module.time.time = real_time
+        gate.set()
+        finish(jobs)
+
+
+def test_planned_steps_and_the_first_estimate_from_an_earlier_run_alike(engine, tiny_data):
+    earlier = completed_run(engine, tiny_data, epochs=2)
+    run = engine.run_folder(earlier)
+    resolved = run.read_config()[1]
+    assert engine.planned_steps(run.path) == 2 * -(-resolved["n_train"] // 2) == 6
+    assert engine.planned_steps(engine.settings.runs_dir / "missing") is None
+
+    # a job that ran in this process is the best guess for the next one alike …
+    alike = engine_module._pace_key(tiny_config(tiny_data, epochs=2))
+    assert engine._pace_hint(alike, None) == engine._paces[alike] > 0
+    # … else (a restarted workbench) the saved summary of a run alike; runs with other settings give none
+    restarted = Engine(Settings(runs_dir=engine.settings.runs_dir), load_model=lambda *a: make_base())
+    summary = json.loads(run.summary_path.read_text())
+    assert restarted._pace_hint(alike, None) == pytest.approx(summary["seconds"] / summary["steps"])
+    assert restarted._pace_hint(alike, str(run.path)) is None  # not the run's own (a resume)
+    other = engine_module._pace_key(tiny_config(tiny_data, epochs=2, batch_size=3))
+    assert restarted._pace_hint(other, None) is None
+
+
 # --- training jobs through the engine -------------------------------------------------------------
 
 def test_stop_ends_training_at_the_next_step_and_the_run_still_saves(tmp_path, tiny_data):
@@ -130,7 +209,7 @@ def test_stop_ends_training_at_the_next_step_and_the_run_still_saves(tmp_path, t
         started = engine.start_training(config)
         # the run folder is known at once, so a page can plot it from the first tick
         assert started.run == config.out and Path(config.out).parent == engine.settings.runs_dir
-        loading = wait_until(lambda: (s := engine.jobs.status()).message == "loading model …" and s, what="loading")
+        loading = wait_until(lambda: (s := engine.jobs.status()).message == "loading_model" and s, what="loading")
         assert loading.state == "running" and loading.step == 0
         assert loading.eta_seconds() is None  # no pace before the first step
 
@@ -141,7 +220,8 @@ def test_stop_ends_training_at_the_next_step_and_the_run_still_saves(tmp_path, t
         assert eta is not None and eta > 0
 
         stopping = engine.jobs.stop()
-        assert stopping.state == "stopping" and "next step" in stopping.message
+        assert stopping.state == "stopping" and stopping.message == "stopping"
+        assert stopping.eta_seconds() is None  # it ends after this step: no time is "left"
         steps_at_stop = stopping.step
         done = finish(engine.jobs)
     finally:
@@ -337,33 +417,51 @@ def test_space_mode_caps_jobs_and_turns_remote_code_off(tmp_path, tiny_data):
 
 # --- comparison -----------------------------------------------------------------------------------
 
-def test_comparison_trains_lora_on_the_same_split_and_evaluates_everything(engine, tiny_data):
+def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_intervals(engine, tiny_data):
     reference = completed_run(engine, tiny_data)
     with pytest.raises(GantuneError, match="unknown method"):
         engine.start_comparison(reference, ["lora", "magic"])
     with pytest.raises(GantuneError, match="no such run"):
         engine.start_comparison("../" + reference, ["lora"])
+    with pytest.raises(GantuneError, match="seeds must be between 1 and 5"):
+        engine.start_comparison(reference, ["lora"], seeds=0)
 
-    started = engine.start_comparison(reference, ["lora"])
+    started = engine.start_comparison(reference, ["lora"], seeds=2)
     assert started.kind == "compare" and Path(started.run).name == reference
     status = finish(engine.jobs)
     assert status.state == "completed", status.error
+    report = status.result
     ref_path = engine.run_folder(reference).path
-    assert status.result[0] == str(ref_path) and len(status.result) == 2
-    lora_path = Path(status.result[1])
-    assert lora_path.parent.resolve() == engine.settings.runs_dir.resolve()
+    rows = {r["method"]: r for r in report["rows"]}
+    assert list(rows) == ["base", reference, "lora"] and report["seeds"] == [3, 4]
+    for row in rows.values():  # a mean over both seeds, with a 95% interval around it
+        assert row["seeds"] == [3, 4]
+        lo, hi = row["ci"]["rougeL"]
+        assert lo <= row["rougeL"] <= hi
+    assert report["reference"]["method"] == "reference" and report["reference"]["distinct2"] > 0
 
+    # the run itself at its own seed, its settings again at the next seed, lora at both: all in the runs folder
+    runs = [Path(r) for r in rows[reference]["runs"] + rows["lora"]["runs"]]
+    assert runs[0].resolve() == ref_path and len(runs) == 4
+    for run in runs:
+        assert run.parent.resolve() == engine.settings.runs_dir.resolve() and (run / "eval.json").is_file()
     ref_saved = json.loads((ref_path / "config.json").read_text())
-    lora_saved = json.loads((lora_path / "config.json").read_text())
+    again = json.loads((runs[1] / "config.json").read_text())
+    assert again["config"] == {**ref_saved["config"], "seed": 4, "out": again["config"]["out"]}
+    lora_saved = json.loads((runs[2] / "config.json").read_text())
     assert lora_saved["config"]["method"] == "lora"
     for key in ("data", "n", "seed", "train_fraction", "subset", "epochs", "batch_size", "max_new_tokens"):
         assert lora_saved["config"][key] == ref_saved["config"][key], key
     assert lora_saved["resolved"]["split"] == ref_saved["resolved"]["split"]
 
-    for path in (ref_path / "eval.json", lora_path / "eval.json", ref_path / "base_eval.json"):
-        result = json.loads(path.read_text())
-        assert {"rouge1", "rougeL", "semantic", "bleurt_note"} <= set(result), path
-        assert len(result["generations"]) == 6, path  # every test question answered
-    rows = {r["run"]: r for r in engine.list_runs()}
-    assert rows[lora_path.name]["method"] == "lora" and rows[lora_path.name]["evaluated"]
-    assert rows[reference]["evaluated"]
+    # kept in the runs folder for the page, with each row's answer lengths in tokens (6 test questions a seed)
+    saved = engine.comparisons()
+    assert len(saved) == 1 and saved[0]["rows"] == report["rows"] and "generations" not in saved[0]
+    assert {k: len(v) for k, v in saved[0]["lengths"].items()} == {"base": 12, reference: 12, "lora": 12,
+                                                                   "reference": 12}
+    listed = {r["run"]: r for r in engine.list_runs()}
+    assert all(listed[run.name]["evaluated"] for run in runs) and "comparisons" not in listed
+
+    # the training tab's job is still the run's, whatever the comparison did
+    assert engine.jobs.status("train").run == str(engine.settings.runs_dir / reference)
+    assert engine.jobs.status("train").state == "completed" and engine.jobs.status().kind == "compare"

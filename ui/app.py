@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gradio as gr
 
 from .engine import Engine
-from .i18n import I18N, t
+from .i18n import I18N, language, t
 from .tabs import chat, compare, runs, setup, tuning
+from .tabs.chat import run_choices
+from .views import CSS
 
-CSS = ".gantune-status { font-size: 0.95em }"
+# Gradio 6.17 reads starlette's renamed HTTP_422 constant on every queued call: one warning a request
+_HTTP_422 = "'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated"
+
+# "Runs to show" is a multiselect dropdown whose input Gradio leaves without an accessible name
+_LABEL_INPUTS = """
+() => {
+  const name = () => document.querySelectorAll('#gantune-compare-runs input').forEach(input => {
+    const label = document.querySelector('#gantune-compare-runs [data-testid="block-info"]');
+    if (label && input.getAttribute('aria-label') !== label.textContent.trim())
+      input.setAttribute('aria-label', label.textContent.trim());
+  });
+  name();
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+}
+"""
 
 
 def build_app(engine: Engine) -> gr.Blocks:
@@ -19,15 +37,37 @@ def build_app(engine: Engine) -> gr.Blocks:
             gr.Markdown(t("space_hint"))
         with gr.Tabs():
             with gr.Tab(t("tab_setup")):
-                setup_inputs = setup.build(engine)
+                setup_inputs = setup.build(demo, engine)
             with gr.Tab(t("tab_gan")):
                 tuning_outputs = tuning.build(demo, engine, setup_inputs)
             with gr.Tab(t("tab_compare")):
-                compare_selected = compare.build(engine)
+                compare_outputs = compare.build(demo, engine)
             with gr.Tab(t("tab_chat")):
                 gan_run, lora_run = chat.build(engine, setup_inputs)
             with gr.Tab(t("tab_runs")):
-                runs.build(demo, engine, runs.Targets(tuning_outputs.viewed_run, compare_selected, gan_run, lora_run))
+                runs_table, runs_selected = runs.build(demo, engine, runs.Targets(
+                    tuning_outputs.viewed_run, compare_outputs.selected, gan_run, lora_run))
+        seen = gr.State(None)
+
+        def refresh_lists(last, request: gr.Request):
+            """Every list of runs, read again on a page's load and whenever the runs change (a job ends …)."""
+            lang = language(request)
+            signature = (engine.runs_signature(), lang)
+            if signature == last:
+                yield *(gr.skip(),) * 6, last
+                return
+            rows = engine.list_runs()
+            names = [r["run"] for r in rows]
+            # the table empty first: Gradio 6.17 draws only one row of a table that grows from one row (gradio#13611)
+            yield *(gr.skip(),) * 4, runs.table([], lang), gr.skip(), gr.skip()
+            yield (gr.update(choices=names), gr.update(choices=names), gr.update(choices=run_choices(rows, "gan")),
+                   gr.update(choices=run_choices(rows, "lora")), runs.table(rows, lang), gr.update(choices=names),
+                   signature)
+
+        gr.on([gr.Timer(2.0).tick, demo.load], refresh_lists, seen,
+              [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table, runs_selected, seen],
+              show_progress="hidden", api_name="refresh_lists")
+        demo.load(None, js=_LABEL_INPUTS)
     return demo
 
 
@@ -37,6 +77,7 @@ def launch(engine: Engine, **kwargs) -> tuple[gr.Blocks, str | None, str | None]
     (Gradio's own launch() returns the FastAPI app first; the Blocks is what a caller can close.)
     With ``prevent_thread_lock=True`` this returns at once; otherwise when the server stops.
     """
+    warnings.filterwarnings("ignore", message=_HTTP_422)
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
     allowed = [str(engine.settings.runs_dir.resolve())]

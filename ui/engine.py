@@ -6,7 +6,10 @@ job may inject adapters into its copy, while chat switches adapters on its own c
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -17,19 +20,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from gantune.bench import ROWS, baseline_config, evaluate_run
+from gantune.compare import ROWS, Progress, compare_methods, recorded_split, seeded_splits, shared_settings
 from gantune.config import TrainConfig
 from gantune.data import HUB_DATASET, QAPair, default_data_source, load_pairs, split_pairs
 from gantune.errors import GantuneError
-from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
-from gantune.models import BaseModel, load_base_model, pick_device, resolve_model
+from gantune.evaluate import EvalSettings, Scorers, load_retention_sets
+from gantune.metrics import token_lengths
+from gantune.models import BaseModel, hub_reachable, load_base_model, pick_device, resolve_model
 from gantune.runs import RunFolder, new_run_dir, saving, write_json_atomic
 from gantune.trainer import diverged_message, train
 
+from .i18n import tr
 from .jobs import JobManager, JobStatus
 
 ModelLoader = Callable[[str, "str | None", bool], BaseModel]
+COMPARISONS = "comparisons"  # the folder of saved comparison reports, inside the runs folder
+MAX_SEEDS = 5
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# settings that set how long a training step takes: runs alike in these give the first time estimate
+_PACE_SETTINGS = ("method", "model", "gguf_file", "batch_size", "max_new_tokens", "max_prompt_tokens", "rollout",
+                  "samples_per_question", "discriminator", "epochs", "warmup_epochs")
+
+
+class PageError(GantuneError):
+    """A refusal worded for the page: its catalogue key and values (``str()`` is the English text)."""
+
+    def __init__(self, key: str, **values: Any):
+        super().__init__(tr("en", key, **values))
+        self.key, self.values = key, values
 
 
 def upload_folder() -> str:
@@ -47,6 +65,7 @@ class Settings:
     max_new_tokens: int = 48
     max_upload_mb: float = 20.0  # an uploaded data file larger than this is refused (also enforced by Gradio)
     retention_n: int = 20  # retention questions per set in the page's evaluations
+    max_seeds: int = 2  # hosted mode: seeds a comparison may take
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -63,6 +82,8 @@ class Engine:
         self._model_lock = threading.Lock()
         self.chat_lock = threading.Lock()
         self._scorers: Scorers | None = None
+        self._tokenizers: dict[tuple, Any] = {}  # the page's own copies (loaded_tokenizer)
+        self._paces: dict[tuple, float] = {}  # seconds per step of jobs finished in this process, by _pace_key
 
     # --- models --------------------------------------------------------------------------------
     def model(self, name: str, gguf_file: str | None = None, trust_remote_code: bool = False,
@@ -78,6 +99,21 @@ class Engine:
                 self._models.pop(slot, None)
                 self._models[slot] = (key, self._load_model(name, gguf_file, trust_remote_code))
             return self._models[slot][1]
+
+    def loaded_tokenizer(self, name: str, gguf_file: str | None) -> Any | None:
+        """A copy of the tokenizer of ``name`` when a slot holds that model already (nothing is loaded for it).
+
+        A copy: the page counts tokens while a training thread encodes with the original, and a fast
+        tokenizer's settings are not safe to share between threads.
+        """
+        with self._model_lock:
+            if (name, gguf_file) not in self._tokenizers:
+                found = next((model.tokenizer for key, model in self._models.values() if key[:2] == (name, gguf_file)),
+                             None)
+                if found is None:
+                    return None
+                self._tokenizers[(name, gguf_file)] = copy.deepcopy(found)
+            return self._tokenizers[(name, gguf_file)]
 
     def _load_base_model(self, name: str, gguf_file: str | None, trust_remote_code: bool) -> BaseModel:
         # hosted: a name is a hub id, never a path (even one shaped like "org/name" that exists here)
@@ -112,6 +148,8 @@ class Engine:
         if kind == "upload":
             return self._checked_upload(upload)
         if kind == "hub":
+            if not hub_reachable():  # said in the page's words, before a job starts
+                raise PageError("hub_offline")
             return HUB_DATASET
         if kind != "offline":
             raise GantuneError(f"unknown data kind {kind!r}; choose offline, hub or upload")
@@ -168,7 +206,7 @@ class Engine:
         config, _ = run.read_config()
         if not run.has_checkpoint():
             raise GantuneError(f"{run.path.name} has no checkpoint to resume from")
-        summary = _read_json(run.summary_path) or {}
+        summary = read_json(run.summary_path) or {}
         if summary.get("status") == "completed" and summary.get("steps") == summary.get("total_steps"):
             raise GantuneError(f"{run.path.name} is already complete")
         self.check_limits(config)
@@ -177,59 +215,96 @@ class Engine:
         return self._start_train_job(config, f"resume {run.path.name}", resume=True)
 
     def _start_train_job(self, config: TrainConfig, title: str, resume: bool) -> JobStatus:
+        key = _pace_key(config)
+
         def body(report, should_stop):
-            report(message="loading model …")
+            report(message="loading_model")
             base = self.model(config.model, config.gguf_file, config.trust_remote_code)
-            report(message="training …")
+            report(message="training", steps_begin=True, pace_hint=self._pace_hint(key, config.out))
             summary = train(config, base=base, should_stop=should_stop, resume=resume,
-                            on_step=lambda r: report(step=r["step"], total=r["total_steps"], message="training …"))
+                            on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
+            if (pace := self.jobs.status().pace) is not None:
+                self._paces[key] = pace
             if summary["status"] == "diverged":
                 raise GantuneError(diverged_message(summary))
             return summary
 
         return self.jobs.start("train", title, body, run=config.out)
 
-    def start_comparison(self, reference_run: str, methods: list[str]) -> JobStatus:
-        """Train ``methods`` on the reference run's data, split and schedule; evaluate them, the reference and base."""
+    def start_comparison(self, reference_run: str, methods: list[str], seeds: int = 1) -> JobStatus:
+        """Train ``methods`` beside a run, on its data, split and schedule, and evaluate them, it and base.
+
+        ``seeds``: how many seeds, from the run's own: each further seed has its own split, on which
+        the run's settings are trained again, then every method; the report gives means over the
+        seeds with 95% intervals (``gantune.compare.compare_methods``, as the bench). The report is
+        kept in ``<runs>/comparisons/`` and is the job's result.
+        """
         reference = self.run_folder(reference_run)
         ref_config, _ = reference.read_config()
         unknown = [m for m in methods if m not in ROWS]
         if unknown:
             raise GantuneError(f"unknown method(s): {', '.join(unknown)}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise GantuneError(f"seeds must be between 1 and {MAX_SEEDS} (got {seeds})")
+        if self.settings.space and seeds > self.settings.max_seeds:
+            raise GantuneError(f"this hosted workbench allows at most {self.settings.max_seeds} seeds; "
+                               "duplicate the Space for more")
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        seed_list = [ref_config.seed + i for i in range(seeds)]
+        name = reference.path.name
 
         def body(report, should_stop):
             base = self.model(ref_config.model, ref_config.gguf_file, ref_config.trust_remote_code)
-            _, test, _ = self.pairs(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
-                                    ref_config.seed)
+            splits = [recorded_split(reference.path)]
+            if seeds > 1:
+                splits += seeded_splits(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
+                                        seed_list[1:])[0]
+            trained = {name: {ref_config.seed: str(reference.path)}}
+            stages = len(seed_list) - 1 + len(seed_list) * (2 + 2 * len(methods))
+            report(step=0, total=stages, steps_begin=True)
+            for i, seed in enumerate(seed_list[1:]):  # the run's own settings at the further seeds
+                if should_stop():
+                    return None
+                out = _unused(self.settings.runs_dir / f"{name}-seed{seed}")
+                report(step=i, run=str(out), message="training_method", args={"method": f"{name} (seed {seed})"})
+                config = dataclasses.replace(ref_config, seed=seed, out=str(out))
+                summary = train(config, base=base, should_stop=should_stop)
+                if summary["status"] != "completed":
+                    return None
+                trained[name][seed] = str(out)
+            offset = len(seed_list) - 1
             settings = EvalSettings(max_new_tokens=ref_config.max_new_tokens,
                                     max_prompt_tokens=ref_config.max_prompt_tokens,
                                     retention_n=self.settings.retention_n, seed=ref_config.seed)
-            retention = load_retention_sets(ref_config.data, settings.retention_n, settings.seed)
-            total = len(methods) + 2
-            report(step=0, total=total, message="evaluating base …")
-            write_json_atomic(reference.path / "base_eval.json",
-                              evaluate(base, None, test, retention, self.scorers(), settings))
-            report(step=1, message=f"evaluating {reference.path.name} …")
-            evaluate_run(reference.path, base, test, retention, self.scorers(), settings)
-            done = [str(reference.path)]
-            for i, method in enumerate(methods):
-                if should_stop():
-                    break
-                out = _unused(self.settings.runs_dir / f"{method}-{stamp}")
-                report(step=2 + i, run=str(out), message=f"training {method} …")
-                config = baseline_config(ref_config, method, out)
-                summary = train(config, base=base, should_stop=should_stop,
-                                on_step=lambda r, m=method: report(message=f"training {m}: step {r['step']}/{r['total_steps']}"))
-                if summary["status"] == "completed":
-                    report(message=f"evaluating {method} …")
-                    evaluate_run(out, base, test, retention, self.scorers(), settings)
-                done.append(str(out))
-            report(step=total, message="done")
-            return done
+            result = compare_methods(
+                base, methods, splits, shared_settings(ref_config), self.settings.runs_dir, self.scorers(), settings,
+                retention=load_retention_sets(ref_config.data, settings.retention_n, settings.seed), trained=trained,
+                run_suffix=f"-{stamp}", should_stop=should_stop,
+                progress=lambda p: report(step=offset + p.done, run=p.run, **progress_message(p)))
+            return self._keep_comparison(result, base, stamp)
 
-        # the reference folder is written first (base_eval.json, eval.json): it is the job's run until a baseline's
-        return self.jobs.start("compare", f"compare with {', '.join(methods)}", body, run=str(reference.path))
+        return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body, run=str(reference.path))
+
+    def _keep_comparison(self, result: dict[str, Any], base: BaseModel, stamp: str) -> dict[str, Any]:
+        """The report, with every row's answer lengths in tokens (the page's histogram), saved under comparisons/."""
+        generations = result.pop("generations", [])
+        labels = [row["method"] for row in result["rows"]]
+        result["lengths"] = {label: token_lengths(base.tokenizer, [g["answers"][label] for g in generations
+                                                                   if label in g["answers"]]) for label in labels}
+        result["lengths"]["reference"] = token_lengths(base.tokenizer, [g["reference"] for g in generations])
+        result["runs"] = [r for row in result["rows"] for r in row.get("runs") or [] if r]
+        result["created"] = stamp
+        folder = self.settings.runs_dir / COMPARISONS
+        with saving("the comparison", self.settings.runs_dir):
+            folder.mkdir(exist_ok=True)
+            write_json_atomic(folder / f"{stamp}.json", result)
+        return result
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """The saved comparison reports, newest first."""
+        folder = self.settings.runs_dir / COMPARISONS
+        found = [read_json(p) for p in sorted(folder.glob("*.json"), reverse=True)] if folder.is_dir() else []
+        return [r for r in found if r and isinstance(r.get("rows"), list)]
 
     # --- runs ----------------------------------------------------------------------------------
     def run_folder(self, run_id: str) -> RunFolder:
@@ -241,6 +316,39 @@ class Engine:
         if path.parent != self.settings.runs_dir.resolve() or not (path / "config.json").is_file():
             raise GantuneError(f"no such run: {run_id!r}")
         return RunFolder(path)
+
+    def runs_signature(self) -> tuple:
+        """Changes whenever the runs list may have: a run folder made or deleted, a job started or ended."""
+        try:
+            folder = self.settings.runs_dir.stat().st_mtime_ns
+        except OSError:
+            folder = None
+        job = self.jobs.status()
+        return folder, job.kind, job.run, job.state, job.started, job.finished
+
+    def planned_steps(self, run: str | Path) -> int | None:
+        """The steps a training run will take, from what its config.json says (None before it is written)."""
+        try:
+            config, resolved = RunFolder(run).read_config()
+        except GantuneError:
+            return None
+        n_train = resolved.get("n_train")
+        return math.ceil(n_train / config.batch_size) * config.epochs if n_train else None
+
+    def _pace_hint(self, key: tuple, out: str | None) -> float | None:
+        """Seconds per step of a run alike in ``_PACE_SETTINGS``: one finished in this process, else a saved one."""
+        if key in self._paces:
+            return self._paces[key]
+        for row in self.list_runs():
+            if out and row["run"] == Path(out).name or not row["steps"] or not row["seconds"]:
+                continue
+            try:
+                config, _ = self.run_folder(row["run"]).read_config()
+            except GantuneError:
+                continue
+            if _pace_key(config) == key:
+                return row["seconds"] / row["steps"]
+        return None
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run folder, newest first, with what its files say."""
@@ -260,7 +368,7 @@ class Engine:
                 config, _ = run.read_config()
             except GantuneError:
                 continue
-            summary = _read_json(run.summary_path) or {}
+            summary = read_json(run.summary_path) or {}
             live = status.active and status.run and Path(status.run).resolve() == path.resolve()
             rows.append({
                 "run": path.name, "method": config.method, "preset": config.preset,
@@ -292,6 +400,27 @@ class Engine:
         return archive
 
 
+_PROGRESS = (  # the comparison's stage messages (gantune.compare) -> catalogue key and the values it names
+    (re.compile(r"^seed (?P<seed>\d+): training (?P<method>\S+): step (?P<step>\d+)/(?P<total>\d+)$"), "seed_step"),
+    (re.compile(r"^seed (?P<seed>\d+): training (?P<method>\S+) "), "seed_training"),
+    (re.compile(r"^seed (?P<seed>\d+): evaluating (?P<method>\S+) "), "seed_evaluating"),
+    (re.compile(r"^done$"), "done"),
+)
+
+
+def progress_message(progress: Progress) -> dict[str, Any]:
+    """A comparison stage as the job's message (a catalogue key and its values; the text itself if unknown)."""
+    for pattern, key in _PROGRESS:
+        match = pattern.match(progress.message)
+        if match:
+            return {"message": key, "args": match.groupdict()}
+    return {"message": progress.message, "args": {}}
+
+
+def _pace_key(config: TrainConfig) -> tuple:
+    return tuple(json.dumps(getattr(config, name, None)) for name in _PACE_SETTINGS)
+
+
 def _unused(path: Path) -> Path:
     """``path``, or ``path-2``, ``path-3`` … when a run already took that name (two starts in one second)."""
     candidate, i = path, 2
@@ -300,7 +429,8 @@ def _unused(path: Path) -> Path:
     return candidate
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None when it is missing or torn."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):

@@ -1,29 +1,136 @@
-"""The page's words in English and Russian; Gradio picks by the browser's language."""
+"""The page's words in English and Russian.
+
+Two ways a word reaches the page in the browser's language:
+
+- ``t(key)``: a label, help text, button or static Markdown; Gradio translates it in the browser.
+- ``tr(lang, key, **values)``: anything the server writes (status lines, messages, plot titles,
+  table headers, choice labels), formatted here in the language of the request
+  (``language(request)``, from its Accept-Language header, which the browser sets from the same
+  setting Gradio's own translation reads).
+
+The settings' labels and help come from ``TrainConfig``'s fields: English from the field's name and
+``help`` metadata, Russian from ``FIELDS_RU`` (a test checks that every field has one). Messages of
+the library's own errors (the bad-input catalogue) stay in its words, the same at the CLI and here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import gradio as gr
 
+from gantune.config import TrainConfig
+
+LANGUAGES = ("en", "ru")
+
 EN = {
+    # page and tabs
     "title": "gantune — generative adversarial prompt tuning",
     "intro": "Tune a small language model with a GAN-trained adapter, watch it learn, compare it with LoRA, and chat with base and tuned models side by side.",
     "space_hint": "This is a shared hosted workbench with small limits. Duplicate this Space to run bigger jobs on your own hardware.",
     "tab_setup": "Setup", "tab_gan": "GAN tuning", "tab_compare": "Compare", "tab_chat": "Chat", "tab_runs": "Runs",
+    # Setup
     "model": "Base model", "model_info": "'default' (offline SmolLM2-135M-Instruct), a hub id, a local folder or a .gguf file",
     "gguf_file": "GGUF file in that folder (optional)", "trust_remote_code": "Trust the model's own code",
     "load_model": "Load model", "data_kind": "Data", "data_offline": "offline TOFU folder", "data_hub": "hub (locuslab/TOFU)",
-    "data_upload": "my file (.jsonl / .csv)", "data_path": "Folder or file", "subset": "TOFU subset",
+    "data_upload": "my .jsonl / .json / .csv file", "data_path": "Folder or file", "subset": "TOFU subset",
     "upload": "question/answer pairs (.jsonl, .json or .csv)", "n": "Pairs (train + test) — empty: all", "fraction": "Train share",
-    "seed": "Seed", "preview": "Preview data", "pairs": "Pairs", "preset": "Preset", "settings": "Every setting",
-    "start": "Start", "stop": "Stop", "status": "Status", "samples": "Answers sampled during training",
+    "seed": "Seed", "preview": "Preview data", "pairs": "Pairs",
+    "loading": "loading …",
+    "loaded": "Loaded **{name}** ({arch}, {params}M parameters, {template}) on {device}.",
+    "chat_template": "chat template", "no_chat_template": "no chat template (plain Q/A prompts)",
+    "preview_counts": "{train} train / {test} test pairs from {source}",
+    "no_histogram": "(no token histogram: {error})",
+    "hub_offline": "the hub cannot be reached (offline?): choose the offline TOFU folder or upload a file",
+    "split_train": "train", "split_test": "test",
+    "col_split": "split", "col_question": "question", "col_answer": "answer",
+    "error": "Error:",
+    # GAN tuning
+    "preset": "Preset", "settings": "Every setting", "start": "Start", "stop": "Stop", "status": "Status",
+    "samples": "Answers sampled during training",
+    "group_schedule": "Schedule", "group_adapter": "M_tunable", "group_validation": "Keeping the best adapter",
+    "group_game": "The adversarial game",
+    "idle": "No job yet. Press Start.", "idle_compare": "No comparison yet: pick a run, then press “Train and evaluate”.",
+    "state_starting": "starting", "state_running": "running", "state_stopping": "stopping", "state_completed": "completed",
+    "state_stopped": "stopped", "state_failed": "failed", "state_idle": "idle",
+    "run_label": "run", "step_of": "step {step}/{total}", "step_of_unknown": "step {step}/…",
+    "eta": "about {time} left", "eta_first": "first estimate: about {time} (from an earlier run like this one)",
+    "first_step": "first step under way, {elapsed} so far: at least {time} in all",
+    "stopping_after_step": "stopping after this step",
+    "minutes_seconds": "{m} min {s} s", "seconds": "{s} s",
+    "slow_steps": "Steps take about {pace} here. For a quicker try: fewer pairs, a smaller batch size or fewer max new tokens (Every setting).",
+    "msg_starting": "starting …", "msg_loading_model": "loading model …", "msg_training": "training …",
+    "msg_stopping": "stopping at the next step …", "msg_evaluating_base": "evaluating base …",
+    "msg_evaluating": "evaluating {run} …", "msg_training_method": "training {method} …",
+    "msg_training_method_step": "training {method}: step {step}/{total}", "msg_done": "done",
+    "msg_seed_step": "seed {seed}: training {method}, step {step}/{total}", "msg_seed_training": "seed {seed}: training {method} …",
+    "msg_seed_evaluating": "seed {seed}: evaluating {method} …",
+    "other_job": "Another job is running: {title} ({state}); this tab shows its own last job.",
+    "kept": "Kept the adapter of step {step}: the best validation {metric} ({score}) of {count} scored adapters.",
+    "kept_last": "Kept the adapter of step {step} (no validation pairs: the last one).",
+    "samples_none": "No answers sampled yet.",
+    "samples_warmup": "No answers sampled yet: the generator samples from its adversarial phase on, after {epochs} MLE warm-up epoch(s).",
+    "col_step": "step", "col_sampled": "sampled answer", "col_reference": "reference",
+    "collapse_title": "The sampled answers look collapsed",
+    "collapse_repetition": "they repeat themselves: {value:.0%} of their 4-word runs repeat an earlier one (references: {reference:.0%})",
+    "collapse_diversity": "they are alike: distinct-2 {value:.2f} against the references' {reference:.2f}",
+    "collapse_length": "{value:.0%} of them run to the token cap ({cap} tokens; references: {reference:.0%})",
+    "collapse_advice": "Stop and start again with a lower {lr} (now {lr_value:g}){more}.",
+    "collapse_more": " or a higher {field} (now {value:g})",
+    # plots
+    "plot_empty": "No run to show yet: press Start, or pick a run in Runs.",
+    "plot_empty_compare": "Pick runs in “Runs to show”, or train baselines above.",
+    "plot_empty_lengths": "Press “Preview data” to see the token lengths.",
+    "plot_losses": "Losses", "plot_game": "The adversarial game", "plot_weights": "Weights", "plot_memory": "Memory (MB)",
+    "panel_g": "generator loss (policy gradient)", "panel_d": "discriminator loss", "panel_mle": "MLE loss on the reference answers",
+    "panel_reward": "mean reward of the sampled answers", "panel_d_acc": "discriminator accuracy",
+    "panel_kl": "KL to the untuned model (per token)", "panel_val": "validation {metric} (held-out training pairs)",
+    "panel_adapter": "tuned part: L2 norm", "panel_frozen": "frozen LM weights: L2 norm",
+    "trace_g": "G loss", "trace_d": "D loss", "trace_mle": "MLE loss (training batch)", "trace_val": "validation {metric} (epoch end)",
+    "trace_reward": "mean reward", "trace_acc_real": "D accuracy, real", "trace_acc_fake": "D accuracy, generated",
+    "trace_kl": "KL", "trace_adapter": "adapter", "trace_frozen": "frozen LM", "trace_memory": "in use", "trace_peak": "peak",
+    "warmup": "MLE warm-up",
+    "axis_step": "step", "axis_seconds": "training seconds", "axis_share": "share of training", "axis_tokens": "tokens",
+    "axis_count": "answers",
+    "plot_tokens": "Token lengths", "trace_prompt_tokens": "prompt tokens", "trace_answer_tokens": "answer tokens",
+    "plot_overlay": "{quantity}: the selected runs",
+    "plot_bars": "{metric} per run (95% interval)",
+    "plot_answer_lengths": "Answer lengths (tokens): references and each run",
+    "trace_references": "reference answers",
+    "q_mle_loss": "MLE loss on the reference answers", "q_val_nll": "validation NLL", "q_val_rougeL": "validation ROUGE-L", "q_peak_memory_mb": "peak memory (MB)",
+    "q_step_seconds": "seconds per step", "q_adapter_norm": "tuned part's L2 norm",
+    # Compare
     "reference_run": "Run to compare against", "methods": "Baselines to train on the same data and split",
-    "run_compare": "Train and evaluate", "compare_runs": "Runs to show", "metrics_table": "Quality",
-    "cost_table": "Cost", "overlay_key": "Curve", "config_diff": "Settings that differ",
+    "seeds": "Seeds (one training and evaluation each)", "run_compare": "Train and evaluate",
+    "compare_runs": "Runs to show", "metrics_table": "Quality", "distribution_table": "Answers against the references",
+    "cost_table": "Cost", "overlay_key": "Curve", "bar_metric": "Metric for the chart", "config_diff": "Settings that differ",
+    "compare_pick": "Quality is shown for evaluated runs: press “Train and evaluate” beside a run (the runs it makes show here at once), or pick evaluated runs in “Runs to show”.",
+    "no_diff": "The selected runs share every setting.",
+    "row_base": "base model", "row_reference": "reference answers",
+    "col_run": "run", "col_method": "method", "col_train_s": "training s", "col_peak_mb": "peak MB",
+    "col_trainable": "trainable", "col_tokens_s": "tokens/s", "col_time_lora": "time/LoRA", "col_memory_lora": "memory/LoRA",
+    "col_setting": "setting", "col_seeds": "seeds",
+    "interval_note": "Each number is a mean with its 95% interval (bootstrap over seeds and questions) when there is one.",
+    # Chat
     "gan_run": "GAN-tuned run", "lora_run": "LoRA-tuned run", "base": "Base model", "gan": "GAN-tuned", "lora": "LoRA-tuned",
     "message": "Message", "send": "Send", "random_question": "Random TOFU question", "reference": "Reference answer",
+    "reference_answer": "**Reference answer:** {answer}", "pick_a_run": "(pick a run)", "type_first": "type a message first",
+    "max_new_tokens": "Max new tokens",
+    # Runs
     "runs": "Runs", "refresh": "Refresh", "selected_run": "Selected run", "open_run": "Show in GAN tuning", "resume": "Resume from checkpoint",
     "use_in_chat": "Use in Chat", "download": "Download adapter", "delete": "Delete", "confirm_delete": "Yes, delete it",
-    "cancel": "Cancel", "max_new_tokens": "Max new tokens",
+    "cancel": "Cancel",
+    "pick_run_first": "pick a run first", "showing": "showing {run} in GAN tuning and Compare",
+    "resuming": "resuming {run} from its last checkpoint: watch it in GAN tuning",
+    "in_chat_gan": "{run} is the GAN run in Chat", "in_chat_lora": "{run} is the LoRA run in Chat",
+    "chat_needs": "Chat compares GAN and LoRA runs that saved an adapter; pick one of those",
+    "delete_question": "Delete {run}? Its folder and adapter go for good.", "deleted": "deleted {run}",
+    "col_preset": "preset", "col_status": "status", "col_steps": "steps", "col_seconds": "seconds",
+    "col_peak_memory": "peak MB", "col_params": "trainable params", "col_evaluated": "evaluated", "col_adapter": "adapter",
+    "col_created": "created", "yes": "yes", "no": "no",
+    "status_running": "running", "status_completed": "completed", "status_stopped": "stopped",
+    "status_diverged": "diverged", "status_unfinished": "unfinished",
 }
 
 RU = {
@@ -34,23 +141,201 @@ RU = {
     "model": "Базовая модель", "model_info": "'default' (офлайн SmolLM2-135M-Instruct), id на хабе, локальная папка или файл .gguf",
     "gguf_file": "Файл GGUF в этой папке (необязательно)", "trust_remote_code": "Доверять коду модели",
     "load_model": "Загрузить модель", "data_kind": "Данные", "data_offline": "офлайн-папка TOFU", "data_hub": "хаб (locuslab/TOFU)",
-    "data_upload": "мой файл (.jsonl / .csv)", "data_path": "Папка или файл", "subset": "Подмножество TOFU",
+    "data_upload": "мой файл .jsonl / .json / .csv", "data_path": "Папка или файл", "subset": "Подмножество TOFU",
     "upload": "пары вопрос/ответ (.jsonl, .json или .csv)", "n": "Пар (обучение + тест) — пусто: все", "fraction": "Доля обучения",
-    "seed": "Seed", "preview": "Просмотр данных", "pairs": "Пары", "preset": "Пресет", "settings": "Все параметры",
-    "start": "Старт", "stop": "Стоп", "status": "Состояние", "samples": "Ответы, сгенерированные при обучении",
+    "seed": "Зерно случайности", "preview": "Просмотр данных", "pairs": "Пары",
+    "loading": "загрузка …",
+    "loaded": "Загружена **{name}** ({arch}, {params} млн параметров, {template}), устройство {device}.",
+    "chat_template": "есть шаблон чата", "no_chat_template": "нет шаблона чата (простые промпты «вопрос/ответ»)",
+    "preview_counts": "{train} пар для обучения / {test} для теста из {source}",
+    "no_histogram": "(без гистограммы токенов: {error})",
+    "hub_offline": "хаб недоступен (нет сети?): выберите офлайн-папку TOFU или загрузите файл",
+    "split_train": "обучение", "split_test": "тест",
+    "col_split": "часть", "col_question": "вопрос", "col_answer": "ответ",
+    "error": "Ошибка:",
+    "preset": "Пресет", "settings": "Все параметры", "start": "Старт", "stop": "Стоп", "status": "Состояние",
+    "samples": "Ответы, сгенерированные при обучении",
+    "group_schedule": "Расписание", "group_adapter": "M_tunable", "group_validation": "Выбор лучшего адаптера",
+    "group_game": "Состязательная игра",
+    "idle": "Задач пока не было. Нажмите «Старт».", "idle_compare": "Сравнений пока не было: выберите запуск и нажмите «Обучить и оценить».",
+    "state_starting": "запускается", "state_running": "идёт", "state_stopping": "останавливается", "state_completed": "завершено",
+    "state_stopped": "остановлено", "state_failed": "ошибка", "state_idle": "ожидание",
+    "run_label": "запуск", "step_of": "шаг {step}/{total}", "step_of_unknown": "шаг {step}/…",
+    "eta": "осталось около {time}", "eta_first": "первая оценка: около {time} (по прошлому похожему запуску)",
+    "first_step": "идёт первый шаг, прошло {elapsed}: всего не меньше {time}",
+    "stopping_after_step": "остановка после этого шага",
+    "minutes_seconds": "{m} мин {s} с", "seconds": "{s} с",
+    "slow_steps": "Шаг занимает около {pace}. Для быстрой пробы: меньше пар, меньший размер батча или меньше новых токенов (Все параметры).",
+    "msg_starting": "запуск …", "msg_loading_model": "загрузка модели …", "msg_training": "обучение …",
+    "msg_stopping": "остановка на следующем шаге …", "msg_evaluating_base": "оценка базовой модели …",
+    "msg_evaluating": "оценка {run} …", "msg_training_method": "обучение {method} …",
+    "msg_training_method_step": "обучение {method}: шаг {step}/{total}", "msg_done": "готово",
+    "msg_seed_step": "зерно {seed}: обучение {method}, шаг {step}/{total}", "msg_seed_training": "зерно {seed}: обучение {method} …",
+    "msg_seed_evaluating": "зерно {seed}: оценка {method} …",
+    "other_job": "Сейчас идёт другая задача: {title} ({state}); эта вкладка показывает свою последнюю задачу.",
+    "kept": "Сохранён адаптер шага {step}: лучший {metric} на валидации ({score}) из {count} оценённых адаптеров.",
+    "kept_last": "Сохранён адаптер шага {step} (валидационных пар нет: последний).",
+    "samples_none": "Ответов пока нет.",
+    "samples_warmup": "Ответов пока нет: генератор сэмплирует ответы с начала состязательной фазы, после {epochs} эпох(и) MLE-разогрева.",
+    "col_step": "шаг", "col_sampled": "сгенерированный ответ", "col_reference": "эталон",
+    "collapse_title": "Похоже, генерация выродилась",
+    "collapse_repetition": "ответы повторяют себя: {value:.0%} их 4-словных фрагментов повторяют более ранние (у эталонов {reference:.0%})",
+    "collapse_diversity": "ответы однообразны: distinct-2 {value:.2f} против {reference:.2f} у эталонов",
+    "collapse_length": "{value:.0%} ответов упираются в предел длины ({cap} токенов; у эталонов {reference:.0%})",
+    "collapse_advice": "Остановите и запустите заново с меньшим значением «{lr}» (сейчас {lr_value:g}){more}.",
+    "collapse_more": " или с большим «{field}» (сейчас {value:g})",
+    "plot_empty": "Пока нечего показать: нажмите «Старт» или выберите запуск во вкладке «Запуски».",
+    "plot_empty_compare": "Выберите запуски в списке «Показать запуски» или обучите базовые методы выше.",
+    "plot_empty_lengths": "Нажмите «Просмотр данных», чтобы увидеть длины в токенах.",
+    "plot_losses": "Функции потерь", "plot_game": "Состязательная игра", "plot_weights": "Веса", "plot_memory": "Память (МБ)",
+    "panel_g": "потери генератора (градиент политики)", "panel_d": "потери дискриминатора",
+    "panel_mle": "MLE-потери на эталонных ответах",
+    "panel_reward": "средняя награда сгенерированных ответов", "panel_d_acc": "точность дискриминатора",
+    "panel_kl": "KL к ненастроенной модели (на токен)", "panel_val": "{metric} на валидации (отложенные обучающие пары)",
+    "panel_adapter": "настраиваемая часть: норма L2", "panel_frozen": "замороженные веса LM: норма L2",
+    "trace_g": "потери G", "trace_d": "потери D", "trace_mle": "MLE-потери (обучающий батч)",
+    "trace_val": "{metric} на валидации (конец эпохи)",
+    "trace_reward": "средняя награда", "trace_acc_real": "точность D, настоящие", "trace_acc_fake": "точность D, сгенерированные",
+    "trace_kl": "KL", "trace_adapter": "адаптер", "trace_frozen": "замороженная LM", "trace_memory": "занято", "trace_peak": "пик",
+    "warmup": "MLE-разогрев",
+    "axis_step": "шаг", "axis_seconds": "секунды обучения", "axis_share": "доля обучения", "axis_tokens": "токены",
+    "axis_count": "ответы",
+    "plot_tokens": "Длины в токенах", "trace_prompt_tokens": "токены промпта", "trace_answer_tokens": "токены ответа",
+    "plot_overlay": "{quantity}: выбранные запуски",
+    "plot_bars": "{metric} по запускам (95% интервал)",
+    "plot_answer_lengths": "Длины ответов (токены): эталоны и каждый запуск",
+    "trace_references": "эталонные ответы",
+    "q_mle_loss": "MLE-потери на эталонных ответах", "q_val_nll": "NLL на валидации", "q_val_rougeL": "ROUGE-L на валидации", "q_peak_memory_mb": "пиковая память (МБ)",
+    "q_step_seconds": "секунды на шаг", "q_adapter_norm": "норма L2 настраиваемой части",
     "reference_run": "Запуск для сравнения", "methods": "Базовые методы на тех же данных и разбиении",
-    "run_compare": "Обучить и оценить", "compare_runs": "Показать запуски", "metrics_table": "Качество",
-    "cost_table": "Затраты", "overlay_key": "Кривая", "config_diff": "Различающиеся параметры",
+    "seeds": "Зёрна (по обучению и оценке на каждое)", "run_compare": "Обучить и оценить",
+    "compare_runs": "Показать запуски", "metrics_table": "Качество", "distribution_table": "Ответы против эталонов",
+    "cost_table": "Затраты", "overlay_key": "Кривая", "bar_metric": "Метрика для диаграммы", "config_diff": "Различающиеся параметры",
+    "compare_pick": "Качество показано для оценённых запусков: нажмите «Обучить и оценить» рядом с запуском (его запуски сразу появятся здесь) или выберите оценённые запуски в списке «Показать запуски».",
+    "no_diff": "У выбранных запусков все параметры совпадают.",
+    "row_base": "базовая модель", "row_reference": "эталонные ответы",
+    "col_run": "запуск", "col_method": "метод", "col_train_s": "обучение, с", "col_peak_mb": "пик, МБ",
+    "col_trainable": "обучаемых", "col_tokens_s": "токенов/с", "col_time_lora": "время/LoRA", "col_memory_lora": "память/LoRA",
+    "col_setting": "параметр", "col_seeds": "зёрна",
+    "interval_note": "Каждое число — среднее с 95% интервалом (бутстреп по зёрнам и вопросам), когда он есть.",
     "gan_run": "Запуск GAN", "lora_run": "Запуск LoRA", "base": "Базовая модель", "gan": "После GAN", "lora": "После LoRA",
     "message": "Сообщение", "send": "Отправить", "random_question": "Случайный вопрос TOFU", "reference": "Эталонный ответ",
-    "runs": "Запуски", "refresh": "Обновить", "selected_run": "Выбранный запуск", "open_run": "Показать в GAN-настройке", "resume": "Продолжить с контрольной точки",
+    "reference_answer": "**Эталонный ответ:** {answer}", "pick_a_run": "(выберите запуск)", "type_first": "сначала напишите сообщение",
+    "max_new_tokens": "Макс. новых токенов",
+    "runs": "Запуски", "refresh": "Обновить", "selected_run": "Выбранный запуск", "open_run": "Показать в GAN-настройке",
+    "resume": "Продолжить с контрольной точки",
     "use_in_chat": "Открыть в чате", "download": "Скачать адаптер", "delete": "Удалить", "confirm_delete": "Да, удалить",
-    "cancel": "Отмена", "max_new_tokens": "Макс. новых токенов",
+    "cancel": "Отмена",
+    "pick_run_first": "сначала выберите запуск", "showing": "{run} показан в GAN-настройке и в сравнении",
+    "resuming": "{run} продолжается с последней контрольной точки: следите во вкладке GAN-настройки",
+    "in_chat_gan": "{run} — запуск GAN в чате", "in_chat_lora": "{run} — запуск LoRA в чате",
+    "chat_needs": "Чат сравнивает запуски GAN и LoRA с сохранённым адаптером; выберите такой",
+    "delete_question": "Удалить {run}? Папка запуска и адаптер удаляются безвозвратно.", "deleted": "{run} удалён",
+    "col_preset": "пресет", "col_status": "состояние", "col_steps": "шаги", "col_seconds": "секунды",
+    "col_peak_memory": "пик, МБ", "col_params": "обучаемых параметров", "col_evaluated": "оценён", "col_adapter": "адаптер",
+    "col_created": "создан", "yes": "да", "no": "нет",
+    "status_running": "идёт", "status_completed": "завершён", "status_stopped": "остановлен",
+    "status_diverged": "разошёлся", "status_unfinished": "не завершён",
 }
 
+# Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
+FIELDS_RU: dict[str, tuple[str, str]] = {
+    "method": ("метод", "метод настройки"),
+    "preset": ("пресет", "именованный пресет, от которого берутся остальные значения"),
+    "model": ("модель", "базовая модель: 'default' (офлайн SmolLM2-135M-Instruct), id на хабе, папка или файл .gguf"),
+    "gguf_file": ("файл gguf", "имя файла GGUF в папке модели"),
+    "trust_remote_code": ("доверять коду модели", "разрешить собственный Python-код модели (выключено, пока вы ему не доверяете)"),
+    "data": ("данные", "данные: папка .jsonl (как shared/tofu), один файл .jsonl/.csv или id набора на хабе"),
+    "subset": ("подмножество", "конфигурация TOFU / имя файла в папке данных (forget05/forget01 входят в forget10)"),
+    "n": ("число пар", "сколько пар взять (обучение + тест) после перемешивания с зерном; 'all' — все пары"),
+    "train_fraction": ("доля обучения", "доля из n пар для обучения, остальные отложены для теста"),
+    "seed": ("зерно", "зерно для разбиения, шума, сэмплирования и инициализации"),
+    "out": ("папка запуска", "папка запуска (по умолчанию runs/<метод>-<пресет>-<время>)"),
+    "device": ("устройство", "auto выбирает CUDA, если она есть, иначе CPU"),
+    "epochs": ("эпохи", "проходы по обучающим парам"),
+    "batch_size": ("размер батча", "пар на шаг"),
+    "lr": ("скорость обучения", "скорость обучения настраиваемой части (у GAN — на MLE-разогреве)"),
+    "d_lr": ("скорость обучения D", "скорость обучения дискриминатора"),
+    "max_new_tokens": ("макс. новых токенов", "больше всего токенов в сгенерированном ответе (ограничивает и эталонные ответы)"),
+    "max_prompt_tokens": ("макс. токенов промпта", "больше всего токенов в промпте (длинные обрезаются слева)"),
+    "checkpoint_every": ("контрольная точка каждые", "шагов между контрольными точками (0: в конце каждой эпохи)"),
+    "sample_every": ("ответы каждые", "шагов между ответами, записываемыми в samples.jsonl (0: никогда)"),
+    "noise_dim": ("размер шума", "размер вектора шума N(0,1), подаваемого в M_tunable"),
+    "adapter_hidden": ("скрытые слои адаптера", "две ширины скрытых слоёв M_tunable (пусто: ширина эмбеддинга /2 и /4)"),
+    "adapter_init": ("инициализация адаптера", "zero: последний слой начинается с 0, и G начинается как базовая LM; default: инициализация PyTorch"),
+    "eval_noise": ("шум при генерации", "шум для M_tunable при генерации после обучения"),
+    "val_metric": ("метрика валидации", "как оценивается адаптер на отложенных парах: rougeL его жадных ответов (больше — лучше) или nll эталонных ответов (меньше — лучше)"),
+    "val_pairs": ("валидационные пары", "обучающие пары, отложенные для оценки адаптера каждой эпохи (и шага 0), чтобы сохранить лучший; 0: сохранить последний"),
+    "warmup_epochs": ("эпохи разогрева", "эпохи MLE на эталонных ответах перед состязательной фазой (не больше числа эпох минус одна)"),
+    "adv_lr": ("скорость обучения в игре", "скорость обучения M_tunable в состязательной фазе (на MLE-разогреве — «скорость обучения»)"),
+    "rollout": ("сэмплирование", "epoch: ответы на все вопросы эпохи одним вызовом; batch: на каждом шаге (как SeqGAN)"),
+    "samples_per_question": ("ответов на вопрос", "сколько ответов сэмплировать на вопрос (с базовой линией loo — «все, кроме одного»)"),
+    "discriminator": ("дискриминатор", "hidden: последние скрытые состояния замороженной LM для ответа при данном вопросе; embedding: замороженные входные эмбеддинги, усреднённые; thesis: id токенов как числа"),
+    "d_loss": ("потери D", "relativistic: -log sigmoid(D(q,эталон) - D(q,y)), награда D(q,y) - D(q,эталон); bce: настоящие -> 1, сгенерированные -> 0, награда sigmoid(D(q,y))"),
+    "d_hidden": ("скрытые слои D", "три убывающие ширины скрытых слоёв дискриминатора"),
+    "d_dropout": ("дропаут D", "дропаут внутри дискриминатора (не даёт ему подавить G)"),
+    "d_weight_decay": ("затухание весов D", "затухание весов в оптимизаторе дискриминатора (AdamW)"),
+    "d_steps": ("шаги D", "шагов дискриминатора на шаг генератора"),
+    "label_smoothing": ("сглаживание меток", "метка настоящих ответов для BCE дискриминатора равна 1 минус это значение"),
+    "kl_coef": ("коэффициент KL", "штраф за KL к ненастроенной модели (без адаптера) на сэмплированных токенах, вычитается из награды"),
+    "baseline": ("базовая линия", "базовая линия награды: среднее по батчу (mean), «все, кроме одного» по ответам вопроса (loo) или нет (none)"),
+    "normalize_advantage": ("нормировать преимущество", "делить преимущества на стандартное отклонение по батчу"),
+    "clip": ("обрезка PPO", "обрезка отношения pi/pi_rollout (как в PPO) для ответов, сэмплированных раньше в эпохе (0: обычный REINFORCE)"),
+    "pg_estimator": ("оценка градиента", "trajectory: точные лог-вероятности сэмплированных токенов за один проход; thesis: пересэмплирование по позициям, как в диссертации"),
+    "mle_weight": ("вес MLE", "вес MLE-слагаемого на эталонных ответах в состязательной фазе (в том же проходе)"),
+    "resample_for_g": ("второе сэмплирование для G", "сэмплировать второй раз для шага генератора (так было в диссертации; нужно сэмплирование batch)"),
+    "lora_r": ("ранг LoRA", "ранг LoRA"),
+    "lora_alpha": ("альфа LoRA", "коэффициент масштаба LoRA"),
+    "lora_targets": ("модули LoRA", "имена модулей, которые адаптирует LoRA"),
+    "virtual_tokens": ("виртуальные токены", "виртуальных токенов в prompt-tuning и prefix-tuning"),
+}
+
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def field_label(name: str) -> str:
+    """The catalogue key of a setting's label."""
+    return f"field_{name}"
+
+
+def field_help(name: str) -> str:
+    """The catalogue key of a setting's help text."""
+    return f"help_{name}"
+
+
+for _name, _field in CONFIG_FIELDS.items():
+    EN[field_label(_name)] = _name.replace("_", " ")
+    EN[field_help(_name)] = _field.metadata.get("help", "")
+    _label, _help = FIELDS_RU.get(_name, (EN[field_label(_name)], EN[field_help(_name)]))  # a test names any missing
+    RU[field_label(_name)], RU[field_help(_name)] = _label, _help
+
+CATALOGUES = {"en": EN, "ru": RU}
 I18N = gr.I18n(en=EN, ru=RU)
 
 
 def t(key: str) -> gr.i18n.I18nData:
-    """A label that the browser shows in its language."""
+    """A label, help text or button that the browser shows in its language."""
     return I18N(key)
+
+
+def language(request: gr.Request | None) -> str:
+    """The page's language for a request: the first of its Accept-Language tags that we speak (else English)."""
+    header = ""
+    if request is not None:
+        header = (getattr(request, "headers", None) or {}).get("accept-language", "") or ""
+    ranked = []
+    for i, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        match = re.search(r"q=([0-9.]+)", params)
+        try:
+            q = float(match.group(1)) if match else 1.0
+        except ValueError:
+            q = 0.0
+        ranked.append((-q, i, tag.strip().lower().split("-")[0]))
+    return next((code for _, _, code in sorted(ranked) if code in LANGUAGES), "en")
+
+
+def tr(lang: str, key: str, **values) -> str:
+    """The catalogue's text for ``key`` in ``lang`` (English when the language has none), filled with ``values``."""
+    text = CATALOGUES.get(lang, EN).get(key) or EN[key]
+    return text.format(**values) if values else text

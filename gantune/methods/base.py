@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from ..config import TrainConfig
 from ..data import Batch
 from ..errors import GantuneError
-from ..models import BaseModel
+from ..models import BaseModel, make_accelerator
 
 METHODS: dict[str, type["TuningMethod"]] = {}
 
@@ -40,11 +40,14 @@ class TuningMethod(ABC):
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None):
         self.base, self.config = base, config
-        self.accelerator = accelerator or Accelerator(cpu=base.device.type == "cpu")
+        self.accelerator = accelerator or make_accelerator(base.device)
 
     @abstractmethod
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimisation step on a batch; returns the numbers to record (losses, rewards …)."""
+
+    def start_epoch(self, epoch: int, batches: list[Batch]) -> None:
+        """Called before the first step of each epoch with its batches (the rest of them, on a resume)."""
 
     @abstractmethod
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -7,7 +7,11 @@ The peft model wraps the shared base model: LoRA injects layers into it (``close
 without merging), prompt and prefix tuning leave its weights alone but ``PeftModel.generate``
 leaves two attributes behind on it, which ``close`` removes. What peft does with positions:
 
-- LoRA: a plain forward; ``position_ids`` and ``logits_to_keep`` pass through.
+- LoRA: a plain forward; ``position_ids`` and ``logits_to_keep`` pass through. With no target
+  names given it adapts peft's default modules for the model type (``q_proj, v_proj`` on Llama
+  and Qwen2, ``c_attn`` on GPT-2 …); a type peft has no default for gets every linear layer but
+  the output head (peft's ``all-linear``). GPT-2's layers are transformers' ``Conv1D`` (weights
+  stored in × out), so the config says ``fan_in_fan_out`` when every target is one.
 - prefix tuning: peft adds ``num_virtual_tokens`` to the ``position_ids`` it is given, in training
   and in generation alike, and hands the learned keys and values to the LM as its KV cache (no
   rotary embedding is applied to them), so a row's log-probs do not depend on how much left
@@ -38,7 +42,9 @@ from peft import (
     PromptTuningConfig,
     get_peft_model,
 )
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from ..config import TrainConfig
 from ..data import Batch
@@ -188,26 +194,67 @@ class PeftMethod(TuningMethod):
         """Prompt and prefix tuning inject nothing into the LM; LoRA overrides this."""
 
 
+LINEAR_TYPES = (torch.nn.Linear, Conv1D)  # what LoRA adapts here: GPT-2's layers are Conv1D
+
+
+def linear_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The model's linear layers (nn.Linear and transformers' Conv1D) by full name, the output head left out."""
+    head = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
+    return {n: m for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and m is not head}
+
+
+def _matches(name: str, target: str) -> bool:
+    """peft's rule for a list of target names: the full module name, or its last dotted parts."""
+    return name == target or name.endswith("." + target)
+
+
+def default_lora_targets(model: PreTrainedModel) -> list[str]:
+    """peft's default LoRA targets for this model type; every linear layer's name where it has none (or none fit)."""
+    layers = linear_modules(model)
+    mapped = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(getattr(model.config, "model_type", None)) or []
+    found = [t for t in mapped if any(_matches(n, t) for n in layers)]
+    return found or sorted({n.rsplit(".", 1)[-1] for n in layers})
+
+
+def resolve_lora_targets(model: PreTrainedModel, targets: list[str]) -> list[str]:
+    """The module names LoRA adapts: ``targets`` when given, else the architecture's default.
+
+    A given name must match at least one module, and only layers LoRA can adapt (linear layers,
+    Conv1D, embeddings); otherwise the one-line error names the model's linear layers.
+    """
+    if not targets:
+        return default_lora_targets(model)
+    adaptable = (*LINEAR_TYPES, torch.nn.Embedding)
+
+    def fits(target: str) -> bool:
+        hits = [m for n, m in model.named_modules() if _matches(n, target)]
+        return bool(hits) and all(isinstance(m, adaptable) for m in hits)
+
+    bad = [t for t in targets if not fits(t)]
+    if bad:
+        names = sorted({n.rsplit(".", 1)[-1] for n in linear_modules(model)})
+        raise GantuneError(
+            f"--lora-targets {' '.join(targets)}: no such modules in this model; its linear layers are named "
+            f"{', '.join(names) or '(none)'} ({', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not one of them); "
+            f"leave --lora-targets empty for the {model.config.model_type} default: "
+            f"{', '.join(default_lora_targets(model)) or '(none)'}")
+    return list(targets)
+
+
 @register
 class LoraMethod(PeftMethod):
+    """LoRA on the named modules, or on the architecture's default ones when none are named."""
+
     name = "lora"
     peft_type = PeftType.LORA
 
     def peft_config(self, base: BaseModel, config: TrainConfig) -> PeftConfig:
-        return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=list(config.lora_targets),
-                          lora_dropout=0.0, task_type="CAUSAL_LM")
-
-    def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
-                 folder: str | Path | None = None):
-        try:
-            super().__init__(base, config, accelerator, folder)
-        except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
-            if "not found in the base model" in str(exc):
-                names = sorted({n.rsplit(".", 1)[-1] for n, m in base.model.named_modules()
-                                if isinstance(m, torch.nn.Linear)})
-                raise GantuneError(f"--lora-targets {' '.join(config.lora_targets)}: no such modules in this model; "
-                                   f"its linear layers are named {', '.join(names)}") from exc
-            raise
+        targets = resolve_lora_targets(base.model, config.lora_targets)
+        if not targets:
+            raise GantuneError("LoRA found no linear layers (nn.Linear or Conv1D) to adapt in this model")
+        chosen = [m for n, m in base.model.named_modules() if any(_matches(n, t) for t in targets)]
+        return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0,
+                          fan_in_fan_out=all(isinstance(m, Conv1D) for m in chosen), task_type="CAUSAL_LM")
 
     def _detach(self) -> None:
         # removes the injected LoRA layers, putting the original modules back (no merge)
@@ -299,4 +346,5 @@ class PrefixTuningMethod(PeftMethod):
             embedding.weight.copy_(table.to(embedding.weight.dtype))
 
 
-__all__ = ["PeftMethod", "LoraMethod", "PromptTuningMethod", "PrefixTuningMethod", "mle_step"]
+__all__ = ["PeftMethod", "LoraMethod", "PromptTuningMethod", "PrefixTuningMethod", "mle_step", "default_lora_targets",
+           "linear_modules", "resolve_lora_targets"]

@@ -18,19 +18,21 @@ from gantune.generation import stream_answer
 from gantune.trainer import load_method
 
 from ..engine import Engine
-from ..i18n import t
+from ..i18n import language, t, tr
+from ..views import error_text
 from .setup import SetupInputs, setup_values, whole_number
 
 MAX_PROMPT_TOKENS = 512  # the longest message (with the chat template) the chat answers
 MAX_NEW_TOKENS = 1024
 
 
-def _runs(engine: Engine, methods: tuple[str, ...]) -> list[str]:
-    return [r["run"] for r in engine.list_runs() if r["method"] in methods and r["adapter"]]
+def run_choices(rows: list[dict], method: str) -> list[str]:
+    """The runs of ``method`` that saved an adapter (rows of ``Engine.list_runs``)."""
+    return [r["run"] for r in rows if r["method"] == method and r["adapter"]]
 
 
 def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
-            max_new_tokens: int) -> Iterator[tuple[str, str, str]]:
+            max_new_tokens: int, lang: str = "en") -> Iterator[tuple[str, str, str]]:
     """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
     limit = whole_number(max_new_tokens, "max new tokens")
     if not 1 <= limit <= MAX_NEW_TOKENS:
@@ -49,7 +51,7 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
             raise GantuneError(f"the message is {length} tokens as a prompt; the chat takes at most {MAX_PROMPT_TOKENS}")
         for i, run_id in enumerate((None, gan_run, lora_run)):
             if i and not run_id:
-                out[i] = "(pick a run)"
+                out[i] = tr(lang, "pick_a_run")
                 yield tuple(out)
                 continue
             method = load_method(str(engine.run_folder(run_id).path), base=base) if run_id else None
@@ -63,9 +65,11 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
 
 
 def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The tab; returns its two run pickers (the app refreshes their choices when the runs change)."""
+    rows = engine.list_runs()
     with gr.Row():
-        gan_run = gr.Dropdown(_runs(engine, ("gan",)), label=t("gan_run"))
-        lora_run = gr.Dropdown(_runs(engine, ("lora",)), label=t("lora_run"))
+        gan_run = gr.Dropdown(run_choices(rows, "gan"), label=t("gan_run"))
+        lora_run = gr.Dropdown(run_choices(rows, "lora"), label=t("lora_run"))
         max_new = gr.Slider(8, 256, value=64, step=8, label=t("max_new_tokens"))
     with gr.Row():
         bots = [gr.Chatbot(label=t(k), height=360) for k in ("base", "gan", "lora")]
@@ -75,42 +79,39 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         random_button = gr.Button(t("random_question"), scale=1)
     reference = gr.Markdown()
 
-    def on_send(text, gan, lora, limit, model, *histories):
+    def on_send(request: gr.Request, text, gan, lora, limit, model, *histories):
+        lang = language(request)
         text = (text or "").strip()
         histories = [list(h or []) for h in histories]
         if not text:
-            gr.Warning("type a message first")
+            gr.Warning(tr(lang, "type_first"))
             yield (*histories, gr.skip())
             return
         for h in histories:
             h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         try:
-            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit):
+            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang):
                 for h, part in zip(histories, parts):
                     h[-1]["content"] = part
                 yield (*histories, "")
         except GantuneError as exc:
-            gr.Warning(str(exc))
+            gr.Warning(error_text(exc, lang))
             yield (*histories, gr.skip())
 
     send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots]
     send.click(on_send, send_inputs, [*bots, message], api_name="chat")
     message.submit(on_send, send_inputs, [*bots, message], api_visibility="private")
 
-    def on_random(*values):
+    def on_random(request: gr.Request, *values):
+        lang = language(request)
         try:
             v = setup_values(engine, *values)
             _, test, _ = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
-            gr.Warning(str(exc))
+            gr.Warning(error_text(exc, lang))
             return gr.skip(), gr.skip()
         pair = random.choice(test)
-        return pair.question, f"**Reference answer:** {pair.answer}"
+        return pair.question, tr(lang, "reference_answer", answer=pair.answer)
 
     random_button.click(on_random, setup.as_list(), [message, reference], api_name="random_question")
-
-    def refresh():
-        return gr.update(choices=_runs(engine, ("gan",))), gr.update(choices=_runs(engine, ("lora",)))
-
-    gr.Timer(5.0).tick(refresh, None, [gan_run, lora_run], show_progress="hidden")
     return gan_run, lora_run

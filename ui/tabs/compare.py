@@ -1,8 +1,19 @@
-"""Compare: train baselines on a run's data and split, then quality and cost side by side."""
+"""Compare: train baselines beside a run (on its data, split and schedule, over one or more seeds),
+then quality, the answers' distribution against the references, and cost, side by side.
+
+What is shown follows "Runs to show". A run that a comparison made (or took part in) is shown
+as that comparison's row: its mean over seeds with a 95% interval beside every number, the base
+model first and the reference answers' own values in the distribution table. A run outside any
+comparison shows its own evaluation (one seed, no interval). When a comparison ends, its runs
+are shown at once.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -10,115 +21,257 @@ import pandas as pd
 from gantune.errors import GantuneError
 
 from .. import plots
-from ..engine import Engine
-from ..i18n import t
-from .tuning import progress_html
+from ..engine import Engine, read_json
+from ..i18n import language, t, tr
+from ..views import error_text, progress_html
 
 BASELINES = ["lora", "adapter-mle", "prompt-tuning", "prefix-tuning", "full", "gan-thesis"]
 QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention", "retention_rougeL"]
+DISTRIBUTION = ["length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc"]
+COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
+OVERLAY = list(plots.COMPARABLE)
 
 
-def _read(path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+@dataclass
+class Row:
+    """One line of the tables: the base model, a comparison's row (several seeds) or one run's evaluation."""
+
+    name: str
+    values: dict[str, Any]
+    ci: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    method: str = ""
+    lengths: list[int] = field(default_factory=list)
+    evaluated: bool = True  # a run not evaluated yet has a cost row only
 
 
-def _fmt(value) -> str:
-    return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+@dataclass
+class View:
+    rows: list[Row]
+    reference: Row | None  # the reference answers' own length and distinct-n
 
 
-def tables(engine: Engine, run_ids: list[str]) -> tuple[list[list], list[list], str]:
-    """Quality rows (base first, when evaluated), cost rows with ratios to LoRA, and notes."""
-    quality, cost, notes, lora_cost = [], [], set(), None
-    runs = []
-    for run_id in run_ids or []:
-        try:
-            runs.append(engine.run_folder(run_id))
-        except GantuneError:
+def _selected_names(run_ids) -> list[str]:
+    return [str(r) for r in (run_ids or [])]
+
+
+def _row_runs(row: dict) -> list[str]:
+    return [Path(r).name for r in row.get("runs") or [] if r]
+
+
+def view(engine: Engine, run_ids: list[str]) -> View:
+    """The rows for the selected runs: comparisons' rows for runs that took part in one, else each run's own."""
+    selected = [r for r in _selected_names(run_ids) if _exists(engine, r)]
+    rows: list[Row] = []
+    reference, base, covered = None, None, set()
+    for report in engine.comparisons():  # newest first: a run's latest comparison speaks for it
+        mine = [row for row in report["rows"] if row.get("temperature", 0) == 0]
+        hit = [row for row in mine if set(_row_runs(row)) & (set(selected) - covered)]
+        if not hit:
             continue
-    base_done = False
-    for run in runs:
-        base_eval = _read(run.path / "base_eval.json")
-        if base_eval and not base_done:
-            quality.append(["base", *(_fmt(base_eval.get(k)) for k in QUALITY)])
-            base_done = True
-        ev, summary = _read(run.eval_path), _read(run.summary_path) or {}
+        lengths = report.get("lengths") or {}
+        for row in mine:
+            if row["method"] == "base" and base is None:
+                base = _report_row(row, lengths, "base")
+        for row in hit:
+            rows.append(_report_row(row, lengths, row["method"]))
+            covered |= set(_row_runs(row))
+        if reference is None and report.get("reference"):
+            reference = _report_row(report["reference"], lengths, "reference")
+    for run_id in selected:
+        if run_id in covered:
+            continue
+        run = engine.run_folder(run_id)
+        ev, summary = read_json(run.eval_path), read_json(run.summary_path) or {}
         config, _ = run.read_config()
+        values = {**{k: (ev or {}).get(k) for k in QUALITY + DISTRIBUTION}, "train_seconds": summary.get("seconds"),
+                  **{k: summary.get(k) for k in COST[1:]}}
+        per_question = (ev or {}).get("per_question") or {}
+        rows.append(Row(run_id, values, seeds=[config.seed], method=config.method,
+                        lengths=list(per_question.get("length") or []), evaluated=ev is not None))
         if ev:
-            quality.append([run.path.name, *(_fmt(ev.get(k)) for k in QUALITY)])
-            notes.update(ev.get(k) for k in ("bleurt_note", "rouge_note") if ev.get(k))
-        row = [run.path.name, config.method, summary.get("seconds"), summary.get("peak_memory_mb"),
-               summary.get("trainable_params"), summary.get("tokens_per_s")]
-        cost.append(row)
-        if config.method == "lora" and summary:
-            lora_cost = row
-    for row in cost:
-        for i in (2, 3):
-            row.append(f"{row[i] / lora_cost[i]:.2f}×" if lora_cost and row[i] and lora_cost[i] else "—")
-    return quality, cost, " · ".join(sorted(notes))
+            if reference is None and isinstance(ev.get("reference"), dict):
+                reference = Row("reference", ev["reference"], seeds=[config.seed],
+                                lengths=list(per_question.get("reference_length") or []))
+        legacy = read_json(run.path / "base_eval.json")  # comparisons made before the seeds existed
+        if base is None and legacy:
+            base = Row("base", {k: legacy.get(k) for k in QUALITY + DISTRIBUTION}, seeds=[config.seed], method="base")
+    if base is not None and rows:
+        rows.insert(0, base)
+    evaluated = any(r.evaluated for r in rows)
+    return View(rows, reference if evaluated else None)
 
 
-def config_diff(engine: Engine, run_ids: list[str]) -> pd.DataFrame:
-    """Settings that differ between the selected runs (one column a run)."""
+def _exists(engine: Engine, run_id: str) -> bool:
+    try:
+        engine.run_folder(run_id)
+        return True
+    except GantuneError:
+        return False
+
+
+def _report_row(row: dict, lengths: dict, name: str) -> Row:
+    method = "base" if row["method"] == "base" else row["method"]
+    return Row(name, {k: v for k, v in row.items() if k not in ("ci", "seeds", "runs")}, ci=row.get("ci") or {},
+               seeds=list(row.get("seeds") or []), method=method,
+               lengths=list(lengths.get(row["method"]) or []))
+
+
+def cell(row: Row, key: str, digits: int = 3) -> str:
+    """A number with half its 95% interval beside it (``0.312 ± 0.021``), or ``—``."""
+    value = row.values.get(key)
+    if not isinstance(value, (int, float)):
+        return "—"
+    interval = row.ci.get(key)
+    text = f"{value:,.{digits}f}"
+    if interval and interval[1] > interval[0]:
+        text += f" ± {(interval[1] - interval[0]) / 2:,.{digits}f}"
+    return text
+
+
+def _name(row: Row, lang: str) -> str:
+    return tr(lang, "row_base") if row.name == "base" else tr(lang, "row_reference") if row.name == "reference" \
+        else row.name
+
+
+def evaluated_rows(v: View) -> list[Row]:
+    return [r for r in v.rows if r.evaluated]
+
+
+def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Quality (base first), distribution (the references first), each of evaluated rows, and cost with ratios to LoRA."""
+    seeds = tr(lang, "col_seeds")
+    scored = evaluated_rows(v)
+    quality = pd.DataFrame([[_name(r, lang), " ".join(map(str, r.seeds)), *(cell(r, k) for k in QUALITY)]
+                            for r in scored], columns=[tr(lang, "col_run"), seeds, *QUALITY])
+    dist_rows = ([v.reference] if v.reference else []) + scored
+    distribution = pd.DataFrame(
+        [[_name(r, lang), *(cell(r, k, 1 if k in ("length_mean", "length_w1") else 3) for k in DISTRIBUTION)]
+         for r in dist_rows], columns=[tr(lang, "col_run"), *DISTRIBUTION])
+    lora = next((r for r in v.rows if r.method == "lora" and r.values.get("train_seconds")), None)
+    cost_rows = []
+    for r in v.rows:
+        if r.name == "base":
+            continue
+        ratios = []
+        for key in ("train_seconds", "peak_memory_mb"):
+            mine, theirs = r.values.get(key), lora.values.get(key) if lora else None
+            ratios.append(f"{mine / theirs:.2f}×" if mine and theirs else "—")
+        cost_rows.append([r.name, r.method, cell(r, "train_seconds", 1), cell(r, "peak_memory_mb", 0),
+                          cell(r, "trainable_params", 0), cell(r, "tokens_per_s", 1), *ratios])
+    cost = pd.DataFrame(cost_rows, columns=[tr(lang, k) for k in (
+        "col_run", "col_method", "col_train_s", "col_peak_mb", "col_trainable", "col_tokens_s", "col_time_lora",
+        "col_memory_lora")])
+    return quality, distribution, cost
+
+
+def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
+    """Settings that differ between the selected runs (one column a run); no rows when none differ."""
     configs = []
-    for run_id in run_ids or []:
+    for run_id in _selected_names(run_ids):
         try:
             configs.append((run_id, engine.run_folder(run_id).read_config()[0].to_dict()))
         except GantuneError:
             continue
-    columns = ["setting", *(c[0] for c in configs)]
+    columns = [tr(lang, "col_setting"), *(c[0] for c in configs)]
     if len(configs) < 2:
         return pd.DataFrame(columns=columns)
     keys = [k for k in configs[0][1] if len({json.dumps(c[1].get(k)) for c in configs}) > 1 and k != "out"]
     return pd.DataFrame([[k, *(json.dumps(c[1].get(k)) for c in configs)] for k in keys], columns=columns)
 
 
-def build(engine: Engine) -> gr.Dropdown:
+def compared_runs(result: Any) -> list[str]:
+    """The run ids a finished comparison made or took part in (its job's result)."""
+    return list(dict.fromkeys(Path(r).name for r in (result or {}).get("runs", []))) if isinstance(result, dict) else []
+
+
+@dataclass
+class CompareOutputs:
+    reference: gr.Dropdown
+    selected: gr.Dropdown
+
+
+def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     choices = [r["run"] for r in engine.list_runs()]
     with gr.Row():
         reference = gr.Dropdown(choices, label=t("reference_run"), scale=2)
         methods = gr.CheckboxGroup(BASELINES, value=["lora"], label=t("methods"), scale=3)
-        run_button = gr.Button(t("run_compare"), variant="primary", scale=1)
+        seeds = gr.Slider(1, 5, value=1, step=1, label=t("seeds"), scale=1)
+    with gr.Row():
+        run_button = gr.Button(t("run_compare"), variant="primary")
+        stop = gr.Button(t("stop"), variant="stop")
     status = gr.HTML()
-    selected = gr.Dropdown(choices, multiselect=True, label=t("compare_runs"))
-    notes = gr.Markdown()
-    quality = gr.Dataframe(headers=["run", *QUALITY], label=t("metrics_table"))
-    cost = gr.Dataframe(headers=["run", "method", "train s", "peak MB", "trainable", "tokens/s", "time/LoRA",
-                                 "memory/LoRA"], label=t("cost_table"))
-    key = gr.Radio(["g_loss", "d_loss", "mle_loss", "reward_mean", "adapter_norm"], value="g_loss", label=t("overlay_key"))
+    seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
+    selected = gr.Dropdown(choices, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
+    notes = gr.Markdown(t("compare_pick"))
+    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False)
+    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False)
+    with gr.Row():
+        with gr.Column(scale=1):
+            bar_metric = gr.Radio(QUALITY + DISTRIBUTION, value="rougeL", label=t("bar_metric"))
+        bars = gr.Plot(scale=3)
+    lengths = gr.Plot()
+    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False)
+    key = gr.Radio(OVERLAY, value="mle_loss", label=t("overlay_key"))
     overlay = gr.Plot()
-    diff = gr.Dataframe(label=t("config_diff"))
+    diff = gr.Dataframe(label=t("config_diff"), interactive=False, wrap=True, visible=False)
 
-    def on_run(ref, chosen):
+    def on_run(ref, chosen, n_seeds, request: gr.Request):
+        lang = language(request)
         try:
-            job = engine.start_comparison(ref, chosen or [])
+            job = engine.start_comparison(ref, chosen or [], int(n_seeds or 1))
         except GantuneError as exc:
-            gr.Warning(str(exc))
-            return progress_html(engine.jobs.status())
-        return progress_html(job)
+            gr.Warning(error_text(exc, lang))
+            return progress_html(engine.jobs.status("compare"), lang, idle="idle_compare")
+        return progress_html(job, lang, idle="idle_compare")
 
-    run_button.click(on_run, [reference, methods], status, api_name="compare")
+    run_button.click(on_run, [reference, methods, seeds], status, api_name="compare")
 
-    def show(run_ids, metric):
+    def on_stop(request: gr.Request):
+        return progress_html(engine.jobs.stop("compare"), language(request), idle="idle_compare")
+
+    stop.click(on_stop, None, status, api_name="stop_compare")
+
+    def show(run_ids, metric, quantity, request: gr.Request):
+        lang = language(request)
         # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
         # until it is redrawn (gradio-app/gradio#13611)
-        yield [], [], gr.skip(), gr.skip(), gr.skip()
-        q, c, n = tables(engine, run_ids)
+        yield gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), []
+        v = view(engine, run_ids)
+        q, d, c = tables(v, lang)
         curves = {}
-        for run_id in run_ids or []:
+        for run_id in _selected_names(run_ids):
             try:
                 curves[run_id] = engine.run_folder(run_id).read_metrics()
             except GantuneError:
                 continue
-        yield q, c, n, plots.overlay(curves, metric), config_diff(engine, run_ids)
+        d_rows = ([v.reference] if v.reference else []) + evaluated_rows(v)
+        bar_rows = [{"name": _name(r, lang), **r.values, "ci": r.ci} for r in d_rows]
+        histogram = {_name(r, lang): r.lengths for r in d_rows}
+        differ = config_diff(engine, run_ids, lang)
+        some = bool(evaluated_rows(v))
+        text = tr(lang, "interval_note") if some else tr(lang, "compare_pick")
+        yield (text, gr.update(value=q, visible=some), gr.update(value=d, visible=some),
+               gr.update(value=c, visible=bool(len(c))), plots.metric_bars(bar_rows, metric, metric, lang),
+               plots.answer_lengths(histogram, lang), plots.overlay(curves, quantity, lang),
+               gr.update(value=differ, visible=bool(len(differ))))
 
-    gr.on([selected.change, key.change], show, [selected, key], [quality, cost, notes, overlay, diff])
+    outputs = [notes, quality, distribution, cost, bars, lengths, overlay, diff]
+    gr.on([selected.change, key.change, bar_metric.change, demo.load], show, [selected, bar_metric, key], outputs,
+          show_progress="hidden", api_name="compare_view")
 
-    def refresh_choices():
+    def refresh(last, current, request: gr.Request):
+        """This tab's job; once a comparison ends, its runs are shown (their choices come with them)."""
+        lang = language(request)
+        job = engine.jobs.status("compare")
+        mark = (job.started, job.state)
+        if job.state not in ("completed", "stopped") or mark == last or last is None and current:
+            return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark
+        runs = compared_runs(job.result)
         names = [r["run"] for r in engine.list_runs()]
-        return gr.update(choices=names), gr.update(choices=names), progress_html(engine.jobs.status())
+        return (progress_html(job, lang, idle="idle_compare"), gr.update(choices=names, value=[r for r in runs if r in names]),
+                mark)
 
-    gr.Timer(5.0).tick(refresh_choices, None, [reference, selected, status], show_progress="hidden")
-    return selected
+    gr.on([gr.Timer(2.0).tick, demo.load], refresh, [seen, selected], [status, selected, seen], show_progress="hidden",
+          api_name="compare_status")
+    return CompareOutputs(reference, selected)

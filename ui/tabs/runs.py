@@ -5,14 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+import pandas as pd
 
 from gantune.errors import GantuneError
 
 from ..engine import Engine
-from ..i18n import t
+from ..i18n import language, t, tr
+from ..views import error_markdown
+from .chat import run_choices
 
 COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory_mb", "trainable_params",
            "evaluated", "adapter", "created"]
+HEADERS = ["col_run", "col_method", "col_preset", "col_status", "col_steps", "col_seconds", "col_peak_memory",
+           "col_params", "col_evaluated", "col_adapter", "col_created"]
+WIDTHS = ["24%", "8%", "7%", "8%", "5%", "6%", "7%", "9%", "7%", "6%", "13%"]
 
 
 @dataclass
@@ -25,14 +31,31 @@ class Targets:
     lora_run: gr.Dropdown
 
 
-def table(engine: Engine) -> list[list]:
-    return [[r[c] for c in COLUMNS] for r in engine.list_runs()]
+def _cell(column: str, value, lang: str):
+    if isinstance(value, bool):
+        return tr(lang, "yes" if value else "no")
+    if column == "status":
+        return tr(lang, f"status_{value}") if f"status_{value}" in _STATUS_KEYS else value
+    if column == "seconds" and isinstance(value, float):
+        return f"{value:.1f}"
+    return "—" if value is None else value
 
 
-def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> None:
+_STATUS_KEYS = {"status_running", "status_completed", "status_stopped", "status_diverged", "status_unfinished"}
+
+
+def table(rows: list[dict], lang: str = "en") -> pd.DataFrame:
+    """The runs as the page shows them: headers and words in the page's language."""
+    return pd.DataFrame([[_cell(c, r[c], lang) for c in COLUMNS] for r in rows],
+                        columns=[tr(lang, h) for h in HEADERS])
+
+
+def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Dataframe, gr.Dropdown]:
+    """The tab; returns its table and run picker (the app refreshes both when the runs change)."""
     refresh = gr.Button(t("refresh"))
-    runs = gr.Dataframe(table(engine), headers=COLUMNS, label=t("runs"), interactive=False)
-    selected = gr.Dropdown([r[0] for r in table(engine)], label=t("selected_run"))
+    rows = engine.list_runs()
+    runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS)
+    selected = gr.Dropdown([r["run"] for r in rows], label=t("selected_run"))
     with gr.Row():
         open_run = gr.Button(t("open_run"))
         resume = gr.Button(t("resume"))
@@ -44,77 +67,94 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> None:
         cancel = gr.Button(t("cancel"))
     message = gr.Markdown()
 
-    def on_refresh():
-        rows = table(engine)
-        return rows, gr.update(choices=[r[0] for r in rows])
+    def on_refresh(request: gr.Request):
+        lang = language(request)
+        rows = engine.list_runs()
+        # empty first: Gradio 6.17 draws only one row of a table that grows from one row to more (gradio#13611)
+        yield table([], lang), gr.skip()
+        yield table(rows, lang), gr.update(choices=[r["run"] for r in rows])
 
-    # also when a page (re)loads: the table's initial value is the one from when the app was built
-    gr.on([refresh.click, demo.load], on_refresh, None, [runs, selected], api_name="list_runs")
-
-    def on_row(evt: gr.SelectData):
-        return evt.row_value[0] if evt.row_value else gr.skip()
-
-    runs.select(on_row, None, selected)
+    gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs")
 
     def on_select(run_id):
+        """The download button: the run's adapter as a .zip, or off when it has none (crashed, running)."""
         if not run_id:
-            return gr.update(value=None, interactive=False), ""
+            return gr.update(value=None, interactive=False)
         try:
-            return gr.update(value=str(engine.adapter_archive(run_id)), interactive=True), ""
-        except GantuneError as exc:
-            return gr.update(value=None, interactive=False), str(exc)
+            return gr.update(value=str(engine.adapter_archive(run_id)), interactive=True)
+        except GantuneError:
+            return gr.update(value=None, interactive=False)
 
-    selected.change(on_select, selected, [download, message])
+    # on the user's pick (Gradio 6.17 does not fire this dropdown's change event on a pick; input it does)
+    selected.input(on_select, selected, download)
 
-    def on_open(run_id, current):
+    def on_row(evt: gr.SelectData):
+        run_id = evt.row_value[0] if evt.row_value else None
+        return (run_id, on_select(run_id)) if run_id else (gr.skip(), gr.skip())
+
+    runs.select(on_row, None, [selected, download])
+
+    def on_open(run_id, current, request: gr.Request):
+        lang = language(request)
         if not run_id:
-            return gr.skip(), gr.skip(), "pick a run first"
+            return gr.skip(), gr.skip(), tr(lang, "pick_run_first")
         try:
             path = str(engine.run_folder(run_id).path)
         except GantuneError as exc:
-            return gr.skip(), gr.skip(), str(exc)
+            return gr.skip(), gr.skip(), error_markdown(exc, lang)
         names = [r["run"] for r in engine.list_runs()]
         chosen = [r for r in dict.fromkeys([*(current or []), run_id]) if r in names]
-        # the choices too: Compare's own refresh runs every 5 s, and a value outside them is refused
-        return path, gr.update(choices=names, value=chosen), f"showing {run_id} in GAN tuning and Compare"
+        # the choices too: a value outside them is refused
+        return path, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
 
     open_run.click(on_open, [selected, targets.compare_selected],
                    [targets.viewed_run, targets.compare_selected, message])
 
-    def on_resume(run_id):
+    def on_resume(run_id, request: gr.Request):
+        lang = language(request)
         if not run_id:
-            return gr.skip(), "pick a run first"
+            return gr.skip(), tr(lang, "pick_run_first")
         try:
             job = engine.resume_training(run_id)
         except GantuneError as exc:
-            return gr.skip(), f"**Error:** {exc}"
-        return job.run, f"resuming {run_id} from its last checkpoint: watch it in GAN tuning"
+            return gr.skip(), error_markdown(exc, lang)
+        return job.run, tr(lang, "resuming", run=run_id)
 
     resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume")
 
-    def on_chat(run_id):
+    def on_chat(run_id, request: gr.Request):
+        lang = language(request)
         rows = engine.list_runs()
         method = next((r["method"] for r in rows if r["run"] == run_id and r["adapter"]), None)
-        if method in ("gan", "lora"):  # with the choices: Chat's own refresh of them runs every 5 s
-            update = gr.update(choices=[r["run"] for r in rows if r["method"] == method and r["adapter"]], value=run_id)
+        if method in ("gan", "lora"):  # with the choices: a value outside them is refused
+            update = gr.update(choices=run_choices(rows, method), value=run_id)
         if method == "gan":
-            return update, gr.skip(), f"{run_id} is the GAN run in Chat"
+            return update, gr.skip(), tr(lang, "in_chat_gan", run=run_id)
         if method == "lora":
-            return gr.skip(), update, f"{run_id} is the LoRA run in Chat"
-        return gr.skip(), gr.skip(), "Chat compares GAN and LoRA runs that saved an adapter; pick one of those"
+            return gr.skip(), update, tr(lang, "in_chat_lora", run=run_id)
+        return gr.skip(), gr.skip(), tr(lang, "chat_needs")
 
     use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message])
-    delete.click(lambda run_id: (gr.update(visible=bool(run_id)), f"delete {run_id}?" if run_id else "pick a run first"),
-                 selected, [confirm_row, message])
+
+    def on_delete(run_id, request: gr.Request):
+        lang = language(request)
+        if not run_id:
+            return gr.update(visible=False), tr(lang, "pick_run_first")
+        return gr.update(visible=True), tr(lang, "delete_question", run=run_id)
+
+    delete.click(on_delete, selected, [confirm_row, message])
     cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])
 
-    def on_confirm(run_id):
+    def on_confirm(run_id, request: gr.Request):
+        lang = language(request)
         try:
             engine.delete_run(run_id)
-            text = f"deleted {run_id}"
+            text = tr(lang, "deleted", run=run_id)
         except GantuneError as exc:
-            text = f"**Error:** {exc}"
-        rows = table(engine)
-        return gr.update(visible=False), text, rows, gr.update(choices=[r[0] for r in rows], value=None)
+            text = error_markdown(exc, lang)
+        rows = engine.list_runs()
+        return (gr.update(visible=False), text, table(rows, lang), gr.update(choices=[r["run"] for r in rows], value=None),
+                on_select(None))
 
-    confirm.click(on_confirm, selected, [confirm_row, message, runs, selected], api_name="delete_run")
+    confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download], api_name="delete_run")
+    return runs, selected

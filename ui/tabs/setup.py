@@ -6,15 +6,18 @@ import math
 from dataclasses import dataclass
 
 import gradio as gr
+import pandas as pd
 
 from gantune.data import OFFLINE_SUBSETS, Encoder, default_data_source
 from gantune.errors import GantuneError
 
 from .. import plots
 from ..engine import Engine
-from ..i18n import t
+from ..i18n import language, t, tr
+from ..views import error_markdown, error_text
 
 OFFLINE, HUB, UPLOAD = "offline", "hub", "upload"
+KINDS = {OFFLINE: "data_offline", HUB: "data_hub", UPLOAD: "data_upload"}
 HUB_SUBSETS = ["forget01", "forget05", "forget10", "full", "retain90", "retain95", "retain99", "real_authors",
                "world_facts", "forget01_perturbed", "forget05_perturbed", "forget10_perturbed",
                "real_authors_perturbed", "world_facts_perturbed", "retain_perturbed"]
@@ -69,7 +72,16 @@ def whole_number(value, what: str) -> int:
     return int(number)
 
 
-def build(engine: Engine) -> SetupInputs:
+def kind_choices(lang: str) -> list[tuple[str, str]]:
+    """The data-source choices, labelled in the page's language (Gradio leaves choice labels as they are)."""
+    return [(tr(lang, key), value) for value, key in KINDS.items()]
+
+
+def preview_headers(lang: str) -> list[str]:
+    return [tr(lang, k) for k in ("col_split", "col_question", "col_answer")]
+
+
+def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     space = engine.settings.space
     with gr.Row():
         model = gr.Textbox(value="default", label=t("model"), info=t("model_info"), scale=3)
@@ -78,9 +90,7 @@ def build(engine: Engine) -> SetupInputs:
     load = gr.Button(t("load_model"))
     model_status = gr.Markdown()
     with gr.Row():
-        # plain words: Gradio 6.17 does not translate labels inside choice tuples
-        kind = gr.Radio([("offline TOFU folder", OFFLINE), ("hub (locuslab/TOFU)", HUB), ("my .jsonl / .json / .csv file", UPLOAD)],
-                        value=OFFLINE, label=t("data_kind"))
+        kind = gr.Radio(kind_choices("en"), value=OFFLINE, label=t("data_kind"))
         path = gr.Textbox(value=engine.settings.data or default_data_source(), label=t("data_path"), visible=not space)
         subset = gr.Dropdown(list(OFFLINE_SUBSETS), value="forget10", label=t("subset"), allow_custom_value=True)
     upload = gr.File(label=t("upload"), file_types=[".jsonl", ".json", ".csv"], visible=False, type="filepath")
@@ -91,10 +101,18 @@ def build(engine: Engine) -> SetupInputs:
         seed = gr.Number(value=0, precision=0, label=t("seed"))
     preview_button = gr.Button(t("preview"))
     preview_status = gr.Markdown()
-    with gr.Row():
-        preview = gr.Dataframe(headers=["split", "question", "answer"], label=t("pairs"), wrap=True, scale=3)
-        histogram = gr.Plot(scale=2)
+    # the table takes the page's width (questions and answers wrap at words); the histogram comes below
+    preview = gr.Dataframe(headers=preview_headers("en"), label=t("pairs"), wrap=True, interactive=False,
+                           column_widths=["9%", "41%", "50%"], max_height=420)
+    histogram = gr.Plot()
     inputs = SetupInputs(model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed)
+
+    def on_page_load(request: gr.Request):
+        lang = language(request)
+        return (gr.update(choices=kind_choices(lang)), pd.DataFrame(columns=preview_headers(lang)),
+                plots.hint(tr(lang, "plot_empty_lengths")))
+
+    demo.load(on_page_load, None, [kind, preview, histogram], show_progress="hidden")
 
     def on_kind(k):
         subsets = HUB_SUBSETS if k == HUB else list(OFFLINE_SUBSETS)
@@ -103,34 +121,41 @@ def build(engine: Engine) -> SetupInputs:
 
     kind.change(on_kind, kind, [upload, path, subset])
 
-    def on_load(name, gguf, trusted, progress=gr.Progress()):
-        progress(0.1, desc="loading …")
+    def on_load(name, gguf, trusted, request: gr.Request, progress=gr.Progress()):
+        lang = language(request)
+        progress(0.1, desc=tr(lang, "loading"))
         try:
             base = engine.model((name or "default").strip(), (gguf or "").strip() or None, bool(trusted))
         except GantuneError as exc:
-            return f"**Error:** {exc}"
+            return error_markdown(exc, lang)
         n_params = sum(p.numel() for p in base.model.parameters())
-        template = "chat template" if getattr(base.tokenizer, "chat_template", None) else "no chat template (plain Q/A prompts)"
-        return f"Loaded **{base.source.get('name')}** ({type(base.model).__name__}, {n_params / 1e6:.0f}M parameters, {template}) on {base.device}."
+        template = tr(lang, "chat_template" if getattr(base.tokenizer, "chat_template", None) else "no_chat_template")
+        return tr(lang, "loaded", name=base.source.get("name"), arch=type(base.model).__name__,
+                  params=f"{n_params / 1e6:.0f}", template=template, device=base.device)
 
     load.click(on_load, [model, gguf_file, trust], model_status, api_name="load_model")
 
-    def on_preview(*values):
+    def on_preview(request: gr.Request, *values):
+        lang = language(request)
         try:
             v = setup_values(engine, *values)
             train, test, source = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
-            return f"**Error:** {exc}", None, None
-        rows = [["train", p.question, p.answer] for p in train[:5]] + [["test", p.question, p.answer] for p in test[:5]]
+            return (error_markdown(exc, lang), pd.DataFrame(columns=preview_headers(lang)),
+                    plots.hint(tr(lang, "plot_empty_lengths")))
+        rows = [[tr(lang, "split_train"), p.question, p.answer] for p in train[:5]] + \
+            [[tr(lang, "split_test"), p.question, p.answer] for p in test[:5]]
         figure = None
         try:
             base = engine.model(v["model"], v["gguf_file"], v["trust_remote_code"])
             enc = Encoder(base.tokenizer, base.eos_id, 10_000, 10_000)
             encoded = enc.encode(train + test)
-            figure = plots.token_lengths([len(q) for q, _ in encoded], [len(a) for _, a in encoded])
+            figure = plots.token_lengths([len(q) for q, _ in encoded], [len(a) for _, a in encoded], lang)
         except GantuneError as exc:
-            source += f" (no token histogram: {exc})"
-        return f"{len(train)} train / {len(test)} test pairs from {source}", rows, figure
+            source += " " + tr(lang, "no_histogram", error=error_text(exc, lang))
+            figure = plots.hint(tr(lang, "plot_empty_lengths"))
+        counts = tr(lang, "preview_counts", train=len(train), test=len(test), source=source)
+        return counts, pd.DataFrame(rows, columns=preview_headers(lang)), figure
 
     preview_button.click(on_preview, inputs.as_list(), [preview_status, preview, histogram], api_name="preview")
     return inputs

@@ -1,12 +1,13 @@
-"""GAN tuning: preset and every setting, Start / Stop, progress with ETA, live plots and samples.
+"""GAN tuning: preset and every setting, Start / Stop, progress with time left, live plots, the
+answers sampled during training and a warning when they collapse.
 
 The page never drives training: Start hands a config to the job manager; a 2 s timer reads the
-job's status and the run's metrics.jsonl and redraws. A reloaded page finds the running job there.
+latest training job's status and the run's metrics.jsonl / samples.jsonl and redraws. A reloaded
+page finds the running job there. Comparison jobs have a tab of their own and never show here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 import typing
@@ -17,21 +18,23 @@ import gradio as gr
 
 from gantune.config import TrainConfig, preset_config
 from gantune.errors import GantuneError
+from gantune.monitor import watch
 from gantune.runs import RunFolder
 
 from .. import plots
-from ..engine import Engine
-from ..i18n import t
+from ..engine import Engine, read_json
+from ..i18n import CONFIG_FIELDS, field_help, field_label, language, t, tr
 from ..jobs import JobStatus
+from ..views import error_text, html_table, progress_html
 from .setup import SetupInputs, setup_values
 
-# The settings shown on this tab (model and data come from Setup).
-FIELDS = ["epochs", "batch_size", "lr", "d_lr", "max_new_tokens", "max_prompt_tokens", "mle_weight", "baseline",
-          "normalize_advantage", "discriminator", "d_hidden", "d_steps", "label_smoothing", "pg_estimator",
-          "resample_for_g", "noise_dim", "adapter_hidden", "adapter_init", "eval_noise", "checkpoint_every",
-          "sample_every"]
+# Every setting of a GAN run but the model and data (Setup's), the run's identity and the peft baselines'.
+NOT_HERE = {"method", "preset", "out", "device", "model", "gguf_file", "trust_remote_code", "data", "subset", "n",
+            "train_fraction", "seed", "lora_r", "lora_alpha", "lora_targets", "virtual_tokens"}
+FIELDS = [name for name in CONFIG_FIELDS if name not in NOT_HERE]
 _HINTS = typing.get_type_hints(TrainConfig)
-_META = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
+SAMPLE_ROWS = 10  # newest first
+WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
 
 
 @dataclass
@@ -41,14 +44,15 @@ class TuningOutputs:
 
 
 def _widget(name: str, value) -> gr.components.Component:
-    meta, hint, label = _META[name], _HINTS[name], name.replace("_", " ")
+    meta, hint = CONFIG_FIELDS[name].metadata, _HINTS[name]
+    common = {"label": t(field_label(name)), "info": t(field_help(name))}
     if "choices" in meta:
-        return gr.Dropdown(list(meta["choices"]), value=value, label=label, info=meta["help"])
+        return gr.Dropdown(list(meta["choices"]), value=value, **common)
     if hint is bool:
-        return gr.Checkbox(value=value, label=label, info=meta["help"])
+        return gr.Checkbox(value=value, **common)
     if typing.get_origin(hint) is list:  # shown as "256 64 16" (_preset_values already joined it)
-        return gr.Textbox(value=value, label=label, info=meta["help"])
-    return gr.Number(value=value, label=label, info=meta["help"], precision=0 if hint is int else None)
+        return gr.Textbox(value=value, **common)
+    return gr.Number(value=value, precision=0 if hint is int else None, **common)
 
 
 def _preset_values(preset: str) -> list:
@@ -75,25 +79,6 @@ def build_config(method: str, preset: str, setup: dict, values: list) -> TrainCo
     return preset_config(method, preset, **setup, **fields).validate()
 
 
-def progress_html(status: JobStatus) -> str:
-    """A progress bar with ETA and the job's message (or its error)."""
-    if status.state == "idle":
-        return "<div class='gantune-status'>No job yet. Press Start.</div>"
-    share = status.step / status.total if status.total else 0.0
-    eta = status.eta_seconds()
-    eta_text = f" · ETA {int(eta // 60)} min {int(eta % 60)} s" if eta is not None else ""
-    colour = {"failed": "#c0392b", "stopped": "#e67e22", "completed": "#27ae60"}.get(status.state, "#2c7be5")
-    # text from settings, paths and exception messages is escaped: "<unk>" or a path must not become markup
-    error = f"<div style='color:#c0392b'><b>Error:</b> {html.escape(status.error)}</div>" if status.error else ""
-    message = "" if status.error else f" · {html.escape(status.message)}"  # a failed job's message is its error
-    run = f" · run <code>{html.escape(Path(status.run).name)}</code>" if status.run else ""
-    return (f"<div class='gantune-status' data-state='{status.state}'><b>{html.escape(status.title)}</b> — "
-            f"{status.state}{run}"
-            f"<div style='background:#eee;border-radius:4px;margin:6px 0'><div style='width:{share:.0%};"
-            f"background:{colour};height:12px;border-radius:4px'></div></div>"
-            f"step {status.step}/{status.total or '?'} ({share:.0%}){eta_text}{message}{error}</div>")
-
-
 def _known_run(engine: Engine, path: str | None) -> str | None:
     """A run of the runs folder (by its path's name), or None: a page never reads files elsewhere."""
     try:
@@ -102,9 +87,73 @@ def _known_run(engine: Engine, path: str | None) -> str | None:
         return None
 
 
+def _config(run: str | None) -> TrainConfig | None:
+    try:
+        return RunFolder(run).read_config()[0] if run else None
+    except GantuneError:
+        return None
+
+
+def kept_note(run: str | None, lang: str) -> str:
+    """Which step's adapter a finished run kept, and why (from its summary.json), or ''."""
+    summary = read_json(RunFolder(run).summary_path) if run else None
+    if not summary or summary.get("kept_step") is None:
+        return ""
+    scored = summary.get("validation") or []
+    best = next((v for v in scored if v.get("step") == summary["kept_step"]), None)
+    score = next(((k.removeprefix("val_"), v) for k, v in (best or {}).items() if k.startswith("val_")), None)
+    if score is None:
+        return tr(lang, "kept_last", step=summary["kept_step"])
+    return tr(lang, "kept", step=summary["kept_step"], metric=score[0], score=f"{score[1]:.4f}", count=len(scored))
+
+
+def samples_html(samples: list[dict], config: TrainConfig | None, lang: str) -> str:
+    """The latest sampled answers, newest first, each beside its question and reference answer."""
+    if not samples:
+        warmup = getattr(config, "warmup_epochs", 0) if config is not None and config.method == "gan" else 0
+        note = tr(lang, "samples_warmup", epochs=warmup) if warmup else tr(lang, "samples_none")
+        return f"<div class='gantune-samples-empty'>{html.escape(note)}</div>"
+    rows = [[s["step"], s["question"], s["answer"], s["reference"]] for s in reversed(samples[-SAMPLE_ROWS:])]
+    headers = [tr(lang, k) for k in ("col_step", "col_question", "col_sampled", "col_reference")]
+    return html_table(headers, rows, ["4.5em", "26%", "calc(37% - 2.25em)", "calc(37% - 2.25em)"], "gantune-samples")
+
+
+def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | None, lang: str) -> str:
+    """A visible warning naming the signs of collapse in the latest samples and the settings to change ('' if none)."""
+    latest = samples[-WATCH_ANSWERS:]
+    if config is None or not latest:
+        return ""
+    tokenizer = engine.loaded_tokenizer(config.model, config.gguf_file)
+    count = (lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)) if tokenizer is not None else None
+    found = watch([s["answer"] for s in latest], [s["reference"] for s in latest], count, config.max_new_tokens)
+    if not found:
+        return ""
+    lines = [tr(lang, f"collapse_{f.signal}", value=f.value, reference=f.reference, cap=config.max_new_tokens)
+             for f in found]
+    lr = "adv_lr" if hasattr(config, "adv_lr") and config.method == "gan" else "lr"  # samples come from that phase
+    more = "".join(tr(lang, "collapse_more", field=tr(lang, field_label(name)), value=getattr(config, name))
+                   for name in ("kl_coef", "mle_weight") if hasattr(config, name))
+    advice = tr(lang, "collapse_advice", lr=tr(lang, field_label(lr)), lr_value=getattr(config, lr), more=more)
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return (f"<div class='gantune-collapse' role='alert'><b>⚠ {html.escape(tr(lang, 'collapse_title'))}</b>"
+            f"<ul>{items}</ul>{html.escape(advice)}</div>")
+
+
+def status_html(engine: Engine, job: JobStatus, lang: str) -> str:
+    """This tab's job (the latest training job) with the note of another kind of job running, and the kept adapter."""
+    notes = []
+    current = engine.jobs.status()
+    if current.active and current.kind != job.kind:
+        notes.append(tr(lang, "other_job", title=current.title, state=tr(lang, "state_" + current.state)))
+    if job.state in ("completed", "stopped") and job.run:
+        notes.append(kept_note(job.run, lang))
+    planned = engine.planned_steps(job.run) if job.run and not job.total and job.active else None
+    return progress_html(job, lang, planned, [n for n in notes if n])
+
+
 def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     viewed_run = gr.State(None)
-    shown = gr.State(None)  # (run, number of records) last drawn: skip redraws when nothing changed
+    shown = gr.State(None)  # what was last drawn: skip redraws when nothing changed
     with gr.Row():
         preset = gr.Radio(["improved", "thesis"], value="improved", label=t("preset"), scale=2)
         start = gr.Button(t("start"), variant="primary", scale=1)
@@ -115,51 +164,60 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
             with gr.Row():
                 for name, value in zip(FIELDS[i:i + 3], _preset_values("improved")[i:i + 3]):
                     widgets.append(_widget(name, value))
-    status = gr.HTML(progress_html(engine.jobs.status()), label=t("status"))
+    status = gr.HTML(progress_html(engine.jobs.status("train"), "en"), label=t("status"))
+    collapse = gr.HTML()
     with gr.Row():
         loss_plot, game_plot = gr.Plot(), gr.Plot()
     with gr.Row():
         weight_plot, memory_plot = gr.Plot(), gr.Plot()
-    samples = gr.Dataframe(headers=["step", "question", "sampled answer", "reference"], label=t("samples"), wrap=True)
+    gr.Markdown(f"### {t('samples')}")
+    samples = gr.HTML()
 
     preset.change(_preset_values, preset, widgets)
 
-    def on_start(preset_name, *values):
+    def on_start(request: gr.Request, preset_name, *values):
+        lang = language(request)
         n_setup = len(setup.as_list())
         try:
             config = build_config("gan", preset_name, setup_values(engine, *values[:n_setup]), list(values[n_setup:]))
-            status_now = engine.start_training(config)
+            job = engine.start_training(config)
         except GantuneError as exc:
-            gr.Warning(str(exc))
-            return progress_html(engine.jobs.status()), gr.skip()
-        return progress_html(status_now), status_now.run
+            gr.Warning(error_text(exc, lang))
+            return status_html(engine, engine.jobs.status("train"), lang), gr.skip()
+        return status_html(engine, job, lang), job.run
 
     start.click(on_start, [preset, *setup.as_list(), *widgets], [status, viewed_run], api_name="start")
-    stop.click(lambda: progress_html(engine.jobs.stop()), None, status, api_name="stop")
+    def on_stop(request: gr.Request):
+        return status_html(engine, engine.jobs.stop("train"), language(request))
 
-    drawn: list = [None]  # (key, figures) last drawn, shared by every page: one draw per step, not one per page
+    stop.click(on_stop, None, status, api_name="stop")
 
-    def figures(run, records) -> tuple:
+    drawn: dict = {}  # language -> (key, figures) last drawn, shared by every page: one draw per step, not per page
+
+    def figures(run, records, lang) -> tuple:
         # a run's name is never reused; a resumed run rewrites its later steps, with other timings
         key = (run, len(records), records[-1].get("seconds") if records else None)
-        last = drawn[0]
+        last = drawn.get(lang)
         if last is None or last[0] != key:
-            last = drawn[0] = (key, (plots.losses(records), plots.game(records), plots.weights(records),
-                                     plots.memory(records)))
+            last = drawn[lang] = (key, (plots.losses(records, lang), plots.game(records, lang),
+                                        plots.weights(records, lang), plots.memory(records, lang)))
         return last[1]
 
-    def refresh(viewed, last):
-        job = engine.jobs.status()
+    def refresh(viewed, last, request: gr.Request):
+        lang = language(request)
+        job = engine.jobs.status("train")
         run = job.run if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
         records = RunFolder(run).read_metrics() if run else []
-        samples = RunFolder(run).read_samples() if run else []  # appended just after a step's metrics line
-        signature = (run, len(records), len(samples), job.state)
+        samples_now = RunFolder(run).read_samples() if run else []  # appended just after a step's metrics line
+        signature = (run, len(records), len(samples_now), job.state, lang)
+        status_now = status_html(engine, job, lang)
         if signature == last:
-            return progress_html(job), *(gr.skip(),) * 5, last
-        sample_rows = [[s["step"], s["question"], s["answer"], s["reference"]] for s in samples[-6:]]
-        return progress_html(job), *figures(run, records), sample_rows, signature
+            return status_now, *(gr.skip(),) * 6, last
+        config = _config(run)
+        return (status_now, *figures(run, records, lang), samples_html(samples_now, config, lang),
+                collapse_html(engine, samples_now, config, lang), signature)
 
-    outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, shown]
+    outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, collapse, shown]
     # every 2 s, and at once when a page (re)loads: a reloaded page re-attaches to the running job
     gr.on([gr.Timer(2.0).tick, demo.load], refresh, [viewed_run, shown], outputs, show_progress="hidden",
           api_name="status")

@@ -1,6 +1,8 @@
-"""Discriminators: score a question+answer sequence as real (→1) or generated (→0).
+"""Discriminators: score a question+answer as real (high) or generated (low), and their losses.
 
-Both take (prompt ids, prompt mask, answer ids, answer mask) and return probabilities (B,).
+Each takes (prompt ids, prompt mask, answer ids, answer mask, states) and returns a logit per row
+(B,). ``states`` are the frozen LM's last hidden states over the answer tokens (B×T×d, no grad),
+computed once per step by the method; only ``HiddenStateDiscriminator`` reads them.
 """
 
 from __future__ import annotations
@@ -9,37 +11,66 @@ import torch
 from torch import nn
 
 
-def _mlp(widths: list[int]) -> nn.Sequential:
-    """Linear layers of the given widths, LeakyReLU(0.01) between them, sigmoid at the end."""
+def _mlp(widths: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers of the given widths, LeakyReLU(0.01) (and dropout) between them; a logit at the end."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths, widths[1:])):
         layers.append(nn.Linear(a, b))
-        layers.append(nn.LeakyReLU(0.01) if i < len(widths) - 2 else nn.Sigmoid())
+        if i < len(widths) - 2:
+            layers.append(nn.LeakyReLU(0.01))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class HiddenStateDiscriminator(nn.Module):
+    """Reads the frozen LM's contextual states of the answer (they attend to the question).
+
+    Features: [mean state over the answer's tokens ; state of its last token], LayerNorm, an MLP
+    with dropout. No length feature: a sample must not be given away by its length alone.
+    """
+
+    needs_states = True
+
+    def __init__(self, hidden_size: int, hidden: list[int], dropout: float = 0.1):
+        super().__init__()
+        width = 2 * hidden_size
+        self.net = nn.Sequential(nn.LayerNorm(width), *_mlp([width, *hidden, 1], dropout))
+
+    def forward(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states: torch.Tensor) -> torch.Tensor:
+        states = states.float()
+        last = (answer_mask.sum(1) - 1).clamp(min=0)
+        final = states[torch.arange(states.shape[0], device=states.device), last]
+        return self.net(torch.cat([_masked_mean(states, answer_mask), final], dim=-1)).squeeze(-1)
 
 
 class EmbeddingDiscriminator(nn.Module):
     """Reads both parts through the frozen LM's input embeddings, mean-pooled over real tokens.
 
-    Features: [mean embedding of the question ; mean embedding of the answer ; answer length / T],
-    so D can judge whether an answer fits its question and is not fooled by length alone.
+    Features: [mean embedding of the question ; mean embedding of the answer ; answer length / T].
     """
 
-    def __init__(self, embedding: nn.Embedding, hidden: list[int], max_answer_tokens: int):
+    needs_states = False
+
+    def __init__(self, embedding: nn.Embedding, hidden: list[int], max_answer_tokens: int, dropout: float = 0.0):
         super().__init__()
         self._frozen = (embedding,)  # the LM's own embedding, held outside the module tree: not trained, not saved
         self.max_answer = max_answer_tokens
         width = 2 * embedding.embedding_dim + 1
         # LayerNorm first: pooled LM embeddings are tiny (|x| ~ 0.01), too small for the MLP to tell apart
-        self.net = nn.Sequential(nn.LayerNorm(width), *_mlp([width, *hidden, 1]))
+        self.net = nn.Sequential(nn.LayerNorm(width), *_mlp([width, *hidden, 1], dropout))
 
     def _pool(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # F.embedding, not the module: the adapter's hook must not fire here
             e = nn.functional.embedding(ids, self._frozen[0].weight).float()
-        m = mask.unsqueeze(-1).float()
-        return (e * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return _masked_mean(e, mask)
 
-    def forward(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> torch.Tensor:
+    def forward(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states=None) -> torch.Tensor:
         length = answer_mask.sum(1, keepdim=True).float() / self.max_answer
         x = torch.cat([self._pool(prompt_ids, prompt_mask), self._pool(answer_ids, answer_mask), length], dim=-1)
         return self.net(x).squeeze(-1)
@@ -52,14 +83,37 @@ class ThesisDiscriminator(nn.Module):
     length and id artefacts.
     """
 
+    needs_states = False
+
     def __init__(self, seq_len: int, hidden: list[int], pad_id: int):
         super().__init__()
         self.seq_len, self.pad_id = seq_len, pad_id
         self.net = _mlp([seq_len, *hidden, 1])
 
-    def forward(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> torch.Tensor:
+    def forward(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states=None) -> torch.Tensor:
         rows = []
         for p, pm, a, am in zip(prompt_ids, prompt_mask, answer_ids, answer_mask):
             ids = torch.cat([p[pm.bool()], a[am.bool()]])[: self.seq_len]
             rows.append(nn.functional.pad(ids, (0, self.seq_len - ids.numel()), value=self.pad_id))
         return self.net(torch.stack(rows).float()).squeeze(-1)
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """D's loss from logits of real rows and of the generated rows that answer the same questions.
+
+    relativistic (RSGAN / Bradley–Terry): −log σ(D(q, r) − D(q, y)), averaged over pairs; ``fake``
+    may hold k samples per question (B·k rows, question-major), compared with their own reference.
+    bce: real → 1 − smoothing, generated → 0.
+    """
+    if kind == "relativistic":
+        k = fake.numel() // real.numel()
+        return nn.functional.softplus(fake - real.repeat_interleave(k)).mean()
+    bce = nn.functional.binary_cross_entropy_with_logits
+    return bce(real, torch.full_like(real, 1.0 - label_smoothing)) + bce(fake, torch.zeros_like(fake))
+
+
+def d_reward(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The generator's reward per sample: D(q, y) − D(q, r) (relativistic) or σ(D(q, y)) (bce)."""
+    if kind == "relativistic":
+        return fake - real.repeat_interleave(fake.numel() // real.numel())
+    return torch.sigmoid(fake)

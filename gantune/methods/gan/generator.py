@@ -16,7 +16,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ...config import TrainConfig
+from ...data import Batch
 from ...models import BaseModel
+from ...scoring import answer_logprobs, mle_loss
 from ..base import (
     TuningMethod,
     load_module_tensors,
@@ -57,6 +59,17 @@ class AdapterMethod(TuningMethod):
         noise = self.adapter.sample_noise(batch_size) if sample else None
         with torch.no_grad(), self._attached(noise):
             yield self.base.model
+
+    def mle_step(self, batch: Batch) -> dict[str, float]:
+        """One MLE step of M_tunable on the reference answers (noise sampled per sequence)."""
+        self.adapter.train()
+        with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
+            logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+            loss = mle_loss(logp, batch.answer_mask)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.backward(loss, list(self.adapter.parameters()))
+        self.opt_g.step()
+        return {"g_loss": loss.item(), "mle_loss": loss.item()}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.adapter.parameters())

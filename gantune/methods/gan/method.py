@@ -1,11 +1,17 @@
-"""The GAN method: G = frozen LM + M_tunable, D = a small discriminator, trained SeqGAN-style.
+"""The GAN method: G = frozen LM + M_tunable, D = a small discriminator, a policy gradient on D's reward.
 
-One iteration (see shared/design/gan-method.md):
-  1. sample answers y from G once, with the KV cache, stopping at EOS
-  2. D step: BCE on real (q+r → 1) and generated (q+y → 0)
-  3. reward R = D(q+y) after the D step; advantage A = R − baseline
-  4. G step: ONE teacher-forced pass over [q ; y] gives log π of the sampled tokens;
-     loss = −A·Σ log π / N (+ λ · MLE on [q ; r], same pass when λ > 0)
+Training (see docs/method.md and shared/design/gan-method.md):
+  warm-up   the first ``warmup_epochs`` epochs train M_tunable by MLE on the reference answers
+  then, each step, four phases:
+  1. rollout     answers y sampled from G (stop at EOS) with log π_rollout of each token — once per
+                 epoch for all its questions (``--rollout epoch``) or once per step (``batch``)
+  2. D step      the untuned LM reads [q ; y] and [q ; r] once (no grad): D's features and log π_ref;
+                 D learns to rank r above y (relativistic) or real → 1, generated → 0 (bce)
+  3. reward      R = D's reward − β · KL(π_rollout ‖ π_ref) summed over y; advantage A = R − baseline
+  4. G step      ONE teacher-forced pass over [q ; y] gives log π; PPO-clipped surrogate with the
+                 ratio π/π_rollout (plain REINFORCE when ``clip`` is 0), + λ · MLE when λ > 0
+The ``thesis`` preset keeps the plain SeqGAN step of the thesis: no warm-up, BCE on token ids,
+no baseline, no KL, a second sampling for G.
 """
 
 from __future__ import annotations
@@ -20,21 +26,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...config import TrainConfig
-from ...data import Batch, pad
-from ...generation import generate_answers
+from ...data import Batch
 from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
-from ..base import (
-    load_module_tensors,
-    load_optimizer_tensors,
-    module_tensors,
-    optimizer_tensors,
-    register,
-)
+from ..base import load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors, register
 from .adapter import MTunable
-from .discriminator import EmbeddingDiscriminator, ThesisDiscriminator
+from .discriminator import EmbeddingDiscriminator, HiddenStateDiscriminator, ThesisDiscriminator, d_loss, d_reward
 from .generator import AdapterMethod
-from .policy import advantages, policy_gradient_loss, thesis_logprobs
+from .policy import advantages, clipped_policy_loss, policy_gradient_loss, sequence_kl, thesis_logprobs
+from .rollout import Rollout, frozen_pass, merge, sample
 
 D_CONFIG = "discriminator_config.json"
 D_WEIGHTS = "discriminator.safetensors"
@@ -44,7 +44,16 @@ def build_discriminator(base: BaseModel, config: TrainConfig) -> nn.Module:
     if config.discriminator == "thesis":
         pad_id = base.tokenizer.pad_token_id
         return ThesisDiscriminator(config.max_prompt_tokens + config.max_new_tokens, config.d_hidden, pad_id)
-    return EmbeddingDiscriminator(base.model.get_input_embeddings(), config.d_hidden, config.max_new_tokens)
+    if config.discriminator == "hidden":
+        return HiddenStateDiscriminator(base.model.config.get_text_config().hidden_size, config.d_hidden,
+                                        config.d_dropout)
+    return EmbeddingDiscriminator(base.model.get_input_embeddings(), config.d_hidden, config.max_new_tokens,
+                                  config.d_dropout)
+
+
+def warmup_epochs(config: TrainConfig) -> int:
+    """MLE epochs before the adversarial phase; at least one epoch is always adversarial."""
+    return max(0, min(config.warmup_epochs, config.epochs - 1))
 
 
 @register
@@ -55,108 +64,151 @@ class GanMethod(AdapterMethod):
                  adapter: MTunable | None = None):
         super().__init__(base, config, accelerator, adapter)
         self.discriminator = build_discriminator(base, config).to(base.device)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr)
+        self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=config.d_lr,
+                                       weight_decay=config.d_weight_decay)
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
-        self._last_fake: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.adversarial = warmup_epochs(config) == 0
+        self._pending: list[Rollout] = []  # this epoch's rollout, one part per remaining step
+        self._last: Rollout | None = None
 
-    # --- one iteration ---------------------------------------------------------------------------
-    def _sample(self, batch: Batch, noise: torch.Tensor, max_new: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._attached(noise), self.accelerator.autocast():
-            return generate_answers(self.base.model, batch.prompt_ids, batch.prompt_mask, self.base.eos_id,
-                                    self.pad_id, max_new, sample=True)
-
-    def _d(self, batch: Batch, answers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with self.accelerator.autocast():
-            return self.discriminator(batch.prompt_ids, batch.prompt_mask, answers, mask).float()
+    # --- the schedule ------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int, batches: list[Batch]) -> None:
+        """Pick the phase; with ``--rollout epoch``, sample answers for all the epoch's questions at once."""
+        self.adversarial = epoch >= warmup_epochs(self.config)
+        lr = self.config.adv_lr if self.adversarial and warmup_epochs(self.config) else self.config.lr
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+        if not (self.adversarial and self.config.rollout == "epoch"):
+            self._pending = []
+            return
+        if len(self._pending) == len(batches):  # restored from a checkpoint taken mid-epoch
+            return
+        whole = self._rollout(merge(batches, self.pad_id).to(self.base.device))
+        k, starts = self.config.samples_per_question, [0]
+        for b in batches:
+            starts.append(starts[-1] + len(b) * k)
+        self._pending = [whole.rows(a, z) for a, z in zip(starts, starts[1:])]
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        cfg = self.config
-        b = len(batch)
-        # cap sampling at the longest reference answer in the batch: nothing longer is ever real
-        max_new = min(cfg.max_new_tokens, batch.answer_ids.shape[1])
-        noise = self.adapter.sample_noise(b)
+        if not self.adversarial:
+            return {**self.mle_step(batch), "phase": "mle"}
+        return {**self.adversarial_step(batch), "phase": "adversarial"}
+
+    # --- the four phases ---------------------------------------------------------------------------
+    def _rollout(self, batch: Batch) -> Rollout:
+        """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real)."""
+        k = self.config.samples_per_question
+        prompt_ids, prompt_mask = batch.prompt_ids.repeat_interleave(k, 0), batch.prompt_mask.repeat_interleave(k, 0)
+        noise = self.adapter.sample_noise(prompt_ids.shape[0])
+        max_new = min(self.config.max_new_tokens, batch.answer_ids.shape[1])
         self.adapter.train()
+        with self._attached(noise), self.accelerator.autocast():
+            return sample(self.base.model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new)
+
+    def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states."""
+        if not (self.discriminator.needs_states or self.config.kl_coef > 0):
+            return torch.zeros_like(answer_mask, dtype=torch.float), None
+        with self.accelerator.autocast():
+            return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask)
+
+    def _d(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states) -> torch.Tensor:
+        with self.accelerator.autocast():
+            return self.discriminator(prompt_ids, prompt_mask, answer_ids, answer_mask, states).float()
+
+    def adversarial_step(self, batch: Batch) -> dict[str, float]:
+        cfg, k = self.config, self.config.samples_per_question
         t0 = time.perf_counter()
-        fake, fake_mask = self._sample(batch, noise, max_new)
+        roll = self._pending.pop(0) if self._pending else self._rollout(batch)
         t1 = time.perf_counter()
 
-        # D step(s): real → 1 − smoothing, generated → 0
-        bce = nn.functional.binary_cross_entropy
-        real_label = torch.full((b,), 1.0 - cfg.label_smoothing, device=fake.device)
+        # phase 2: D learns to tell the references from the samples, given the question
+        ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+        _, real_states = (self._features(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+                          if self.discriminator.needs_states else (None, None))
+        real_rows = (batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask, real_states)
+        fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
+        self.discriminator.train()
         for _ in range(cfg.d_steps):
-            d_loss = bce(self._d(batch, batch.answer_ids, batch.answer_mask), real_label) + bce(
-                self._d(batch, fake, fake_mask), torch.zeros(b, device=fake.device)
-            )
+            loss_d = d_loss(cfg.d_loss, self._d(*real_rows), self._d(*fake_rows), cfg.label_smoothing)
             self.opt_d.zero_grad(set_to_none=True)
-            self.backward(d_loss, list(self.discriminator.parameters()))
+            self.backward(loss_d, list(self.discriminator.parameters()))
             self.opt_d.step()
 
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
-            noise = self.adapter.sample_noise(b)
-            fake, fake_mask = self._sample(batch, noise, max_new)
+            roll = self._rollout(batch)
+            ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+            fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
+
+        # phase 3: reward and advantage, with D after its step (dropout off)
+        self.discriminator.eval()
         with torch.no_grad():
-            d_real = self._d(batch, batch.answer_ids, batch.answer_mask)
-            reward = self._d(batch, fake, fake_mask)
-        self._last_fake = (fake, fake_mask)
-        adv = advantages(reward, cfg.baseline, self.reward_mean, cfg.normalize_advantage)
-        t2 = time.perf_counter()
+            real, fake = self._d(*real_rows), self._d(*fake_rows)
+        kl = sequence_kl(roll.logp, ref_logp, roll.answer_mask)
+        reward = d_reward(cfg.d_loss, real, fake)
+        total = reward - cfg.kl_coef * kl if cfg.kl_coef > 0 else reward
+        adv = advantages(total, cfg.baseline, self.reward_mean, cfg.normalize_advantage, k)
         r = float(reward.mean())
         self.reward_mean = r if self.reward_mean is None else 0.9 * self.reward_mean + 0.1 * r
+        self._last = roll
+        t2 = time.perf_counter()
 
-        # G step: one pass over [q ; y] (and [q ; r] when the MLE term is on)
-        pg, mle = self._generator_losses(batch, noise, fake, fake_mask, adv)
-        g_loss = pg + cfg.mle_weight * mle if cfg.mle_weight > 0 else pg
+        # phase 4: the generator, one teacher-forced pass over [q ; y] (+ one over [q ; r] for the MLE term)
+        self.adapter.train()
+        clipped = torch.zeros(())
+        with self._attached(roll.noise), self.accelerator.autocast():
+            if cfg.pg_estimator == "thesis":
+                logp = thesis_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+                pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+            else:
+                logp = answer_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+                if cfg.clip > 0:
+                    pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
+                else:
+                    pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+        g_loss, stats = pg, {}
+        if cfg.mle_weight > 0:
+            with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
+                real_logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
+                                            batch.answer_mask)
+                mle = mle_loss(real_logp, batch.answer_mask)
+            g_loss = pg + cfg.mle_weight * mle
+            stats["mle_loss"] = mle.item()
         self.opt_g.zero_grad(set_to_none=True)
         self.backward(g_loss, list(self.adapter.parameters()))
         self.opt_g.step()
         t3 = time.perf_counter()
 
+        tokens = roll.answer_mask.sum(1).float()
+        pairs = real.repeat_interleave(k)
         return {
+            **stats,
             "g_loss": g_loss.item(),
             "pg_loss": pg.item(),
-            "mle_loss": mle.item(),
-            "d_loss": d_loss.item(),
+            "d_loss": loss_d.item(),
             "reward_mean": r,
-            "d_acc_real": float((d_real > 0.5).float().mean()),
-            "d_acc_fake": float((reward < 0.5).float().mean()),
-            "answer_tokens": float(fake_mask.sum()),
-            "answer_len_mean": float(fake_mask.sum(1).float().mean()),
-            # where the time goes (wall clock; the D part includes a resampling when --resample-for-g)
+            "kl": float(kl.sum() / tokens.sum().clamp(min=1)),  # per sampled token
+            "clipped": float(clipped),
+            # relativistic: D ranks the reference above the sample; bce: D's verdict on each side
+            "d_acc_real": float((pairs > fake).float().mean() if cfg.d_loss == "relativistic" else (real > 0).float().mean()),
+            "d_acc_fake": float((pairs > fake).float().mean() if cfg.d_loss == "relativistic" else (fake < 0).float().mean()),
+            "answer_tokens": float(tokens.sum()),
+            "answer_len_mean": float(tokens.mean()),
+            # where the time goes (wall clock): the rollout part is 0 when the epoch's rollout was sampled before
             "sample_seconds": t1 - t0,
             "d_seconds": t2 - t1,
             "g_seconds": t3 - t2,
         }
 
-    def _generator_losses(self, batch, noise, fake, fake_mask, adv) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        with self._attached(noise), self.accelerator.autocast():
-            if cfg.pg_estimator == "thesis":
-                logp = thesis_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, fake, fake_mask)
-                mle = torch.zeros((), device=fake.device)
-                if cfg.mle_weight > 0:
-                    real_logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask,
-                                                batch.answer_ids, batch.answer_mask)
-                    mle = mle_loss(real_logp, batch.answer_mask)
-                return policy_gradient_loss(logp, fake_mask, adv), mle
-            if cfg.mle_weight <= 0:
-                logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, fake, fake_mask)
-                return policy_gradient_loss(logp, fake_mask, adv), torch.zeros((), device=fake.device)
-            # real and generated rows side by side in one batch: one forward, one backward
-            b = len(batch)
-            rows = [*_rows(fake, fake_mask), *_rows(batch.answer_ids, batch.answer_mask)]
-            ids, mask = (t.to(fake.device) for t in pad(rows, self.pad_id, left=False))
-            with self.adapter.noise_set(torch.cat([noise, noise])):
-                logp = answer_logprobs(self.base.model, batch.prompt_ids.repeat(2, 1),
-                                       batch.prompt_mask.repeat(2, 1), ids, mask)
-            return policy_gradient_loss(logp[:b], mask[:b], adv), mle_loss(logp[b:], mask[b:])
-
     def sampled_answers(self) -> list[str]:
-        if self._last_fake is None:
+        """One sampled answer per question of the last adversarial step ([] during the warm-up)."""
+        if self._last is None or not self.adversarial:
             return []
-        fake, mask = self._last_fake
-        return [self.base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip() for row, m in zip(fake, mask)]
+        k = self.config.samples_per_question
+        ids, mask = self._last.answer_ids[::k], self._last.answer_mask[::k]
+        return [self.base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip() for row, m in zip(ids, mask)]
 
-    # --- bookkeeping: the adapter's, plus the discriminator's ----------------------------------------
+    # --- bookkeeping: the adapter's, plus the discriminator's and the pending rollout ----------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*super().trainable_parameters(), *self.discriminator.parameters()]
 
@@ -175,11 +227,13 @@ class GanMethod(AdapterMethod):
         return method
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        pending = {t: v for i, part in enumerate(self._pending) for t, v in part.tensors(f"rollout.{i}").items()}
         return {
             **super().state_tensors(),
             **module_tensors("discriminator", self.discriminator),
             **optimizer_tensors("opt_d", self.opt_d),
             "reward_mean": torch.tensor([self.reward_mean if self.reward_mean is not None else float("nan")]),
+            **pending,
         }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -188,7 +242,5 @@ class GanMethod(AdapterMethod):
         load_optimizer_tensors("opt_d", self.opt_d, tensors)
         value = float(tensors["reward_mean"][0])
         self.reward_mean = None if value != value else value
-
-
-def _rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+        parts = sorted({int(name.split(".")[1]) for name in tensors if name.startswith("rollout.")})
+        self._pending = [Rollout.from_tensors(f"rollout.{i}", tensors, self.base.device) for i in parts]

@@ -1,8 +1,11 @@
-"""The generator's learning signal: trajectory log-probabilities, advantages, losses.
+"""The generator's learning signal: trajectory log-probabilities, advantages, KL, losses.
 
 REINFORCE for a sampled answer y = (y_1 … y_T) with reward R (D's score) and baseline b:
 
     ∇J ≈ (R − b) · Σ_t ∇ log π(y_t | q, y_<t)
+
+R is D's reward minus β·KL(π_rollout ‖ π_untuned) summed over the answer's tokens (the penalty of
+TRL / InstructGPT), and answers sampled earlier in the epoch are corrected by PPO's clipped ratio.
 
 ``answer_logprobs`` (gantune.scoring) gets every log π(y_t | …) of a batch in ONE teacher-forced pass over [q ; y].
 ``thesis_logprobs`` reproduces the thesis' estimator for comparison: one LM pass per position and
@@ -36,9 +39,14 @@ def thesis_logprobs(
     return torch.stack(out, dim=1) * answer_mask
 
 
-def advantages(rewards: torch.Tensor, baseline: str, running_mean: float | None, normalize: bool) -> torch.Tensor:
-    """R − b. ``mean``: b is the batch mean (the running mean for a one-row batch); ``none``: b = 0."""
-    if baseline == "mean":
+def advantages(rewards: torch.Tensor, baseline: str, running_mean: float | None, normalize: bool,
+               k: int = 1) -> torch.Tensor:
+    """R − b. ``mean``: b is the batch mean (the running mean for a one-row batch); ``none``: b = 0;
+    ``loo`` (RLOO): b is the mean of the other k − 1 samples of the same question (rows question-major)."""
+    if baseline == "loo":
+        groups = rewards.view(-1, k)
+        adv = (groups - (groups.sum(1, keepdim=True) - groups) / (k - 1)).reshape(-1)
+    elif baseline == "mean":
         b = rewards.mean() if rewards.numel() > 1 else torch.tensor(running_mean or 0.0, device=rewards.device)
         adv = rewards - b
     else:
@@ -52,3 +60,24 @@ def policy_gradient_loss(logp: torch.Tensor, mask: torch.Tensor, advantage: torc
     """−(1/N) Σ_b A_b Σ_t log π_bt over the N real (unmasked) answer tokens of the batch."""
     n = mask.sum().clamp(min=1)
     return -(advantage.detach().unsqueeze(1) * logp * mask).sum() / n
+
+
+def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor,
+                        clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate per token, −min(ρA, clip(ρ, 1 ± ε)A) with ρ = π/π_rollout, over the N real tokens.
+
+    Its gradient at ρ = 1 equals ``policy_gradient_loss``'s. Returns the loss and the share of clipped tokens.
+    """
+    ratio = torch.exp(logp - old_logp.detach())
+    a = advantage.detach().unsqueeze(1)
+    surrogate = torch.minimum(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a)
+    n = mask.sum().clamp(min=1)
+    clipped = (((ratio - 1.0).abs() > clip).float() * mask).sum() / n
+    return -(surrogate * mask).sum() / n, clipped.detach()
+
+
+def sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_t (log π(y_t) − log π_ref(y_t)) per answer: the sampled (k1) estimate of KL(π ‖ π_ref) (B,).
+
+    Its expectation over y ~ π is the exact KL of the answer distributions."""
+    return ((logp - ref_logp) * mask).sum(1)

@@ -1,0 +1,423 @@
+"""The one comparison protocol: train methods on given splits, evaluate them beside base, summarise.
+
+``compare_methods`` is what the bench (``python -m gantune bench``) and the workbench's Compare tab
+both run: for each seed's split it evaluates the base model, trains each method row (or takes an
+already trained run) and evaluates it, greedy and at any extra temperatures; then it turns the
+per-question scores into the report: means over seeds with 95% bootstrap intervals, the answers'
+distribution against the references', and paired differences to ``lora`` and ``base``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import TrainConfig, preset_config
+from .data import QAPair, load_pairs, split_pairs
+from .errors import GantuneError
+from .evaluate import EvalSettings, Scorers, evaluate
+from .memory import release_freed_memory
+from .metrics import DISTRIBUTION_NOTES
+from .models import BaseModel
+from .runs import RunFolder, saving, write_json_atomic
+from .stats import auc, mean_interval, paired_difference, seed_interval, statistic_interval, w1_equal_size
+from .trainer import load_method, train
+
+# row name -> (method, TrainConfig preset, settings on top of the preset)
+ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "gan": ("gan", "improved", {}),
+    "gan-mle": ("gan", "improved", {"mle_weight": 1.0}),  # adversarial + MLE in one pass (SeqGAN-style mix)
+    "gan-thesis": ("gan", "thesis", {}),
+    "adapter-mle": ("adapter-mle", "improved", {}),
+    "lora": ("lora", "improved", {}),
+    "prompt-tuning": ("prompt-tuning", "improved", {}),
+    "prefix-tuning": ("prefix-tuning", "improved", {}),
+    "full": ("full", "improved", {}),
+}
+# what a trained row shares with the others of its comparison (the seed is each split's)
+SHARED_SETTINGS = ("model", "gguf_file", "trust_remote_code", "data", "subset", "n", "train_fraction", "seed",
+                   "device", "epochs", "batch_size", "max_new_tokens", "max_prompt_tokens")
+# report field -> per-question score it is the mean of
+PER_QUESTION = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
+                "bleurt": "bleurt", "semantic": "semantic", "length_mean": "length", "truncated": "truncated"}
+METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention", "retention_rougeL",
+               "length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc")
+PAIRED_KEYS = ("rougeL", "semantic")
+NOTES = {
+    "ci": "± is half the width of a 95% percentile bootstrap interval over (seed, question) pairs: each seed's test "
+          "questions resampled with replacement, 2000 times, the statistic averaged over seeds; distinct-n (which "
+          "repeated answers would bias) gets a t-interval over seeds instead, none with one seed",
+    "paired": "mean per-question difference (same questions, same seed) with its 95% bootstrap interval",
+    "retention_seeds": "retention is scored once per method, on the first seed's run",
+    "mauve": "MAUVE is left out: with ~40 answers per seed it clusters 80 points into 4 buckets, and on disjoint "
+             "samples of 40 TOFU references vs the same references cut to 4 words it ranged 0.22-0.76 across "
+             "draws (real vs real: 0.91-1.00); its authors ask for thousands of samples. real_vs_generated_auc is "
+             "the two-sample test that works at this size",
+    "temperature": "rows named method@T hold answers sampled at temperature T (no top-k/top-p, seeded); the other "
+                   "rows are greedy; retention is greedy only",
+    **DISTRIBUTION_NOTES,
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One seed's training and test pairs."""
+
+    seed: int
+    train: list[QAPair]
+    test: list[QAPair]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the comparison is doing: ``done`` of ``total`` stages (a training or an evaluation each)."""
+
+    message: str
+    done: int
+    total: int
+    run: str | None = None  # the run folder being written, when there is one
+    training_step: bool = False  # a step within a training, not a new stage
+
+
+@dataclass
+class _Evaluation:
+    row: str
+    seed: int
+    result: dict[str, Any]
+    summary: dict[str, Any] | None
+    seconds: float
+    run: str | None = None
+
+
+def seeded_splits(data: str | None, subset: str, n: int | None, train_fraction: float,
+                  seeds: Sequence[int]) -> tuple[list[Split], str]:
+    """Each seed's split of the data, as the trainer makes it; also the data source's description."""
+    pairs, source = load_pairs(data, subset)
+    return [Split(s, *split_pairs(pairs, n, train_fraction, s)) for s in seeds], source
+
+
+def recorded_split(run: str | Path) -> Split:
+    """The split a run recorded in its config.json, with its seed."""
+    config, resolved = RunFolder(run).read_config()
+    try:
+        recorded = resolved["split"]
+        as_pairs = [[QAPair(p["question"], p["answer"], tuple(p.get("perturbed", ()))) for p in recorded[part]]
+                    for part in ("train", "test")]
+    except (KeyError, TypeError) as exc:
+        raise GantuneError(f"{run} has no recorded split in its config.json") from exc
+    return Split(config.seed, *as_pairs)
+
+
+def shared_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings of ``config`` that every row compared with it shares."""
+    return {k: getattr(config, k) for k in SHARED_SETTINGS}
+
+
+def row_config(row: str, shared: dict[str, Any], seed: int, out: str | Path) -> TrainConfig:
+    """The TrainConfig of method row ``row`` with the shared settings, at ``seed``, writing to ``out``."""
+    if row not in ROWS:
+        raise GantuneError(f"unknown method(s) {row}; choose from {', '.join(ROWS)}")
+    method, preset, extra = ROWS[row]
+    return preset_config(method, preset, **{**extra, **shared, "seed": seed, "out": str(out)})
+
+
+def baseline_config(reference: TrainConfig, row: str, out: str | Path) -> TrainConfig:
+    """The ``row`` method on the same model, data, split, schedule and token limits as ``reference``."""
+    return row_config(row, shared_settings(reference), reference.seed, out)
+
+
+def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None,
+                 scorers: Scorers, settings: EvalSettings, temperatures: Sequence[float] = ()) -> dict[str, Any]:
+    """Evaluate a finished run's tuned model and keep the result as the run's eval.json.
+
+    The result is the greedy evaluation; answers sampled at each of ``temperatures`` are scored
+    too, under ``"sampled"`` keyed by the temperature (``"0.7"``).
+    """
+    tuned = load_method(str(run), base=base)
+    try:
+        result = evaluate(base, tuned, test, retention, scorers, settings)
+        sampled = {f"{t:g}": evaluate(base, tuned, test, None, scorers, replace(settings, temperature=t))
+                   for t in temperatures}
+    finally:
+        tuned.close()
+    if sampled:
+        result["sampled"] = sampled
+    with saving("the evaluation", run):
+        write_json_atomic(RunFolder(run).eval_path, result)
+    return result
+
+
+def compare_methods(
+    base: BaseModel,
+    rows: Sequence[str],
+    splits: Sequence[Split],
+    shared: dict[str, Any],
+    runs_dir: str | Path,
+    scorers: Scorers,
+    settings: EvalSettings,
+    *,
+    temperatures: Sequence[float] = (),
+    retention: dict[str, list[QAPair]] | None = None,
+    trained: dict[str, dict[int, str | Path]] | None = None,
+    run_suffix: str = "",
+    progress: Callable[[Progress], None] | None = None,
+    progress_bars: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Train each row of ``rows`` on every split, evaluate it and base, and return the report.
+
+    ``shared``: the TrainConfig settings every trained row shares (model, data, schedule, token
+    limits; see ``shared_settings``); each split's seed replaces its ``seed``, and the trainer must
+    reproduce the split from them (checked before training). ``trained``: rows already trained, by
+    name, each a run folder per seed, evaluated but not trained. ``temperatures``: extra sampling
+    temperatures (above 0) scored besides greedy answers. ``retention``: sets scored once per row,
+    on the first split. Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``. ``progress`` hears of
+    every stage and training step; ``progress_bars`` draws the trainer's own (a terminal's).
+    ``should_stop`` is asked before every stage and during training; a stopped comparison reports
+    what it finished.
+    """
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    if not splits:
+        raise GantuneError("a comparison needs at least one split (seed)")
+    bad = [t for t in temperatures if not t > 0]
+    if bad:
+        raise GantuneError(f"sampling temperatures must be above 0 (greedy answers are always scored); got {bad[0]}")
+    trained = trained or {}
+    missing = [f"{name} (seed {s.seed})" for name, runs in trained.items() for s in splits if s.seed not in runs]
+    if missing:
+        raise GantuneError(f"no run given for {', '.join(missing)}")
+    runs_dir = Path(runs_dir)
+    total = len(splits) * (1 + len(trained) + 2 * len(rows))
+    done, evaluations, stopped = 0, [], False
+    say = progress or (lambda _: None)
+    stop = should_stop or (lambda: False)
+
+    def evaluated(row: str, split: Split, first: bool, summary: dict[str, Any] | None, run: str | Path | None) -> None:
+        nonlocal done
+        say(Progress(f"seed {split.seed}: evaluating {row} …", done, total, str(run) if run else None))
+        eval_settings = replace(settings, seed=split.seed)
+        t0 = time.perf_counter()
+        if run is None:
+            result = evaluate(base, None, split.test, retention if first else None, scorers, eval_settings)
+            result["sampled"] = {f"{t:g}": evaluate(base, None, split.test, None, scorers,
+                                                    replace(eval_settings, temperature=t)) for t in temperatures}
+        else:
+            result = evaluate_run(run, base, split.test, retention if first else None, scorers, eval_settings,
+                                  temperatures)
+        seconds = (time.perf_counter() - t0) / (1 + len(temperatures))
+        if run is not None and summary is None:  # an already trained run: its own summary.json
+            summary = _read_summary(run)
+        evaluations.append(_Evaluation(row, split.seed, result, summary, seconds, str(run) if run else None))
+        done += 1
+
+    def check_stop() -> None:
+        if stop():
+            raise _Stopped
+
+    try:
+        for index, split in enumerate(splits):
+            first = index == 0
+            check_stop()
+            evaluated("base", split, first, None, None)
+            for name, runs in trained.items():
+                check_stop()
+                evaluated(name, split, first, None, runs[split.seed])
+            for position, row in enumerate(rows):
+                check_stop()
+                out = runs_dir / f"{row}-seed{split.seed}{run_suffix}"
+                config = row_config(row, shared, split.seed, out)
+                if position == 0:
+                    _check_split(config, split)
+                say(Progress(f"seed {split.seed}: training {row} ({config.epochs} epochs, batch {config.batch_size}) …",
+                             done, total, str(out)))
+                release_freed_memory()
+                summary = train(config, base=base, should_stop=stop, overwrite=True, progress=progress_bars,
+                                on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
+                                    f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total, o,
+                                    training_step=True)))
+                done += 1
+                if summary["status"] == "stopped":
+                    raise _Stopped
+                if summary["adapter"] is None:
+                    done += 1
+                    say(Progress(f"seed {split.seed}: {row} {summary['status']} before saving an adapter; not evaluated",
+                                 done, total, str(out)))
+                    continue
+                if summary["status"] != "completed":
+                    say(Progress(f"seed {split.seed}: {row}: training {summary['status']}; evaluated as it stands",
+                                 done, total, str(out)))
+                evaluated(row, split, first, summary, out)
+    except _Stopped:
+        stopped = True
+    say(Progress("stopped" if stopped else "done", done, total))
+    return _report(evaluations, splits, temperatures, stopped)
+
+
+class _Stopped(Exception):
+    """A stop was asked for: the comparison ends with what it finished."""
+
+
+def _read_summary(run: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(RunFolder(run).summary_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _check_split(config: TrainConfig, split: Split) -> None:
+    """The trainer splits the data itself (data, subset, n, fraction, seed): it must get the given split."""
+    made, _ = seeded_splits(config.data, config.subset, config.n, config.train_fraction, [split.seed])
+    if made[0].train != split.train or made[0].test != split.test:
+        raise GantuneError(f"the data no longer gives seed {split.seed}'s recorded split (it changed since); "
+                           "compare on the data the runs were trained on")
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+def _label(row: str, temperature: float) -> str:
+    return row if temperature == 0 else f"{row}@{temperature:g}"
+
+
+def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperatures: Sequence[float],
+            stopped: bool) -> dict[str, Any]:
+    """Rows (means over seeds, intervals), the reference row, paired differences and the answers."""
+    order = list(dict.fromkeys(e.row for e in evaluations))
+    by_row = {row: [e for e in evaluations if e.row == row] for row in order}
+    rows, per_question = [], {}
+    for temperature in (0.0, *temperatures):
+        for row in order:
+            evs = by_row[row]
+            results = [e.result if temperature == 0 else e.result["sampled"][f"{temperature:g}"] for e in evs]
+            label = _label(row, temperature)
+            per_question[label] = {e.seed: r["per_question"] for e, r in zip(evs, results)}
+            rows.append(_row(label, row, temperature, evs, results))
+    greedy = [e for e in evaluations if e.row == order[0]] if order else []
+    noise = sorted({e.result["noise"] for e in evaluations if e.result.get("noise")})
+    first = greedy[0].result if greedy else {}
+    notes = {"rouge": first.get("rouge_note"), "bleurt": first.get("bleurt_note"),
+             "semantic": first.get("semantic_note"), "retention": first.get("retention_note"), **NOTES,
+             "noise": ("M_tunable is fed " + " / ".join("noise sampled per answer (--eval-noise sample)" if n == "sample"
+                                                       else "zero noise" for n in noise) + " when answering")
+             if noise else "no method with M_tunable was evaluated"}
+    return {
+        "seeds": [s.seed for s in splits], "n_train": len(splits[0].train), "n_test": len(splits[0].test),
+        "temperatures": [0.0, *temperatures], "status": "stopped" if stopped else "completed", "notes": notes,
+        "rows": rows, "reference": _reference_row(greedy), "paired": _paired(rows, per_question),
+        "generations": _generations(evaluations, temperatures),
+    }
+
+
+def _generations(evaluations: list[_Evaluation], temperatures: Sequence[float]) -> list[dict[str, Any]]:
+    """Each seed's test questions, references and every row's answer (one dict a question)."""
+    out = []
+    for seed in dict.fromkeys(e.seed for e in evaluations):
+        evs = [e for e in evaluations if e.seed == seed]
+        answers = {_label(e.row, t): (e.result if t == 0 else e.result["sampled"][f"{t:g}"])["generations"]
+                   for e in evs for t in (0.0, *temperatures)}
+        for i, g in enumerate(evs[0].result["generations"]):
+            out.append({"seed": seed, "question": g["question"], "reference": g["reference"],
+                        "answers": {label: gens[i]["answer"] for label, gens in answers.items()}})
+    return out
+
+
+def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], results: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"method": label, "temperature": temperature, "seeds": [e.seed for e in evs]}
+    ci: dict[str, list[float] | None] = {}
+    for key in METRIC_KEYS:
+        out[key], ci[key] = _metric(key, results)
+    out["ci"] = ci
+    # training cost: once, on the greedy row (a sampled row is the same runs); base trains nothing
+    summaries = [e.summary for e in evs if e.summary] if temperature == 0 else []
+    untrained = temperature == 0 and row == "base"
+    out.update({
+        "train_seconds": 0.0 if untrained else _mean([s.get("seconds") for s in summaries]),
+        "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
+        "trainable_params": 0 if untrained else summaries[0].get("trainable_params") if summaries else None,
+        "tokens_per_s": _mean([s.get("tokens_per_s") for s in summaries]),
+        "eval_seconds": round(_mean([e.seconds for e in evs]), 1),
+        "run": evs[0].run, "runs": [e.run for e in evs],
+    })
+    return out
+
+
+def _metric(key: str, results: list[dict[str, Any]]) -> tuple[float | None, list[float] | None]:
+    """One metric's mean over seeds and its interval, from each seed's per-question scores."""
+    pq = [r["per_question"] for r in results]
+    if key in PER_QUESTION:
+        name = PER_QUESTION[key]
+        if not all(name in p for p in pq):
+            return None, None
+        return _with_interval(mean_interval([p[name] for p in pq]))
+    if key == "length_w1":
+        return _with_interval(statistic_interval([len(p["length"]) for p in pq], lambda g, i: w1_equal_size(
+            np.asarray(pq[g]["length"], dtype=float)[i], np.asarray(pq[g]["reference_length"], dtype=float)[i])))
+    if key == "real_vs_generated_auc":
+        if not all("real_score" in p for p in pq):
+            return None, None
+        return _with_interval(statistic_interval([len(p["real_score"]) for p in pq], lambda g, i: auc(
+            np.asarray(pq[g]["real_score"])[i], np.asarray(pq[g]["generated_score"])[i])))
+    if key in ("distinct1", "distinct2"):
+        return _with_interval(seed_interval([r[key] for r in results]))
+    scored = [r for r in results if r.get("retention_sets")]  # retention: the first seed's, greedy rows only
+    if not scored:
+        return None, None
+    sets = scored[0]["retention_sets"].values()
+    if key == "retention":
+        return _with_interval(mean_interval([[float(x) for s in sets for x in s["retained"]]]))
+    return _with_interval(mean_interval([s["rougeL_per_question"] for s in sets]))
+
+
+def _with_interval(estimate: tuple[float, tuple[float, float] | None]) -> tuple[float, list[float] | None]:
+    point, interval = estimate
+    return point, list(interval) if interval is not None else None
+
+
+def _reference_row(greedy: list[_Evaluation]) -> dict[str, Any] | None:
+    """The references' own length and distinct-n (one test set per seed), to read the rows against."""
+    if not greedy:
+        return None
+    results = [e.result for e in greedy]
+    row: dict[str, Any] = {"method": "reference", "seeds": [e.seed for e in greedy]}
+    ci: dict[str, list[float] | None] = {}
+    row["length_mean"], ci["length_mean"] = _with_interval(
+        mean_interval([r["per_question"]["reference_length"] for r in results]))
+    for key in ("distinct1", "distinct2"):
+        row[key], ci[key] = _with_interval(seed_interval([r["reference"][key] for r in results]))
+    row["length_w1"], ci["length_w1"] = 0.0, [0.0, 0.0]
+    row["ci"] = ci
+    return row
+
+
+def _paired(rows: list[dict[str, Any]], per_question: dict[str, dict[int, dict[str, list]]]) -> list[dict[str, Any]]:
+    """Each row against lora and base at the same temperature, on the seeds both have."""
+    out = []
+    for row in rows:
+        for versus in ("lora", "base"):
+            other = _label(versus, row["temperature"])
+            if row["method"] == other or other not in per_question:
+                continue
+            mine, theirs = per_question[row["method"]], per_question[other]
+            seeds = [s for s in mine if s in theirs]
+            entry: dict[str, Any] = {"method": row["method"], "versus": other, "temperature": row["temperature"],
+                                     "seeds": seeds}
+            for key in PAIRED_KEYS:
+                if not seeds or not all(key in mine[s] and key in theirs[s] for s in seeds):
+                    entry[key] = None
+                    continue
+                diff, interval = paired_difference([mine[s][key] for s in seeds], [theirs[s][key] for s in seeds])
+                entry[key] = {"mean": diff, "ci": list(interval)}
+            out.append(entry)
+    return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None

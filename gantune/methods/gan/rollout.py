@@ -1,0 +1,102 @@
+"""The rollout phase: answers sampled from G, with the log-probability of each sampled token.
+
+One ``generate`` call (KV cache, stop at EOS) serves a whole batch — or, with ``--rollout epoch``,
+every question of an epoch at once, which on a memory-bound CPU or a launch-bound GPU costs little
+more than one batch. The log-probs come from the sampling itself (``_RecordLogprobs``), so the
+importance ratio π/π_rollout of a later update needs no extra pass. Also here: the frozen pass,
+which scores the same answers with the untuned LM (adapter detached) for the KL penalty and gives
+the discriminator its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+
+from ...data import Batch, pad
+from ...generation import generate_answers
+from ...scoring import joined
+
+
+@dataclass
+class Rollout:
+    """Sampled answers of some questions, k rows a question (question-major), and how they were drawn."""
+
+    prompt_ids: torch.Tensor  # (N·k)×P, left-padded
+    prompt_mask: torch.Tensor
+    answer_ids: torch.Tensor  # (N·k)×T, right-padded, EOS included
+    answer_mask: torch.Tensor
+    logp: torch.Tensor  # (N·k)×T log π_rollout of each sampled token (0 where masked)
+    noise: torch.Tensor  # (N·k)×noise_dim, M_tunable's noise while sampling
+
+    def rows(self, start: int, stop: int) -> "Rollout":
+        """Rows ``start:stop``, trimmed to the longest answer among them."""
+        part = {f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
+        width = max(int(part["answer_mask"].sum(1).max()), 1)
+        for name in ("answer_ids", "answer_mask", "logp"):
+            part[name] = part[name][:, :width]
+        return Rollout(**part)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{f.name}": getattr(self, f.name).detach().cpu().clone() for f in fields(self)}
+
+    @classmethod
+    def from_tensors(cls, prefix: str, tensors: dict[str, torch.Tensor], device: torch.device) -> "Rollout":
+        return cls(**{f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)})
+
+
+class _RecordLogprobs(LogitsProcessor):
+    """Keeps log-softmax of each step's scores, and gathers it at the token drawn from them."""
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.picked: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._gather(input_ids[:, -1])
+        self.previous = scores.float().log_softmax(dim=-1)
+        return scores
+
+    def _gather(self, tokens: torch.Tensor) -> None:
+        if self.previous is not None:
+            self.picked.append(self.previous.gather(-1, tokens[:, None]).squeeze(-1))
+
+    def finish(self, answers: torch.Tensor) -> torch.Tensor:
+        if len(self.picked) < answers.shape[1]:
+            self._gather(answers[:, len(self.picked)])  # the last drawn token is never fed back
+        return torch.stack(self.picked, dim=1) if self.picked else answers.new_zeros(answers.shape, dtype=torch.float)
+
+
+def merge(batches: list[Batch], pad_id: int) -> Batch:
+    """Several batches as one (prompts re-padded on the left, answers on the right)."""
+    def rows(ids, mask):
+        return [r[m.bool()].tolist() for b_ids, b_mask in zip(ids, mask) for r, m in zip(b_ids, b_mask)]
+    p_ids, p_mask = pad(rows([b.prompt_ids for b in batches], [b.prompt_mask for b in batches]), pad_id, left=True)
+    a_ids, a_mask = pad(rows([b.answer_ids for b in batches], [b.answer_mask for b in batches]), pad_id, left=False)
+    return Batch(p_ids, p_mask, a_ids, a_mask)
+
+
+@torch.no_grad()
+def sample(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, noise: torch.Tensor,
+           eos_id: int, pad_id: int, max_new_tokens: int) -> Rollout:
+    """Sample one answer per prompt row from ``model`` (G, adapter attached by the caller)."""
+    recorder = _RecordLogprobs()
+    answers, mask = generate_answers(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, sample=True,
+                                     logits_processor=LogitsProcessorList([recorder]))
+    logp = recorder.finish(answers)[:, : answers.shape[1]] * mask
+    return Rollout(prompt_ids, prompt_mask, answers, mask, logp, noise)
+
+
+@torch.no_grad()
+def frozen_pass(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, answer_ids: torch.Tensor,
+                answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The untuned LM over [q ; a]: log π_ref of each answer token (B×T) and the last hidden states there (B×T×d)."""
+    ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
+    t = answer_ids.shape[1]
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False,
+             output_hidden_states=True)
+    logp = out.logits[:, :-1].float().log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+    states = out.hidden_states[-1][:, -t:] if t else out.hidden_states[-1][:, :0]
+    return logp * answer_mask, states.float()

@@ -1,0 +1,110 @@
+"""Pieces of HTML the tabs share: the job status with its progress bar and time left, one-line
+errors, and read-only tables that wrap their text (no virtual rows, so a growing table draws every
+row). Everything a person reads comes in the request's language; everything from a run or an
+exception is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from gantune.errors import GantuneError
+
+from .engine import PageError
+from .i18n import EN, tr
+from .jobs import JobStatus
+
+SLOW_STEP_SECONDS = 30.0  # a step slower than this: the status suggests smaller settings
+_COLOURS = {"failed": "#c0392b", "stopped": "#e67e22", "completed": "#27ae60"}
+
+
+def duration(lang: str, seconds: float) -> str:
+    """``12 s`` or ``3 min 5 s`` in the page's language."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return tr(lang, "seconds", s=seconds)
+    return tr(lang, "minutes_seconds", m=seconds // 60, s=seconds % 60)
+
+
+def error_text(exc: GantuneError, lang: str) -> str:
+    """A refusal in the page's words when the page worded it, else the library's one line."""
+    return tr(lang, exc.key, **exc.values) if isinstance(exc, PageError) else str(exc)
+
+
+def error_markdown(exc: GantuneError, lang: str) -> str:
+    return f"**{tr(lang, 'error')}** {error_text(exc, lang)}"
+
+
+def message_text(status: JobStatus, lang: str) -> str:
+    """The job's message in the page's language ('' when it only repeats the state)."""
+    if status.message == status.state or status.error:
+        return ""
+    key = f"msg_{status.message}"
+    return tr(lang, key, **status.message_args) if key in EN else status.message
+
+
+def time_left(status: JobStatus, lang: str, planned: int | None = None, now: float | None = None) -> str:
+    """What the status says about time: left at the finished steps' pace, a first estimate, or stopping."""
+    now = time.time() if now is None else now
+    if status.state == "stopping":
+        return tr(lang, "stopping_after_step")
+    total = status.total or planned or 0
+    eta = status.eta_seconds(now, total)
+    if eta is not None:
+        key = "eta" if status.pace is not None else "eta_first"
+        return tr(lang, key, time=duration(lang, eta))
+    if status.state == "running" and status.step_began is not None and status.step == 0 and total:
+        elapsed = now - status.step_began  # no pace and no hint: the first step is at least this long
+        return tr(lang, "first_step", elapsed=duration(lang, elapsed), time=duration(lang, elapsed * total))
+    return ""
+
+
+def progress_html(status: JobStatus, lang: str, planned: int | None = None, notes: Sequence[str] = (),
+                  now: float | None = None, idle: str = "idle") -> str:
+    """The job's title, state and run, a progress bar, step and time left, its message or error, and ``notes``.
+
+    ``idle``: the catalogue key of what to say before the first job.
+    """
+    if status.state == "idle":
+        return f"<div class='gantune-status' data-state='idle'>{html.escape(tr(lang, idle))}</div>"
+    total = status.total or planned or 0
+    share = status.step / total if total else 0.0
+    colour = _COLOURS.get(status.state, "#2c7be5")
+    step = tr(lang, "step_of", step=status.step, total=total) if total else tr(lang, "step_of_unknown", step=status.step)
+    parts = [f"{step} ({share:.0%})", time_left(status, lang, planned, now), message_text(status, lang)]
+    line = " · ".join(html.escape(p) for p in parts if p)
+    # text from settings, paths and exception messages is escaped: "<unk>" or a path must not become markup
+    error = (f"<div style='color:#c0392b'><b>{html.escape(tr(lang, 'error'))}</b> {html.escape(status.error)}</div>"
+             if status.error else "")
+    run = f" · {html.escape(tr(lang, 'run_label'))} <code>{html.escape(Path(status.run).name)}</code>" if status.run else ""
+    pace = status.pace if status.pace is not None else status.pace_hint
+    if status.active and status.kind == "train" and pace and pace > SLOW_STEP_SECONDS:
+        notes = [*notes, tr(lang, "slow_steps", pace=duration(lang, pace))]
+    extra = "".join(f"<div class='gantune-note'>{html.escape(n)}</div>" for n in notes)
+    return (f"<div class='gantune-status' data-state='{status.state}'><b>{html.escape(status.title)}</b> — "
+            f"{html.escape(tr(lang, 'state_' + status.state))}{run}"
+            f"<div style='background:#eee;border-radius:4px;margin:6px 0'><div style='width:{share:.0%};"
+            f"background:{colour};height:12px;border-radius:4px'></div></div>{line}{error}{extra}</div>")
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], widths: Sequence[str], css_class: str) -> str:
+    """A read-only table whose cells wrap at word boundaries, with fixed column widths."""
+    cols = "".join(f"<col style='width:{w}'>" for w in widths)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<table class='gantune-table {css_class}'><colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+CSS = """
+.gantune-status { font-size: 0.95em }
+.gantune-note { margin-top: 4px; color: #555 }
+.gantune-table { width: 100%; table-layout: fixed; border-collapse: collapse; font-size: 0.92em }
+.gantune-table th, .gantune-table td { text-align: left; vertical-align: top; padding: 4px 6px;
+  border-bottom: 1px solid #ddd; overflow-wrap: break-word; word-break: normal; hyphens: auto; white-space: normal }
+.gantune-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis }
+.gantune-collapse { border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px; background: #fdecea }
+"""
