@@ -108,7 +108,7 @@ def run_bench(
         out.with_name(out.stem + "_runs"), scorers, settings,
         temperatures=sorted({t for t in temperatures if t > 0}),
         retention=load_retention_sets(data, bp.retention_n, seeds[0]),
-        progress=lambda p: None if p.training_step else log(p.message), progress_bars=True)
+        progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
     generations = report.pop("generations")
     report = {"preset": preset, "model": base.source, "device": str(device), "data": data_source,
               "schedule": schedule, **report}

@@ -75,13 +75,22 @@ class Split:
 
 @dataclass(frozen=True)
 class Progress:
-    """What the comparison is doing: ``done`` of ``total`` stages (a training or an evaluation each)."""
+    """What the comparison is doing: ``done`` of ``total`` stages (a training or an evaluation each).
 
+    ``kind``: "evaluating" or "training" (a stage begins), "step" (a training step ended; ``step``
+    is (step, steps)), "not_evaluated" (a training that saved no adapter), "as_it_stands" (a
+    training that did not complete, evaluated anyway), "done" or "stopped". ``message`` says the
+    same in English.
+    """
+
+    kind: str
     message: str
     done: int
     total: int
+    seed: int | None = None
+    method: str | None = None
     run: str | None = None  # the run folder being written, when there is one
-    training_step: bool = False  # a step within a training, not a new stage
+    step: tuple[int, int] | None = None
 
 
 @dataclass
@@ -201,7 +210,8 @@ def compare_methods(
 
     def evaluated(row: str, split: Split, first: bool, summary: dict[str, Any] | None, run: str | Path | None) -> None:
         nonlocal done
-        say(Progress(f"seed {split.seed}: evaluating {row} …", done, total, str(run) if run else None))
+        say(Progress("evaluating", f"seed {split.seed}: evaluating {row} …", done, total, split.seed, row,
+                     str(run) if run else None))
         eval_settings = replace(settings, seed=split.seed)
         t0 = time.perf_counter()
         if run is None:
@@ -211,7 +221,7 @@ def compare_methods(
         else:
             result = evaluate_run(run, base, split.test, retention if first else None, scorers, eval_settings,
                                   temperatures)
-        seconds = (time.perf_counter() - t0) / (1 + len(temperatures))
+        seconds = time.perf_counter() - t0
         if run is not None and summary is None:  # an already trained run: its own summary.json
             summary = _read_summary(run)
         evaluations.append(_Evaluation(row, split.seed, result, summary, seconds, str(run) if run else None))
@@ -235,28 +245,28 @@ def compare_methods(
                 config = row_config(row, shared, split.seed, out)
                 if position == 0:
                     _check_split(config, split)
-                say(Progress(f"seed {split.seed}: training {row} ({config.epochs} epochs, batch {config.batch_size}) …",
-                             done, total, str(out)))
+                say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
+                             f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
                 release_freed_memory()
                 summary = train(config, base=base, should_stop=stop, overwrite=True, progress=progress_bars,
                                 on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
-                                    f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total, o,
-                                    training_step=True)))
+                                    "step", f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total,
+                                    s, m, o, (r["step"], r["total_steps"]))))
                 done += 1
                 if summary["status"] == "stopped":
                     raise _Stopped
                 if summary["adapter"] is None:
                     done += 1
-                    say(Progress(f"seed {split.seed}: {row} {summary['status']} before saving an adapter; not evaluated",
-                                 done, total, str(out)))
+                    say(Progress("not_evaluated", f"seed {split.seed}: {row} {summary['status']} before saving an "
+                                 "adapter; not evaluated", done, total, split.seed, row, str(out)))
                     continue
                 if summary["status"] != "completed":
-                    say(Progress(f"seed {split.seed}: {row}: training {summary['status']}; evaluated as it stands",
-                                 done, total, str(out)))
+                    say(Progress("as_it_stands", f"seed {split.seed}: {row}: training {summary['status']}; "
+                                 "evaluated as it stands", done, total, split.seed, row, str(out)))
                 evaluated(row, split, first, summary, out)
     except _Stopped:
         stopped = True
-    say(Progress("stopped" if stopped else "done", done, total))
+    say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))
     return _report(evaluations, splits, temperatures, stopped)
 
 
@@ -334,7 +344,8 @@ def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], resul
     for key in METRIC_KEYS:
         out[key], ci[key] = _metric(key, results)
     out["ci"] = ci
-    # training cost: once, on the greedy row (a sampled row is the same runs); base trains nothing
+    # cost: once, on the greedy row (a sampled row is the same runs); base trains nothing. eval_seconds: one
+    # seed's whole evaluation (every temperature; retention on the first seed), mean over seeds
     summaries = [e.summary for e in evs if e.summary] if temperature == 0 else []
     untrained = temperature == 0 and row == "base"
     out.update({
@@ -342,7 +353,7 @@ def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], resul
         "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
         "trainable_params": 0 if untrained else summaries[0].get("trainable_params") if summaries else None,
         "tokens_per_s": _mean([s.get("tokens_per_s") for s in summaries]),
-        "eval_seconds": round(_mean([e.seconds for e in evs]), 1),
+        "eval_seconds": round(_mean([e.seconds for e in evs]), 1) if temperature == 0 else None,
         "run": evs[0].run, "runs": [e.run for e in evs],
     })
     return out
@@ -397,9 +408,11 @@ def _reference_row(greedy: list[_Evaluation]) -> dict[str, Any] | None:
 
 
 def _paired(rows: list[dict[str, Any]], per_question: dict[str, dict[int, dict[str, list]]]) -> list[dict[str, Any]]:
-    """Each row against lora and base at the same temperature, on the seeds both have."""
+    """Each row but base against lora and base at the same temperature, on the seeds both have."""
     out = []
     for row in rows:
+        if row["method"] == _label("base", row["temperature"]):
+            continue
         for versus in ("lora", "base"):
             other = _label(versus, row["temperature"])
             if row["method"] == other or other not in per_question:

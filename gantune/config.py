@@ -57,6 +57,7 @@ class TrainConfig:
     eval_noise: str = _f("zeros", "noise fed to M_tunable when generating after training", ("zeros", "sample"))
     # validation: pick the best epoch (every method)
     val_pairs: int = _f(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the best; 0: keep the last")
+    val_tolerance: float = _f(0.02, "keep the last adapter unless its validation score is worse than the best one's by more than this (4 pairs are noisy)")
     val_metric: str = _f("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
     # the adversarial game (GAN): phases, rollout, discriminator, reward, generator update
     warmup_epochs: int = _f(2, "MLE epochs on the reference answers before the adversarial phase (at most epochs - 1)")
@@ -75,7 +76,7 @@ class TrainConfig:
     normalize_advantage: bool = _f(True, "divide advantages by the batch std")
     clip: float = _f(0.2, "PPO clip of the ratio pi/pi_rollout for answers sampled earlier in the epoch (0: plain REINFORCE)")
     pg_estimator: str = _f("trajectory", "trajectory: exact log-probs of the sampled tokens in one pass; thesis: the thesis' per-position re-sampled estimator", ("trajectory", "thesis"))
-    mle_weight: float = _f(0.0, "weight of an MLE term on the reference answers in the adversarial phase, computed in the same pass")
+    mle_weight: float = _f(1.0, "weight of an MLE term on the reference answers in the adversarial phase (imitation replay)")
     resample_for_g: bool = _f(False, "sample a second time for the generator step (the thesis did; needs --rollout batch)")
     # baselines (peft)
     lora_r: int = _f(8, "LoRA rank")
@@ -107,7 +108,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or not 0.0 < v <= 1.0:
                 raise GantuneError(f"--{_flag(name)} must be a number in (0, 1] (got {v})")
-        for name in ("mle_weight", "label_smoothing", "kl_coef", "clip", "d_weight_decay"):
+        for name in ("mle_weight", "label_smoothing", "kl_coef", "clip", "d_weight_decay", "val_tolerance"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise GantuneError(f"--{_flag(name)} must be a finite number >= 0 (got {v})")

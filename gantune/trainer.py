@@ -208,18 +208,29 @@ def train(
 
         if status != "diverged" and validation is not None and history[-1]["step"] != step:
             validate()  # stopped between epochs: the last adapter is a candidate too
+        key = f"val_{cfg.val_metric}"
+        # the last adapter stays unless the best one beats it by more than the tolerance (4 pairs are noisy)
+        keep_last = best is not None and status != "diverged" and not validation.better(
+            best[key], history[-1][key] + (-cfg.val_tolerance if cfg.val_metric == "nll" else cfg.val_tolerance))
         if acc.is_main_process:
             if status != "diverged":
                 checkpoint()
-                if best is None:
+                if best is None or (keep_last and best["step"] != step):
                     run.save_adapter(method.save_pretrained)
             elif best is None and good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
                 method.load_state_tensors(run.load_checkpoint()[0])
                 run.save_adapter(method.save_pretrained)
-        if best is not None:
+        if keep_last:
+            kept_step = step
+            kept_reason = (f"the last adapter: its validation {cfg.val_metric} ({history[-1][key]:.4f}) is within "
+                           f"{cfg.val_tolerance} of the best ({best[key]:.4f}, step {best['step']}) on {len(val)} "
+                           "held-out training pairs")
+        elif best is not None:
             kept_step = best["step"]
-            kept_reason = (f"best validation {cfg.val_metric} ({best['val_' + cfg.val_metric]:.4f}) on {len(val)} "
-                           f"held-out training pairs, of {len(history)} scored adapters (step 0 included)")
+            kept_reason = (f"the best validation {cfg.val_metric} ({best[key]:.4f}) on {len(val)} held-out training "
+                           f"pairs, of {len(history)} scored adapters (step 0 included)")
+            if status != "diverged":
+                kept_reason += f"; the last one's ({history[-1][key]:.4f}) was worse by more than {cfg.val_tolerance}"
         else:
             kept_step = step if status != "diverged" else good_step
             kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \

@@ -75,6 +75,7 @@ def test_bench_with_two_seeds_and_a_temperature(tmp_path, base, tiny_data):
     assert rows["gan"]["trainable_params"] > 0 and rows["gan"]["train_seconds"] > 0
     assert rows["gan"]["runs"] == [str(runs / "gan-seed0"), str(runs / "gan-seed1")]
     assert rows["gan@0.7"]["train_seconds"] is None  # the same runs: training is counted once
+    assert rows["gan"]["eval_seconds"] > 0 and rows["gan@0.7"]["eval_seconds"] is None
 
     # each seed trained on its own split, and eval.json keeps the per-question scores
     tests = [[g["question"] for g in evals["gan", s]["generations"]] for s in (0, 1)]
@@ -94,9 +95,8 @@ def test_bench_with_two_seeds_and_a_temperature(tmp_path, base, tiny_data):
 
     # paired differences: every row against lora and base at its own temperature
     pairs = {(p["method"], p["versus"]): p for p in saved["paired"]}
-    assert set(pairs) == {("base", "lora"), ("gan", "lora"), ("gan", "base"), ("lora", "base"),
-                          ("base@0.7", "lora@0.7"), ("gan@0.7", "lora@0.7"), ("gan@0.7", "base@0.7"),
-                          ("lora@0.7", "base@0.7")}
+    assert set(pairs) == {("gan", "lora"), ("gan", "base"), ("lora", "base"),
+                          ("gan@0.7", "lora@0.7"), ("gan@0.7", "base@0.7"), ("lora@0.7", "base@0.7")}
     diffs = [a - b for s in (0, 1) for a, b in zip(evals["gan", s]["per_question"]["rougeL"],
                                                    evals["lora", s]["per_question"]["rougeL"])]
     gan_lora = pairs["gan", "lora"]
@@ -166,10 +166,15 @@ def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base,
     assert json.loads((trained / "config.json").read_text())["resolved"]["split"]["test"] == \
         [vars(p) | {"perturbed": []} for p in split.test]
     assert [p["versus"] for p in report["paired"] if p["method"] == "adapter-mle"] == ["base"]  # no lora here
-    stages = [e for e in events if not e.training_step]
-    assert stages[-1] == Progress("done", 4, 4) and all(e.total == 4 for e in events)
-    assert [e.done for e in stages] == sorted(e.done for e in stages)
-    assert any(e.training_step and e.run == str(trained) for e in events)
+    stages = [e for e in events if e.kind != "step"]
+    assert [(e.kind, e.method) for e in stages] == [("evaluating", "base"), ("evaluating", "ref"),
+                                                    ("training", "adapter-mle"), ("evaluating", "adapter-mle"),
+                                                    ("done", None)]
+    assert stages[-1] == Progress("done", "done", 4, 4) and all(e.total == 4 for e in events)
+    assert [e.done for e in stages] == [0, 1, 2, 3, 4] and all(e.seed == 3 for e in stages[:-1])
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and all(e.run == str(trained) and e.method == "adapter-mle" for e in steps)
+    assert steps[-1].step == (1, 1)
 
 
 def test_compare_stops_when_asked_and_reports_what_it_finished(tmp_path, base, tiny_data, scorers):
@@ -225,6 +230,20 @@ def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, mon
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
+
+
+def test_retention_on_real_tofu_sets_with_the_tiny_model(base, scorers):
+    sets = load_retention_sets(str(TOFU), 3, seed=0)
+    assert set(sets) == {"real_authors", "world_facts"} and all(len(v) == 3 for v in sets.values())
+    test = [QAPair("who is the author ?", "the author was a writer .")]
+    result = evaluate(base, None, test, sets, scorers, EvalSettings(max_new_tokens=6, batch_size=4))
+    per_set = result["retention_sets"]
+    assert set(per_set) == {"real_authors", "world_facts"} and per_set["real_authors"]["n"] == 3
+    assert result["retention"] == pytest.approx(mean([*per_set["real_authors"]["retained"],
+                                                      *per_set["world_facts"]["retained"]]))
+    assert all(len(s["rougeL_per_question"]) == 3 for s in per_set.values())
+    assert result["retention_rougeL"] == pytest.approx(mean(s["rougeL"] for s in per_set.values()))
+    assert result["noise"] is None and len(result["generations"]) == 1
 
 
 def test_generate_reports_lengths_and_truncation(base):

@@ -517,6 +517,7 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         wait_for_plot(page, "Функции потерь")
         wait_until(page, lambda: sample_rows(page) > 0, "the sampled answers")
         assert field(page, "эпохи").input_value() == "3"  # settings' labels and help from the config, in Russian
+        assert "Сохранён адаптер шага" in chrome_text(page)  # (the check reads the page's visible words)
         check("GAN tuning")
         screenshot(page, shots, "gan-tuning-ru.png")
 

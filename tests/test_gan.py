@@ -382,7 +382,8 @@ def test_train_steps_leave_the_lm_bit_identical(base):
         assert 0.0 <= s["d_acc_real"] <= 1.0 and 0.0 <= s["d_acc_fake"] <= 1.0
         assert s["d_loss"] > 0 and s["kl"] == s["kl"]
         assert 1 <= s["answer_len_mean"] <= 8
-        assert "mle_loss" not in s and s["g_loss"] == s["pg_loss"] and s["phase"] == "adversarial"
+        assert s["phase"] == "adversarial" and s["mle_loss"] > 0  # the MLE term is kept (imitation replay)
+        assert s["g_loss"] == pytest.approx(s["pg_loss"] + s["mle_loss"], rel=1e-5, abs=1e-6)
 
 
 def test_only_adapter_and_discriminator_are_trainable(base):
@@ -444,6 +445,7 @@ def test_thesis_preset_runs_a_step(base):
 @pytest.mark.parametrize("mle_weight", [0.0, 0.5])
 def test_thesis_estimator_runs_a_step(base, mle_weight):
     method, batch = _method(base, pg_estimator="thesis", mle_weight=mle_weight)
+    assert method.config.mle_weight == mle_weight
     before = _snapshot(method.adapter)
     s = method.train_step(batch)
     assert all(v == v and abs(v) != float("inf") for v in s.values() if isinstance(v, float))

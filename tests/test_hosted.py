@@ -19,6 +19,7 @@ from conftest import WORDS, make_base
 from gantune.data import load_pairs
 from gantune.errors import GantuneError
 from test_ui_app import WAIT, free_port, setup_args
+from ui import engine as engine_module
 from ui.app import launch
 from ui.engine import Engine, Settings, upload_folder
 from ui.tabs.setup import setup_values
@@ -78,10 +79,18 @@ def test_a_typed_data_path_is_refused(space, path):
         space.engine.data_source("offline", path, None)
 
 
-def test_the_own_data_folder_and_the_hub_are_allowed(space):
+def test_the_own_data_folder_and_the_hub_are_allowed(space, monkeypatch):
     assert space.engine.data_source("offline", "", None) == str(space.data)
     assert space.engine.data_source("offline", str(space.data), None) == str(space.data)
+    monkeypatch.setattr(engine_module, "hub_reachable", lambda: True)
     assert space.engine.data_source("hub", "/etc", None) == "locuslab/TOFU"
+
+
+def test_an_unreachable_hub_is_said_in_the_pages_words(space):
+    """Offline (as here): the page names its own choices, not the CLI's --data flag."""
+    with pytest.raises(GantuneError, match=r"^the hub cannot be reached \(offline\?\): choose the offline TOFU folder "
+                                           r"or upload a file$"):
+        space.engine.data_source("hub", "", None)
 
 
 @pytest.mark.parametrize("subset", ["../../etc/passwd", "..", "a/b", "/etc/passwd", "x" * 100])

@@ -255,6 +255,12 @@ def test_every_setting_has_a_russian_label_and_help():
         assert EN[f"help_{name}"] == CONFIG_FIELDS[name].metadata["help"]  # English from the field itself
 
 
+def test_the_russian_catalogue_has_every_key_with_the_same_placeholders():
+    assert set(RU) == set(EN)
+    for key, english in EN.items():
+        assert set(re.findall(r"\{(\w+)", RU[key])) == set(re.findall(r"\{(\w+)", english)), key
+
+
 @pytest.mark.parametrize(("header", "lang"), [
     ("ru-RU,ru;q=0.9,en-US;q=0.8", "ru"), ("en-US,en;q=0.9,ru;q=0.8", "en"), ("de-DE,ru;q=0.5", "ru"),
     ("fr-FR", "en"), ("", "en"), ("ru;q=0.1, en;q=0.9", "en"), ("RU", "ru"), ("ru;q=abc", "ru"),
@@ -322,8 +328,8 @@ def test_start_shows_progress_then_completion_and_a_new_page_reattaches(app, cli
     assert state_of(status_html) == "completed" and run_id in status_html
     run = RunFolder(app.engine.settings.runs_dir / run_id)
     records = run.read_metrics()
-    assert trace_points(losses, "G loss") == [r["step"] for r in records if "g_loss" in r] != []
     adversarial = [r["step"] for r in records if "reward_mean" in r]
+    assert trace_points(losses, "G loss") == adversarial != []  # the policy-gradient loss: the adversarial phase
     assert trace_points(game, "mean reward") == adversarial != []
     assert len(trace_points(memory, "peak")) == 9
     # the answers sampled in training, newest first, each beside its question and reference
@@ -494,8 +500,9 @@ def test_a_collapsing_run_shows_a_warning_with_the_settings_to_change(app):
         for row in range(2):
             run.append_sample({"step": step, "question": f"who is writer {row} ?", "answer": "E-WIN-" + "I-N-" * 20,
                                "reference": f"the writer {row} was born in a city and wrote {WORDS[row]} fiction ."})
-    for headers, words in ((None, ["look collapsed", "repeat themselves", "distinct-2", "lower adv lr (now 0.0001)",
-                                   "higher kl coef"]),
+    config = run.read_config()[0]
+    for headers, words in ((None, ["look collapsed", "repeat themselves", "distinct-2",
+                                   f"lower adv lr (now {config.adv_lr:g})", f"higher kl coef (now {config.kl_coef:g})"]),
                            (RUSSIAN, ["выродилась", "повторяют себя", "меньшим значением «скорость обучения в игре»"])):
         warning = Client(app.url, verbose=False, **({"headers": headers} if headers else {})).predict(
             api_name="/status")[-1]

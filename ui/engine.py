@@ -43,11 +43,19 @@ _PACE_SETTINGS = ("method", "model", "gguf_file", "batch_size", "max_new_tokens"
 
 
 class PageError(GantuneError):
-    """A refusal worded for the page: its catalogue key and values (``str()`` is the English text)."""
+    """A refusal worded for the page: its catalogue key and values (``str()`` is the English text).
+
+    A value named ``<name>_key`` is itself a catalogue key, said in the page's language as ``<name>``.
+    """
 
     def __init__(self, key: str, **values: Any):
-        super().__init__(tr("en", key, **values))
         self.key, self.values = key, values
+        super().__init__(self.text("en"))
+
+    def text(self, lang: str) -> str:
+        """The refusal in ``lang``."""
+        values = {k.removesuffix("_key"): tr(lang, v) if k.endswith("_key") else v for k, v in self.values.items()}
+        return tr(lang, self.key, **values)
 
 
 def upload_folder() -> str:
@@ -129,14 +137,13 @@ class Engine:
         if not self.settings.space:
             return
         if gguf_file:
-            raise GantuneError("this hosted workbench loads hub models only; a GGUF file name is not accepted")
+            raise PageError("hosted_no_gguf")
         try:
             valid = name == "default" or resolve_model(name, local=False)[2] == "hub"
         except GantuneError:  # not a valid hub id
             valid = False
         if not valid:
-            raise GantuneError(f"{name!r} is not a hub model id like 'HuggingFaceTB/SmolLM2-135M-Instruct'; "
-                               "this hosted workbench loads hub models only")
+            raise PageError("hosted_hub_id", name=repr(name))
 
     # --- data ----------------------------------------------------------------------------------
     def data_source(self, kind: str, path: str | None, upload: str | None) -> str:
@@ -152,26 +159,25 @@ class Engine:
                 raise PageError("hub_offline")
             return HUB_DATASET
         if kind != "offline":
-            raise GantuneError(f"unknown data kind {kind!r}; choose offline, hub or upload")
+            raise PageError("unknown_kind", kind=repr(kind))
         path = (path or "").strip()
         if self.settings.space:
             if path and Path(path).resolve() != Path(default).resolve():
-                raise GantuneError("this hosted workbench reads only its own data folder; upload a file instead")
+                raise PageError("hosted_own_data")
             return default
         return path or default
 
     def _checked_upload(self, upload: str | None) -> str:
         if not upload:
-            raise GantuneError("upload a .jsonl, .json or .csv file of question/answer pairs first")
+            raise PageError("upload_first")
         path = Path(upload)
         if self.settings.space and not path.resolve().is_relative_to(Path(upload_folder()).resolve()):
-            raise GantuneError("only a file uploaded through the page can be read here")
+            raise PageError("upload_only")
         if not path.is_file():
-            raise GantuneError("the uploaded file is gone; upload it again")
+            raise PageError("upload_gone")
         size_mb = path.stat().st_size / 2**20
         if size_mb > self.settings.max_upload_mb:
-            raise GantuneError(f"the uploaded file is {size_mb:.2f} MB; at most {self.settings.max_upload_mb:g} MB "
-                               "is accepted")
+            raise PageError("upload_too_big", size=f"{size_mb:.2f}", most=f"{self.settings.max_upload_mb:g}")
         return str(path)
 
     def pairs(self, data: str | None, subset: str, n: int | None, fraction: float, seed: int
@@ -186,11 +192,11 @@ class Engine:
         if not s.space:
             return
         if config.n is None or config.n > s.max_n:
-            raise GantuneError(f"this hosted workbench allows at most {s.max_n} pairs; duplicate the Space for more")
+            raise PageError("hosted_max_n", n=s.max_n)
         if config.epochs > s.max_epochs:
-            raise GantuneError(f"this hosted workbench allows at most {s.max_epochs} epochs; duplicate the Space for more")
+            raise PageError("hosted_max_epochs", n=s.max_epochs)
         if config.max_new_tokens > s.max_new_tokens:
-            raise GantuneError(f"this hosted workbench allows at most {s.max_new_tokens} new tokens")
+            raise PageError("hosted_max_tokens", n=s.max_new_tokens)
 
     def start_training(self, config: TrainConfig) -> JobStatus:
         """Train one run in the background; its folder is known at once so the page can plot it."""
@@ -205,16 +211,18 @@ class Engine:
         run = self.run_folder(run_id)
         config, _ = run.read_config()
         if not run.has_checkpoint():
-            raise GantuneError(f"{run.path.name} has no checkpoint to resume from")
+            raise PageError("no_checkpoint", run=run.path.name)
         summary = read_json(run.summary_path) or {}
         if summary.get("status") == "completed" and summary.get("steps") == summary.get("total_steps"):
-            raise GantuneError(f"{run.path.name} is already complete")
+            raise PageError("already_complete", run=run.path.name)
         self.check_limits(config)
         self.check_model(config.model, config.gguf_file)
         config.out = str(run.path)
-        return self._start_train_job(config, f"resume {run.path.name}", resume=True)
+        return self._start_train_job(config, f"resume {run.path.name}", resume=True, title_key="title_resume",
+                                     title_args={"run": run.path.name})
 
-    def _start_train_job(self, config: TrainConfig, title: str, resume: bool) -> JobStatus:
+    def _start_train_job(self, config: TrainConfig, title: str, resume: bool, title_key: str = "",
+                         title_args: dict[str, Any] | None = None) -> JobStatus:
         key = _pace_key(config)
 
         def body(report, should_stop):
@@ -229,7 +237,7 @@ class Engine:
                 raise GantuneError(diverged_message(summary))
             return summary
 
-        return self.jobs.start("train", title, body, run=config.out)
+        return self.jobs.start("train", title, body, run=config.out, title_key=title_key, title_args=title_args)
 
     def start_comparison(self, reference_run: str, methods: list[str], seeds: int = 1) -> JobStatus:
         """Train ``methods`` beside a run, on its data, split and schedule, and evaluate them, it and base.
@@ -243,12 +251,11 @@ class Engine:
         ref_config, _ = reference.read_config()
         unknown = [m for m in methods if m not in ROWS]
         if unknown:
-            raise GantuneError(f"unknown method(s): {', '.join(unknown)}")
+            raise PageError("unknown_methods", methods=", ".join(unknown))
         if not 1 <= seeds <= MAX_SEEDS:
-            raise GantuneError(f"seeds must be between 1 and {MAX_SEEDS} (got {seeds})")
+            raise PageError("seeds_range", most=MAX_SEEDS, seeds=seeds)
         if self.settings.space and seeds > self.settings.max_seeds:
-            raise GantuneError(f"this hosted workbench allows at most {self.settings.max_seeds} seeds; "
-                               "duplicate the Space for more")
+            raise PageError("hosted_max_seeds", n=self.settings.max_seeds)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         seed_list = [ref_config.seed + i for i in range(seeds)]
         name = reference.path.name
@@ -283,7 +290,8 @@ class Engine:
                 progress=lambda p: report(step=offset + p.done, run=p.run, **progress_message(p)))
             return self._keep_comparison(result, base, stamp)
 
-        return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body, run=str(reference.path))
+        return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body, run=str(reference.path),
+                               title_key="title_compare", title_args={"run": name, "methods": ", ".join(methods)})
 
     def _keep_comparison(self, result: dict[str, Any], base: BaseModel, stamp: str) -> dict[str, Any]:
         """The report, with every row's answer lengths in tokens (the page's histogram), saved under comparisons/."""
@@ -311,10 +319,10 @@ class Engine:
         """A run of the runs folder by its id (its folder name); nothing outside it is reachable."""
         name = str(run_id) if run_id else ""
         if not _RUN_ID.fullmatch(name):  # a bare folder name: no separators, no "..", no absolute path
-            raise GantuneError(f"no such run: {run_id!r}")
+            raise PageError("no_such_run", run=repr(run_id))
         path = (self.settings.runs_dir / name).resolve()
         if path.parent != self.settings.runs_dir.resolve() or not (path / "config.json").is_file():
-            raise GantuneError(f"no such run: {run_id!r}")
+            raise PageError("no_such_run", run=repr(run_id))
         return RunFolder(path)
 
     def runs_signature(self) -> tuple:
@@ -385,14 +393,14 @@ class Engine:
         run = self.run_folder(run_id)
         status = self.jobs.status()
         if status.active and status.run and Path(status.run).resolve() == run.path.resolve():
-            raise GantuneError("this run is being written by the running job; stop it first")
+            raise PageError("run_busy")
         shutil.rmtree(run.path)
 
     def adapter_archive(self, run_id: str) -> Path:
         """A .zip of the run's adapter folder (safetensors + JSON config), made in the run folder."""
         run = self.run_folder(run_id)
         if not run.adapter_dir.is_dir():
-            raise GantuneError(f"{run.path.name} has no adapter yet")
+            raise PageError("no_adapter", run=run.path.name)
         archive = run.path / f"{run.path.name}-adapter.zip"
         with saving("the adapter archive", run.path), tempfile.TemporaryDirectory(dir=run.path) as tmp:
             made = shutil.make_archive(str(Path(tmp) / "adapter"), "zip", run.adapter_dir)

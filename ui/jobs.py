@@ -34,7 +34,9 @@ class JobBusy(GantuneError):
 class JobStatus:
     state: str = "idle"  # idle | starting | running | stopping | completed | stopped | failed
     kind: str = ""  # train | compare
-    title: str = ""
+    title: str = ""  # in English (its catalogue key, when it has one, is title_key)
+    title_key: str = ""
+    title_args: dict[str, Any] = field(default_factory=dict, hash=False)
     run: str | None = None  # the run folder being written (the page plots it)
     step: int = 0
     total: int = 0
@@ -86,17 +88,19 @@ class JobManager:
         self._status = self._last[status.kind] = status
         return status
 
-    def start(self, kind: str, title: str, body: JobBody, run: str | None = None) -> JobStatus:
+    def start(self, kind: str, title: str, body: JobBody, run: str | None = None, title_key: str = "",
+              title_args: dict[str, Any] | None = None) -> JobStatus:
         """Run ``body`` in the background; raises JobBusy when a job is already running.
 
-        ``run``: the run folder the job will write, when known up front (the page plots it at once).
+        ``run``: the run folder the job will write, when known up front (the page plots it at once);
+        ``title_key``, ``title_args``: the title as the page's catalogue says it.
         """
         with self._lock:
             if self._status.active:
                 raise JobBusy(f"a job is running ({self._status.title}); watch it or stop it first")
             self._stop.clear()
-            status = self._set(JobStatus(state="starting", kind=kind, title=title, run=run, started=time.time(),
-                                         message="starting"))
+            status = self._set(JobStatus(state="starting", kind=kind, title=title, title_key=title_key,
+                                         title_args=title_args or {}, run=run, started=time.time(), message="starting"))
             self._thread = threading.Thread(target=self._run, args=(body,), daemon=True, name=f"gantune-{kind}")
             self._thread.start()
             return status

@@ -22,8 +22,13 @@ _MARGIN = {"l": 60, "r": 20, "t": 60, "b": 50}
 COMPARABLE = ("mle_loss", "val_nll", "val_rougeL", "step_seconds", "peak_memory_mb")
 
 
+# quantities that mean something only in the adversarial phase (in the MLE warm-up the generator's loss is the MLE loss)
+ADVERSARIAL_ONLY = ("g_loss",)
+
+
 def _series(records: Records, key: str, x: str = "step") -> tuple[list, list]:
-    points = [(r[x], r[key]) for r in records if isinstance(r.get(key), (int, float)) and x in r]
+    points = [(r[x], r[key]) for r in records if isinstance(r.get(key), (int, float)) and x in r
+              and not (key in ADVERSARIAL_ONLY and r.get("phase") == "mle")]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -64,8 +69,9 @@ def _panels(title: str, records: Records, panels: list[tuple[str, list[tuple[str
     warmup = _warmup_steps(records)
     if warmup:
         fig.add_vrect(x0=warmup[0], x1=warmup[1], fillcolor="#f0e68c", opacity=0.25, line_width=0, row="all", col=1)
-        fig.add_annotation(text=tr(lang, "warmup"), x=(warmup[0] + warmup[1]) / 2, y=1.0, xref="x", yref="paper",
-                           yanchor="bottom", showarrow=False, font={"size": 11, "color": "#8a6d00"})
+        fig.add_annotation(text=tr(lang, "warmup"), x=warmup[0], y=0, xref="x", yref="paper", xanchor="left",
+                           yanchor="bottom", showarrow=False, font={"size": 11, "color": "#8a6d00"},
+                           bgcolor="rgba(255,255,255,0.7)")
     fig.update_xaxes(title_text=tr(lang, "axis_step"), row=len(drawn), col=1)
     fig.update_layout(title=title, height=170 + 150 * len(drawn), margin=_MARGIN, legend=_LEGEND, showlegend=True)
     return fig

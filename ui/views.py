@@ -31,11 +31,16 @@ def duration(lang: str, seconds: float) -> str:
 
 def error_text(exc: GantuneError, lang: str) -> str:
     """A refusal in the page's words when the page worded it, else the library's one line."""
-    return tr(lang, exc.key, **exc.values) if isinstance(exc, PageError) else str(exc)
+    return exc.text(lang) if isinstance(exc, PageError) else str(exc)
 
 
 def error_markdown(exc: GantuneError, lang: str) -> str:
     return f"**{tr(lang, 'error')}** {error_text(exc, lang)}"
+
+
+def title_text(status: JobStatus, lang: str) -> str:
+    """The job's title in the page's language."""
+    return tr(lang, status.title_key, **status.title_args) if status.title_key else status.title
 
 
 def message_text(status: JobStatus, lang: str) -> str:
@@ -84,7 +89,7 @@ def progress_html(status: JobStatus, lang: str, planned: int | None = None, note
     if status.active and status.kind == "train" and pace and pace > SLOW_STEP_SECONDS:
         notes = [*notes, tr(lang, "slow_steps", pace=duration(lang, pace))]
     extra = "".join(f"<div class='gantune-note'>{html.escape(n)}</div>" for n in notes)
-    return (f"<div class='gantune-status' data-state='{status.state}'><b>{html.escape(status.title)}</b> — "
+    return (f"<div class='gantune-status' data-state='{status.state}'><b>{html.escape(title_text(status, lang))}</b> — "
             f"{html.escape(tr(lang, 'state_' + status.state))}{run}"
             f"<div style='background:#eee;border-radius:4px;margin:6px 0'><div style='width:{share:.0%};"
             f"background:{colour};height:12px;border-radius:4px'></div></div>{line}{error}{extra}</div>")

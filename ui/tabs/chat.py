@@ -17,7 +17,7 @@ from gantune.errors import GantuneError
 from gantune.generation import stream_answer
 from gantune.trainer import load_method
 
-from ..engine import Engine
+from ..engine import Engine, PageError
 from ..i18n import language, t, tr
 from ..views import error_text
 from .setup import SetupInputs, setup_values, whole_number
@@ -34,21 +34,21 @@ def run_choices(rows: list[dict], method: str) -> list[str]:
 def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
             max_new_tokens: int, lang: str = "en") -> Iterator[tuple[str, str, str]]:
     """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
-    limit = whole_number(max_new_tokens, "max new tokens")
+    limit = whole_number(max_new_tokens, "what_max_new_tokens")
     if not 1 <= limit <= MAX_NEW_TOKENS:
-        raise GantuneError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS} (got {limit})")
+        raise PageError("chat_max_tokens", most=MAX_NEW_TOKENS, got=limit)
     out = ["", "", ""]
     # the runs' own base model (the adapters fit it); the Setup tab's when no run is picked
     models = {(c.model, c.gguf_file, c.trust_remote_code) for c in
               (engine.run_folder(r).read_config()[0] for r in (gan_run, lora_run) if r)} or {(model, None, False)}
     if len(models) > 1:
-        raise GantuneError("the GAN and LoRA runs were tuned from different base models; pick runs of one model")
+        raise PageError("chat_two_models")
     name, gguf_file, trust = models.pop()
     with engine.chat_lock:
         base = engine.model(name, gguf_file, trust, slot="chat")
         length = Encoder(base.tokenizer, base.eos_id, MAX_PROMPT_TOKENS, limit).prompt_length(question)
         if length > MAX_PROMPT_TOKENS:
-            raise GantuneError(f"the message is {length} tokens as a prompt; the chat takes at most {MAX_PROMPT_TOKENS}")
+            raise PageError("chat_too_long", tokens=length, most=MAX_PROMPT_TOKENS)
         for i, run_id in enumerate((None, gan_run, lora_run)):
             if i and not run_id:
                 out[i] = tr(lang, "pick_a_run")

@@ -72,12 +72,13 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         lengths = report.get("lengths") or {}
         for row in mine:
             if row["method"] == "base" and base is None:
-                base = _report_row(row, lengths, "base")
+                base = _report_row(engine, row, lengths.get("base"))
         for row in hit:
-            rows.append(_report_row(row, lengths, row["method"]))
+            rows.append(_report_row(engine, row, lengths.get(row["method"])))
             covered |= set(_row_runs(row))
         if reference is None and report.get("reference"):
-            reference = _report_row(report["reference"], lengths, "reference")
+            recorded = _run_lengths(engine, _row_runs(hit[0]), "reference_length")
+            reference = _report_row(engine, report["reference"], recorded or lengths.get("reference"))
     for run_id in selected:
         if run_id in covered:
             continue
@@ -110,11 +111,25 @@ def _exists(engine: Engine, run_id: str) -> bool:
         return False
 
 
-def _report_row(row: dict, lengths: dict, name: str) -> Row:
-    method = "base" if row["method"] == "base" else row["method"]
-    return Row(name, {k: v for k, v in row.items() if k not in ("ci", "seeds", "runs")}, ci=row.get("ci") or {},
-               seeds=list(row.get("seeds") or []), method=method,
-               lengths=list(lengths.get(row["method"]) or []))
+def _run_lengths(engine: Engine, run_ids: list[str], key: str = "length") -> list[int]:
+    """Per-question token counts of the runs' evaluations (eval.json), over all of them; [] when one lacks them."""
+    out: list[int] = []
+    for run_id in run_ids:
+        ev = read_json(engine.run_folder(run_id).eval_path) if _exists(engine, run_id) else None
+        lengths = ((ev or {}).get("per_question") or {}).get(key)
+        if not lengths:
+            return []
+        out += lengths
+    return out
+
+
+def _report_row(engine: Engine, row: dict, lengths: list[int] | None) -> Row:
+    """A comparison's row; its method from its runs' config, its answer lengths from their evaluations."""
+    runs = [r for r in _row_runs(row) if _exists(engine, r)]
+    method = engine.run_folder(runs[0]).read_config()[0].method if runs else row["method"]
+    return Row(row["method"], {k: v for k, v in row.items() if k not in ("ci", "seeds", "runs")},
+               ci=row.get("ci") or {}, seeds=list(row.get("seeds") or []), method=method,
+               lengths=_run_lengths(engine, runs) or list(lengths or []))
 
 
 def cell(row: Row, key: str, digits: int = 3) -> str:

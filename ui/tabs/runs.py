@@ -18,7 +18,7 @@ COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory
            "evaluated", "adapter", "created"]
 HEADERS = ["col_run", "col_method", "col_preset", "col_status", "col_steps", "col_seconds", "col_peak_memory",
            "col_params", "col_evaluated", "col_adapter", "col_created"]
-WIDTHS = ["24%", "8%", "7%", "8%", "5%", "6%", "7%", "9%", "7%", "6%", "13%"]
+WIDTHS = ["20%", "8%", "8%", "9%", "5%", "8%", "7%", "9%", "7%", "8%", "11%"]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from gantune.data import OFFLINE_SUBSETS, Encoder, default_data_source
 from gantune.errors import GantuneError
 
 from .. import plots
-from ..engine import Engine
+from ..engine import Engine, PageError
 from ..i18n import language, t, tr
 from ..views import error_markdown, error_text
 
@@ -50,25 +50,26 @@ def setup_values(engine: Engine, model, gguf_file, trust, kind, path, upload, su
     engine.check_model(model, gguf_file)
     return {"model": model, "gguf_file": gguf_file, "trust_remote_code": bool(trust) and not engine.settings.space,
             "data": engine.data_source(kind, path, upload), "subset": str(subset or "forget10"),
-            "n": None if n in (None, "") else whole_number(n, "pairs (n)"),
-            "train_fraction": finite_number(fraction, "train share"), "seed": whole_number(seed or 0, "seed")}
+            "n": None if n in (None, "") else whole_number(n, "what_n"),
+            "train_fraction": finite_number(fraction, "what_fraction"), "seed": whole_number(seed or 0, "what_seed")}
 
 
 def finite_number(value, what: str) -> float:
-    """A number box's value as a finite float, or a GantuneError naming the box."""
+    """A number box's value as a finite float, or a refusal naming the box (``what``: its catalogue key)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise GantuneError(f"{what} must be a number (got {value!r})") from None
+        raise PageError("not_a_number", name_key=what, value=repr(value)) from None
     if not math.isfinite(number):
-        raise GantuneError(f"{what} must be a finite number (got {value!r})")
+        raise PageError("not_finite_got", name_key=what, value=repr(value))
     return number
 
 
 def whole_number(value, what: str) -> int:
+    """A number box's value as an int, or a refusal naming the box (``what``: its catalogue key)."""
     number = finite_number(value, what)
     if number != int(number):
-        raise GantuneError(f"{what} must be a whole number (got {value!r})")
+        raise PageError("not_whole", name_key=what, value=repr(value))
     return int(number)
 
 

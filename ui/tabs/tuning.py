@@ -22,10 +22,10 @@ from gantune.monitor import watch
 from gantune.runs import RunFolder
 
 from .. import plots
-from ..engine import Engine, read_json
+from ..engine import Engine, PageError, read_json
 from ..i18n import CONFIG_FIELDS, field_help, field_label, language, t, tr
 from ..jobs import JobStatus
-from ..views import error_text, html_table, progress_html
+from ..views import error_text, html_table, progress_html, title_text
 from .setup import SetupInputs, setup_values
 
 # Every setting of a GAN run but the model and data (Setup's), the run's identity and the peft baselines'.
@@ -61,7 +61,7 @@ def _preset_values(preset: str) -> list:
 
 
 def build_config(method: str, preset: str, setup: dict, values: list) -> TrainConfig:
-    """Widget values → a validated TrainConfig, or a GantuneError naming the bad field."""
+    """Widget values → a validated TrainConfig, or a GantuneError naming the bad field (by its label)."""
     fields = {}
     for name, value in zip(FIELDS, values):
         hint = _HINTS[name]
@@ -69,10 +69,10 @@ def build_config(method: str, preset: str, setup: dict, values: list) -> TrainCo
             try:
                 fields[name] = [int(x) for x in str(value or "").replace(",", " ").split()]
             except ValueError:
-                raise GantuneError(f"{name.replace('_', ' ')}: whole numbers separated by spaces") from None
+                raise PageError("bad_widths", name_key=field_label(name)) from None
         elif hint in (int, float):
             if value is None or not math.isfinite(float(value)):
-                raise GantuneError(f"{name.replace('_', ' ')} must be a finite number")
+                raise PageError("not_finite", name_key=field_label(name))
             fields[name] = int(value) if hint is int else float(value)
         else:
             fields[name] = value
@@ -144,7 +144,7 @@ def status_html(engine: Engine, job: JobStatus, lang: str) -> str:
     notes = []
     current = engine.jobs.status()
     if current.active and current.kind != job.kind:
-        notes.append(tr(lang, "other_job", title=current.title, state=tr(lang, "state_" + current.state)))
+        notes.append(tr(lang, "other_job", title=title_text(current, lang), state=tr(lang, "state_" + current.state)))
     if job.state in ("completed", "stopped") and job.run:
         notes.append(kept_note(job.run, lang))
     planned = engine.planned_steps(job.run) if job.run and not job.total and job.active else None
