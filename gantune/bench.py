@@ -37,7 +37,7 @@ class BenchPreset:
     methods: list[str] = field(default_factory=list)
 
 
-QUICK_ROWS = ["gan", "gan-mle", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]
+QUICK_ROWS = ["gan", "gan-no-mle", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]
 BENCH_PRESETS: dict[str, BenchPreset] = {
     # about 20 min on a 2-core CPU with the offline model
     "quick": BenchPreset(n=80, train_fraction=0.5, epochs=3, batch_size=8, max_new_tokens=48, max_prompt_tokens=128,

@@ -31,7 +31,12 @@ from .trainer import load_method, train
 # row name -> (method, TrainConfig preset, settings on top of the preset)
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "gan": ("gan", "improved", {}),
-    "gan-mle": ("gan", "improved", {"mle_weight": 1.0}),  # adversarial + MLE in one pass (SeqGAN-style mix)
+    # ablations of the improved GAN: without the MLE term in the adversarial phase; the plain SeqGAN step (v1)
+    "gan-no-mle": ("gan", "improved", {"mle_weight": 0.0}),
+    "gan-seqgan": ("gan", "improved", {"warmup_epochs": 0, "rollout": "batch", "discriminator": "embedding",
+                                       "d_loss": "bce", "d_dropout": 0.0, "d_weight_decay": 0.0, "kl_coef": 0.0,
+                                       "clip": 0.0, "normalize_advantage": False, "mle_weight": 0.0, "adv_lr": 1e-3,
+                                       "val_pairs": 0}),
     "gan-thesis": ("gan", "thesis", {}),
     "adapter-mle": ("adapter-mle", "improved", {}),
     "lora": ("lora", "improved", {}),
@@ -49,15 +54,15 @@ METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", 
                "length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc")
 PAIRED_KEYS = ("rougeL", "semantic")
 NOTES = {
-    "ci": "± is half the width of a 95% percentile bootstrap interval over (seed, question) pairs: each seed's test "
+    "ci": "half the width of a 95% percentile bootstrap interval over (seed, question) pairs: each seed's test "
           "questions resampled with replacement, 2000 times, the statistic averaged over seeds; distinct-n (which "
           "repeated answers would bias) gets a t-interval over seeds instead, none with one seed",
     "paired": "mean per-question difference (same questions, same seed) with its 95% bootstrap interval",
     "retention_seeds": "retention is scored once per method, on the first seed's run",
-    "mauve": "MAUVE is left out: with ~40 answers per seed it clusters 80 points into 4 buckets, and on disjoint "
-             "samples of 40 TOFU references vs the same references cut to 4 words it ranged 0.22-0.76 across "
-             "draws (real vs real: 0.91-1.00); its authors ask for thousands of samples. real_vs_generated_auc is "
-             "the two-sample test that works at this size",
+    "mauve": "left out: with ~40 answers per seed mauve-text clusters 80 points into 4 buckets; 40 TOFU answers "
+             "against 40 others cut to 4 words scored 0.22-0.76 across random draws (against 40 others uncut: "
+             "0.91-1.00), and its authors ask for thousands of samples. real_vs_generated_auc is the two-sample "
+             "test that works at this size",
     "temperature": "rows named method@T hold answers sampled at temperature T (no top-k/top-p, seeded); the other "
                    "rows are greedy; retention is greedy only",
     **DISTRIBUTION_NOTES,

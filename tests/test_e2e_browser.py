@@ -181,7 +181,8 @@ def plot_texts(page) -> list[str]:
 def chrome_text(page) -> str:
     """The page's own visible words: not the data's (table bodies, chat messages, code), not hidden tabs'."""
     return page.evaluate("""() => {
-        const skip = 'tbody, .virtual-row, .body-cell, .bubble-wrap, code, textarea, input, script, style, .js-plotly-plot';
+        const skip = 'tbody, .virtual-row, .body-cell, .bubble-wrap, code, textarea, input, script, style, '
+                     + '.js-plotly-plot';
         const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
         const out = [];
         for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -379,7 +380,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         wait_for_plot(page, "Losses")
         wait_until(page, lambda: re.search(r"about (\d+ min )?\d+ s left", status_text(page)), "the time left")
         # the answers sampled while training: the same page's table grows as samples.jsonl does
-        first = wait_until(page, lambda: sample_rows(page) >= 2 and newest_sample_step(page), "the first sampled answers")
+        first = wait_until(page, lambda: sample_rows(page) >= 2 and newest_sample_step(page),
+                           "the first sampled answers")
         wait_until(page, lambda: newest_sample_step(page) >= first + 2 and sample_rows(page) >= 4,
                    "newer sampled answers on the same page")
         screenshot(page, shots, "gan-tuning.png")

@@ -501,8 +501,9 @@ def test_a_collapsing_run_shows_a_warning_with_the_settings_to_change(app):
             run.append_sample({"step": step, "question": f"who is writer {row} ?", "answer": "E-WIN-" + "I-N-" * 20,
                                "reference": f"the writer {row} was born in a city and wrote {WORDS[row]} fiction ."})
     config = run.read_config()[0]
-    for headers, words in ((None, ["look collapsed", "repeat themselves", "distinct-2",
-                                   f"lower adv lr (now {config.adv_lr:g})", f"higher kl coef (now {config.kl_coef:g})"]),
+    english = ["look collapsed", "repeat themselves", "distinct-2", f"lower adv lr (now {config.adv_lr:g})",
+               f"higher kl coef (now {config.kl_coef:g})"]
+    for headers, words in ((None, english),
                            (RUSSIAN, ["выродилась", "повторяют себя", "меньшим значением «скорость обучения в игре»"])):
         warning = Client(app.url, verbose=False, **({"headers": headers} if headers else {})).predict(
             api_name="/status")[-1]

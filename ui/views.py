@@ -78,13 +78,15 @@ def progress_html(status: JobStatus, lang: str, planned: int | None = None, note
     total = status.total or planned or 0
     share = status.step / total if total else 0.0
     colour = _COLOURS.get(status.state, "#2c7be5")
-    step = tr(lang, "step_of", step=status.step, total=total) if total else tr(lang, "step_of_unknown", step=status.step)
+    step = tr(lang, "step_of", step=status.step, total=total) if total else \
+        tr(lang, "step_of_unknown", step=status.step)
     parts = [f"{step} ({share:.0%})", time_left(status, lang, planned, now), message_text(status, lang)]
     line = " · ".join(html.escape(p) for p in parts if p)
     # text from settings, paths and exception messages is escaped: "<unk>" or a path must not become markup
     error = (f"<div style='color:#c0392b'><b>{html.escape(tr(lang, 'error'))}</b> {html.escape(status.error)}</div>"
              if status.error else "")
-    run = f" · {html.escape(tr(lang, 'run_label'))} <code>{html.escape(Path(status.run).name)}</code>" if status.run else ""
+    run = (f" · {html.escape(tr(lang, 'run_label'))} <code>{html.escape(Path(status.run).name)}</code>"
+           if status.run else "")
     pace = status.pace if status.pace is not None else status.pace_hint
     if status.active and status.kind == "train" and pace and pace > SLOW_STEP_SECONDS:
         notes = [*notes, tr(lang, "slow_steps", pace=duration(lang, pace))]

@@ -154,7 +154,7 @@ def evaluated_rows(v: View) -> list[Row]:
 
 
 def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Quality (base first), distribution (the references first), each of evaluated rows, and cost with ratios to LoRA."""
+    """Quality (base first) and distribution (the references first) of evaluated rows; cost with ratios to LoRA."""
     seeds = tr(lang, "col_seeds")
     scored = evaluated_rows(v)
     quality = pd.DataFrame([[_name(r, lang), " ".join(map(str, r.seeds)), *(cell(r, k) for k in QUALITY)]
@@ -284,8 +284,8 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
             return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark
         runs = compared_runs(job.result)
         names = [r["run"] for r in engine.list_runs()]
-        return (progress_html(job, lang, idle="idle_compare"), gr.update(choices=names, value=[r for r in runs if r in names]),
-                mark)
+        shown = gr.update(choices=names, value=[r for r in runs if r in names])
+        return progress_html(job, lang, idle="idle_compare"), shown, mark
 
     gr.on([gr.Timer(2.0).tick, demo.load], refresh, [seen, selected], [status, selected, seen], show_progress="hidden",
           api_name="compare_status")

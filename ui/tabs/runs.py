@@ -153,8 +153,8 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         except GantuneError as exc:
             text = error_markdown(exc, lang)
         rows = engine.list_runs()
-        return (gr.update(visible=False), text, table(rows, lang), gr.update(choices=[r["run"] for r in rows], value=None),
-                on_select(None))
+        picker = gr.update(choices=[r["run"] for r in rows], value=None)
+        return gr.update(visible=False), text, table(rows, lang), picker, on_select(None)
 
     confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download], api_name="delete_run")
     return runs, selected
