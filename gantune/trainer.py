@@ -47,9 +47,11 @@ class Prepared:
     run: RunFolder
 
 
-def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False) -> Prepared:
+def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False,
+            split: tuple[list[QAPair], list[QAPair]] | None = None) -> Prepared:
     """Validate settings, load model and data, split, and create the run folder.
 
+    ``split`` (train, test) replaces reading and splitting the data (a comparison on a recorded split).
     A fresh run refuses a folder that already holds a run unless ``overwrite`` is set.
     """
     config.validate()
@@ -62,8 +64,11 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
                            "--overwrite to replace it, or another --out")
     device = pick_device(config.device)
     accelerator = make_accelerator(device)
-    pairs, data_source = load_pairs(config.data, config.subset)
-    train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
+    if split is None:
+        pairs, data_source = load_pairs(config.data, config.subset)
+        train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
+    else:
+        (train, test), data_source = split, str(config.data)
     if base is None:
         base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
     else:
@@ -86,9 +91,10 @@ def train(
     progress: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    split: tuple[list[QAPair], list[QAPair]] | None = None,
 ) -> dict[str, Any]:
-    """Run one training job to its end (or a stop) and return its summary."""
-    p = prepare(config, base, fresh=not resume, overwrite=overwrite)
+    """Run one training job to its end (or a stop) and return its summary; ``split`` as for ``prepare``."""
+    p = prepare(config, base, fresh=not resume, overwrite=overwrite, split=split)
     cfg, run, acc = p.config, p.run, p.accelerator
     set_seed(cfg.seed)
     encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
@@ -161,12 +167,12 @@ def train(
                 if should_stop is not None and should_stop():
                     status = "stopped"
                     break
+                t0 = time.perf_counter()  # an epoch's rollout (start_epoch) counts in its first step's time
                 if index == 0 or not started:  # an epoch begins (or a resumed run picks one up midway)
                     method.start_epoch(epoch, [encoder.collate([items[i] for i in rows]).to(acc.device)
                                                for rows in epoch_rows[index:]])
                     started = True
                 batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
-                t0 = time.perf_counter()
                 try:
                     stats = method.train_step(batch)
                 except (MemoryError, torch.OutOfMemoryError):

@@ -110,6 +110,13 @@ def main() -> None:
             wait_for_plot(page, "Losses")
             screenshot(page, out, "gan-tuning.png")
             done(f"gan-tuning.png ({run_id})")
+            job = engine.jobs.status("train")
+            for phase in ("mle", "adversarial"):
+                steps = [r["step_seconds"] for r in engine.run_folder(run_id).read_metrics() if r.get("phase") == phase]
+                if steps:
+                    print(f"  {phase} steps: {len(steps)}, {sum(steps) / len(steps):.1f} s each (the step itself)")
+            print(f"  the job: {job.step} steps in {job.finished - job.started:.0f} s of wall time "
+                  f"(model loaded before; rollouts and validation included)", flush=True)
 
             open_tab(page, "Compare")
             if not args.no_compare:

@@ -193,13 +193,21 @@ def _split(data, seed):
     return made[0].train, made[0].test
 
 
-def test_compare_refuses_a_split_the_data_no_longer_gives(tmp_path, base, tiny_data, scorers):
-    config = preset_config("gan", data=str(tiny_data), **SMALL)
+def test_compare_trains_on_the_recorded_split_even_when_the_data_is_gone(tmp_path, base, tiny_data, scorers):
+    """The protocol passes the recorded split to the trainer: a vanished or changed data file does not matter."""
+    config = preset_config("adapter-mle", data=str(tmp_path / "uploaded-then-deleted.jsonl"), **SMALL)
     train_pairs, test_pairs = _split(tiny_data, 0)
     moved = Split(0, train_pairs, [QAPair("a question the data never had ?", "no .")] + test_pairs[1:])
-    with pytest.raises(GantuneError, match="no longer gives seed 0's recorded split"):
-        compare_methods(base, ["gan"], [moved], shared_settings(config), tmp_path, scorers,
-                        EvalSettings(max_new_tokens=4, batch_size=4))
+    report = compare_methods(base, ["adapter-mle"], [moved], shared_settings(config), tmp_path, scorers,
+                             EvalSettings(max_new_tokens=4, batch_size=4))
+    assert [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
+    recorded = json.loads((tmp_path / "adapter-mle-seed0" / "config.json").read_text())["resolved"]["split"]
+    assert [p["question"] for p in recorded["test"]] == [p.question for p in moved.test]
+    assert [p["question"] for p in recorded["train"]] == [p.question for p in moved.train]
+
+
+def test_compare_refuses_bad_requests(tmp_path, base, scorers):
+    moved = Split(0, [QAPair("q ?", "a .")], [QAPair("r ?", "b .")])
     with pytest.raises(GantuneError, match="no run given for ref"):
         compare_methods(base, [], [moved], {}, tmp_path, scorers, EvalSettings(), trained={"ref": {5: tmp_path}})
     with pytest.raises(GantuneError, match="temperatures must be above 0"):

@@ -284,7 +284,7 @@ def test_no_starlette_deprecation_warning_on_queued_calls(app, recwarn):
 # --- Setup ----------------------------------------------------------------------------------------
 
 def test_preview_and_random_question(app, client):
-    status, table, histogram = client.predict(*setup_args(app.data), api_name="/preview")
+    status, table, histogram = map(value_of, client.predict(*setup_args(app.data), api_name="/preview"))
     assert status.startswith("6 train / 6 test pairs from ") and str(app.data.name) in status
     assert [row[0] for row in table["data"]] == ["train"] * 5 + ["test"] * 5
     figure = json.loads(histogram["plot"])
@@ -299,12 +299,13 @@ def test_preview_and_random_question(app, client):
         assert question in answers
         assert reference == f"**Reference answer:** {answers[question]}"
 
-    status, _, _ = client.predict(*setup_args(app.data, data_path=str(app.data) + ".missing"), api_name="/preview")
+    status, table, _ = client.predict(*setup_args(app.data, data_path=str(app.data) + ".missing"), api_name="/preview")
+    assert table["visible"] is False  # no table of an earlier preview beside the error
     assert status.startswith("**Error:**") and "no data file or folder" in status
 
     # "my file": an uploaded .jsonl (the client sends it as a FileData; the server reads its own copy)
     upload = setup_args(app.data, data_kind="upload", data_path="", upload=handle_file(app.data))
-    status, table, _ = client.predict(*upload, api_name="/preview")
+    status, table, _ = map(value_of, client.predict(*upload, api_name="/preview"))
     assert status.startswith("6 train / 6 test pairs from ") and str(app.data) not in status
     assert len(table["data"]) == 10
     status, _, _ = client.predict(*setup_args(app.data, data_kind="upload"), api_name="/preview")
@@ -469,7 +470,7 @@ def test_a_russian_page_reads_russian_everywhere_the_server_writes(app):
     assert "Функции потерь" in shown[1] and "MLE-разогрев" in shown[1] + shown[2]
     assert english_left("\n".join(shown)) == []
 
-    status, table, histogram = ru.predict(*setup_args(app.data), api_name="/preview")
+    status, table, histogram = map(value_of, ru.predict(*setup_args(app.data), api_name="/preview"))
     assert status.startswith("6 пар для обучения / 6 для теста из ")
     assert table["headers"] == ["часть", "вопрос", "ответ"] and {r[0] for r in table["data"]} == {"обучение", "тест"}
     assert english_left(status.split(" из ")[0] + "\n" + figure_texts(histogram)) == []

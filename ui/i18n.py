@@ -105,7 +105,6 @@ EN = {
     # plots
     "plot_empty": "No run to show yet: press Start, or pick a run in Runs.",
     "plot_empty_compare": "Pick runs in “Runs to show”, or train baselines above.",
-    "plot_empty_lengths": "Press “Preview data” to see the token lengths.",
     "plot_losses": "Losses", "plot_game": "The adversarial game", "plot_weights": "Weights", "plot_memory": "Memory (MB)",
     "panel_g": "generator loss (policy gradient)", "panel_d": "discriminator loss", "panel_mle": "MLE loss on the reference answers",
     "panel_reward": "mean reward of the sampled answers", "panel_d_acc": "discriminator accuracy",
@@ -234,7 +233,6 @@ RU = {
     "collapse_more": " или с большим «{field}» (сейчас {value:g})",
     "plot_empty": "Пока нечего показать: нажмите «Старт» или выберите запуск во вкладке «Запуски».",
     "plot_empty_compare": "Выберите запуски в списке «Показать запуски» или обучите базовые методы выше.",
-    "plot_empty_lengths": "Нажмите «Просмотр данных», чтобы увидеть длины в токенах.",
     "plot_losses": "Функции потерь", "plot_game": "Состязательная игра", "plot_weights": "Веса", "plot_memory": "Память (МБ)",
     "panel_g": "потери генератора (градиент политики)", "panel_d": "потери дискриминатора",
     "panel_mle": "MLE-потери на эталонных ответах",

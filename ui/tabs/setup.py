@@ -103,17 +103,16 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     preview_button = gr.Button(t("preview"))
     preview_status = gr.Markdown()
     # the table takes the page's width (questions and answers wrap at words); the histogram comes below
+    # both shown once there is a preview
     preview = gr.Dataframe(headers=preview_headers("en"), label=t("pairs"), wrap=True, interactive=False,
-                           column_widths=["9%", "41%", "50%"], max_height=420)
-    histogram = gr.Plot()
+                           column_widths=["9%", "41%", "50%"], max_height=420, visible=False)
+    histogram = gr.Plot(visible=False)
     inputs = SetupInputs(model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed)
 
     def on_page_load(request: gr.Request):
-        lang = language(request)
-        return (gr.update(choices=kind_choices(lang)), pd.DataFrame(columns=preview_headers(lang)),
-                plots.hint(tr(lang, "plot_empty_lengths")))
+        return gr.update(choices=kind_choices(language(request)))
 
-    demo.load(on_page_load, None, [kind, preview, histogram], show_progress="hidden")
+    demo.load(on_page_load, None, kind, show_progress="hidden")
 
     def on_kind(k):
         subsets = HUB_SUBSETS if k == HUB else list(OFFLINE_SUBSETS)
@@ -142,8 +141,7 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
             v = setup_values(engine, *values)
             train, test, source = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
-            return (error_markdown(exc, lang), pd.DataFrame(columns=preview_headers(lang)),
-                    plots.hint(tr(lang, "plot_empty_lengths")))
+            return error_markdown(exc, lang), gr.update(visible=False), gr.update(visible=False)
         rows = [[tr(lang, "split_train"), p.question, p.answer] for p in train[:5]] + \
             [[tr(lang, "split_test"), p.question, p.answer] for p in test[:5]]
         figure = None
@@ -154,9 +152,9 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
             figure = plots.token_lengths([len(q) for q, _ in encoded], [len(a) for _, a in encoded], lang)
         except GantuneError as exc:
             source += " " + tr(lang, "no_histogram", error=error_text(exc, lang))
-            figure = plots.hint(tr(lang, "plot_empty_lengths"))
         counts = tr(lang, "preview_counts", train=len(train), test=len(test), source=source)
-        return counts, pd.DataFrame(rows, columns=preview_headers(lang)), figure
+        return (counts, gr.update(value=pd.DataFrame(rows, columns=preview_headers(lang)), visible=True),
+                gr.update(value=figure, visible=figure is not None))
 
     preview_button.click(on_preview, inputs.as_list(), [preview_status, preview, histogram], api_name="preview")
     return inputs

@@ -69,6 +69,7 @@ class GanMethod(AdapterMethod):
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
         self.adversarial = warmup_epochs(config) == 0
         self._pending: list[Rollout] = []  # this epoch's rollout, one part per remaining step
+        self._rollout_seconds = 0.0
         self._last: Rollout | None = None
 
     # --- the schedule ------------------------------------------------------------------------------
@@ -83,7 +84,9 @@ class GanMethod(AdapterMethod):
             return
         if len(self._pending) == len(batches):  # restored from a checkpoint taken mid-epoch
             return
+        t0 = time.perf_counter()
         whole = self._rollout(merge(batches, self.pad_id).to(self.base.device))
+        self._rollout_seconds = time.perf_counter() - t0  # reported with the epoch's first step
         k, starts = self.config.samples_per_question, [0]
         for b in batches:
             starts.append(starts[-1] + len(b) * k)
@@ -105,10 +108,10 @@ class GanMethod(AdapterMethod):
         with self._attached(noise), self.accelerator.autocast():
             return sample(self.base.model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new)
 
-    def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states."""
         if not (self.discriminator.needs_states or self.config.kl_coef > 0):
-            return torch.zeros_like(answer_mask, dtype=torch.float), None
+            return None, None
         with self.accelerator.autocast():
             return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask)
 
@@ -118,7 +121,8 @@ class GanMethod(AdapterMethod):
 
     def adversarial_step(self, batch: Batch) -> dict[str, float]:
         cfg, k = self.config, self.config.samples_per_question
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - self._rollout_seconds
+        self._rollout_seconds = 0.0
         roll = self._pending.pop(0) if self._pending else self._rollout(batch)
         t1 = time.perf_counter()
 
@@ -144,8 +148,8 @@ class GanMethod(AdapterMethod):
         self.discriminator.eval()
         with torch.no_grad():
             real, fake = self._d(*real_rows), self._d(*fake_rows)
-        kl = sequence_kl(roll.logp, ref_logp, roll.answer_mask)
         reward = d_reward(cfg.d_loss, real, fake)
+        kl = sequence_kl(roll.logp, ref_logp, roll.answer_mask) if ref_logp is not None else None
         total = reward - cfg.kl_coef * kl if cfg.kl_coef > 0 else reward
         adv = advantages(total, cfg.baseline, self.reward_mean, cfg.normalize_advantage, k)
         r = float(reward.mean())
@@ -181,20 +185,21 @@ class GanMethod(AdapterMethod):
 
         tokens = roll.answer_mask.sum(1).float()
         pairs = real.repeat_interleave(k)
+        if kl is not None:
+            stats["kl"] = float(kl.sum() / tokens.sum().clamp(min=1))  # per sampled token
         return {
             **stats,
             "g_loss": g_loss.item(),
             "pg_loss": pg.item(),
             "d_loss": loss_d.item(),
             "reward_mean": r,
-            "kl": float(kl.sum() / tokens.sum().clamp(min=1)),  # per sampled token
             "clipped": float(clipped),
             # relativistic: D ranks the reference above the sample; bce: D's verdict on each side
             "d_acc_real": float((pairs > fake).float().mean() if cfg.d_loss == "relativistic" else (real > 0).float().mean()),
             "d_acc_fake": float((pairs > fake).float().mean() if cfg.d_loss == "relativistic" else (fake < 0).float().mean()),
             "answer_tokens": float(tokens.sum()),
             "answer_len_mean": float(tokens.mean()),
-            # where the time goes (wall clock): the rollout part is 0 when the epoch's rollout was sampled before
+            # where the time goes (wall clock): an epoch's rollout is counted in its first step
             "sample_seconds": t1 - t0,
             "d_seconds": t2 - t1,
             "g_seconds": t3 - t2,
