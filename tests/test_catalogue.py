@@ -377,10 +377,12 @@ def test_ctrl_c_at_the_cli_stops_after_the_step_and_saves(world, tmp_path):
 
 def test_a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(capsys, world, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    settings = {"epochs": 2, "checkpoint_every": 2}
+    # one MLE warm-up epoch in both: the warm-up's default length depends on the planned number of epochs
+    settings = {"epochs": 2, "checkpoint_every": 2, "warmup_epochs": 1}
     assert run_cli(capsys, _cli_args(world, settings, straight))[0] == 0
 
-    proc = _cli_process(world, killed)  # the same run, planned for 200 epochs: killed long before their end
+    # the same run, planned for 200 epochs: killed long before their end
+    proc = _cli_process(world, killed, "--warmup-epochs", "1")
     try:
         _wait_for_steps(RunFolder(killed), 3, proc)
         proc.send_signal(signal.SIGKILL)

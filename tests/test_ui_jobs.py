@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from gantune.runs import RunFolder
 from gantune.trainer import train
 from ui import engine as engine_module
 from ui.engine import Engine, Settings
-from ui.jobs import JobBusy, JobManager
+from ui.jobs import JobBusy, JobManager, JobStatus
 from ui.tabs.runs import COLUMNS
 
 WAIT = 60.0  # generous bound for anything the tiny model does
@@ -465,3 +466,41 @@ def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_interv
     # the training tab's job is still the run's, whatever the comparison did
     assert engine.jobs.status("train").run == str(engine.settings.runs_dir / reference)
     assert engine.jobs.status("train").state == "completed" and engine.jobs.status().kind == "compare"
+
+
+# --- what the status says -------------------------------------------------------------------------
+
+def test_the_status_line_says_time_left_a_first_estimate_or_stopping():
+    from ui.views import progress_html
+
+    running = JobStatus(state="running", kind="train", title="gan (improved)", step=2, total=10, message="training",
+                        step_began=100.0, pace=40.0)
+    assert "about 5 min 20 s left" in progress_html(running, "en", now=100.0)  # 8 steps of 40 s
+    assert "осталось около 5 мин 10 с" in progress_html(running, "ru", now=110.0)
+    # a step slower than SLOW_STEP_SECONDS: the status suggests smaller settings
+    assert "For a quicker try" in progress_html(running, "en", now=100.0)
+    # before the first step ends: an earlier run's pace, said to be a first estimate …
+    first = replace(running, step=0, total=0, pace=None, pace_hint=5.0)
+    assert "first estimate: about 50 s" in progress_html(first, "en", planned=10, now=100.0)
+    # … or, with no earlier run alike, what the first step already took, as a lower bound
+    blind = replace(first, pace_hint=None)
+    assert "first step under way, 12 s so far: at least 2 min 0 s in all" in progress_html(blind, "en", planned=10,
+                                                                                          now=112.0)
+    assert "step 0/10" in progress_html(blind, "en", planned=10, now=112.0)
+    stopping = replace(running, state="stopping", message="stopping")
+    shown = progress_html(stopping, "en", now=100.0)
+    assert "stopping after this step" in shown and "left" not in shown
+
+
+def test_a_comparison_stage_reads_in_the_pages_language():
+    from gantune.compare import Progress
+    from ui.engine import progress_message
+    from ui.views import message_text
+
+    stage = progress_message(Progress("step", "seed 3: training lora: step 2/6", 1, 4, 3, "lora", "runs/x", (2, 6)))
+    status = JobStatus(state="running", kind="compare", message=stage["message"], message_args=stage["args"])
+    assert message_text(status, "en") == "seed 3: training lora, step 2/6"
+    assert message_text(status, "ru") == "зерно 3: обучение lora, шаг 2/6"
+    stage = progress_message(Progress("evaluating", "seed 4: evaluating base …", 0, 4, 4, "base"))
+    status = replace(status, message=stage["message"], message_args=stage["args"])
+    assert message_text(status, "ru") == "зерно 4: оценка base …"

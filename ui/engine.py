@@ -408,21 +408,11 @@ class Engine:
         return archive
 
 
-_PROGRESS = (  # the comparison's stage messages (gantune.compare) -> catalogue key and the values it names
-    (re.compile(r"^seed (?P<seed>\d+): training (?P<method>\S+): step (?P<step>\d+)/(?P<total>\d+)$"), "seed_step"),
-    (re.compile(r"^seed (?P<seed>\d+): training (?P<method>\S+) "), "seed_training"),
-    (re.compile(r"^seed (?P<seed>\d+): evaluating (?P<method>\S+) "), "seed_evaluating"),
-    (re.compile(r"^done$"), "done"),
-)
-
-
 def progress_message(progress: Progress) -> dict[str, Any]:
-    """A comparison stage as the job's message (a catalogue key and its values; the text itself if unknown)."""
-    for pattern, key in _PROGRESS:
-        match = pattern.match(progress.message)
-        if match:
-            return {"message": key, "args": match.groupdict()}
-    return {"message": progress.message, "args": {}}
+    """A comparison's stage as the job's message: a catalogue key (``compare_<kind>``) and its values."""
+    step, steps = progress.step or (None, None)
+    return {"message": f"compare_{progress.kind}",
+            "args": {"seed": progress.seed, "method": progress.method, "step": step, "total": steps}}
 
 
 def _pace_key(config: TrainConfig) -> tuple:

@@ -90,10 +90,9 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         per_question = (ev or {}).get("per_question") or {}
         rows.append(Row(run_id, values, seeds=[config.seed], method=config.method,
                         lengths=list(per_question.get("length") or []), evaluated=ev is not None))
-        if ev:
-            if reference is None and isinstance(ev.get("reference"), dict):
-                reference = Row("reference", ev["reference"], seeds=[config.seed],
-                                lengths=list(per_question.get("reference_length") or []))
+        if reference is None and ev and isinstance(ev.get("reference"), dict):
+            reference = Row("reference", ev["reference"], seeds=[config.seed],
+                            lengths=list(per_question.get("reference_length") or []))
         legacy = read_json(run.path / "base_eval.json")  # comparisons made before the seeds existed
         if base is None and legacy:
             base = Row("base", {k: legacy.get(k) for k in QUALITY + DISTRIBUTION}, seeds=[config.seed], method="base")
@@ -219,14 +218,17 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
     selected = gr.Dropdown(choices, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
     notes = gr.Markdown(t("compare_pick"))
-    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False)
-    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False)
+    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False,
+                           column_widths=["20%", "6%", *["9.25%"] * len(QUALITY)])
+    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False,
+                                column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
     with gr.Row():
         with gr.Column(scale=1):
             bar_metric = gr.Radio(QUALITY + DISTRIBUTION, value="rougeL", label=t("bar_metric"))
         bars = gr.Plot(scale=3)
     lengths = gr.Plot()
-    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False)
+    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False,
+                        column_widths=["26%", "10%", "10%", "9%", "11%", "10%", "12%", "12%"])
     key = gr.Radio(OVERLAY, value="mle_loss", label=t("overlay_key"))
     overlay = gr.Plot()
     diff = gr.Dataframe(label=t("config_diff"), interactive=False, wrap=True, visible=False)
