@@ -186,8 +186,8 @@ def compare_methods(
     """Train each row of ``rows`` on every split, evaluate it and base, and return the report.
 
     ``shared``: the TrainConfig settings every trained row shares (model, data, schedule, token
-    limits; see ``shared_settings``); each split's seed replaces its ``seed``, and the trainer must
-    reproduce the split from them (checked before training). ``trained``: rows already trained, by
+    limits; see ``shared_settings``); each split's seed replaces its ``seed``, and each row trains on
+    the split as given (the data need not be there any more). ``trained``: rows already trained, by
     name, each a run folder per seed, evaluated but not trained. ``temperatures``: extra sampling
     temperatures (above 0) scored besides greedy answers. ``retention``: sets scored once per row,
     on the first split. Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``. ``progress`` hears of
