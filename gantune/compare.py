@@ -37,6 +37,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
                                        "d_loss": "bce", "d_dropout": 0.0, "d_weight_decay": 0.0, "kl_coef": 0.0,
                                        "clip": 0.0, "normalize_advantage": False, "mle_weight": 0.0, "adv_lr": 1e-3,
                                        "val_pairs": 0}),
+    # levers on top of the improved GAN: 4 samples a question with a leave-one-out baseline (RLOO);
+    # two adversarial epochs of the three instead of one (warm-up 1)
+    "gan-rloo": ("gan", "improved", {"samples_per_question": 4, "baseline": "loo"}),
+    "gan-adv2": ("gan", "improved", {"warmup_epochs": 1}),
     "gan-thesis": ("gan", "thesis", {}),
     "adapter-mle": ("adapter-mle", "improved", {}),
     "lora": ("lora", "improved", {}),
