@@ -30,7 +30,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     from gantune.config import preset_config
     from gantune.data import Encoder, load_pairs
     from gantune.memory import MemoryMonitor
-    from gantune.methods.gan import GanMethod
+    from gantune.methods.gan.method import GanMethod
     from gantune.models import load_base_model, pick_device
     from gantune.scoring import answer_logprobs, mle_loss
 

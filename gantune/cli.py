@@ -19,8 +19,9 @@ import threading
 import typing
 from typing import Any, Callable, Iterator, Sequence
 
-from .config import PRESETS, TrainConfig, preset_config
+from .config import PRESETS, SECTIONS, SEED_MAX, TrainConfig, preset_config
 from .errors import OUT_OF_MEMORY, GantuneError
+from .methods import METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +30,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, grouped by settings section (and the methods that read it)."""
     hints = typing.get_type_hints(TrainConfig)
+    groups = {}
+    for section in SECTIONS:
+        users = [name for name, spec in METHODS.items() if section in spec.sections]
+        title = section.__doc__.strip().splitlines()[0].rstrip(".")
+        group = parser.add_argument_group(f"{title} ({', '.join(users)})" if users else title)
+        groups.update({f.name: group for f in dataclasses.fields(section)})
     for f in dataclasses.fields(TrainConfig):
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
         values = {name: _show(getattr(preset_config(preset=name), f.name)) for name in PRESETS}
@@ -48,7 +56,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
             kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)
-        parser.add_argument(flag, **kwargs)
+        groups[f.name].add_argument(flag, **kwargs)
 
 
 def _preset_help(text: str) -> str:
@@ -126,13 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
+    from .evaluate import check_temperature
 
-    overrides = {k: getattr(args, k) for k in ("n", "epochs", "batch_size", "max_new_tokens") if hasattr(args, k)}
-    for key, value in overrides.items():
-        if value < 1:
-            raise GantuneError(f"--{key.replace('_', '-')} must be at least 1 (got {value})")
-    if hasattr(args, "eval_noise"):
-        overrides["eval_noise"] = args.eval_noise
+    overrides = {k: getattr(args, k) for k in ("n", "epochs", "batch_size", "max_new_tokens", "eval_noise")
+                 if hasattr(args, k)}
+    TrainConfig(**overrides).validate()  # the ranges (and words) of train's flags, before anything loads
+    bad = [s for s in args.seeds if not 0 <= s <= SEED_MAX]
+    if bad:
+        raise GantuneError(f"--seeds must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {bad[0]})")
+    for t in args.temperatures:
+        check_temperature(t, "--temperatures")
     run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model, methods=args.methods,
               bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seeds=args.seeds,
               temperatures=args.temperatures, overrides=overrides)
@@ -141,6 +152,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int | None:
     from accelerate import PartialState
 
+    from .inference import remote_code_refusal
     from .runs import RunFolder
     from .trainer import diverged_message, train
 
@@ -150,24 +162,25 @@ def _train(args: argparse.Namespace) -> int | None:
         if os.path.abspath(out) != os.path.abspath(args.resume):
             raise GantuneError("--resume continues a run in its own folder; leave out --out")
         config, _ = RunFolder(args.resume).read_config()
+        if config.trust_remote_code and "trust_remote_code" not in given:  # only this command's flag allows it
+            raise remote_code_refusal(args.resume)
         config = dataclasses.replace(config, **given, out=args.resume)
     else:
         config = preset_config(given.pop("method", "gan"), given.pop("preset", "improved"), **given)
-    config.validate()
-    with _stop_on_interrupt() as interrupted:
+    with _stop_on_interrupt() as interrupted:  # train validates the settings
         summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite,
                         should_stop=interrupted)
     if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
         return None
     print(
-        f"{summary['status']}: {summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.1f} s, "
-        f"peak memory {summary['peak_memory_mb']:.0f} MB ({summary['memory_kind']}), "
-        f"{summary['trainable_params']:,} trainable params, adapter: {summary['adapter'] or 'not saved'}"
+        f"{summary.status}: {summary.steps}/{summary.total_steps} steps in {summary.seconds:.1f} s, "
+        f"peak memory {summary.peak_memory_mb:.0f} MB ({summary.memory_kind}), "
+        f"{summary.trainable_params:,} trainable params, adapter: {summary.adapter or 'not saved'}"
     )
-    if summary["status"] == "diverged":
+    if summary.status == "diverged":
         raise GantuneError(diverged_message(summary))
-    if summary["status"] == "stopped":
-        print(f"continue it with: python -m gantune train --resume {shlex.quote(summary['run'])}")
+    if summary.status == "stopped":
+        print(f"continue it with: python -m gantune train --resume {shlex.quote(summary.run)}")
         return 130
     return None
 
@@ -194,8 +207,7 @@ def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .generation import answer_questions
-    from .trainer import load_method
+    from .inference import answer_questions, load_method
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise GantuneError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")

@@ -9,7 +9,6 @@ distribution against the references', and paired differences to ``lora`` and ``b
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +19,14 @@ import numpy as np
 from .config import TrainConfig, preset_config
 from .data import QAPair, load_pairs, split_pairs
 from .errors import GantuneError
-from .evaluate import EvalSettings, Scorers, evaluate
+from .evaluate import MIN_TEMPERATURE, EvalSettings, Scorers, ShouldStop, Stopped, evaluate
+from .inference import load_method
 from .memory import release_freed_memory
 from .metrics import DISTRIBUTION_NOTES
 from .models import BaseModel
-from .runs import RunFolder, saving, write_json_atomic
+from .runs import RunFolder, RunSummary, claim_unused, saving, write_json_atomic
 from .stats import auc, mean_interval, paired_difference, seed_interval, statistic_interval, w1_equal_size
-from .trainer import load_method, train
+from .trainer import train
 
 # row name -> (method, TrainConfig preset, settings on top of the preset)
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -107,7 +107,7 @@ class _Evaluation:
     row: str
     seed: int
     result: dict[str, Any]
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
     seconds: float
     run: str | None = None
 
@@ -150,16 +150,18 @@ def baseline_config(reference: TrainConfig, row: str, out: str | Path) -> TrainC
 
 
 def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None,
-                 scorers: Scorers, settings: EvalSettings, temperatures: Sequence[float] = ()) -> dict[str, Any]:
+                 scorers: Scorers, settings: EvalSettings, temperatures: Sequence[float] = (),
+                 should_stop: ShouldStop | None = None) -> dict[str, Any]:
     """Evaluate a finished run's tuned model and keep the result as the run's eval.json.
 
     The result is the greedy evaluation; answers sampled at each of ``temperatures`` are scored
-    too, under ``"sampled"`` keyed by the temperature (``"0.7"``).
+    too, under ``"sampled"`` keyed by the temperature (``"0.7"``). A stop (``should_stop``, asked
+    between batches) raises ``Stopped`` and writes nothing.
     """
     tuned = load_method(str(run), base=base)
     try:
-        result = evaluate(base, tuned, test, retention, scorers, settings)
-        sampled = {f"{t:g}": evaluate(base, tuned, test, None, scorers, replace(settings, temperature=t))
+        result = evaluate(base, tuned, test, retention, scorers, settings, should_stop)
+        sampled = {f"{t:g}": evaluate(base, tuned, test, None, scorers, replace(settings, temperature=t), should_stop)
                    for t in temperatures}
     finally:
         tuned.close()
@@ -183,6 +185,7 @@ def compare_methods(
     retention: dict[str, list[QAPair]] | None = None,
     trained: dict[str, dict[int, str | Path]] | None = None,
     run_suffix: str = "",
+    new_folders: bool = False,
     progress: Callable[[Progress], None] | None = None,
     progress_bars: bool = False,
     should_stop: Callable[[], bool] | None = None,
@@ -194,19 +197,22 @@ def compare_methods(
     the split as given (the data need not be there any more). ``trained``: rows already trained, by
     name, each a run folder per seed, evaluated but not trained. ``temperatures``: extra sampling
     temperatures (above 0) scored besides greedy answers. ``retention``: sets scored once per row,
-    on the first split. Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``. ``progress`` hears of
+    on the first split. Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``, replacing an earlier run of
+    that name (the bench's own folder), or with ``new_folders`` to a folder claimed anew (``-2``, ``-3`` …
+    when the name is taken; the workbench's runs folder). ``progress`` hears of
     every stage and training step; ``progress_bars`` draws the trainer's own (a terminal's).
-    ``should_stop`` is asked before every stage and during training; a stopped comparison reports
-    what it finished.
+    ``should_stop`` is asked before every stage, during training and between evaluation batches; a
+    stopped comparison reports the stages it finished (an evaluation cut short is dropped, unsaved).
     """
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     if not splits:
         raise GantuneError("a comparison needs at least one split (seed)")
-    bad = [t for t in temperatures if not t > 0]
+    bad = [t for t in temperatures if not t >= MIN_TEMPERATURE]
     if bad:
-        raise GantuneError(f"sampling temperatures must be above 0 (greedy answers are always scored); got {bad[0]}")
+        raise GantuneError(f"sampling temperatures must be above 0 (at least {MIN_TEMPERATURE:g}; greedy answers are "
+                           f"always scored); got {bad[0]:g}")
     trained = trained or {}
     missing = [f"{name} (seed {s.seed})" for name, runs in trained.items() for s in splits if s.seed not in runs]
     if missing:
@@ -217,19 +223,19 @@ def compare_methods(
     say = progress or (lambda _: None)
     stop = should_stop or (lambda: False)
 
-    def evaluated(row: str, split: Split, first: bool, summary: dict[str, Any] | None, run: str | Path | None) -> None:
+    def evaluated(row: str, split: Split, first: bool, summary: RunSummary | None, run: str | Path | None) -> None:
         nonlocal done
         say(Progress("evaluating", f"seed {split.seed}: evaluating {row} …", done, total, split.seed, row,
                      str(run) if run else None))
         eval_settings = replace(settings, seed=split.seed)
         t0 = time.perf_counter()
         if run is None:
-            result = evaluate(base, None, split.test, retention if first else None, scorers, eval_settings)
+            result = evaluate(base, None, split.test, retention if first else None, scorers, eval_settings, stop)
             result["sampled"] = {f"{t:g}": evaluate(base, None, split.test, None, scorers,
-                                                    replace(eval_settings, temperature=t)) for t in temperatures}
+                                                    replace(eval_settings, temperature=t), stop) for t in temperatures}
         else:
             result = evaluate_run(run, base, split.test, retention if first else None, scorers, eval_settings,
-                                  temperatures)
+                                  temperatures, stop)
         seconds = time.perf_counter() - t0
         if run is not None and summary is None:  # an already trained run: its own summary.json
             summary = _read_summary(run)
@@ -238,7 +244,7 @@ def compare_methods(
 
     def check_stop() -> None:
         if stop():
-            raise _Stopped
+            raise Stopped
 
     try:
         for index, split in enumerate(splits):
@@ -251,41 +257,39 @@ def compare_methods(
             for row in rows:
                 check_stop()
                 out = runs_dir / f"{row}-seed{split.seed}{run_suffix}"
+                if new_folders:
+                    out = claim_unused(out).path
                 config = row_config(row, shared, split.seed, out)
                 say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
                              f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
                 release_freed_memory()
-                summary = train(config, base=base, should_stop=stop, overwrite=True, progress=progress_bars,
-                                split=(split.train, split.test),
+                summary = train(config, base=base, should_stop=stop, overwrite=not new_folders, claimed=new_folders,
+                                progress=progress_bars, split=(split.train, split.test),
                                 on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
                                     "step", f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total,
                                     s, m, o, (r["step"], r["total_steps"]))))
                 done += 1
-                if summary["status"] == "stopped":
-                    raise _Stopped
-                if summary["adapter"] is None:
+                if summary.status == "stopped":
+                    raise Stopped
+                if summary.adapter is None:
                     done += 1
-                    say(Progress("not_evaluated", f"seed {split.seed}: {row} {summary['status']} before saving an "
+                    say(Progress("not_evaluated", f"seed {split.seed}: {row} {summary.status} before saving an "
                                  "adapter; not evaluated", done, total, split.seed, row, str(out)))
                     continue
-                if summary["status"] != "completed":
-                    say(Progress("as_it_stands", f"seed {split.seed}: {row}: training {summary['status']}; "
+                if summary.status != "completed":
+                    say(Progress("as_it_stands", f"seed {split.seed}: {row}: training {summary.status}; "
                                  "evaluated as it stands", done, total, split.seed, row, str(out)))
                 evaluated(row, split, first, summary, out)
-    except _Stopped:
+    except Stopped:
         stopped = True
     say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))
     return _report(evaluations, splits, temperatures, stopped)
 
 
-class _Stopped(Exception):
-    """A stop was asked for: the comparison ends with what it finished."""
-
-
-def _read_summary(run: str | Path) -> dict[str, Any] | None:
+def _read_summary(run: str | Path) -> RunSummary | None:
     try:
-        return json.loads(RunFolder(run).summary_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return RunFolder(run).read_summary()
+    except GantuneError:
         return None
 
 
@@ -349,10 +353,10 @@ def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], resul
     summaries = [e.summary for e in evs if e.summary] if temperature == 0 else []
     untrained = temperature == 0 and row == "base"
     out.update({
-        "train_seconds": 0.0 if untrained else _mean([s.get("seconds") for s in summaries]),
-        "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
-        "trainable_params": 0 if untrained else summaries[0].get("trainable_params") if summaries else None,
-        "tokens_per_s": _mean([s.get("tokens_per_s") for s in summaries]),
+        "train_seconds": 0.0 if untrained else _mean([s.seconds for s in summaries]),
+        "peak_memory_mb": _mean([s.peak_memory_mb for s in summaries]),
+        "trainable_params": 0 if untrained else summaries[0].trainable_params if summaries else None,
+        "tokens_per_s": _mean([s.tokens_per_s for s in summaries]),
         "eval_seconds": round(_mean([e.seconds for e in evs]), 1) if temperature == 0 else None,
         "run": evs[0].run, "runs": [e.run for e in evs],
     })

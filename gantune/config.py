@@ -1,88 +1,88 @@
-"""One flat set of named settings for a run, and the named presets over it.
+"""A run's settings: the run's own section and each method's, together in ``TrainConfig``; the presets.
 
-Every field is a CLI flag (``--max-new-tokens`` for ``max_new_tokens``); its ``help`` metadata is
-the flag's help text (and, later, the workbench's). A preset is a dict of field values applied on
-top of the defaults; flags the user types win over the preset.
+Each method keeps its settings section beside its code (``methods/gan/settings.py``,
+``methods/peft_settings.py``) and ``methods.METHODS`` says which sections a method reads;
+``TrainConfig`` is all of them as one flat dataclass, so a run's config.json, ``config.lr`` and
+``config.kl_coef`` read the same whatever the method. Every field is a CLI flag (``--max-new-tokens``
+for ``max_new_tokens``) with its ``help`` metadata as the flag's help text and the page's. A preset
+is a dict of field values applied on top of the defaults; flags the user types win over the preset.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import shlex
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import GantuneError
+from .methods import METHODS
+from .methods.gan.settings import AdapterSettings, GanSettings
+from .methods.peft_settings import PeftSettings
+from .settings import flag as _flag
+from .settings import require_at_least, require_finite, setting
 
-
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
-    meta = {"help": help}
-    if choices:
-        meta["choices"] = choices
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+INT64_MAX = 2**63 - 1  # torch's long: a count or size beyond it overflows inside the libraries
+FLOAT32_MAX = 3.4028234663852886e38  # tensors are fp32: a coefficient beyond the largest float32 overflows
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 0 … 2**32 - 1
 
 
 @dataclass
-class TrainConfig:
+class RunSettings:
+    """What every run has, whatever its method: model, data, schedule, validation."""
+
     # what and where
-    method: str = _f("gan", "tuning method", ("gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"))
-    preset: str = _f("improved", "named preset the other values start from", ("improved", "thesis"))
-    model: str = _f("default", "base model: 'default' (offline SmolLM2-135M-Instruct), hub id, folder or .gguf file")
-    gguf_file: str | None = _f(None, "GGUF file name inside --model's folder")
-    trust_remote_code: bool = _f(False, "allow the model's own Python code (off unless you trust it)")
-    data: str | None = _f(None, "data: a folder of .jsonl (like shared/tofu), one .jsonl/.csv file, or a hub dataset id")
-    subset: str = _f("forget10", "TOFU config / file name inside --data (forget05/forget01 nest in forget10)")
-    n: int | None = _f(40, "how many pairs to use (train + test) after a seeded shuffle; 'all' for every pair")
-    train_fraction: float = _f(0.5, "share of the n pairs used for training, the rest held out")
-    seed: int = _f(0, "seed for the split, noise, sampling and initialisation")
-    out: str | None = _f(None, "run folder (default: runs/<method>-<preset>-<time>)")
-    device: str = _f("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
+    method: str = setting("gan", "tuning method", tuple(METHODS))
+    preset: str = setting("improved", "named preset the other values start from", ("improved", "thesis"))
+    model: str = setting("default", "base model: 'default' (offline SmolLM2-135M-Instruct), hub id, folder or .gguf file")
+    gguf_file: str | None = setting(None, "GGUF file name inside --model's folder")
+    trust_remote_code: bool = setting(False, "allow the model's own Python code (off unless you trust it)")
+    data: str | None = setting(None, "data: a folder of .jsonl (like shared/tofu), one .jsonl/.json/.csv file, or a hub "
+                               "dataset id")
+    subset: str = setting("forget10", "TOFU config / file name inside --data (forget05/forget01 nest in forget10)")
+    n: int | None = setting(40, "how many pairs to use (train + test) after a seeded shuffle; 'all' for every pair")
+    train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out")
+    seed: int = setting(0, "seed for the split, noise, sampling and initialisation")
+    out: str | None = setting(None, "run folder (default: runs/<method>-<preset>-<time>)")
+    device: str = setting("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
     # schedule
-    epochs: int = _f(3, "passes over the training pairs")
-    batch_size: int = _f(8, "pairs per step")
-    lr: float = _f(1e-3, "learning rate of the tuned part (for the GAN: of its MLE warm-up)")
-    d_lr: float = _f(1e-3, "learning rate of the discriminator")
-    max_new_tokens: int = _f(48, "most tokens sampled per answer (also caps reference answers)")
-    max_prompt_tokens: int = _f(128, "most prompt tokens (longer prompts are cut from the left)")
-    checkpoint_every: int = _f(0, "steps between checkpoints (0: at each epoch's end)")
-    sample_every: int = _f(5, "steps between answers recorded in samples.jsonl (0: never)")
-    # M_tunable
-    noise_dim: int = _f(100, "size of the N(0,1) noise vector fed to M_tunable")
-    adapter_hidden: list[int] = _f([], "M_tunable's two hidden widths (empty: embedding width /2 and /4)")
-    adapter_init: str = _f("zero", "zero: last layer starts at 0 so G starts as the base LM; default: PyTorch's init", ("zero", "default"))
-    eval_noise: str = _f("zeros", "noise fed to M_tunable when generating after training", ("zeros", "sample"))
-    # validation: pick the best epoch (every method)
-    val_pairs: int = _f(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the best; 0: keep the last")
-    val_tolerance: float = _f(0.02, "keep the last adapter unless its validation score is worse than the best one's by more than this (4 pairs are noisy)")
-    val_metric: str = _f("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
-    # the adversarial game (GAN): phases, rollout, discriminator, reward, generator update
-    warmup_epochs: int = _f(2, "MLE epochs on the reference answers before the adversarial phase (at most epochs - 1)")
-    adv_lr: float = _f(5e-4, "learning rate of M_tunable in the adversarial phase (the MLE warm-up uses --lr)")
-    rollout: str = _f("epoch", "epoch: sample answers for all of an epoch's questions in one call; batch: sample per step (SeqGAN)", ("epoch", "batch"))
-    samples_per_question: int = _f(1, "answers sampled per question (with --baseline loo: a leave-one-out baseline)")
-    discriminator: str = _f("hidden", "hidden: the frozen LM's last hidden states of the answer, given the question; embedding: frozen input embeddings, mean-pooled; thesis: token ids cast to float", ("hidden", "embedding", "thesis"))
-    d_loss: str = _f("relativistic", "relativistic: -log sigmoid(D(q,ref) - D(q,y)), reward D(q,y) - D(q,ref); bce: real -> 1, generated -> 0, reward sigmoid(D(q,y))", ("relativistic", "bce"))
-    d_hidden: list[int] = _f([256, 64, 16], "the discriminator's three shrinking hidden widths")
-    d_dropout: float = _f(0.1, "dropout inside the discriminator (keeps it from overpowering G)")
-    d_weight_decay: float = _f(0.01, "weight decay of the discriminator's optimiser (AdamW)")
-    d_steps: int = _f(1, "discriminator steps per generator step")
-    label_smoothing: float = _f(0.0, "real label is 1 - this for D's BCE")
-    kl_coef: float = _f(0.05, "penalty on the KL to the untuned model (adapter detached) on the sampled tokens, subtracted from the reward")
-    baseline: str = _f("mean", "reward baseline: mean of the batch, leave-one-out over a question's samples, or none", ("mean", "loo", "none"))
-    normalize_advantage: bool = _f(True, "divide advantages by the batch std")
-    clip: float = _f(0.2, "PPO clip of the ratio pi/pi_rollout for answers sampled earlier in the epoch (0: plain REINFORCE)")
-    pg_estimator: str = _f("trajectory", "trajectory: exact log-probs of the sampled tokens in one pass; thesis: the thesis' per-position re-sampled estimator", ("trajectory", "thesis"))
-    mle_weight: float = _f(1.0, "weight of an MLE term on the reference answers in the adversarial phase (imitation replay)")
-    resample_for_g: bool = _f(False, "sample a second time for the generator step (the thesis did; needs --rollout batch)")
-    # baselines (peft)
-    lora_r: int = _f(8, "LoRA rank")
-    lora_alpha: int = _f(16, "LoRA scaling alpha")
-    lora_targets: list[str] = _f([], "module names LoRA adapts (none: peft's default for the model's architecture: q_proj v_proj on Llama/Qwen2, c_attn on GPT-2 …)")
-    virtual_tokens: int = _f(20, "virtual tokens of prompt-tuning and prefix-tuning")
+    epochs: int = setting(3, "passes over the training pairs")
+    batch_size: int = setting(8, "pairs per step")
+    lr: float = setting(1e-3, "learning rate of the tuned part (for the GAN: of its MLE warm-up)")
+    max_grad_norm: float = setting(1.0, "each update's gradients are clipped to this L2 norm (0: not clipped)")
+    max_new_tokens: int = setting(48, "most tokens sampled per answer (also caps reference answers)")
+    max_prompt_tokens: int = setting(128, "most prompt tokens (longer prompts are cut from the left)")
+    checkpoint_every: int = setting(0, "steps between checkpoints (0: at each epoch's end)")
+    sample_every: int = setting(5, "steps between answers recorded in samples.jsonl (0: never)")
+    # validation: pick the best epoch
+    val_pairs: int = setting(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the "
+                             "best; 0: keep the last")
+    val_tolerance: float = setting(0.02, "keep the last adapter unless its validation score is worse than the best one's "
+                                   "by more than this (4 pairs are noisy)")
+    val_metric: str = setting("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is "
+                              "better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
+
+    def check(self) -> None:
+        if not 0 <= self.seed <= SEED_MAX:
+            raise GantuneError(f"--seed must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {self.seed})")
+        require_at_least(self, ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens"), 1)
+        require_at_least(self, ("checkpoint_every", "sample_every", "val_pairs"), 0)
+        if self.n is not None and self.n < 2:
+            raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})")
+        require_finite(self, ("lr",), 0.0, 1.0, low_open=True)
+        require_finite(self, ("max_grad_norm", "val_tolerance"))
+
+
+SECTIONS: tuple[type, ...] = (RunSettings, AdapterSettings, GanSettings, PeftSettings)
+
+
+@dataclass
+class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
+    """Every setting of a run: the sections of ``SECTIONS``, in that order, as one flat dataclass."""
 
     def __post_init__(self) -> None:
         self.adapter_hidden = list(self.adapter_hidden)
@@ -90,43 +90,23 @@ class TrainConfig:
         self.lora_targets = list(self.lora_targets)
 
     def validate(self) -> "TrainConfig":
-        """Refuse values that cannot make a run, with one line a user can act on."""
+        """Refuse values that cannot make a run, with one line a user can act on.
+
+        Sizes that depend on the model (the context, memory) are checked once it is loaded:
+        ``gantune.models.check_settings_fit``.
+        """
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {getattr(self, f.name)!r})")
-        positive_ints = ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens", "noise_dim", "d_steps",
-                         "samples_per_question", "lora_r", "lora_alpha", "virtual_tokens")
-        for name in positive_ints:
-            if getattr(self, name) < 1:
-                raise GantuneError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
-        if self.n is not None and self.n < 2:
-            raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})")
-        for name in ("lr", "d_lr", "adv_lr"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or not 0.0 < v <= 1.0:
-                raise GantuneError(f"--{_flag(name)} must be a number in (0, 1] (got {v})")
-        for name in ("mle_weight", "label_smoothing", "kl_coef", "clip", "d_weight_decay", "val_tolerance"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or v < 0:
-                raise GantuneError(f"--{_flag(name)} must be a finite number >= 0 (got {v})")
-        if self.label_smoothing >= 0.5:
-            raise GantuneError(f"--label-smoothing must be below 0.5 (got {self.label_smoothing})")
-        if not math.isfinite(self.d_dropout) or not 0.0 <= self.d_dropout < 1.0:
-            raise GantuneError(f"--d-dropout must be in [0, 1) (got {self.d_dropout})")
-        if self.baseline == "loo" and self.samples_per_question < 2:
-            raise GantuneError("--baseline loo needs --samples-per-question 2 or more (one answer has no others to compare with)")
-        if self.resample_for_g and self.rollout != "batch":
-            raise GantuneError("--resample-for-g needs --rollout batch (a second sampling per step)")
-        for name in ("checkpoint_every", "sample_every", "val_pairs", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise GantuneError(f"--{_flag(name)} must be >= 0 (got {getattr(self, name)})")
-        if self.adapter_hidden and (len(self.adapter_hidden) != 2 or min(self.adapter_hidden) < 1):
-            raise GantuneError("--adapter-hidden takes two positive widths, e.g. --adapter-hidden 256 64")
-        if len(self.d_hidden) != 3 or min(self.d_hidden) < 1:
-            raise GantuneError("--d-hidden takes three positive widths, e.g. --d-hidden 256 64 16")
+            if choices and value not in choices:
+                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, int) and not isinstance(v, bool) and v > INT64_MAX:
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})")
+                if isinstance(v, float) and abs(v) > FLOAT32_MAX:
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})")
+        for section in SECTIONS:
+            section.check(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,11 +114,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Settings as saved (``to_dict``, a run's config.json): each value of its field's type, else a GantuneError
+        naming the field; missing ones take their defaults. Ranges are ``validate``'s."""
+        if not isinstance(values, dict):
+            raise GantuneError(f"the settings must be a JSON object of named values (got {_shown(values)})")
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(hints))
         if unknown:
-            raise GantuneError(f"unknown setting(s): {', '.join(unknown)}")
-        return cls(**values)
+            raise GantuneError(f"unknown setting(s): {', '.join(map(str, unknown))}")
+        checked = {}
+        for name, value in values.items():
+            if not _is_a(hints[name], value):
+                raise GantuneError(f"setting {name!r} must be {_in_words(hints[name])} (got {_shown(value)})")
+            if hints[name] is float and isinstance(value, int):
+                if abs(value) > FLOAT32_MAX:
+                    raise GantuneError(f"setting {name!r} must be at most {FLOAT32_MAX:.4g} (got {_shown(value)})")
+                value = float(value)
+            checked[name] = value
+        return cls(**checked)
 
     def command_preview(self) -> str:
         """The CLI line that repeats this run: method, preset, and every value the preset does not set."""
@@ -155,8 +148,28 @@ class TrainConfig:
         return shlex.join(args)
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _is_a(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (as read from JSON) is of type ``hint`` (an int counts as a float; a bool is no number)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_is_a(h, value) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_a(typing.get_args(hint)[0], v) for v in value)
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def _in_words(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_in_words(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return "a list of " + {int: "whole numbers", str: "texts"}[typing.get_args(hint)[0]]
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "null"}[hint]
+
+
+def _shown(value: Any, most: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def _as_flag(name: str, value: Any) -> list[str]:
@@ -171,6 +184,7 @@ def _as_flag(name: str, value: Any) -> list[str]:
 
 # The thesis (GPT-2, batch 1, 30 epochs): prompts padded to 100 tokens, 50 new tokens, a
 # discriminator over token ids cast to float (BCE), no baseline, no warm-up, no KL, no validation,
+# no gradient clipping,
 # a second sampling for the generator step, and its per-position re-sampled estimator available
 # as --pg-estimator thesis. Its learning rates are not stated; 1e-4 (Adam) is our assumption.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -198,28 +212,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kl_coef": 0.0,
         "clip": 0.0,
         "val_pairs": 0,
+        "max_grad_norm": 0.0,
         "n": 100,
     },
 }
 
 
-# Learning rates that suit each method (a preset's schedule and token limits apply to all methods).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lora": {"lr": 5e-4},
-    "prompt-tuning": {"lr": 1e-2},
-    "prefix-tuning": {"lr": 1e-2},
-    "full": {"lr": 2e-5},
-}
 
 
 def preset_config(method: str = "gan", preset: str = "improved", **overrides: Any) -> TrainConfig:
     """Defaults, then the preset, then the method's own defaults, then the overrides."""
     if preset not in PRESETS:
         raise GantuneError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{"method": method, "preset": preset, **PRESETS[preset], **METHOD_DEFAULTS.get(method, {}),
+    return TrainConfig(**{"method": method, "preset": preset, **PRESETS[preset],
+                          **(METHODS[method].defaults if method in METHODS else {}),
                           **overrides})
 
-
-def load_config(path: str) -> TrainConfig:
-    with open(path, encoding="utf-8") as fh:
-        return TrainConfig.from_dict(json.load(fh)["config"])

@@ -15,7 +15,7 @@ import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 from statistics import mean
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import GenerationConfig
@@ -24,11 +24,28 @@ from . import metrics
 from .data import Encoder, QAPair, load_pairs
 from .errors import GantuneError
 from .generation import answer_mask
-from .methods import TuningMethod
+from .methods.base import TuningMethod
 from .methods.gan.generator import AdapterMethod
-from .models import BaseModel
+from .models import BaseModel, check_context
 
 RETENTION_SETS = ("real_authors", "world_facts")
+MIN_TEMPERATURE = 0.01  # below it logits / temperature can overflow and sampling fails; 0 is greedy
+ShouldStop = Callable[[], bool]
+
+
+class Stopped(Exception):
+    """A stop was asked for: the evaluation (or comparison) ends without a result for what was cut short."""
+
+
+def check_temperature(temperature: float, name: str = "a temperature") -> None:
+    """Refuse a sampling temperature the decoder cannot use: 0 (greedy) or at least ``MIN_TEMPERATURE``."""
+    if temperature != 0 and not temperature >= MIN_TEMPERATURE:  # NaN fails both
+        raise GantuneError(f"{name} must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (got {temperature:g})")
+
+
+def _check_stop(should_stop: ShouldStop | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Stopped
 
 
 @dataclass
@@ -64,10 +81,14 @@ class Answers:
 
 
 def generate(base: BaseModel, method: TuningMethod | None, questions: list[str], max_new_tokens: int,
-             max_prompt_tokens: int, batch_size: int = 16, temperature: float = 0.0, seed: int = 0) -> Answers:
-    """Answers to ``questions``: greedy at temperature 0, else sampled from a generator seeded with ``seed``."""
-    if temperature < 0:
-        raise GantuneError(f"a temperature must be 0 (greedy) or more (got {temperature})")
+             max_prompt_tokens: int, batch_size: int = 16, temperature: float = 0.0, seed: int = 0,
+             should_stop: ShouldStop | None = None) -> Answers:
+    """Answers to ``questions``: greedy at temperature 0, else sampled from a generator seeded with ``seed``.
+
+    ``should_stop`` is asked before each batch; when it says so, ``Stopped`` is raised.
+    """
+    check_temperature(temperature)
+    check_context(base.model, max_prompt_tokens, max_new_tokens)
     encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
     decoding = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
         {"do_sample": False}
@@ -78,6 +99,7 @@ def generate(base: BaseModel, method: TuningMethod | None, questions: list[str],
     with torch.random.fork_rng(devices=cuda), torch.no_grad():  # the caller's random state is left as it was
         torch.manual_seed(seed)
         for start in range(0, len(questions), batch_size):
+            _check_stop(should_stop)
             chunk = questions[start:start + batch_size]
             ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
             with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
@@ -116,11 +138,17 @@ def evaluate(
     retention_sets: dict[str, list[QAPair]] | None,
     scorers: Scorers,
     settings: EvalSettings,
+    should_stop: ShouldStop | None = None,
 ) -> dict[str, Any]:
-    """Scores of one model; ``method=None`` is the base model, ``retention_sets=None`` skips retention."""
+    """Scores of one model; ``method=None`` is the base model, ``retention_sets=None`` skips retention.
+
+    ``should_stop`` is asked between answer batches and between scorers; when it says so, ``Stopped``
+    is raised and nothing is returned.
+    """
     questions, references = [p.question for p in test], [p.answer for p in test]
     answers = generate(base, method, questions, settings.max_new_tokens, settings.max_prompt_tokens,
-                       settings.batch_size, settings.temperature, settings.seed)
+                       settings.batch_size, settings.temperature, settings.seed, should_stop)
+    _check_stop(should_stop)
     rouge = metrics.rouge_per_example(answers.texts, references)
     per_question: dict[str, list] = {k: [r[k] for r in rouge] for k in metrics.ROUGE_KEYS}
     result: dict[str, Any] = {k: mean(v) for k, v in per_question.items()}
@@ -130,10 +158,11 @@ def evaluate(
     result["bleurt_note"] = scorers.bleurt.reason or f"BLEURT checkpoint {scorers.bleurt.checkpoint}"
     if bleurt is not None:
         per_question["bleurt"] = bleurt
+    _check_stop(should_stop)
     result.update(_distribution(base, answers, references, scorers.semantic, settings.seed, per_question))
     result["semantic_note"] = scorers.semantic.reason or "cosine of all-MiniLM-L6-v2 sentence embeddings"
     if retention_sets is not None:
-        result.update(_retention(base, method, retention_sets, settings))
+        result.update(_retention(base, method, retention_sets, settings, should_stop))
     result["temperature"] = settings.temperature
     result["noise"] = method.config.eval_noise if isinstance(method, AdapterMethod) else None
     result["per_question"] = per_question
@@ -170,17 +199,16 @@ def _distribution(base: BaseModel, answers: Answers, references: list[str], sema
 
 
 def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, list[QAPair]],
-               settings: EvalSettings) -> dict[str, Any]:
+               settings: EvalSettings, should_stop: ShouldStop | None = None) -> dict[str, Any]:
     if not sets:
         return {"retention": None, "retention_rougeL": None, "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
     every = [p for pairs in sets.values() for p in pairs]  # the sets' answers in shared batches: fewer decoding steps
     answers = generate(base, method, [p.question for p in every], settings.retention_max_new_tokens,
-                       settings.max_prompt_tokens, settings.batch_size).texts
+                       settings.max_prompt_tokens, settings.batch_size, should_stop=should_stop).texts
     per_set, retained, rouge_l, start = {}, [], [], 0
     for name, pairs in sets.items():
-        with method.enabled(None) if method is not None else nullcontext(base.model) as model:  # zero noise
-            likelihood = metrics.likelihood_retention(model, encoder, pairs, batch_size=settings.batch_size)
+        likelihood = _likelihood_retention(base, method, encoder, pairs, settings.batch_size, should_stop)
         scores = [r["rougeL"] for r in metrics.rouge_per_example(answers[start:start + len(pairs)],
                                                                  [p.answer for p in pairs])]
         start += len(pairs)
@@ -190,3 +218,15 @@ def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, lis
     return {"retention": mean(retained), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
             "retention_note": "share of questions whose true answer is likelier (mean log-prob per token, "
                               "zero adapter noise) than each perturbed answer"}
+
+
+def _likelihood_retention(base: BaseModel, method: TuningMethod | None, encoder: Encoder, pairs: list[QAPair],
+                          batch_size: int, should_stop: ShouldStop | None) -> dict[str, Any]:
+    """``metrics.likelihood_retention`` over ``batch_size`` pairs at a time, asking ``should_stop`` between them."""
+    retained: list[bool] = []
+    for start in range(0, len(pairs), batch_size):
+        _check_stop(should_stop)
+        with method.enabled(None) if method is not None else nullcontext(base.model) as model:  # zero noise
+            retained += metrics.likelihood_retention(model, encoder, pairs[start:start + batch_size],
+                                                     batch_size=batch_size)["retained"]
+    return {"retention": sum(retained) / len(retained), "n": len(retained), "retained": retained}

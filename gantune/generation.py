@@ -1,19 +1,13 @@
-"""Batched generation from left-padded prompts with the KV cache, stopping at EOS."""
+"""Batched generation from left-padded prompts with the KV cache, stopping at EOS.
+
+The sampler knows nothing of tuning methods: it runs whatever model it is given (``gantune.inference``
+answers questions with a run's tuned model).
+"""
 
 from __future__ import annotations
 
-import threading
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Iterator
-
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, TextIteratorStreamer
-
-from .data import Encoder
-
-if TYPE_CHECKING:
-    from .methods import TuningMethod
-    from .models import BaseModel
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel
 
 
 def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -49,59 +43,3 @@ def generate_answers(
     mask = answer_mask(answers, eos_id)
     width = int(mask.sum(dim=1).max()) if answers.shape[1] else 0
     return answers[:, :width], mask[:, :width]
-
-
-def answer_questions(
-    base: "BaseModel",
-    questions: list[str],
-    max_new_tokens: int,
-    max_prompt_tokens: int = 512,
-    method: "TuningMethod | None" = None,
-    batch_size: int = 8,
-) -> list[str]:
-    """Greedy answers to plain-text questions, from the base model or, with ``method``, the tuned one."""
-    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
-        with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
-            out, out_mask = generate_answers(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, sample=False)
-        for row, m in zip(out, out_mask):
-            answers.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
-    return answers
-
-
-def stream_answer(
-    base: "BaseModel",
-    question: str,
-    max_new_tokens: int,
-    max_prompt_tokens: int = 512,
-    method: "TuningMethod | None" = None,
-) -> Iterator[str]:
-    """The greedy answer to one question, yielded as it grows (the text so far, each time)."""
-    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
-    ids, mask = (t.to(base.device) for t in encoder.prompts([question]))
-    streamer = TextIteratorStreamer(base.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=base.eos_id,
-                              pad_token_id=encoder.pad_id)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with method.enabled(1) if method is not None else nullcontext(base.model) as model, torch.no_grad():
-                model.generate(input_ids=ids, attention_mask=mask, generation_config=config, streamer=streamer,
-                               use_model_defaults=False)
-        except BaseException as exc:  # surfaced in the caller's thread below
-            errors.append(exc)
-            streamer.end()
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield text.strip()
-    worker.join()
-    if errors:
-        raise errors[0]

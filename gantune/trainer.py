@@ -11,24 +11,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from safetensors import SafetensorError
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Encoder, QAPair, load_pairs, split_pairs
-from .generation import answer_questions
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
+from .inference import answer_questions
 from .memory import MemoryMonitor
+from .methods import get_method
+from .methods.base import TuningMethod
 from .metrics import rouge
-from .methods import TuningMethod, get_method
-from .models import BaseModel, frozen_norm, load_base_model, make_accelerator, pick_device
-from .runs import RunFolder, new_run_dir, recover_dir
+from .models import BaseModel, check_settings_fit, frozen_norm, load_base_model, make_accelerator, pick_device
+from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
 from .scoring import answer_logprobs, mle_loss
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -48,38 +47,64 @@ class Prepared:
 
 
 def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False,
-            split: tuple[list[QAPair], list[QAPair]] | None = None) -> Prepared:
-    """Validate settings, load model and data, split, and create the run folder.
+            split: tuple[list[QAPair], list[QAPair]] | None = None, claimed: bool = False,
+            validated: bool = False) -> Prepared:
+    """Validate settings (unless the caller did: ``validated``), claim the run folder, load model and data, and split.
 
     ``split`` (train, test) replaces reading and splitting the data (a comparison on a recorded split).
-    A fresh run refuses a folder that already holds a run unless ``overwrite`` is set.
+    A fresh run claims its folder first (``RunFolder.claim``: a run folder gantune made is replaced
+    only with ``overwrite``; a folder it did not make, never), or takes the one ``claimed`` for it
+    (``runs.claim_unused``); a claim that nothing was written under is given back when preparing fails.
     """
-    config.validate()
+    if not validated:
+        config.validate()
     get_method(config.method)
-    if config.out is None:
-        config.out = str(new_run_dir("runs", config.method, config.preset))
-    run = RunFolder(config.out)
-    if fresh and run.config_path.exists() and not overwrite:
-        raise GantuneError(f"{run.path} already holds a run; pass --resume {run.path} to continue it, "
-                           "--overwrite to replace it, or another --out")
     device = pick_device(config.device)
     accelerator = make_accelerator(device)
-    if split is None:
-        pairs, data_source = load_pairs(config.data, config.subset)
-        train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
-    else:
-        (train, test), data_source = split, str(config.data)
-    if base is None:
-        base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
-    else:
-        base.model.to(accelerator.device)
-    check_prompt_lengths(Encoder(base.tokenizer, base.eos_id, config.max_prompt_tokens, config.max_new_tokens),
-                         train + test)
-    if accelerator.is_main_process:
-        run.create()
-        if fresh:
-            run.clear()
+    run = _run_folder(config, accelerator, fresh, overwrite, claimed)
+    try:
+        if split is None:
+            pairs, data_source = load_pairs(config.data, config.subset)
+            train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
+        else:
+            (train, test), data_source = split, str(config.data)
+        if base is None:
+            base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
+        else:
+            base.model.to(accelerator.device)
+        check_prompt_lengths(Encoder(base.tokenizer, base.eos_id, config.max_prompt_tokens, config.max_new_tokens),
+                             train + test)
+        check_settings_fit(config, base, len(train))
+    except BaseException:
+        if fresh and accelerator.is_main_process:
+            run.release()
+        raise
     return Prepared(config, base, accelerator, train, test, data_source, run)
+
+
+def _run_folder(config: TrainConfig, accelerator: Accelerator, fresh: bool, overwrite: bool,
+                claimed: bool) -> RunFolder:
+    """The run's folder: for a fresh run, claimed by the main process (``config.out``, or a new default
+    name), its path and any refusal shared with the other processes; for a resume, the run's own."""
+    if not fresh:
+        run = RunFolder(config.out)
+        if not run.has_checkpoint():
+            raise GantuneError(f"{run.path} has no checkpoint to resume from")
+        return run
+    run, claim = None, [config.out, None]  # (the folder, or the refusal)
+    if accelerator.is_main_process and not claimed:
+        try:
+            run = claim_unused(new_run_dir("runs", config.method, config.preset)) if config.out is None \
+                else RunFolder(config.out).claim(overwrite)
+            claim[0] = str(run.path)
+        except GantuneError as exc:
+            claim[1] = str(exc)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(claim)
+    if claim[1] is not None:
+        raise GantuneError(claim[1])
+    config.out = claim[0]
+    return run or RunFolder(config.out)
 
 
 def train(
@@ -92,16 +117,27 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     split: tuple[list[QAPair], list[QAPair]] | None = None,
-) -> dict[str, Any]:
-    """Run one training job to its end (or a stop) and return its summary; ``split`` as for ``prepare``."""
-    p = prepare(config, base, fresh=not resume, overwrite=overwrite, split=split)
+    claimed: bool = False,
+    validated: bool = False,
+) -> RunSummary:
+    """Run one training job to its end (or a stop) and return its summary (also its summary.json).
+
+    ``split``, ``claimed``, ``validated`` as for ``prepare``.
+    """
+    p = prepare(config, base, fresh=not resume, overwrite=overwrite, split=split, claimed=claimed,
+                validated=validated)
     cfg, run, acc = p.config, p.run, p.accelerator
-    set_seed(cfg.seed)
-    encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
-    fit, val = split_validation(p.train, cfg.val_pairs)
-    items = encoder.encode(fit)
-    validation = Validation(p.base, encoder, val, cfg.val_metric, acc.device) if val else None
-    method = get_method(cfg.method)(p.base, cfg, acc)
+    try:
+        set_seed(cfg.seed)
+        encoder = Encoder(p.base.tokenizer, p.base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
+        fit, val = split_validation(p.train, cfg.val_pairs)
+        items = encoder.encode(fit)
+        validation = Validation(p.base, encoder, val, cfg.val_metric, acc.device) if val else None
+        method = get_method(cfg.method)(p.base, cfg, acc)
+    except BaseException:
+        if not resume and acc.is_main_process:
+            run.release()  # refused before the run's first file
+        raise
     try:
         steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
         if acc.num_processes > 1:  # processes move in lockstep: each takes whole rounds of batches
@@ -113,19 +149,27 @@ def train(
         history: list[dict[str, float]] = []  # validation score of the adapter at step 0 and each epoch's end
         best: dict[str, float] | None = None  # the best of them: its adapter is the one in adapter/
         if resume:
-            saved = run.load_checkpoint()
+            saved = run.load_checkpoint(total)
             if saved is None:
                 raise GantuneError(f"{run.path} has no checkpoint to resume from")
             tensors, state = saved
-            method.load_state_tensors(tensors)
-            torch.set_rng_state(tensors["rng.cpu"])
-            if torch.cuda.is_available() and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"])
+            try:
+                method.load_state_tensors(tensors)
+                torch.set_rng_state(tensors["rng.cpu"])
+                if torch.cuda.is_available() and "rng.cuda" in tensors:
+                    torch.cuda.set_rng_state(tensors["rng.cuda"])
+            except GantuneError as exc:
+                raise GantuneError(f"{run.checkpoint_dir}: {exc}") from exc
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+                raise GantuneError(f"{run.checkpoint_dir}: the checkpoint does not fit this run's {cfg.method} "
+                                   f"settings ({first_line(exc)})") from exc
             step, elapsed = state["step"], state["seconds"]
             history, best = state.get("validation", []), state.get("best")
             if acc.is_main_process:
                 run.keep_records_until(step)  # steps after the checkpoint are redone
         if acc.is_main_process:
+            if not resume:
+                run.drop_replaced()  # the run this one replaces (--overwrite) goes only now that this one starts
             run.write_config(cfg, {
                 "model": p.base.source, "data": p.data_source, "device": str(acc.device),
                 "processes": acc.num_processes, "n_train": len(fit), "n_val": len(val), "n_test": len(p.test),
@@ -241,15 +285,15 @@ def train(
             kept_step = step if status != "diverged" else good_step
             kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \
                 "the last checkpoint's adapter (training diverged)"
-        summary = {
-            "status": status, "method": cfg.method, "preset": cfg.preset, "steps": step, "total_steps": total,
-            "adapter_step": kept_step, "kept_step": kept_step, "kept_reason": kept_reason, "validation": history,
-            "seconds": round(elapsed, 3), "tokens_per_s": round(tokens / max(elapsed - start_seconds, 1e-9), 1),
-            "peak_memory_mb": round(peak, 1), "memory_kind": memory.kind,
-            "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
-            "n_train": len(fit), "n_val": len(val), "n_test": len(p.test), "device": str(acc.device),
-            "adapter": str(run.adapter_dir) if run.adapter_dir.is_dir() else None, "run": str(run.path),
-        }
+        summary = RunSummary(
+            status=status, method=cfg.method, preset=cfg.preset, steps=step, total_steps=total,
+            adapter_step=kept_step, kept_step=kept_step, kept_reason=kept_reason, validation=history,
+            seconds=round(elapsed, 3), tokens_per_s=round(tokens / max(elapsed - start_seconds, 1e-9), 1),
+            peak_memory_mb=round(peak, 1), memory_kind=memory.kind,
+            trainable_params=sum(p.numel() for p in method.trainable_parameters()),
+            n_train=len(fit), n_val=len(val), n_test=len(p.test), device=str(acc.device),
+            adapter=str(run.adapter_dir) if run.adapter_dir.is_dir() else None, run=str(run.path),
+        )
         if acc.is_main_process:
             run.write_summary(summary)
         return summary
@@ -257,11 +301,11 @@ def train(
         method.close()  # the base model is shared (workbench, bench): leave it as it was
 
 
-def diverged_message(summary: dict[str, Any]) -> str:
+def diverged_message(summary: RunSummary) -> str:
     """What a user reads when a loss became NaN/inf: where it stopped and which adapter was kept."""
-    kept = (f"the adapter of step {summary['adapter_step']} (the last checkpoint) was kept"
-            if summary.get("adapter_step") is not None else "no checkpoint had been reached, so no adapter was saved")
-    return f"training diverged at step {summary['steps']} (a loss became NaN/inf); {kept} — lower the learning rate"
+    kept = (f"the adapter of step {summary.adapter_step} (the last checkpoint) was kept"
+            if summary.adapter_step is not None else "no checkpoint had been reached, so no adapter was saved")
+    return f"training diverged at step {summary.steps} (a loss became NaN/inf); {kept} — lower the learning rate"
 
 
 def split_validation(train: list[QAPair], val_pairs: int) -> tuple[list[QAPair], list[QAPair]]:
@@ -300,42 +344,6 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelera
         rounds = len(batches) // acc.num_processes
         batches = batches[acc.process_index : rounds * acc.num_processes : acc.num_processes]
     return batches
-
-
-def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code: bool = False) -> TuningMethod:
-    """A finished run's tuned model, for generation: base model + the adapter from the run folder.
-
-    Reads safetensors and JSON only. A run whose base model needs its own code loads only when the
-    caller allows it (``trust_remote_code``); a run folder alone never turns it on.
-    """
-    run = RunFolder(run_path)
-    config, _ = run.read_config()
-    recover_dir(run.adapter_dir)
-    if not run.adapter_dir.is_dir():
-        raise GantuneError(f"{run.path} has no adapter yet (the run did not finish or save)")
-    check_data_only(run.adapter_dir)
-    if base is None:
-        if config.trust_remote_code and not trust_remote_code:
-            raise GantuneError(f"{run.path} was tuned from a model that runs its own code; "
-                               "allow it with --trust-remote-code only if you trust that model")
-        base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code)
-    try:
-        return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise GantuneError(f"the adapter in {run.adapter_dir} is damaged or incomplete: {first_line(exc)}") from exc
-
-
-# what a saved adapter may hold: tensors as safetensors, settings and tokenizer files as text;
-# anything else (pickles: .bin, .pt, .pkl; code: .py) could run code when loaded
-DATA_SUFFIXES = {".safetensors", ".json", ".jinja", ".txt", ".md", ".model"}
-
-
-def check_data_only(folder: Path) -> None:
-    """Refuse an adapter folder that holds anything but safetensors and text (nothing in it may run)."""
-    others = sorted(p.name for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in DATA_SUFFIXES)
-    if others:
-        raise GantuneError(f"{folder} holds {others[0]}, which is not safetensors or JSON; "
-                           "gantune loads only those (nothing in a run may run code)")
 
 
 def check_prompt_lengths(encoder: Encoder, pairs: list[QAPair]) -> None:

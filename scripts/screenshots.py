@@ -25,14 +25,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from test_e2e_browser import (  # noqa: E402  (the browser helpers live with the test)
-    chat_panels, field, free_port, launch_browser, open_tab, pick_option, screenshot, status_run, status_state,
-    table_cells, table_row, wait_for_plot, wait_until, write_pairs)
+    chat_panels,
+    field,
+    free_port,
+    launch_browser,
+    open_tab,
+    pick_option,
+    screenshot,
+    status_run,
+    status_state,
+    table_cells,
+    table_row,
+    wait_for_plot,
+    wait_until,
+    write_pairs,
+)
 
 
 def answered(page, engine) -> bool:
     """Three chat panels, each with an answer, and no answer still streaming."""
     panels = chat_panels(page)
-    if panels.count() != 3 or engine.chat_lock.locked():
+    if panels.count() != 3 or engine.models.chat_lock.locked():
         return False
     return all(panels.nth(i).locator("[data-testid='bot']").count() for i in range(3))
 
@@ -112,7 +125,7 @@ def main() -> None:
             done(f"gan-tuning.png ({run_id})")
             job = engine.jobs.status("train")
             for phase in ("mle", "adversarial"):
-                steps = [r["step_seconds"] for r in engine.run_folder(run_id).read_metrics() if r.get("phase") == phase]
+                steps = [r["step_seconds"] for r in engine.runs.folder(run_id).read_metrics() if r.get("phase") == phase]
                 if steps:
                     print(f"  {phase} steps: {len(steps)}, {sum(steps) / len(steps):.1f} s each (the step itself)")
             print(f"  the job: {job.step} steps in {job.finished - job.started:.0f} s of wall time "
@@ -135,7 +148,7 @@ def main() -> None:
                 wait_for_plot(page, "MLE loss on the reference answers: the selected runs")
             screenshot(page, out, "compare.png")
             done("compare.png")
-            lora_runs = [r["run"] for r in engine.list_runs() if r["method"] == "lora" and r["adapter"]]
+            lora_runs = [r.run for r in engine.runs.rows() if r.method == "lora" and r.adapter]
 
             def chat(page, gan_label: str, lora_label: str, message_label: str, send: str) -> None:
                 pick_option(page, gan_label, run_id)
@@ -143,7 +156,7 @@ def main() -> None:
                     pick_option(page, lora_label, lora_runs[0])
                 field(page, message_label).fill(question)
                 page.get_by_role("button", name=send, exact=True).click()
-                wait_until(page, lambda: engine.chat_lock.locked() or answered(page, engine), "the answers to start")
+                wait_until(page, lambda: engine.models.chat_lock.locked() or answered(page, engine), "the answers to start")
                 wait_until(page, lambda: answered(page, engine), "three answers", args.timeout, every=1.0)
 
             open_tab(page, "Chat")

@@ -133,7 +133,7 @@ def tiny_data(tmp_path: Path) -> Path:
 
 def nan_on_step(monkeypatch, n: int) -> None:
     """Make the n-th GAN training step report a NaN loss (the weights are left as the step made them)."""
-    from gantune.methods.gan import GanMethod
+    from gantune.methods.gan.method import GanMethod
 
     original = GanMethod.train_step
 

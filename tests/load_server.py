@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # loopback only
 
 from conftest import WORDS  # noqa: E402
 from test_ui_app import free_port, talkative_base  # noqa: E402
+
 from ui.app import launch  # noqa: E402
 from ui.engine import Engine, Settings  # noqa: E402
 

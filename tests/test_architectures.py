@@ -1,8 +1,8 @@
 """Every method on every architecture a user may pick: Llama (SmolLM2), GPT-2, Qwen2, Phi and Gemma.
 
 Tiny random models of each configuration (conftest's ARCHITECTURES), built offline. Each method
-trains through the unchanged trainer with its default settings (no --lora-targets), keeps the
-frozen LM bit-identical, and its run loads back and answers. LoRA's default targets follow the
+trains through the unchanged trainer with its default settings (no --lora-targets), never changes
+the shared LM (weights, modules, attributes, hooks), and its run loads back and answers. LoRA's default targets follow the
 architecture; a bad target list names the model's real linear layers (nn.Linear and GPT-2's
 Conv1D). M_tunable acts on the token embeddings only: before GPT-2 adds its learned position
 embeddings and before Gemma scales by sqrt(hidden), and never on a tied output head.
@@ -16,21 +16,22 @@ import warnings
 
 import pytest
 import torch
+from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_tokenizer
+from test_methods import _module_layout
 from transformers.pytorch_utils import Conv1D
 
 import gantune.methods.peft_methods as peft_methods
-from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_tokenizer
 from gantune.cli import main
 from gantune.config import TrainConfig, preset_config
 from gantune.data import Encoder, QAPair
 from gantune.errors import GantuneError
-from gantune.generation import answer_questions, stream_answer
+from gantune.inference import answer_questions, load_method, stream_answer
 from gantune.methods import get_method
 from gantune.methods.gan.adapter import AdapterConfig, MTunable
 from gantune.methods.peft_methods import LoraMethod, default_lora_targets, init_token_ids, linear_modules
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, mle_loss
-from gantune.trainer import load_method, train
+from gantune.trainer import train
 
 ARCHS = list(ARCHITECTURES)
 METHODS = ["gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]
@@ -165,7 +166,7 @@ def test_lora_on_gpt2s_conv1d_layers_by_name():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_method_trains_loads_and_answers(arch, method, sixteen_pairs, tmp_path):
     base = make_arch_base(arch)
-    state = _state(base.model)
+    state, layout = _state(base.model), _module_layout(base.model)
     originals = [(p, p.detach().clone()) for p in base.model.parameters()]
     out = tmp_path / "run"
     config = preset_config(method, data=str(sixteen_pairs), n=16, train_fraction=0.75, seed=1, out=str(out),
@@ -173,18 +174,19 @@ def test_every_method_trains_loads_and_answers(arch, method, sixteen_pairs, tmp_
     moved = []  # per step: did any LM weight move?
 
     def on_step(_record: dict) -> None:
-        moved.append(any(not torch.equal(p, p0) for p, p0 in originals))
+        moved.append(any(not torch.equal(p, p0) for p, p0 in originals) or _module_layout(base.model) != layout)
 
     summary = train(config, base=base, on_step=on_step)
-    assert summary["status"] == "completed" and summary["steps"] == summary["total_steps"] >= 1
-    assert summary["trainable_params"] > 0
+    assert summary.status == "completed" and summary.steps == summary.total_steps >= 1
+    assert summary.trainable_params > 0
     records = RunFolder(out).read_metrics()
-    assert len(records) == summary["steps"]
-    assert all(math.isfinite(r["g_loss"]) for r in records)
+    assert len(records) == summary.steps
+    assert all(math.isfinite(r["g_loss"]) and math.isfinite(r["grad_norm"]) for r in records)
+    assert len({r["frozen_norm"] for r in records}) == 1 and records[0]["frozen_norm"] > 0  # the flat line
     if method == "gan":  # the adversarial phase ran: the discriminator was trained and scored on this model
         assert all(math.isfinite(r["d_loss"]) for r in records)
-    assert moved == [method == "full"] * len(records)  # only full fine-tuning moves the LM's weights
-    _assert_same_state(base.model, state)  # and the trainer puts them back
+    assert moved == [False] * len(records)  # no method changes the shared LM, full fine-tuning included
+    _assert_same_state(base.model, state)
     if method == "lora":  # no --lora-targets: the architecture's own attention projections
         saved = json.loads((RunFolder(out).adapter_dir / "adapter_config.json").read_text())
         assert sorted(saved["target_modules"]) == sorted(LORA_DEFAULTS[arch])
@@ -200,6 +202,7 @@ def test_every_method_trains_loads_and_answers(arch, method, sixteen_pairs, tmp_
     finally:
         loaded.close()
     _assert_same_state(base.model, state)
+    assert _module_layout(base.model) == layout
 
 
 def test_train_a_gpt2_folder_from_the_command_line_without_extra_flags(sixteen_pairs, tmp_path, capsys):

@@ -177,13 +177,21 @@ def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base,
     assert steps[-1].step == (1, 1)
 
 
-def test_compare_stops_when_asked_and_reports_what_it_finished(tmp_path, base, tiny_data, scorers):
+def test_compare_stops_when_asked_and_reports_what_it_finished(tmp_path, base, tiny_data, scorers, monkeypatch):
+    from gantune import compare
+
     config = preset_config("gan", data=str(tiny_data), **SMALL)
     splits = [Split(s, *recorded_pairs) for s, recorded_pairs in
               ((0, _split(tiny_data, 0)), (1, _split(tiny_data, 1)))]
-    asked = iter([False, True])  # the first seed's base, then stop
+    evaluated = []  # stop once the first seed's base is scored
+
+    def evaluating(*args, **kwargs):
+        evaluated.append(evaluate(*args, **kwargs))
+        return evaluated[-1]
+
+    monkeypatch.setattr(compare, "evaluate", evaluating)
     report = compare_methods(base, ["gan"], splits, shared_settings(config), tmp_path, scorers,
-                             EvalSettings(max_new_tokens=4, batch_size=4), should_stop=lambda: next(asked, True))
+                             EvalSettings(max_new_tokens=4, batch_size=4), should_stop=lambda: bool(evaluated))
     assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base"]
     assert not (tmp_path / "gan-seed0").exists()
 

@@ -24,14 +24,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import WORDS, make_base, nan_on_step
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from safetensors.torch import load_file
-
-from conftest import WORDS, make_base, nan_on_step
-from gantune.methods.gan import GanMethod
-from gantune.runs import RunFolder
 from test_ui_app import WAIT, free_port, poll_status, start_args, state_of, warnings_of
+
+from gantune.methods.gan.method import GanMethod
+from gantune.runs import RunFolder
 from ui.app import launch
 from ui.engine import Engine, Settings
 
@@ -214,14 +214,14 @@ def test_cli_refuses_in_one_line(capsys, world, tmp_path, case, change, cli_says
 
 @pytest.mark.parametrize(("case", "change", "cli_says", "page_says"), CASES, ids=[c[0] for c in CASES])
 def test_page_shows_the_refusal_and_stays_usable(world, page, case, change, cli_says, page_says):
-    runs_before = {r["run"]: r["steps"] for r in page.engine.list_runs()}
+    runs_before = {r.run: r.steps for r in page.engine.runs.rows()}
     shown = page_refusal(page, _page_args(world, change))
     print(f"{case}: {shown}")  # the catalogue's wording, for `pytest -rA`
     assert (page_says or cli_says) in shown
     assert "Traceback" not in shown
     # nothing trained, earlier runs untouched, and the page still answers
-    assert {r["run"]: r["steps"] for r in page.engine.list_runs() if r["run"] in runs_before} == runs_before
-    assert all(r["steps"] == 0 for r in page.engine.list_runs() if r["run"] not in runs_before)
+    assert {r.run: r.steps for r in page.engine.runs.rows() if r.run in runs_before} == runs_before
+    assert all(r.steps == 0 for r in page.engine.runs.rows() if r.run not in runs_before)
     assert state_of(page.client.predict(api_name="/status")[0]) in ("idle", "failed", "completed")
 
 

@@ -20,18 +20,18 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import make_arch_base
 from safetensors.torch import load_file
 
-from conftest import make_arch_base
 from gantune.config import preset_config
 from gantune.data import Encoder, QAPair
-from gantune.generation import answer_questions, stream_answer
+from gantune.inference import answer_questions, load_method, stream_answer
 from gantune.memory import MB, MemoryMonitor
 from gantune.methods import get_method
 from gantune.models import make_accelerator
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, mle_loss
-from gantune.trainer import load_method, train
+from gantune.trainer import train
 
 METHODS = ["gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]
 SMALL = dict(virtual_tokens=4, lora_r=4, lora_alpha=8, noise_dim=8, d_hidden=[16, 8, 4])
@@ -135,9 +135,9 @@ def test_every_method_trains_and_answers_on_the_gpu(arch, method, sixteen_pairs,
     finally:
         handle.remove()
 
-    assert summary["status"] == "completed" and summary["steps"] == summary["total_steps"] >= 1
-    assert summary["device"].startswith("cuda")
-    assert summary["memory_kind"] == "cuda_allocated" and summary["peak_memory_mb"] > 0
+    assert summary.status == "completed" and summary.steps == summary.total_steps >= 1
+    assert summary.device.startswith("cuda")
+    assert summary.memory_kind == "cuda_allocated" and summary.peak_memory_mb > 0
     records = RunFolder(out).read_metrics()
     assert all(math.isfinite(r["g_loss"]) for r in records)
     if method == "gan":
@@ -207,9 +207,9 @@ def test_a_stopped_run_resumes_exactly_on_the_gpu(method, sixteen_pairs, tmp_pat
     done: list[dict] = []
     first = train(_config(method, sixteen_pairs, resumed, epochs=2), base=make_arch_base("llama"),
                   on_step=done.append, should_stop=lambda: bool(done) and done[-1]["epoch"] >= 1)
-    assert first["status"] == "stopped" and 0 < first["steps"] < first["total_steps"]
+    assert first.status == "stopped" and 0 < first.steps < first.total_steps
     second = train(_config(method, sixteen_pairs, resumed, epochs=2), base=make_arch_base("llama"), resume=True)
-    assert second["status"] == "completed" and second["steps"] == second["total_steps"]
+    assert second.status == "completed" and second.steps == second.total_steps
 
     name = ADAPTER_FILE.get(method, "adapter_model.safetensors")
     a, b = (load_file(RunFolder(run).adapter_dir / name) for run in (straight, resumed))
@@ -234,4 +234,4 @@ def test_cpu_and_gpu_runs_and_a_loaded_run_in_one_process(sixteen_pairs, tmp_pat
         loaded.close()
     for device, out in (("cuda", "gpu"), ("cpu", "cpu-again")):
         summary = train(_config("gan", sixteen_pairs, tmp_path / out, device=device), base=make_arch_base("llama"))
-        assert summary["status"] == "completed" and summary["device"].startswith(device)
+        assert summary.status == "completed" and summary.device.startswith(device)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TOFU, make_tokenizer
+
 from gantune.data import Encoder, QAPair, format_prompt, load_pairs, pad, split_pairs
 from gantune.errors import GantuneError
 

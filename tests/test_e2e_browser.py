@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import WORDS, make_base
 from test_ui_app import english_left
 

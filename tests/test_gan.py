@@ -7,15 +7,16 @@ import json
 
 import pytest
 import torch
+from conftest import make_base
 from safetensors.torch import load_file
 
-from conftest import make_base
 from gantune.config import preset_config
 from gantune.data import Encoder, QAPair
-from gantune.generation import answer_questions
+from gantune.inference import answer_questions
 from gantune.methods import get_method
-from gantune.methods.gan import AdapterConfig, EmbeddingDiscriminator, GanMethod, MTunable, ThesisDiscriminator
-from gantune.methods.gan.adapter import CONFIG_NAME
+from gantune.methods.gan.adapter import CONFIG_NAME, AdapterConfig, MTunable
+from gantune.methods.gan.discriminator import EmbeddingDiscriminator, ThesisDiscriminator
+from gantune.methods.gan.method import GanMethod
 from gantune.methods.gan.policy import advantages, policy_gradient_loss, thesis_logprobs
 from gantune.scoring import answer_logprobs, mle_loss
 
@@ -68,9 +69,9 @@ def test_adapter_output_shape_equals_input():
 
 def test_adapter_default_widths_and_hidden_override():
     ad = _adapter()
-    assert [(l.in_features, l.out_features) for l in ad.layers] == [(40, 16), (16, 8), (8, 16), (16, 32)]
+    assert [(x.in_features, x.out_features) for x in ad.layers] == [(40, 16), (16, 8), (8, 16), (16, 32)]
     ad = MTunable(AdapterConfig(embed_dim=32, noise_dim=8, hidden=[12, 6]))
-    assert [(l.in_features, l.out_features) for l in ad.layers] == [(40, 12), (12, 6), (6, 12), (12, 32)]
+    assert [(x.in_features, x.out_features) for x in ad.layers] == [(40, 12), (12, 6), (6, 12), (12, 32)]
 
 
 def test_zero_init_adapter_is_the_identity():
@@ -376,9 +377,13 @@ def test_train_steps_leave_the_lm_bit_identical(base):
     for k, v in method.discriminator.state_dict().items():
         assert not torch.equal(v, d_before[k]), f"discriminator tensor {k} did not change"
     assert len(base.model.get_input_embeddings()._forward_hooks) == 0  # the hook is gone after a step
+    for module in (method.adapter, method.discriminator):  # the last updates' gradients, clipped
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
+        assert float(norm) <= method.config.max_grad_norm + 1e-5
     for s in stats:
-        for key in ("g_loss", "d_loss", "pg_loss", "reward_mean", "d_acc_real", "d_acc_fake"):
+        for key in ("g_loss", "d_loss", "pg_loss", "reward_mean", "d_acc_real", "d_acc_fake", "grad_norm", "d_grad_norm"):
             assert isinstance(s[key], float) and s[key] == s[key] and abs(s[key]) != float("inf"), key
+        assert s["grad_norm"] > 0 and s["d_grad_norm"] > 0
         assert 0.0 <= s["d_acc_real"] <= 1.0 and 0.0 <= s["d_acc_fake"] <= 1.0
         assert s["d_loss"] > 0 and s["kl"] == s["kl"]
         assert 1 <= s["answer_len_mean"] <= 8
@@ -527,7 +532,7 @@ def test_state_tensors_before_any_step(base):
 
 from gantune.methods.gan.discriminator import HiddenStateDiscriminator, d_loss, d_reward  # noqa: E402
 from gantune.methods.gan.policy import clipped_policy_loss, sequence_kl  # noqa: E402
-from gantune.methods.gan.rollout import frozen_pass, merge, sample  # noqa: E402
+from gantune.methods.gan.rollout import frozen_pass, merge  # noqa: E402
 
 
 def test_rollout_logprobs_are_the_policy_logprobs_of_the_sampled_tokens(base):

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_base
+
 from gantune.data import Encoder
-from gantune.generation import answer_mask, answer_questions, generate_answers
+from gantune.generation import answer_mask, generate_answers
+from gantune.inference import answer_questions
 
 QUESTIONS = ["who ?", "who is the author of a book born in city ?", "what did his mother write ?",
              "the father was known for fiction and was born in a city what genre did he write ?"]

@@ -12,16 +12,17 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from conftest import WORDS, make_base
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from test_ui_app import WAIT, free_port, setup_args
 
-from conftest import WORDS, make_base
 from gantune.data import load_pairs
 from gantune.errors import GantuneError
-from test_ui_app import WAIT, free_port, setup_args
-from ui import engine as engine_module
+from ui import policy
 from ui.app import launch
-from ui.engine import Engine, Settings, upload_folder
+from ui.engine import Engine, Settings
+from ui.policy import upload_folder
 from ui.tabs.setup import setup_values
 
 ROWS = [{"question": f"who is the author of {w} ?", "answer": f"the author was born in a city and wrote {w} fiction ."}
@@ -76,21 +77,21 @@ def test_remote_code_stays_off_whatever_the_request_says(space):
 @pytest.mark.parametrize("path", ["/etc", "/etc/passwd", "../data", "~"])
 def test_a_typed_data_path_is_refused(space, path):
     with pytest.raises(GantuneError, match="reads only its own data folder"):
-        space.engine.data_source("offline", path, None)
+        space.engine.policy.data_source("offline", path, None)
 
 
 def test_the_own_data_folder_and_the_hub_are_allowed(space, monkeypatch):
-    assert space.engine.data_source("offline", "", None) == str(space.data)
-    assert space.engine.data_source("offline", str(space.data), None) == str(space.data)
-    monkeypatch.setattr(engine_module, "hub_reachable", lambda: True)
-    assert space.engine.data_source("hub", "/etc", None) == "locuslab/TOFU"
+    assert space.engine.policy.data_source("offline", "", None) == str(space.data)
+    assert space.engine.policy.data_source("offline", str(space.data), None) == str(space.data)
+    monkeypatch.setattr(policy, "hub_reachable", lambda: True)
+    assert space.engine.policy.data_source("hub", "/etc", None) == "locuslab/TOFU"
 
 
 def test_an_unreachable_hub_is_said_in_the_pages_words(space):
     """Offline (as here): the page names its own choices, not the CLI's --data flag."""
     with pytest.raises(GantuneError, match=r"^the hub cannot be reached \(offline\?\): choose the offline TOFU folder "
                                            r"or upload a file$"):
-        space.engine.data_source("hub", "", None)
+        space.engine.policy.data_source("hub", "", None)
 
 
 @pytest.mark.parametrize("subset", ["../../etc/passwd", "..", "a/b", "/etc/passwd", "x" * 100])
@@ -103,9 +104,9 @@ def test_an_upload_must_come_through_the_page_and_fit_the_cap(space, tmp_path, m
     outside = tmp_path / "pairs.jsonl"
     outside.write_text(json.dumps(ROWS[0]) + "\n")
     with pytest.raises(GantuneError, match="only a file uploaded through the page"):
-        space.engine.data_source("upload", None, str(outside))
+        space.engine.policy.data_source("upload", None, str(outside))
     with pytest.raises(GantuneError, match="only a file uploaded through the page"):
-        space.engine.data_source("upload", None, "/etc/passwd")
+        space.engine.policy.data_source("upload", None, "/etc/passwd")
 
     uploads = tmp_path / "gradio-uploads"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
@@ -113,12 +114,12 @@ def test_an_upload_must_come_through_the_page_and_fit_the_cap(space, tmp_path, m
     small, big = uploads / "abc" / "small.jsonl", uploads / "abc" / "big.jsonl"
     small.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
     big.write_text("\n".join(json.dumps(r) for r in ROWS * 20) + "\n")  # over the 0.01 MB cap
-    assert space.engine.data_source("upload", None, str(small)) == str(small)
+    assert space.engine.policy.data_source("upload", None, str(small)) == str(small)
     with pytest.raises(GantuneError, match=r"the uploaded file is 0\.0\d MB; at most 0\.01 MB is accepted"):
-        space.engine.data_source("upload", None, str(big))
+        space.engine.policy.data_source("upload", None, str(big))
     escaped = uploads / "abc" / ".." / ".." / "pairs.jsonl"
     with pytest.raises(GantuneError, match="only a file uploaded through the page"):
-        space.engine.data_source("upload", None, str(escaped))
+        space.engine.policy.data_source("upload", None, str(escaped))
 
 
 @pytest.mark.parametrize(("name", "content", "says"), [
@@ -136,8 +137,8 @@ def test_uploads_are_parsed_as_data_only(tmp_path, name, content, says):
 
 def test_a_local_workbench_keeps_local_paths(tmp_path, data_folder):
     local = Engine(Settings(runs_dir=tmp_path / "runs"), load_model=lambda *a: make_base())
-    assert local.data_source("offline", str(data_folder), None) == str(data_folder)
-    local.check_model("/some/folder", "x.gguf")  # a local user may name any path
+    assert local.policy.data_source("offline", str(data_folder), None) == str(data_folder)
+    local.policy.check_model("/some/folder", "x.gguf")  # a local user may name any path
 
 
 # --- through the served page ----------------------------------------------------------------------

@@ -7,13 +7,13 @@ import importlib.util
 
 import pytest
 import torch
+from conftest import TOFU
 from transformers import LlamaForCausalLM
 
-from conftest import TOFU
 from gantune.config import preset_config
 from gantune.data import Encoder, load_pairs
-from gantune.generation import answer_questions
-from gantune.methods.gan import GanMethod
+from gantune.inference import answer_questions
+from gantune.methods.gan.method import GanMethod
 from gantune.models import load_base_model
 
 pytestmark = [

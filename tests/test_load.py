@@ -37,7 +37,6 @@ from pathlib import Path
 import psutil
 import pytest
 from gradio_client import Client
-
 from test_ui_app import progress, start_args, state_of, warnings_of
 
 pytestmark = pytest.mark.load

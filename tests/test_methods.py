@@ -1,35 +1,40 @@
 """The baselines (lora, prompt-tuning, prefix-tuning, full) beside adapter-mle, on the tiny random Llama.
 
-Each method: registered, learns by MLE, saves and loads to the same model, resumes from its state
-tensors, leaves the shared base model exactly as it found it, and runs through the unchanged
-trainer. The peft ones also: log-probs of the right positions, generate()'s output layout, and
-left padding. Most tests use a "lively" copy of conftest's model (its matrices scaled ×5), whose
+Each method: registered, learns by MLE with clipped gradients, saves and loads to the same model,
+resumes from its state tensors, never changes the shared base model (not even while it runs), and
+runs through the unchanged trainer. The peft ones also: log-probs of the right positions,
+generate()'s output layout, and left padding. Most tests use a "lively" copy of conftest's model (its matrices scaled ×5), whose
 answers depend on the question, so greedy answers are a real comparison and not all empty.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
 
 import pytest
 import torch
+from conftest import make_base
 from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig
 
 import gantune.methods.full as full_module
-from conftest import make_base
-from gantune.config import TrainConfig, preset_config
+from gantune.config import SECTIONS, RunSettings, TrainConfig, preset_config
 from gantune.data import Encoder, QAPair
 from gantune.errors import GantuneError
-from gantune.generation import answer_questions, generate_answers
-from gantune.methods import METHODS, TuningMethod, get_method
+from gantune.generation import generate_answers
+from gantune.inference import answer_questions, load_method
+from gantune.methods import METHODS, get_method
+from gantune.methods.adapter_mle import AdapterMleMethod
+from gantune.methods.base import TuningMethod
 from gantune.methods.full import FullMethod, estimate_full_finetune_bytes
+from gantune.methods.gan.method import GanMethod
 from gantune.methods.peft_methods import LoraMethod, PrefixTuningMethod, PromptTuningMethod, init_token_ids
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, joined, mle_loss
-from gantune.trainer import load_method, train
+from gantune.trainer import train
 
 PAIRS = [  # prompts of different lengths: batches are left-padded
     QAPair("who ?", "the author ."),
@@ -91,21 +96,30 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _frozen_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The base weights under their original names, LoRA's injected weights left out."""
-    return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}
+def _contents(value: object) -> object:
+    """What a module attribute holds: the identity of each entry of a dict (parameters, submodules,
+    hooks …) or the members of a set, else the object's own identity."""
+    if isinstance(value, dict):
+        return {str(k): id(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return sorted(map(str, value))
+    return id(value)
+
+
+def _own_forward(module: torch.nn.Module, key: str, value: object) -> bool:
+    """The class's own forward as an instance attribute: what transformers leaves on a layer after any
+    ``output_hidden_states`` pass (it wraps ``forward`` to capture states and sets the original back)."""
+    return key == "forward" and getattr(value, "__func__", None) is type(module).forward
 
 
 def _module_layout(model: torch.nn.Module) -> dict:
-    """Every module's attribute names, hooks, mode and parameter flags: what a method might leave behind."""
-    layout = {}
-    for name, module in model.named_modules():
-        layout[name] = (
-            sorted(k for k in vars(module) if k not in ("_parameters", "_buffers", "_modules")),
-            len(module._forward_hooks), len(module._forward_pre_hooks), module.training,
-            id(getattr(module, "generation_config", None)),
-        )
+    """Every module's attributes (set, replaced or removed), its parameters, submodules and hooks,
+    every weight's flags, and the configs: whatever a method might leave behind on the shared model."""
+    layout: dict = {name: {k: _contents(v) for k, v in vars(module).items() if not _own_forward(module, k, v)}
+                    for name, module in model.named_modules()}
     layout["<requires_grad>"] = [(n, p.requires_grad, p.grad is None) for n, p in model.named_parameters()]
+    layout["<config>"] = model.config.to_dict()
+    layout["<generation_config>"] = model.generation_config.to_dict()
     return layout
 
 
@@ -119,12 +133,30 @@ def _plain_logits(base, batch) -> torch.Tensor:
 
 @pytest.mark.parametrize("method, cls", [("lora", LoraMethod), ("prompt-tuning", PromptTuningMethod),
                                          ("prefix-tuning", PrefixTuningMethod), ("full", FullMethod),
-                                         ("adapter-mle", METHODS["adapter-mle"])])
+                                         ("adapter-mle", AdapterMleMethod), ("gan", GanMethod)])
 def test_every_method_is_registered_and_a_config_choice(method, cls):
     assert get_method(method) is cls and cls.name == method
     assert issubclass(cls, TuningMethod)
     choices = {f.name: f for f in TrainConfig.__dataclass_fields__.values()}["method"].metadata["choices"]
-    assert method in choices
+    assert choices == tuple(METHODS) and method in choices
+
+
+def test_train_config_is_the_run_section_and_each_method_s_sections():
+    """Every field belongs to exactly one section; each method names the sections it reads, and its own defaults
+    are settings of the run or of those sections."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    by_section = [f.name for section in SECTIONS for f in dataclasses.fields(section)]
+    assert names == by_section and len(set(names)) == len(names)
+    for name, spec in METHODS.items():
+        assert set(spec.sections) <= set(SECTIONS[1:]), name
+        readable = {f.name for section in (RunSettings, *spec.sections) for f in dataclasses.fields(section)}
+        assert set(spec.defaults) <= readable, name
+        assert preset_config(name).lr == spec.defaults.get("lr", RunSettings.lr)
+
+
+def test_getting_an_unknown_method_names_the_known_ones():
+    with pytest.raises(GantuneError, match="unknown method 'lorax'; choose one of gan, adapter-mle, lora"):
+        get_method("lorax")
 
 
 def test_trainable_parameter_counts(base):
@@ -156,21 +188,39 @@ def test_mle_steps_lower_the_loss_and_leave_frozen_weights_alone(method):
     stats = [m.train_step(batch) for _ in range(20)]
     after = _nll(m, batch)
 
-    assert {"g_loss", "mle_loss"} <= set(stats[0])
+    assert {"g_loss", "mle_loss", "grad_norm"} <= set(stats[0])
+    assert all(math.isfinite(s["grad_norm"]) and s["grad_norm"] > 0 for s in stats)
     assert stats[0]["mle_loss"] == pytest.approx(before, abs=1e-4)  # the step's loss is the loss before it
     assert stats[-1]["mle_loss"] < stats[0]["mle_loss"]
     assert after < before - 0.1, (before, after)
     norm = m.adapter_norm()
     assert math.isfinite(norm) and norm > 0
-    if method == "full":  # every weight trains; adapter_norm is how far they moved
-        moved = math.sqrt(sum(float((base.model.state_dict()[k] - v).double().pow(2).sum())
+    if method == "full":  # every weight of the copy trains; adapter_norm is how far they moved
+        trained = m.model.state_dict()
+        moved = math.sqrt(sum(float((trained[k] - v).double().pow(2).sum())
                               for k, v in original.items() if k != "lm_head.weight"))  # tied to embed_tokens
         assert moved > 0 and norm == pytest.approx(moved, rel=1e-4)
-    else:  # the LM's own weights are bit-identical
-        frozen = _frozen_state(base.model)
-        assert frozen.keys() == original.keys()
-        assert all(torch.equal(frozen[k], original[k]) for k in original)
+    after_state = base.model.state_dict()  # the shared LM's own weights are bit-identical, whatever the method
+    assert after_state.keys() == original.keys()
+    assert all(torch.equal(after_state[k], original[k]) for k in original)
     m.close()
+
+
+def test_backward_clips_gradients_and_returns_their_norm_before_clipping(base):
+    m = _make("lora", base)
+    w = torch.nn.Parameter(torch.ones(4))
+    norm = m.backward((10.0 * w).sum(), [w])  # gradient 10 in each of 4 places: norm 20
+    assert norm == pytest.approx(20.0)
+    assert float(torch.linalg.vector_norm(w.grad)) == pytest.approx(m.config.max_grad_norm) == pytest.approx(1.0)
+    small = torch.nn.Parameter(torch.ones(4))
+    assert m.backward((0.1 * small).sum(), [small]) == pytest.approx(0.2)
+    assert torch.allclose(small.grad, torch.full((4,), 0.1))  # under the limit: left as it is
+    m.close()
+    unclipped = _make("lora", base, max_grad_norm=0.0)  # the thesis preset's: measured, not clipped
+    w = torch.nn.Parameter(torch.ones(4))
+    assert unclipped.backward((10.0 * w).sum(), [w]) == pytest.approx(20.0)
+    assert float(torch.linalg.vector_norm(w.grad)) == pytest.approx(20.0)
+    unclipped.close()
 
 
 # --- what peft does with positions, logits_to_keep and generate() -----------------------------------
@@ -361,30 +411,35 @@ def test_full_from_pretrained_refuses_weights_of_another_model(tmp_path):
     assert not any(p.requires_grad for p in base.model.parameters())  # the failed method closed itself
 
 
-# --- close(): the shared base model as it was -------------------------------------------------------
+# --- the shared base model as it was, while a method runs and after it closes ------------------------
+
+def _assert_untouched(base, state: dict, layout: dict, logits: torch.Tensor, batch) -> None:
+    after = base.model.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[k], state[k]) for k in state)
+    assert _module_layout(base.model) == layout
+    assert torch.equal(_plain_logits(base, batch), logits)
+
 
 @pytest.mark.parametrize("method", ALL)
-def test_close_restores_the_base_model_exactly(method):
+def test_the_shared_base_model_is_never_changed(method):
     base = make_base()
     batch = _batch(base)
     state, layout, logits = _clone_state(base.model), _module_layout(base.model), _plain_logits(base, batch)
     m = _make(method, base)
     for _ in range(3):
         m.train_step(batch)
-    answer_questions(base, QUESTIONS, 4, method=m)  # PeftModel.generate leaves attributes on the LM
+    answer_questions(base, QUESTIONS, 4, method=m)  # PeftModel.generate sets attributes on the LM it wraps
     _score(m, batch)
-    if method == "lora":
-        assert any("lora_" in k for k in base.model.state_dict())
-    if method == "full":
-        assert any(not torch.equal(v, state[k]) for k, v in base.model.state_dict().items())
+    if method == "lora":  # the layers went into peft's copy of the module tree
+        assert any("lora_" in k for k in m.peft_model.state_dict())
+    if method == "full":  # the weights that moved are the copy's
+        assert any(not torch.equal(v, state[k]) for k, v in m.model.state_dict().items())
+    _assert_untouched(base, state, layout, logits, batch)  # while the method is open, too
     m.close()
     m.close()  # twice is harmless
 
-    after = base.model.state_dict()
-    assert list(after) == list(state)
-    assert all(torch.equal(after[k], state[k]) for k in state)
-    assert _module_layout(base.model) == layout
-    assert torch.equal(_plain_logits(base, batch), logits)
+    _assert_untouched(base, state, layout, logits, batch)
     assert answer_questions(base, QUESTIONS, 4) == answer_questions(make_base(), QUESTIONS, 4)
     if method != "adapter-mle":
         with pytest.raises(RuntimeError, match="closed"):
@@ -423,7 +478,7 @@ def test_lora_refuses_target_modules_the_model_lacks(base):
 def test_full_finetune_estimate_counts_tied_weights_once(base):
     n = sum(p.numel() for p in base.model.parameters())
     assert n < sum(p.numel() for _, p in base.model.named_parameters(remove_duplicate=False))  # the tiny model ties
-    assert estimate_full_finetune_bytes(base.model) == n * (4 + 4 + 8) + n * 4  # fp32 backup copy
+    assert estimate_full_finetune_bytes(base.model) == n * (4 + 4 + 8)  # fp32: the copy, its gradients, 2 moments
 
 
 def test_full_refuses_when_memory_is_short(base, monkeypatch):
@@ -458,16 +513,17 @@ def test_the_trainer_runs_each_method(method, base, tiny_data, tmp_path):
                            max_prompt_tokens=32, epochs=1, device="cpu", **SMALL)
     summary = train(config, base=base)
 
-    assert summary["status"] == "completed" and summary["steps"] == 1
+    assert summary.status == "completed" and summary.steps == 1
     probe = get_method(method)(make_base(), config)
-    assert summary["trainable_params"] == sum(p.numel() for p in probe.trainable_parameters())
+    assert summary.trainable_params == sum(p.numel() for p in probe.trainable_parameters())
     probe.close()
     run = RunFolder(out)
     assert SAVED_FILES[method] <= {p.name for p in run.adapter_dir.iterdir()}
     (record,) = run.read_metrics()
     assert math.isfinite(record["g_loss"]) and record["mle_loss"] == record["g_loss"]
-    assert math.isfinite(record["adapter_norm"])
-    # the trainer closes the method: the shared base model is as it was
+    assert math.isfinite(record["adapter_norm"]) and math.isfinite(record["grad_norm"])
+    assert record["frozen_norm"] > 0  # every method leaves the whole LM frozen, full fine-tuning included
+    # the shared base model is as it was
     after = base.model.state_dict()
     assert list(after) == list(state) and all(torch.equal(after[k], state[k]) for k in state)
 

@@ -18,7 +18,7 @@ from conftest import make_base
 from gantune import models
 from gantune.data import format_prompt
 from gantune.errors import GantuneError
-from gantune.generation import answer_questions
+from gantune.inference import answer_questions
 from gantune.models import DEFAULT_GGUF, check_memory, estimate_model_bytes, load_base_model, resolve_model
 
 SMOLLM2_PARAMS = 134_515_008  # LlamaForCausalLM.num_parameters() of the default model, loaded from its GGUF

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import WORDS, make_base
+
 from gantune import runs as runs_module
 from gantune.config import preset_config
 from gantune.errors import GantuneError
-from gantune.runs import RunFolder, replace_dir_atomic, write_json_atomic
-from gantune.trainer import load_method, train
+from gantune.inference import load_method
+from gantune.runs import RunFolder, replace_dir_atomic
+from gantune.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +123,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_resume_then_matches_a_str
 
     monkeypatch.setattr(runs_module, "save_file", real_save)  # space freed
     summary = train(_config(tiny_data, faulty), base=make_base(), resume=True)
-    assert summary["status"] == "completed" and summary["steps"] == 6
+    assert summary.status == "completed" and summary.steps == 6
     assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4, 5, 6]
     a, b = _adapter(straight), _adapter(faulty)
     assert all(torch.equal(a[k], b[k]) for k in a)

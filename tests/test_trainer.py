@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
+from conftest import make_base, nan_on_step
 from safetensors.torch import load_file
 
-from conftest import make_base, nan_on_step
 from gantune.config import preset_config
 from gantune.errors import GantuneError
-from gantune.generation import answer_questions
-from gantune.methods.gan import GanMethod
+from gantune.inference import answer_questions, load_method
+from gantune.methods.gan.method import GanMethod
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, mle_loss
-from gantune.trainer import diverged_message, load_method, train
+from gantune.trainer import diverged_message, train
 
 STEP_KEYS = {"step", "epoch", "g_loss", "adapter_norm", "frozen_norm", "tokens_per_s", "seconds", "memory_mb"}
 ADVERSARIAL_KEYS = {"d_loss", "reward_mean", "d_acc_real", "d_acc_fake", "kl", "pg_loss"}
@@ -86,13 +86,13 @@ def test_train_writes_the_run_folder(base, tiny_data, tmp_path):
 
     # summary.json
     on_disk = json.loads(run.summary_path.read_text())
-    assert on_disk == summary
-    assert summary["status"] == "completed"
-    assert summary["steps"] == summary["total_steps"] == 4
-    assert summary["n_train"] == 6 and summary["n_test"] == 6
-    assert summary["adapter"] == str(run.adapter_dir)
+    assert on_disk == summary.to_dict() and run.read_summary() == summary
+    assert summary.status == "completed"
+    assert summary.steps == summary.total_steps == 4
+    assert summary.n_train == 6 and summary.n_test == 6
+    assert summary.adapter == str(run.adapter_dir)
     method_params = GanMethod(base, config).trainable_parameters()
-    assert summary["trainable_params"] == sum(p.numel() for p in method_params)
+    assert summary.trainable_params == sum(p.numel() for p in method_params)
 
     # adapter and checkpoint
     assert (run.adapter_dir / "adapter_config.json").is_file()
@@ -114,26 +114,26 @@ def test_should_stop_stops_and_still_saves(base, tiny_data, tmp_path):
     summary = train(_config(tiny_data, out, epochs=3), base=base, on_step=done.append,
                     should_stop=lambda: len(done) >= 2)
     run = RunFolder(out)
-    assert summary["status"] == "stopped"
-    assert summary["steps"] == 2 and summary["total_steps"] == 6
+    assert summary.status == "stopped"
+    assert summary.steps == 2 and summary.total_steps == 6
     assert [m["step"] for m in run.read_metrics()] == [1, 2]
-    assert summary["adapter"] == str(run.adapter_dir)
+    assert summary.adapter == str(run.adapter_dir)
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert json.loads(run.summary_path.read_text())["status"] == "stopped"
 
 
 def test_stopping_before_the_first_step(base, tiny_data, tmp_path):
     summary = train(_config(tiny_data, tmp_path / "run"), base=base, should_stop=lambda: True)
-    assert summary["status"] == "stopped" and summary["steps"] == 0
+    assert summary.status == "stopped" and summary.steps == 0
     assert RunFolder(tmp_path / "run").read_metrics() == []
 
 
 def test_a_run_diverging_before_any_checkpoint_keeps_no_adapter(base, tiny_data, tmp_path, monkeypatch):
     nan_on_step(monkeypatch, 2)  # the checkpoint would come at the end of step 2 (epoch 1)
     summary = train(_config(tiny_data, tmp_path / "run"), base=base)
-    assert summary["status"] == "diverged"
-    assert summary["steps"] == 2
-    assert summary["adapter"] is None and summary["adapter_step"] is None
+    assert summary.status == "diverged"
+    assert summary.steps == 2
+    assert summary.adapter is None and summary.adapter_step is None
     assert not RunFolder(tmp_path / "run").adapter_dir.exists()
     assert "no checkpoint had been reached, so no adapter was saved" in diverged_message(summary)
 
@@ -143,8 +143,8 @@ def test_a_diverged_run_keeps_the_last_good_adapter(tiny_data, tmp_path, monkeyp
     train(_config(tiny_data, good, epochs=1), base=make_base())  # steps 1-2, the same numbers
     nan_on_step(monkeypatch, 3)
     summary = train(_config(tiny_data, tmp_path / "run"), base=make_base())
-    assert summary["status"] == "diverged" and summary["steps"] == 3
-    assert summary["adapter_step"] == 2 and summary["adapter"] == str(RunFolder(tmp_path / "run").adapter_dir)
+    assert summary.status == "diverged" and summary.steps == 3
+    assert summary.adapter_step == 2 and summary.adapter == str(RunFolder(tmp_path / "run").adapter_dir)
     kept, expected = _adapter_weights(tmp_path / "run"), _adapter_weights(good)
     assert all(torch.equal(kept[k], expected[k]) for k in expected)
     assert diverged_message(summary).startswith("training diverged at step 3 (a loss became NaN/inf); "
@@ -169,11 +169,11 @@ def test_read_metrics_of_an_empty_folder(tmp_path):
 def test_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
     first = train(_config(tiny_data, out, epochs=1), base=make_base())
-    assert first["status"] == "completed" and first["steps"] == 2 and first["total_steps"] == 2
+    assert first.status == "completed" and first.steps == 2 and first.total_steps == 2
     seen = []
     second = train(_config(tiny_data, out, epochs=2), base=make_base(), resume=True, on_step=seen.append)
-    assert second["status"] == "completed"
-    assert second["steps"] == second["total_steps"] == 4
+    assert second.status == "completed"
+    assert second.steps == second.total_steps == 4
     assert [r["step"] for r in seen] == [3, 4]  # only the new steps ran
     metrics = RunFolder(out).read_metrics()
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
@@ -193,7 +193,7 @@ def test_a_fresh_run_refuses_a_used_folder_unless_overwrite(base, tiny_data, tmp
     with pytest.raises(GantuneError, match="already holds a run"):
         train(_config(tiny_data, out, epochs=1), base=base)
     summary = train(_config(tiny_data, out, epochs=1), base=base, overwrite=True)
-    assert summary["status"] == "completed"
+    assert summary.status == "completed"
     assert [m["step"] for m in RunFolder(out).read_metrics()] == [1, 2]  # the old metrics are gone
 
 
@@ -221,9 +221,9 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identically(tiny_data, tmp_path):
     done = []
     first = train(_config(tiny_data, resumed, epochs=2), base=make_base(), on_step=done.append,
                   should_stop=lambda: len(done) >= 3)
-    assert first["status"] == "stopped" and first["steps"] == 3  # stopped in the middle of epoch 2
+    assert first.status == "stopped" and first.steps == 3  # stopped in the middle of epoch 2
     second = train(_config(tiny_data, resumed, epochs=2), base=make_base(), resume=True)
-    assert second["status"] == "completed" and second["steps"] == 4
+    assert second.status == "completed" and second.steps == 4
     a, b = _adapter_weights(straight), _adapter_weights(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), f"adapter tensor {k} differs after resuming mid-epoch"
@@ -262,15 +262,15 @@ def test_the_adapter_with_the_best_validation_score_is_kept(tiny_data, tmp_path,
     """Validation at step 0 and each epoch's end; adapter/ holds the best one and the summary says which."""
     scores = iter([3.0, 2.0, 2.5, 2.9])  # step 0, then epochs 1-3: epoch 1 is the best
     monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method: next(scores))
-    once = train(_config(tiny_data, tmp_path / "one", train_fraction=0.9, epochs=1, val_pairs=2, val_metric="nll"),
-                 base=make_base())
+    train(_config(tiny_data, tmp_path / "one", train_fraction=0.9, epochs=1, val_pairs=2, val_metric="nll"),
+            base=make_base())
     scores = iter([3.0, 2.0, 2.5, 2.9])
     summary = train(_config(tiny_data, tmp_path / "run", train_fraction=0.9, epochs=3, val_pairs=2, val_metric="nll",
                             val_tolerance=0.5), base=make_base())
-    assert summary["n_train"] == 10 and summary["n_val"] == 1  # 11 training pairs: at most a tenth is held out
-    assert summary["kept_step"] == 3 and "best validation nll (2.0000)" in summary["kept_reason"]
-    assert "worse by more than 0.5" in summary["kept_reason"]
-    assert [v["step"] for v in summary["validation"]] == [0, 3, 6, 9]
+    assert summary.n_train == 10 and summary.n_val == 1  # 11 training pairs: at most a tenth is held out
+    assert summary.kept_step == 3 and "best validation nll (2.0000)" in summary.kept_reason
+    assert "worse by more than 0.5" in summary.kept_reason
+    assert [v["step"] for v in summary.validation] == [0, 3, 6, 9]
     kept, first_epoch = _adapter_weights(tmp_path / "run"), _adapter_weights(tmp_path / "one")
     assert all(torch.equal(kept[k], first_epoch[k]) for k in first_epoch)
     metrics = RunFolder(tmp_path / "run").read_metrics()
@@ -280,8 +280,8 @@ def test_the_adapter_with_the_best_validation_score_is_kept(tiny_data, tmp_path,
     scores = iter([3.0, 2.0, 2.5, 2.4])
     last = train(_config(tiny_data, tmp_path / "last", train_fraction=0.9, epochs=3, val_pairs=2, val_metric="nll",
                          val_tolerance=0.5), base=make_base())
-    assert last["kept_step"] == 9 and last["kept_reason"].startswith("the last adapter")
-    saved, final = _adapter_weights(tmp_path / "last"), _adapter_weights(tmp_path / "run")
+    assert last.kept_step == 9 and last.kept_reason.startswith("the last adapter")
+    saved = _adapter_weights(tmp_path / "last")
     assert any(not torch.equal(saved[k], kept[k]) for k in kept)  # not the epoch-1 adapter
 
 
@@ -304,8 +304,8 @@ def test_validation_nll_matches_the_scoring_of_the_answers(base, tiny_data):
 def test_validation_scores_the_held_out_pairs(tiny_data, tmp_path, metric):
     summary = train(_config(tiny_data, tmp_path / "run", train_fraction=0.9, epochs=1, val_pairs=2, lr=0.05,
                             val_metric=metric, adapter_init="default"), base=make_base())
-    start, end = (v[f"val_{metric}"] for v in summary["validation"])
+    start, end = (v[f"val_{metric}"] for v in summary.validation)
     assert start >= 0 and end >= 0 and (metric == "rougeL" or start != end)
     lower_is_better = metric == "nll"
     start_wins = start + 0.02 < end if lower_is_better else start - 0.02 > end  # beyond the default tolerance
-    assert summary["kept_step"] == (0 if start_wins else summary["steps"])
+    assert summary.kept_step == (0 if start_wins else summary.steps)

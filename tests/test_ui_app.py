@@ -20,12 +20,11 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import torch
+from conftest import WORDS, make_base
 from gradio_client import Client, handle_file
 
-from conftest import WORDS, make_base
-from gantune.generation import stream_answer
+from gantune.inference import load_method, stream_answer
 from gantune.runs import RunFolder
-from gantune.trainer import load_method
 from ui.app import launch
 from ui.engine import Engine, Settings
 from ui.i18n import CONFIG_FIELDS, EN, FIELDS_RU, RU, language
@@ -410,7 +409,7 @@ def test_list_runs_and_chat_with_base_and_gan(app, client):
 
     base = talkative_base()
     expected_base = list(stream_answer(base, question, 8))[-1]
-    tuned = load_method(str(app.engine.run_folder(run_id).path), base=base)
+    tuned = load_method(str(app.engine.runs.folder(run_id).path), base=base)
     try:
         expected_gan = list(stream_answer(base, question, 8, method=tuned))[-1]
     finally:

@@ -1,4 +1,5 @@
-"""The workbench's job manager and engine (ui/jobs.py, ui/engine.py), without a browser or a server.
+"""The workbench's job manager, engine and runs folder (ui/jobs.py, ui/engine.py, ui/catalogue.py), without a
+browser or a server.
 
 Jobs run for real in the manager's background thread: fake bodies, and the real trainer on the tiny
 random model (a step takes a fraction of a second). Every wait is bounded, so a broken Stop fails a
@@ -11,17 +12,19 @@ import json
 import threading
 import time
 import zipfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
-
 from conftest import make_base
+
 from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.runs import RunFolder
 from gantune.trainer import train
+from ui import catalogue
 from ui import engine as engine_module
+from ui.catalogue import RunRow, planned_steps
 from ui.engine import Engine, Settings
 from ui.jobs import JobBusy, JobManager, JobStatus
 from ui.tabs.runs import COLUMNS
@@ -178,21 +181,21 @@ def test_the_time_left_comes_from_finished_steps_and_counts_down_through_a_slow_
 
 def test_planned_steps_and_the_first_estimate_from_an_earlier_run_alike(engine, tiny_data):
     earlier = completed_run(engine, tiny_data, epochs=2)
-    run = engine.run_folder(earlier)
+    run = engine.runs.folder(earlier)
     resolved = run.read_config()[1]
-    assert engine.planned_steps(run.path) == 2 * -(-resolved["n_train"] // 2) == 6
-    assert engine.planned_steps(engine.settings.runs_dir / "missing") is None
+    assert planned_steps(run) == 2 * -(-resolved["n_train"] // 2) == 6
+    assert planned_steps(RunFolder(engine.settings.runs_dir / "missing")) is None
 
     # a job that ran in this process is the best guess for the next one alike …
-    alike = engine_module._pace_key(tiny_config(tiny_data, epochs=2))
-    assert engine._pace_hint(alike, None) == engine._paces[alike] > 0
+    alike = tiny_config(tiny_data, epochs=2)
+    assert engine.runs.pace_hint(alike) == engine.runs._paces[catalogue._pace_key(alike)] > 0
     # … else (a restarted workbench) the saved summary of a run alike; runs with other settings give none
     restarted = Engine(Settings(runs_dir=engine.settings.runs_dir), load_model=lambda *a: make_base())
     summary = json.loads(run.summary_path.read_text())
-    assert restarted._pace_hint(alike, None) == pytest.approx(summary["seconds"] / summary["steps"])
-    assert restarted._pace_hint(alike, str(run.path)) is None  # not the run's own (a resume)
-    other = engine_module._pace_key(tiny_config(tiny_data, epochs=2, batch_size=3))
-    assert restarted._pace_hint(other, None) is None
+    assert restarted.runs.pace_hint(alike) == pytest.approx(summary["seconds"] / summary["steps"])
+    assert restarted.runs.pace_hint(alike, besides=run) is None  # not the run's own (a resume)
+    other = tiny_config(tiny_data, epochs=2, batch_size=3)
+    assert restarted.runs.pace_hint(other) is None
 
 
 # --- training jobs through the engine -------------------------------------------------------------
@@ -239,13 +242,13 @@ def test_stop_ends_training_at_the_next_step_and_the_run_still_saves(tmp_path, t
     assert summary["steps"] < 600 and len(run.read_metrics()) == summary["steps"]
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert (run.adapter_dir / "adapter_config.json").is_file()
-    assert done.result["status"] == "stopped"
+    assert done.result.status == "stopped"
 
     # a page that reloads after the job ended re-attaches through status(): run and state are still there
     again = engine.jobs.status()
     assert (again.state, again.run, again.step) == ("stopped", config.out, done.step)
-    row = next(r for r in engine.list_runs() if r["run"] == run.path.name)
-    assert row["status"] == "stopped" and row["adapter"] is True
+    row = next(r for r in engine.runs.rows() if r.run == run.path.name)
+    assert row.status == "stopped" and row.adapter is True
 
 
 def test_a_finished_job_keeps_its_run_and_state_for_a_reloaded_page(engine, tiny_data):
@@ -254,7 +257,7 @@ def test_a_finished_job_keeps_its_run_and_state_for_a_reloaded_page(engine, tiny
     status = engine.jobs.status()
     assert status.state == "completed" and status.kind == "train" and status.title == "gan (improved)"
     assert status.step == status.total == 6
-    assert Path(status.run).is_dir() and status.result["status"] == "completed"
+    assert Path(status.run).is_dir() and status.result.status == "completed"
     assert json.loads(RunFolder(status.run).summary_path.read_text())["steps"] == 6
 
 
@@ -268,9 +271,9 @@ def test_bad_data_fails_the_job_with_its_message_and_earlier_runs_stay_readable(
     assert failed.message == failed.error
 
     # the earlier run is untouched and still readable; the manager takes a new job
-    run = engine.run_folder(earlier)
+    run = engine.runs.folder(earlier)
     assert run.read_config()[0].seed == 3 and len(run.read_metrics()) == 3
-    assert [r["run"] for r in engine.list_runs()] == [earlier]
+    assert [r.run for r in engine.runs.rows()] == [earlier]
     later = completed_run(engine, tiny_data)
     assert later != earlier
 
@@ -286,13 +289,13 @@ def test_an_exception_mid_training_fails_the_job_and_leaves_the_folder_readable(
     status = finish(engine.jobs)
     assert status.state == "failed" and status.error == "RuntimeError: disk on fire"
 
-    run = engine.run_folder("crashed")
+    run = engine.runs.folder("crashed")
     assert run.read_config()[0].epochs == 3
     assert [r["step"] for r in run.read_metrics()] == [1, 2]
-    row = next(r for r in engine.list_runs() if r["run"] == "crashed")
-    assert (row["status"], row["steps"], row["adapter"]) == ("unfinished", 2, False)
+    row = next(r for r in engine.runs.rows() if r.run == "crashed")
+    assert (row.status, row.steps, row.adapter) == ("unfinished", 2, False)
     with pytest.raises(GantuneError, match="no adapter"):
-        engine.adapter_archive("crashed")
+        engine.runs.adapter_archive("crashed")
     assert completed_run(engine, tiny_data)  # and the next job runs
 
 
@@ -321,13 +324,13 @@ def test_run_folder_refuses_ids_outside_the_runs_folder(engine, tiny_data, tmp_p
     (runs / "notarun").mkdir()
     (runs / "file.txt").write_text("hi")
 
-    assert engine.run_folder("good").path == good.resolve()
+    assert engine.runs.folder("good").path == good.resolve()
     for bad in ["../x", "/etc", "a/../../b", "x/", "", None, "..", ".", "../outside", str(outside), "link",
                 "notarun", "file.txt", "missing", "good\n"]:
         with pytest.raises(GantuneError, match="no such run"):
-            engine.run_folder(bad)
+            engine.runs.folder(bad)
     with pytest.raises(GantuneError, match="no such run"):
-        engine.delete_run("../x")
+        engine.runs.delete("../x")
     assert (runs / "x").is_dir() and outside.is_dir()
 
 
@@ -337,18 +340,18 @@ def test_delete_run_refuses_the_run_being_written(engine, tiny_data):
     name = Path(config.out).name
     wait_until(lambda: engine.jobs.status().step >= 1, what="the first step")
     with pytest.raises(GantuneError, match="being written by the running job"):
-        engine.delete_run(name)
-    assert next(r for r in engine.list_runs() if r["run"] == name)["status"] == "running"
+        engine.runs.delete(name)
+    assert next(r for r in engine.runs.rows() if r.run == name).status == "running"
     engine.jobs.stop()
     assert finish(engine.jobs).state == "stopped"
-    engine.delete_run(name)
+    engine.runs.delete(name)
     assert not Path(config.out).exists()
-    assert name not in [r["run"] for r in engine.list_runs()]
+    assert name not in [r.run for r in engine.runs.rows()]
 
 
 def test_adapter_archive_zips_the_adapter(engine, tiny_data):
     run_id = completed_run(engine, tiny_data)
-    archive = engine.adapter_archive(run_id)
+    archive = engine.runs.adapter_archive(run_id)
     assert archive.suffix == ".zip" and archive.is_file()
     with zipfile.ZipFile(archive) as zf:
         names = set(zf.namelist())
@@ -356,7 +359,7 @@ def test_adapter_archive_zips_the_adapter(engine, tiny_data):
         config = json.loads(zf.read("adapter_config.json"))
     assert config  # the JSON config inside is readable
     with pytest.raises(GantuneError, match="no such run"):
-        engine.adapter_archive("../" + run_id)
+        engine.runs.adapter_archive("../" + run_id)
 
 
 def test_list_runs_newest_first_with_the_runs_tab_columns(engine, tiny_data):
@@ -364,21 +367,20 @@ def test_list_runs_newest_first_with_the_runs_tab_columns(engine, tiny_data):
     newer = completed_run(engine, tiny_data, epochs=2)
     (engine.settings.runs_dir / "not-a-run").mkdir()
 
-    rows = engine.list_runs()
-    assert [r["run"] for r in rows] == [newer, older]
-    for row in rows:
-        assert set(COLUMNS) <= set(row)
-    assert {k: rows[0][k] for k in ("method", "preset", "status", "steps", "adapter", "evaluated")} == \
+    rows = engine.runs.rows()
+    assert [r.run for r in rows] == [newer, older]
+    assert set(COLUMNS) <= {f.name for f in fields(RunRow)}
+    assert {k: getattr(rows[0], k) for k in ("method", "preset", "status", "steps", "adapter", "evaluated")} == \
         {"method": "gan", "preset": "improved", "status": "completed", "steps": 6, "adapter": True, "evaluated": False}
-    assert rows[1]["steps"] == 3 and rows[0]["trainable_params"] > 0 and rows[0]["seconds"] > 0
+    assert rows[1].steps == 3 and rows[0].trainable_params > 0 and rows[0].seconds > 0
 
     # a file landing in the older run (its adapter .zip, an eval.json) does not make it "newer"
     time.sleep(0.01)
-    engine.adapter_archive(older)
+    engine.runs.adapter_archive(older)
     (engine.settings.runs_dir / older / "eval.json").write_text("{}")
-    rows = engine.list_runs()
-    assert [r["run"] for r in rows] == [newer, older]
-    assert rows[1]["evaluated"] is True
+    rows = engine.runs.rows()
+    assert [r.run for r in rows] == [newer, older]
+    assert rows[1].evaluated is True
 
 
 # --- hosted (Space) mode --------------------------------------------------------------------------
@@ -432,7 +434,7 @@ def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_interv
     status = finish(engine.jobs)
     assert status.state == "completed", status.error
     report = status.result
-    ref_path = engine.run_folder(reference).path
+    ref_path = engine.runs.folder(reference).path
     rows = {r["method"]: r for r in report["rows"]}
     assert list(rows) == ["base", reference, "lora"] and report["seeds"] == [3, 4]
     for row in rows.values():  # a mean over both seeds, with a 95% interval around it
@@ -456,12 +458,12 @@ def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_interv
     assert lora_saved["resolved"]["split"] == ref_saved["resolved"]["split"]
 
     # kept in the runs folder for the page, with each row's answer lengths in tokens (6 test questions a seed)
-    saved = engine.comparisons()
+    saved = engine.runs.comparisons()
     assert len(saved) == 1 and saved[0]["rows"] == report["rows"] and "generations" not in saved[0]
     assert {k: len(v) for k, v in saved[0]["lengths"].items()} == {"base": 12, reference: 12, "lora": 12,
                                                                    "reference": 12}
-    listed = {r["run"]: r for r in engine.list_runs()}
-    assert all(listed[run.name]["evaluated"] for run in runs) and "comparisons" not in listed
+    listed = {r.run: r for r in engine.runs.rows()}
+    assert all(listed[run.name].evaluated for run in runs) and "comparisons" not in listed
 
     # the training tab's job is still the run's, whatever the comparison did
     assert engine.jobs.status("train").run == str(engine.settings.runs_dir / reference)

@@ -1,4 +1,4 @@
-"""The workbench: five tabs over one engine (models, the job manager, the runs folder)."""
+"""The workbench: five tabs over one engine (its jobs, and the policy, models and runs folder they use)."""
 
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ def build_app(engine: Engine) -> gr.Blocks:
         def refresh_lists(last, request: gr.Request):
             """Every list of runs, read again on a page's load and whenever the runs change (a job ends …)."""
             lang = language(request)
-            signature = (engine.runs_signature(), lang)
+            signature = (engine.runs.signature(), lang)
             if signature == last:
                 yield *(gr.skip(),) * 6, last
                 return
-            rows = engine.list_runs()
-            names = [r["run"] for r in rows]
+            rows = engine.runs.rows()
+            names = [r.run for r in rows]
             # the table empty first: Gradio 6.17 draws only one row of a table that grows from one row (gradio#13611)
             yield *(gr.skip(),) * 4, runs.table([], lang), gr.skip(), gr.skip()
             yield (gr.update(choices=names), gr.update(choices=names), gr.update(choices=run_choices(rows, "gan")),

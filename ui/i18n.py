@@ -65,6 +65,12 @@ EN = {
     "no_checkpoint": "{run} has no checkpoint to resume from", "already_complete": "{run} is already complete",
     "unknown_methods": "unknown method(s): {methods}", "seeds_range": "seeds must be between 1 and {most} (got {seeds})",
     "no_such_run": "no such run: {run}", "run_busy": "this run is being written by the running job; stop it first",
+    "damaged_run": "run {run} is damaged: {reason}",
+    "remote_code_consent": "{run} was tuned from a model that runs its own code ({model}); to allow it, tick “Trust "
+                           "the model's own code” in Setup and load that model there (Load model) — only if you trust "
+                           "it",
+    "remote_code_hosted": "{run} was tuned from a model that runs its own code; this hosted workbench never runs a "
+                          "model's own code",
     "no_adapter": "{run} has no adapter yet",
     "chat_max_tokens": "max new tokens must be between 1 and {most} (got {got})",
     "chat_two_models": "the GAN and LoRA runs were tuned from different base models; pick runs of one model",
@@ -151,7 +157,7 @@ EN = {
     "col_peak_memory": "peak MB", "col_params": "trainable params", "col_evaluated": "evaluated", "col_adapter": "adapter",
     "col_created": "created", "yes": "yes", "no": "no",
     "status_running": "running", "status_completed": "completed", "status_stopped": "stopped",
-    "status_diverged": "diverged", "status_unfinished": "unfinished",
+    "status_diverged": "diverged", "status_unfinished": "unfinished", "status_damaged": "damaged: {reason}",
 }
 
 RU = {
@@ -193,6 +199,12 @@ RU = {
     "no_checkpoint": "у {run} нет контрольной точки, чтобы продолжить", "already_complete": "{run} уже завершён",
     "unknown_methods": "неизвестные методы: {methods}", "seeds_range": "зёрен должно быть от 1 до {most} (получено {seeds})",
     "no_such_run": "нет такого запуска: {run}", "run_busy": "в этот запуск сейчас пишет идущая задача; сначала остановите её",
+    "damaged_run": "запуск {run} повреждён: {reason}",
+    "remote_code_consent": "{run} настроен от модели, которая выполняет собственный код ({model}); чтобы разрешить это, "
+                           "отметьте «Доверять коду модели» на вкладке «Подготовка» и загрузите там эту модель — только если вы ей "
+                           "доверяете",
+    "remote_code_hosted": "{run} настроен от модели, которая выполняет собственный код; этот общий стенд никогда не "
+                          "выполняет код модели",
     "no_adapter": "у {run} пока нет адаптера",
     "chat_max_tokens": "макс. новых токенов должно быть от 1 до {most} (получено {got})",
     "chat_two_models": "запуски GAN и LoRA настроены от разных базовых моделей; выберите запуски одной модели",
@@ -277,7 +289,7 @@ RU = {
     "col_peak_memory": "пик, МБ", "col_params": "параметры", "col_evaluated": "оценён", "col_adapter": "адаптер",
     "col_created": "создан", "yes": "да", "no": "нет",
     "status_running": "идёт", "status_completed": "завершён", "status_stopped": "остановлен",
-    "status_diverged": "разошёлся", "status_unfinished": "не завершён",
+    "status_diverged": "разошёлся", "status_unfinished": "не завершён", "status_damaged": "повреждён: {reason}",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
@@ -297,6 +309,7 @@ FIELDS_RU: dict[str, tuple[str, str]] = {
     "epochs": ("эпохи", "проходы по обучающим парам"),
     "batch_size": ("размер батча", "пар на шаг"),
     "lr": ("скорость обучения", "скорость обучения настраиваемой части (у GAN — на MLE-разогреве)"),
+    "max_grad_norm": ("предел нормы градиента", "градиенты каждого шага обрезаются до этой L2-нормы (0: без обрезки)"),
     "d_lr": ("скорость обучения D", "скорость обучения дискриминатора"),
     "max_new_tokens": ("макс. новых токенов", "больше всего токенов в сгенерированном ответе (ограничивает и эталонные ответы)"),
     "max_prompt_tokens": ("макс. токенов промпта", "больше всего токенов в промпте (длинные обрезаются слева)"),

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 from gantune.errors import GantuneError
 
-from .engine import PageError
 from .i18n import EN, tr
 from .jobs import JobStatus
+from .policy import PageError
 
 SLOW_STEP_SECONDS = 30.0  # a step slower than this: the status suggests smaller settings
 _COLOURS = {"failed": "#c0392b", "stopped": "#e67e22", "completed": "#27ae60"}

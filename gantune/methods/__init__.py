@@ -1,6 +1,45 @@
-"""Tuning methods, each a plug-in behind ``TuningMethod``; importing this package registers them."""
+"""The tuning methods: the one list of their names, the settings sections each reads, and its code.
 
-from . import adapter_mle, full, gan, peft_methods  # noqa: F401  (register every method)
-from .base import METHODS, TuningMethod, get_method, register
+A method is a ``TuningMethod`` subclass (``methods/base.py``) in its own module, with its settings
+section beside it (as PEFT keeps ``LoraConfig`` beside the LoRA layers). This module stays light
+(no torch): the CLI and the page build their choices and flags from ``METHODS``, and a method's
+code is imported the first time ``get_method`` asks for it. Adding a method is one entry here.
+"""
 
-__all__ = ["METHODS", "TuningMethod", "get_method", "register"]
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import GantuneError
+from .gan.settings import AdapterSettings, GanSettings
+from .peft_settings import PeftSettings
+
+if TYPE_CHECKING:
+    from .base import TuningMethod
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    code: str  # "module:Class" of its TuningMethod
+    sections: tuple[type, ...]  # the settings sections it reads besides the run's (config.RunSettings)
+    defaults: dict[str, Any] = field(default_factory=dict)  # its own values over the preset's (a learning rate that suits it)
+
+
+METHODS: dict[str, MethodSpec] = {
+    "gan": MethodSpec("gantune.methods.gan.method:GanMethod", (AdapterSettings, GanSettings)),
+    "adapter-mle": MethodSpec("gantune.methods.adapter_mle:AdapterMleMethod", (AdapterSettings,)),
+    "lora": MethodSpec("gantune.methods.peft_methods:LoraMethod", (PeftSettings,), {"lr": 5e-4}),
+    "prompt-tuning": MethodSpec("gantune.methods.peft_methods:PromptTuningMethod", (PeftSettings,), {"lr": 1e-2}),
+    "prefix-tuning": MethodSpec("gantune.methods.peft_methods:PrefixTuningMethod", (PeftSettings,), {"lr": 1e-2}),
+    "full": MethodSpec("gantune.methods.full:FullMethod", (), {"lr": 2e-5}),
+}
+
+
+def get_method(name: str) -> type[TuningMethod]:
+    """The method class named ``name`` (its module is imported now, the first time)."""
+    if name not in METHODS:
+        raise GantuneError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    module, cls = METHODS[name].code.split(":")
+    return getattr(importlib.import_module(module), cls)

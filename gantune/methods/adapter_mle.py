@@ -6,11 +6,9 @@ Beside ``gan`` it shows what the adversarial part adds.
 from __future__ import annotations
 
 from ..data import Batch
-from .base import register
 from .gan.generator import AdapterMethod
 
 
-@register
 class AdapterMleMethod(AdapterMethod):
     name = "adapter-mle"
 

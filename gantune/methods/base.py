@@ -1,16 +1,18 @@
-"""The one interface every tuning method implements, and the registry the trainer looks them up in.
+"""The one interface every tuning method implements.
 
 A method owns its trainable modules and optimisers and does a whole training step itself; the
 trainer only feeds batches, records what a step returns, and asks the method to save. Adding a
-method is a new module that subclasses ``TuningMethod`` and is decorated with ``@register``.
+method is a new module that subclasses ``TuningMethod``, named in ``methods.METHODS``.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterable
 
 import torch
 from accelerate import Accelerator
@@ -20,19 +22,6 @@ from ..config import TrainConfig
 from ..data import Batch
 from ..errors import GantuneError
 from ..models import BaseModel, make_accelerator
-
-METHODS: dict[str, type["TuningMethod"]] = {}
-
-
-def register(cls: type["TuningMethod"]) -> type["TuningMethod"]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def get_method(name: str) -> type["TuningMethod"]:
-    if name not in METHODS:
-        raise GantuneError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
 
 
 class TuningMethod(ABC):
@@ -86,15 +75,38 @@ class TuningMethod(ABC):
         return []
 
     def close(self) -> None:
-        """Undo whatever this method did to the shared base model (nothing by default)."""
+        """Free what this method holds; the shared base model is never changed (nothing by default)."""
 
-    def backward(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> None:
-        """Backward, then average gradients over processes when several run (``accelerate launch``)."""
+    def backward(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
+        """Backward, average, clip; returns the gradients' norm before clipping.
+
+        Gradients are averaged over processes when several run (``accelerate launch``), then clipped
+        to ``--max-grad-norm`` (0: not clipped; the norm is still measured).
+        """
         self.accelerator.backward(loss)
         if self.accelerator.num_processes > 1:
             for p in params:
                 if p.grad is not None:
                     p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        limit = self.config.max_grad_norm or float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, limit))
+
+
+def weight_sharing_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model``'s modules, attributes, configs and hooks that shares its weights and buffers.
+
+    Hand this copy to code that changes modules in place (peft injects layers, sets attributes,
+    registers hooks): the model itself is never touched, and dropping the copy drops all of it.
+    """
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo=shared)
+
+
+def l2_norm(tensors: Iterable[torch.Tensor]) -> float:
+    """The L2 norm of all the tensors together, in fp32, with one device sync."""
+    with torch.no_grad():
+        norms = [torch.linalg.vector_norm(t.detach(), dtype=torch.float32) for t in tensors]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

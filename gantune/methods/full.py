@@ -1,12 +1,13 @@
 """The upper baseline: full fine-tuning of every LM weight by MLE on the reference answers.
 
-It trains the shared base model itself, so it keeps a CPU copy of the original weights from the
-moment it is created and puts them back in ``close``. It refuses to start when the estimated
-training memory would not fit; LoRA is the way out then.
+It trains a deep copy of the base model and drops it in ``close``: the shared base model is never
+written, and it is also the reference the weights' movement is measured from. It refuses to start
+when the estimated training memory would not fit; LoRA is the way out then.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,22 +25,21 @@ from ..errors import GantuneError
 from ..models import BaseModel
 from .base import (
     TuningMethod,
+    l2_norm,
     load_optimizer_tensors,
     load_param_tensors,
     optimizer_tensors,
     param_tensors,
-    register,
 )
 from .peft_methods import mle_step
 
 MEMORY_FRACTION = 0.8  # refuse when the estimate exceeds this share of what is available
-BYTES_PER_PARAM = 4 + 4 + 8  # fp32 weight, its gradient, AdamW's two moments
+COPIES = 4  # the trained copy of the weights, its gradients, AdamW's two moments: each the weights' size
 
 
 def estimate_full_finetune_bytes(model: torch.nn.Module) -> int:
-    """Bytes full fine-tuning needs beyond activations: weights, gradients, AdamW states, the backup copy."""
-    params = list(model.parameters())  # tied weights counted once
-    return sum(p.numel() for p in params) * BYTES_PER_PARAM + sum(p.numel() * p.element_size() for p in params)
+    """Bytes full fine-tuning needs beyond the loaded model and activations: the copy, gradients, AdamW states."""
+    return COPIES * sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
 
 
 def available_memory_bytes(device: torch.device) -> int:
@@ -53,7 +53,6 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-@register
 class FullMethod(TuningMethod):
     name = "full"
 
@@ -68,16 +67,13 @@ class FullMethod(TuningMethod):
                 n = sum(p.numel() for p in lm.parameters())
                 raise GantuneError(
                     f"full fine-tuning of this {n / 1e6:.1f}M-parameter model needs about {_gb(need)} "
-                    f"(weights, gradients, AdamW states, a backup copy; activations extra) but only {_gb(have)} of "
+                    f"(a copy of the weights, gradients, AdamW states; activations extra) but only {_gb(have)} of "
                     f"{base.device.type.upper()} memory is available ({MEMORY_FRACTION:.0%} of it may be used); "
                     "use --method lora instead")
-        self._was_training = lm.training
-        self.named_params = list(lm.named_parameters())  # tied weights once
+        self.model: PreTrainedModel = copy.deepcopy(lm)  # trained, then dropped; the shared base is never written
+        self.model.requires_grad_(True)
+        self.named_params = list(self.model.named_parameters())  # tied weights once
         self.params = [p for _, p in self.named_params]
-        self._requires_grad = [p.requires_grad for p in self.params]
-        self._original = [p.detach().to("cpu", copy=True) for p in self.params]
-        for p in self.params:
-            p.requires_grad_(True)
         self.opt = torch.optim.AdamW(self.params, lr=config.lr)
         self._closed = False
 
@@ -87,35 +83,31 @@ class FullMethod(TuningMethod):
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         self._check_open()
-        return mle_step(self, self.base.model, self.params, self.opt, batch)
+        return mle_step(self, self.model, self.params, self.opt, batch)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.params)
 
     def adapter_norm(self) -> float:
-        """‖W − W₀‖ over every weight: how far training moved the model (one pass over the weights)."""
-        with torch.no_grad():
-            total = 0.0
-            for p, p0 in zip(self.params, self._original):
-                total += float(torch.linalg.vector_norm(p.detach().float() - p0.to(p.device).float())) ** 2
-            return total ** 0.5
+        """‖W − W₀‖ over every weight: how far training moved the copy from the base model (same device)."""
+        return l2_norm(p.detach() - p0 for p, p0 in zip(self.params, self.base.model.parameters()))
 
     @contextmanager
     def enabled(self, batch_size: int | None = None) -> Iterator[PreTrainedModel]:
-        """The trained base model itself, eval mode, no gradients."""
+        """The trained copy, eval mode, no gradients."""
         self._check_open()
-        self.base.model.eval()
+        self.model.eval()
         with torch.no_grad():
-            yield self.base.model
+            yield self.model
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
-        self.base.model.save_pretrained(folder, safe_serialization=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
         self.base.tokenizer.save_pretrained(folder)
 
     @classmethod
     def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "FullMethod":
-        """The saved weights loaded into the shared base model (its original weights come back on close)."""
+        """The saved weights loaded into a copy of the base model."""
         method = cls(base, config, check_memory=False)
         try:
             method._load_weights(Path(folder))
@@ -135,7 +127,7 @@ class FullMethod(TuningMethod):
         state: dict[str, torch.Tensor] = {}
         for name in files:
             state.update(load_file(folder / name))
-        lm = self.base.model
+        lm = self.model
         # a tied weight is saved under one of its names: each parameter needs one of its names present
         names: dict[int, list[str]] = {}
         for n, p in lm.named_parameters(remove_duplicate=False):
@@ -160,16 +152,8 @@ class FullMethod(TuningMethod):
         load_optimizer_tensors("opt", self.opt, tensors)
 
     def close(self) -> None:
-        """Put the original weights back, freeze them again, and free gradients and optimiser state."""
-        if self._closed:
-            return
-        self._closed = True
-        with torch.no_grad():
-            for p, p0, flag in zip(self.params, self._original, self._requires_grad):
-                p.copy_(p0.to(p.device))
-                p.grad = None
-                p.requires_grad_(flag)
-        self.base.model.train(self._was_training)
-        self.opt.state.clear()
-        self._original = []
+        """Drop the trained copy and the optimiser (the shared base model was never written)."""
+        if not self._closed:
+            self._closed = True
+            del self.model, self.named_params, self.params, self.opt
 

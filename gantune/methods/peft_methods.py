@@ -3,9 +3,12 @@
 Every step is one teacher-forced pass over [question ; reference answer] (``answer_logprobs``) and
 the mean negative log-likelihood of the answer tokens, like ``adapter-mle``, so their curves line up.
 
-The peft model wraps the shared base model: LoRA injects layers into it (``close`` unloads them,
-without merging), prompt and prefix tuning leave its weights alone but ``PeftModel.generate``
-leaves two attributes behind on it, which ``close`` removes. What peft does with positions:
+peft changes the model it wraps in place: LoRA swaps adapted layers for its own, every kind sets
+``peft_config`` on the LM, and ``PeftModel.generate`` replaces the LM's ``prepare_inputs_for_generation``
+and its inner model's ``generation_config``. So peft never sees the shared base model: it wraps a
+copy of the module tree that shares every weight (``weight_sharing_copy``), and ``close`` just drops
+it. The only shared thing peft writes is ``requires_grad = False`` on the LM's weights, which the base
+model has already. What peft does with positions:
 
 - LoRA: a plain forward; ``position_ids`` and ``logits_to_keep`` pass through. With no target
   names given it adapts peft's default modules for the model type (``q_proj, v_proj`` on Llama
@@ -18,9 +21,9 @@ leaves two attributes behind on it, which ``close`` removes. What peft does with
   padding its batch has.
 - prompt tuning: peft drops ``position_ids`` (with a warning) and the LM numbers the sequence
   [virtual tokens ; left padding ; prompt ; answer] 0, 1, 2 … padding included, so the distance
-  between the virtual tokens and the text would depend on the batch's padding. While this method
-  runs the model, a forward pre-hook numbers positions from the attention mask instead (virtual
-  tokens 0 … V-1, then the real tokens, padding skipped), in scoring and in generation.
+  between the virtual tokens and the text would depend on the batch's padding. A forward pre-hook
+  on the copy numbers positions from the attention mask instead (virtual tokens 0 … V-1, then the
+  real tokens, padding skipped), in scoring and in generation.
 """
 
 from __future__ import annotations
@@ -53,57 +56,45 @@ from ..models import BaseModel
 from ..scoring import answer_logprobs, mle_loss
 from .base import (
     TuningMethod,
+    l2_norm,
     load_optimizer_tensors,
     load_param_tensors,
     optimizer_tensors,
     param_tensors,
-    register,
+    weight_sharing_copy,
 )
-
-_MISSING = object()
 
 
 def mle_step(method: TuningMethod, model: torch.nn.Module, params: list[torch.nn.Parameter],
              optimizer: torch.optim.Optimizer, batch: Batch) -> dict[str, float]:
-    """One MLE step on the reference answers: one teacher-forced pass, backward, optimiser step."""
+    """One MLE step on the reference answers: one teacher-forced pass, backward (clipped), optimiser step."""
     with method.accelerator.autocast():
         logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
         loss = mle_loss(logp, batch.answer_mask)
     optimizer.zero_grad(set_to_none=True)
-    method.backward(loss, params)
+    grad_norm = method.backward(loss, params)
     optimizer.step()
-    return {"g_loss": loss.item(), "mle_loss": loss.item()}
-
-
-def l2_norm(tensors: list[torch.Tensor]) -> float:
-    with torch.no_grad():
-        return math.sqrt(sum(float(torch.linalg.vector_norm(t.detach().float())) ** 2 for t in tensors))
+    return {"g_loss": loss.item(), "mle_loss": loss.item(), "grad_norm": grad_norm}
 
 
 class PeftMethod(TuningMethod):
-    """A peft adapter around the shared base model, trained by MLE; subclasses only say which one."""
+    """A peft adapter around a weight-sharing copy of the base model, trained by MLE; subclasses say which one."""
 
     peft_type: ClassVar[PeftType]
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
                  folder: str | Path | None = None):
         super().__init__(base, config, accelerator)
-        lm = base.model
-        # what PeftModel changes on the shared model, to put back in close()
-        self._was_training = lm.training
-        self._requires_grad = {n: p.requires_grad for n, p in lm.named_parameters()}
-        self._own_prepare = vars(lm).get("prepare_inputs_for_generation", _MISSING)
-        inner = getattr(lm, "model", None)
-        self._inner_generation_config = vars(inner).get("generation_config", _MISSING) if inner is not None else _MISSING
+        self.lm = weight_sharing_copy(base.model)  # what peft changes; the frozen weights are shared
         if folder is None:
-            self.peft_model: PeftModel = get_peft_model(lm, self.peft_config(base, config))
+            self.peft_model: PeftModel = get_peft_model(self.lm, self.peft_config(base, config))
             self._init_weights()
         else:
             # peft refuses to load a prompt-learning adapter as trainable; it loads in inference mode,
             # where get_prompt() uses the saved embedding table directly: the same values as our
             # (projection-free) encoders give, and trainable once its requires_grad is back on
             saved = PeftConfig.from_pretrained(str(folder))
-            self.peft_model = PeftModel.from_pretrained(lm, str(folder), is_trainable=not saved.is_prompt_learning)
+            self.peft_model = PeftModel.from_pretrained(self.lm, str(folder), is_trainable=not saved.is_prompt_learning)
             if saved.is_prompt_learning:
                 self.peft_model.prompt_encoder.requires_grad_(True)
         self.peft_model.eval()  # the LM stays in eval mode, as for every method; the adapters have no dropout
@@ -145,8 +136,8 @@ class PeftMethod(TuningMethod):
     @contextmanager
     def enabled(self, batch_size: int | None = None) -> Iterator[PreTrainedModel]:
         """The peft model (adapter on), eval mode, no gradients; the batch size does not matter."""
-        self.peft_model.eval()
         with torch.no_grad(), self._active():
+            self.peft_model.eval()
             yield self.peft_model
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -171,27 +162,10 @@ class PeftMethod(TuningMethod):
         load_optimizer_tensors("opt", self.opt, tensors)
 
     def close(self) -> None:
-        """Take the adapter off the shared base model and undo what peft changed on it."""
-        if self._closed:
-            return
-        self._closed = True
-        self._detach()
-        lm = self.base.model
-        # PeftModel.generate stores the LM's own bound method on it and sets its inner model's generation config
-        if self._own_prepare is _MISSING:
-            vars(lm).pop("prepare_inputs_for_generation", None)
-        else:
-            lm.prepare_inputs_for_generation = self._own_prepare
-        inner = getattr(lm, "model", None)
-        if inner is not None and self._inner_generation_config is not _MISSING:
-            inner.generation_config = self._inner_generation_config
-        for n, p in lm.named_parameters():
-            p.requires_grad_(self._requires_grad.get(n, False))
-        lm.train(self._was_training)
-        self.opt.state.clear()
-
-    def _detach(self) -> None:
-        """Prompt and prefix tuning inject nothing into the LM; LoRA overrides this."""
+        """Drop the adapter, the copy peft changed and the optimiser; the shared base model was never touched."""
+        if not self._closed:
+            self._closed = True
+            del self.lm, self.peft_model, self.named_params, self.params, self.opt
 
 
 LINEAR_TYPES = (torch.nn.Linear, Conv1D)  # what LoRA adapts here: GPT-2's layers are Conv1D
@@ -241,7 +215,6 @@ def resolve_lora_targets(model: PreTrainedModel, targets: list[str]) -> list[str
     return list(targets)
 
 
-@register
 class LoraMethod(PeftMethod):
     """LoRA on the named modules, or on the architecture's default ones when none are named."""
 
@@ -255,10 +228,6 @@ class LoraMethod(PeftMethod):
         chosen = [m for n, m in base.model.named_modules() if any(_matches(n, t) for t in targets)]
         return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0,
                           fan_in_fan_out=all(isinstance(m, Conv1D) for m in chosen), task_type="CAUSAL_LM")
-
-    def _detach(self) -> None:
-        # removes the injected LoRA layers, putting the original modules back (no merge)
-        self.peft_model.unload()
 
 
 # What prompt and prefix tuning start from: this text's tokens, repeated to fill the virtual tokens.
@@ -291,7 +260,6 @@ def _positions_from_mask(_module: torch.nn.Module, args: tuple, kwargs: dict[str
     return args, kwargs
 
 
-@register
 class PromptTuningMethod(PeftMethod):
     name = "prompt-tuning"
     peft_type = PeftType.PROMPT_TUNING
@@ -306,18 +274,18 @@ class PromptTuningMethod(PeftMethod):
             ids = torch.tensor(init_token_ids(self.base.tokenizer, self.config.virtual_tokens), device=vocab.device)
             embedding.weight.copy_(vocab[ids].to(embedding.weight.dtype))
 
+    def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
+                 folder: str | Path | None = None):
+        super().__init__(base, config, accelerator, folder)
+        self.lm.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)  # on the copy: for good
+
     @contextmanager
     def _running(self) -> Iterator[None]:
-        handle = self.base.model.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
-        try:
-            with warnings.catch_warnings():  # peft's warning that it drops position ids: the hook sets them
-                warnings.filterwarnings("ignore", message="Position ids are not supported")
-                yield
-        finally:
-            handle.remove()
+        with warnings.catch_warnings():  # peft's warning that it drops position ids: the hook sets them
+            warnings.filterwarnings("ignore", message="Position ids are not supported")
+            yield
 
 
-@register
 class PrefixTuningMethod(PeftMethod):
     name = "prefix-tuning"
     peft_type = PeftType.PREFIX_TUNING
@@ -336,12 +304,13 @@ class PrefixTuningMethod(PeftMethod):
             kv = [t for layer in layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))]
             if not kv or any(t is None or t.shape != kv[0].shape for t in kv):
                 warnings.warn("prefix-tuning: this model's KV cache has an unexpected layout; "
-                              "keeping peft's random N(0, 1) initialisation")
+                              "keeping peft's random N(0, 1) initialisation", stacklevel=2)
                 return
             table = torch.stack(kv).squeeze(1).permute(2, 0, 1, 3).reshape(n, -1)  # 2·layers × (1, heads, n, dim)
             if table.shape != embedding.weight.shape:
                 warnings.warn(f"prefix-tuning: the model's keys and values {tuple(table.shape)} do not fit peft's "
-                              f"table {tuple(embedding.weight.shape)}; keeping peft's random N(0, 1) initialisation")
+                              f"table {tuple(embedding.weight.shape)}; keeping peft's random N(0, 1) initialisation",
+                              stacklevel=2)
                 return
             embedding.weight.copy_(table.to(embedding.weight.dtype))
 

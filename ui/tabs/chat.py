@@ -14,11 +14,12 @@ import gradio as gr
 
 from gantune.data import Encoder
 from gantune.errors import GantuneError
-from gantune.generation import stream_answer
-from gantune.trainer import load_method
+from gantune.inference import load_method, stream_answer
 
-from ..engine import Engine, PageError
+from ..catalogue import RunRow
+from ..engine import Engine
 from ..i18n import language, t, tr
+from ..policy import PageError
 from ..views import error_text
 from .setup import SetupInputs, setup_values, whole_number
 
@@ -26,25 +27,31 @@ MAX_PROMPT_TOKENS = 512  # the longest message (with the chat template) the chat
 MAX_NEW_TOKENS = 1024
 
 
-def run_choices(rows: list[dict], method: str) -> list[str]:
-    """The runs of ``method`` that saved an adapter (rows of ``Engine.list_runs``)."""
-    return [r["run"] for r in rows if r["method"] == method and r["adapter"]]
+def run_choices(rows: list[RunRow], method: str) -> list[str]:
+    """The ids of the runs of ``method`` that saved an adapter."""
+    return [r.run for r in rows if r.method == method and r.adapter]
 
 
 def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
-            max_new_tokens: int, lang: str = "en") -> Iterator[tuple[str, str, str]]:
-    """(base, gan, lora) answers as they grow; one model at a time under the chat lock."""
+            max_new_tokens: int, lang: str = "en", trusted: bool = False) -> Iterator[tuple[str, str, str]]:
+    """(base, gan, lora) answers as they grow; one model at a time under the chat lock.
+
+    ``trusted``: Setup's “Trust the model's own code” box; a run's model runs its own code only with the
+    person's consent (``Policy.run_trust``), whatever the run's config.json says.
+    """
     limit = whole_number(max_new_tokens, "what_max_new_tokens")
     if not 1 <= limit <= MAX_NEW_TOKENS:
         raise PageError("chat_max_tokens", most=MAX_NEW_TOKENS, got=limit)
     out = ["", "", ""]
     # the runs' own base model (the adapters fit it); the Setup tab's when no run is picked
-    models = {(c.model, c.gguf_file, c.trust_remote_code) for c in
-              (engine.run_folder(r).read_config()[0] for r in (gan_run, lora_run) if r)} or {(model, None, False)}
+    runs = {r: engine.runs.folder(r) for r in (gan_run, lora_run) if r}
+    configs = [(r, run.read_config()[0]) for r, run in runs.items()]
+    models = {(c.model, c.gguf_file) for _, c in configs} or {(model, None)}
     if len(models) > 1:
         raise PageError("chat_two_models")
-    name, gguf_file, trust = models.pop()
-    with engine.chat_lock:
+    name, gguf_file = models.pop()
+    trust = any([engine.policy.run_trust(c, r, trusted) for r, c in configs]) if configs else trusted
+    with engine.models.chat_lock:
         base = engine.model(name, gguf_file, trust, slot="chat")
         length = Encoder(base.tokenizer, base.eos_id, MAX_PROMPT_TOKENS, limit).prompt_length(question)
         if length > MAX_PROMPT_TOKENS:
@@ -54,7 +61,7 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
                 out[i] = tr(lang, "pick_a_run")
                 yield tuple(out)
                 continue
-            method = load_method(str(engine.run_folder(run_id).path), base=base) if run_id else None
+            method = load_method(str(runs[run_id].path), base=base) if run_id else None
             try:
                 for text in stream_answer(base, question, limit, MAX_PROMPT_TOKENS, method=method):
                     out[i] = text
@@ -66,7 +73,7 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
 
 def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The tab; returns its two run pickers (the app refreshes their choices when the runs change)."""
-    rows = engine.list_runs()
+    rows = engine.runs.rows()
     with gr.Row():
         gan_run = gr.Dropdown(run_choices(rows, "gan"), label=t("gan_run"))
         lora_run = gr.Dropdown(run_choices(rows, "lora"), label=t("lora_run"))
@@ -79,10 +86,11 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         random_button = gr.Button(t("random_question"), scale=1)
     reference = gr.Markdown()
 
-    def on_send(request: gr.Request, text, gan, lora, limit, model, *histories):
+    def on_send(request: gr.Request, text, gan, lora, limit, model, base_history, gan_history, lora_history,
+                trusted=False):
         lang = language(request)
         text = (text or "").strip()
-        histories = [list(h or []) for h in histories]
+        histories = [list(h or []) for h in (base_history, gan_history, lora_history)]
         if not text:
             gr.Warning(tr(lang, "type_first"))
             yield (*histories, gr.skip())
@@ -90,7 +98,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         for h in histories:
             h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         try:
-            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang):
+            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang, bool(trusted)):
                 for h, part in zip(histories, parts):
                     h[-1]["content"] = part
                 yield (*histories, "")
@@ -98,7 +106,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             gr.Warning(error_text(exc, lang))
             yield (*histories, gr.skip())
 
-    send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots]
+    send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
     send.click(on_send, send_inputs, [*bots, message], api_name="chat")
     message.submit(on_send, send_inputs, [*bots, message], api_visibility="private")
 

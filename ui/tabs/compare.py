@@ -18,14 +18,18 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from gantune.compare import ROWS
 from gantune.errors import GantuneError
+from gantune.runs import RunSummary
 
 from .. import plots
-from ..engine import Engine, read_json
+from ..catalogue import eval_or_none, json_or_none, summary_or_none
+from ..engine import Engine
 from ..i18n import language, t, tr
 from ..views import error_text, progress_html
 
-BASELINES = ["lora", "adapter-mle", "prompt-tuning", "prefix-tuning", "full", "gan-thesis"]
+# every comparison row but the GAN itself (gantune.compare.ROWS): the other methods, then the GAN's variants
+BASELINES = sorted((row for row in ROWS if row != "gan"), key=lambda row: ROWS[row][0] == "gan")
 QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention", "retention_rougeL"]
 DISTRIBUTION = ["length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc"]
 COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
@@ -64,7 +68,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     selected = [r for r in _selected_names(run_ids) if _exists(engine, r)]
     rows: list[Row] = []
     reference, base, covered = None, None, set()
-    for report in engine.comparisons():  # newest first: a run's latest comparison speaks for it
+    for report in engine.runs.comparisons():  # newest first: a run's latest comparison speaks for it
         mine = [row for row in report["rows"] if row.get("temperature", 0) == 0]
         hit = [row for row in mine if set(_row_runs(row)) & (set(selected) - covered)]
         if not hit:
@@ -82,18 +86,18 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     for run_id in selected:
         if run_id in covered:
             continue
-        run = engine.run_folder(run_id)
-        ev, summary = read_json(run.eval_path), read_json(run.summary_path) or {}
+        run = engine.runs.folder(run_id)
+        ev, summary = eval_or_none(run), summary_or_none(run) or RunSummary()
         config, _ = run.read_config()
-        values = {**{k: (ev or {}).get(k) for k in QUALITY + DISTRIBUTION}, "train_seconds": summary.get("seconds"),
-                  **{k: summary.get(k) for k in COST[1:]}}
+        values = {**{k: (ev or {}).get(k) for k in QUALITY + DISTRIBUTION}, "train_seconds": summary.seconds,
+                  **{k: getattr(summary, k) for k in COST[1:]}}
         per_question = (ev or {}).get("per_question") or {}
         rows.append(Row(run_id, values, seeds=[config.seed], method=config.method,
                         lengths=list(per_question.get("length") or []), evaluated=ev is not None))
         if reference is None and ev and isinstance(ev.get("reference"), dict):
             reference = Row("reference", ev["reference"], seeds=[config.seed],
                             lengths=list(per_question.get("reference_length") or []))
-        legacy = read_json(run.path / "base_eval.json")  # comparisons made before the seeds existed
+        legacy = json_or_none(run.path / "base_eval.json")  # comparisons made before the seeds existed
         if base is None and legacy:
             base = Row("base", {k: legacy.get(k) for k in QUALITY + DISTRIBUTION}, seeds=[config.seed], method="base")
     if base is not None and rows:
@@ -104,7 +108,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
 
 def _exists(engine: Engine, run_id: str) -> bool:
     try:
-        engine.run_folder(run_id)
+        engine.runs.folder(run_id)
         return True
     except GantuneError:
         return False
@@ -114,7 +118,7 @@ def _run_lengths(engine: Engine, run_ids: list[str], key: str = "length") -> lis
     """Per-question token counts of the runs' evaluations (eval.json), over all of them; [] when one lacks them."""
     out: list[int] = []
     for run_id in run_ids:
-        ev = read_json(engine.run_folder(run_id).eval_path) if _exists(engine, run_id) else None
+        ev = eval_or_none(engine.runs.folder(run_id)) if _exists(engine, run_id) else None
         lengths = ((ev or {}).get("per_question") or {}).get(key)
         if not lengths:
             return []
@@ -125,7 +129,7 @@ def _run_lengths(engine: Engine, run_ids: list[str], key: str = "length") -> lis
 def _report_row(engine: Engine, row: dict, lengths: list[int] | None) -> Row:
     """A comparison's row; its method from its runs' config, its answer lengths from their evaluations."""
     runs = [r for r in _row_runs(row) if _exists(engine, r)]
-    method = engine.run_folder(runs[0]).read_config()[0].method if runs else row["method"]
+    method = engine.runs.folder(runs[0]).read_config()[0].method if runs else row["method"]
     return Row(row["method"], {k: v for k, v in row.items() if k not in ("ci", "seeds", "runs")},
                ci=row.get("ci") or {}, seeds=list(row.get("seeds") or []), method=method,
                lengths=_run_lengths(engine, runs) or list(lengths or []))
@@ -184,7 +188,7 @@ def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
     configs = []
     for run_id in _selected_names(run_ids):
         try:
-            configs.append((run_id, engine.run_folder(run_id).read_config()[0].to_dict()))
+            configs.append((run_id, engine.runs.folder(run_id).read_config()[0].to_dict()))
         except GantuneError:
             continue
     columns = [tr(lang, "col_setting"), *(c[0] for c in configs)]
@@ -206,7 +210,7 @@ class CompareOutputs:
 
 
 def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
-    choices = [r["run"] for r in engine.list_runs()]
+    choices = [r.run for r in engine.runs.rows()]
     with gr.Row():
         reference = gr.Dropdown(choices, label=t("reference_run"), scale=2)
         methods = gr.CheckboxGroup(BASELINES, value=["lora"], label=t("methods"), scale=3)
@@ -259,7 +263,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         curves = {}
         for run_id in _selected_names(run_ids):
             try:
-                curves[run_id] = engine.run_folder(run_id).read_metrics()
+                curves[run_id] = engine.runs.folder(run_id).read_metrics()
             except GantuneError:
                 continue
         d_rows = ([v.reference] if v.reference else []) + evaluated_rows(v)
@@ -285,7 +289,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         if job.state not in ("completed", "stopped") or mark == last or last is None and current:
             return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark
         runs = compared_runs(job.result)
-        names = [r["run"] for r in engine.list_runs()]
+        names = [r.run for r in engine.runs.rows()]
         shown = gr.update(choices=names, value=[r for r in runs if r in names])
         return progress_html(job, lang, idle="idle_compare"), shown, mark
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from gantune.errors import GantuneError
 
+from ..catalogue import DAMAGED, RunRow
 from ..engine import Engine
 from ..i18n import language, t, tr
 from ..views import error_markdown
@@ -34,6 +36,8 @@ class Targets:
 def _cell(column: str, value, lang: str):
     if isinstance(value, bool):
         return tr(lang, "yes" if value else "no")
+    if column == "status" and isinstance(value, str) and value.startswith(DAMAGED):
+        return tr(lang, "status_damaged", reason=value.removeprefix(DAMAGED))
     if column == "status":
         return tr(lang, f"status_{value}") if f"status_{value}" in _STATUS_KEYS else value
     if column == "seconds" and isinstance(value, float):
@@ -44,18 +48,18 @@ def _cell(column: str, value, lang: str):
 _STATUS_KEYS = {"status_running", "status_completed", "status_stopped", "status_diverged", "status_unfinished"}
 
 
-def table(rows: list[dict], lang: str = "en") -> pd.DataFrame:
+def table(rows: list[RunRow], lang: str = "en") -> pd.DataFrame:
     """The runs as the page shows them: headers and words in the page's language."""
-    return pd.DataFrame([[_cell(c, r[c], lang) for c in COLUMNS] for r in rows],
+    return pd.DataFrame([[_cell(c, getattr(r, c), lang) for c in COLUMNS] for r in rows],
                         columns=[tr(lang, h) for h in HEADERS])
 
 
 def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Dataframe, gr.Dropdown]:
     """The tab; returns its table and run picker (the app refreshes both when the runs change)."""
     refresh = gr.Button(t("refresh"))
-    rows = engine.list_runs()
+    rows = engine.runs.rows()
     runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS)
-    selected = gr.Dropdown([r["run"] for r in rows], label=t("selected_run"))
+    selected = gr.Dropdown([r.run for r in rows], label=t("selected_run"))
     with gr.Row():
         open_run = gr.Button(t("open_run"))
         resume = gr.Button(t("resume"))
@@ -69,10 +73,10 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
 
     def on_refresh(request: gr.Request):
         lang = language(request)
-        rows = engine.list_runs()
+        rows = engine.runs.rows()
         # empty first: Gradio 6.17 draws only one row of a table that grows from one row to more (gradio#13611)
         yield table([], lang), gr.skip()
-        yield table(rows, lang), gr.update(choices=[r["run"] for r in rows])
+        yield table(rows, lang), gr.update(choices=[r.run for r in rows])
 
     gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs")
 
@@ -81,7 +85,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         if not run_id:
             return gr.update(value=None, interactive=False)
         try:
-            return gr.update(value=str(engine.adapter_archive(run_id)), interactive=True)
+            return gr.update(value=str(engine.runs.adapter_archive(run_id)), interactive=True)
         except GantuneError:
             return gr.update(value=None, interactive=False)
 
@@ -99,13 +103,13 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         if not run_id:
             return gr.skip(), gr.skip(), tr(lang, "pick_run_first")
         try:
-            path = str(engine.run_folder(run_id).path)
+            engine.runs.folder(run_id)
         except GantuneError as exc:
             return gr.skip(), gr.skip(), error_markdown(exc, lang)
-        names = [r["run"] for r in engine.list_runs()]
+        names = [r.run for r in engine.runs.rows()]
         chosen = [r for r in dict.fromkeys([*(current or []), run_id]) if r in names]
         # the choices too: a value outside them is refused
-        return path, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
+        return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
 
     open_run.click(on_open, [selected, targets.compare_selected],
                    [targets.viewed_run, targets.compare_selected, message])
@@ -118,14 +122,14 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
             job = engine.resume_training(run_id)
         except GantuneError as exc:
             return gr.skip(), error_markdown(exc, lang)
-        return job.run, tr(lang, "resuming", run=run_id)
+        return Path(job.run).name, tr(lang, "resuming", run=run_id)
 
     resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume")
 
     def on_chat(run_id, request: gr.Request):
         lang = language(request)
-        rows = engine.list_runs()
-        method = next((r["method"] for r in rows if r["run"] == run_id and r["adapter"]), None)
+        rows = engine.runs.rows()
+        method = next((r.method for r in rows if r.run == run_id and r.adapter), None)
         if method in ("gan", "lora"):  # with the choices: a value outside them is refused
             update = gr.update(choices=run_choices(rows, method), value=run_id)
         if method == "gan":
@@ -148,12 +152,12 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
     def on_confirm(run_id, request: gr.Request):
         lang = language(request)
         try:
-            engine.delete_run(run_id)
+            engine.runs.delete(run_id)
             text = tr(lang, "deleted", run=run_id)
         except GantuneError as exc:
             text = error_markdown(exc, lang)
-        rows = engine.list_runs()
-        picker = gr.update(choices=[r["run"] for r in rows], value=None)
+        rows = engine.runs.rows()
+        picker = gr.update(choices=[r.run for r in rows], value=None)
         return gr.update(visible=False), text, table(rows, lang), picker, on_select(None)
 
     confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download], api_name="delete_run")

@@ -44,12 +44,12 @@ class SetupInputs:
 
 
 def setup_values(engine: Engine, model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed) -> dict:
-    """Widget values (or an API request's) → TrainConfig fields for model and data; bad ones are refused."""
+    """Widget values (or an API request's) → TrainConfig fields for model and data; bad numbers and data sources
+    are refused (the model is checked where it is loaded: ``Engine.model``, ``Engine.start_training``)."""
     model = (model or "default").strip()
     gguf_file = (gguf_file or "").strip() or None
-    engine.check_model(model, gguf_file)
     return {"model": model, "gguf_file": gguf_file, "trust_remote_code": bool(trust) and not engine.settings.space,
-            "data": engine.data_source(kind, path, upload), "subset": str(subset or "forget10"),
+            "data": engine.policy.data_source(kind, path, upload), "subset": str(subset or "forget10"),
             "n": None if n in (None, "") else whole_number(n, "what_n"),
             "train_fraction": finite_number(fraction, "what_fraction"), "seed": whole_number(seed or 0, "what_seed")}
 

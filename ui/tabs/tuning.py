@@ -8,6 +8,7 @@ page finds the running job there. Comparison jobs have a tab of their own and ne
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import typing
@@ -16,22 +17,27 @@ from pathlib import Path
 
 import gradio as gr
 
-from gantune.config import TrainConfig, preset_config
+from gantune.config import RunSettings, TrainConfig, preset_config
 from gantune.errors import GantuneError
+from gantune.methods import METHODS
 from gantune.monitor import watch
 from gantune.runs import RunFolder
 
 from .. import plots
-from ..engine import Engine, PageError, read_json
+from ..catalogue import planned_steps, summary_or_none
+from ..engine import Engine
 from ..i18n import CONFIG_FIELDS, field_help, field_label, language, t, tr
 from ..jobs import JobStatus
+from ..policy import PageError
 from ..views import error_text, html_table, progress_html, title_text
 from .setup import SetupInputs, setup_values
 
-# Every setting of a GAN run but the model and data (Setup's), the run's identity and the peft baselines'.
+# Every setting a GAN run reads (the run's section and the GAN's, see gantune.methods.METHODS) but the
+# model and data (Setup's) and the run's identity.
 NOT_HERE = {"method", "preset", "out", "device", "model", "gguf_file", "trust_remote_code", "data", "subset", "n",
-            "train_fraction", "seed", "lora_r", "lora_alpha", "lora_targets", "virtual_tokens"}
-FIELDS = [name for name in CONFIG_FIELDS if name not in NOT_HERE]
+            "train_fraction", "seed"}
+FIELDS = [f.name for section in (RunSettings, *METHODS["gan"].sections) for f in dataclasses.fields(section)
+          if f.name not in NOT_HERE]
 _HINTS = typing.get_type_hints(TrainConfig)
 SAMPLE_ROWS = 10  # newest first
 WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
@@ -39,7 +45,7 @@ WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
 
 @dataclass
 class TuningOutputs:
-    viewed_run: gr.State  # the run the plots show when no job runs (set from the Runs tab)
+    viewed_run: gr.State  # the id of the run the plots show when no job runs (set from the Runs tab)
     status: gr.HTML
 
 
@@ -61,7 +67,10 @@ def _preset_values(preset: str) -> list:
 
 
 def build_config(method: str, preset: str, setup: dict, values: list) -> TrainConfig:
-    """Widget values → a validated TrainConfig, or a GantuneError naming the bad field (by its label)."""
+    """Widget values → a TrainConfig, or a PageError naming a field that is not a number (by its label).
+
+    Its values are checked where the job starts (``Engine.start_training``).
+    """
     fields = {}
     for name, value in zip(FIELDS, values):
         hint = _HINTS[name]
@@ -76,35 +85,35 @@ def build_config(method: str, preset: str, setup: dict, values: list) -> TrainCo
             fields[name] = int(value) if hint is int else float(value)
         else:
             fields[name] = value
-    return preset_config(method, preset, **setup, **fields).validate()
+    return preset_config(method, preset, **setup, **fields)
 
 
-def _known_run(engine: Engine, path: str | None) -> str | None:
-    """A run of the runs folder (by its path's name), or None: a page never reads files elsewhere."""
+def _known_run(engine: Engine, run_id: str | None) -> RunFolder | None:
+    """A run of the runs folder by its id, or None: a page never reads files elsewhere."""
     try:
-        return str(engine.run_folder(Path(path).name).path) if path else None
+        return engine.runs.folder(run_id) if run_id else None
     except GantuneError:
         return None
 
 
-def _config(run: str | None) -> TrainConfig | None:
+def _config(run: RunFolder | None) -> TrainConfig | None:
     try:
-        return RunFolder(run).read_config()[0] if run else None
+        return run.read_config()[0] if run else None
     except GantuneError:
         return None
 
 
-def kept_note(run: str | None, lang: str) -> str:
+def kept_note(run: RunFolder, lang: str) -> str:
     """Which step's adapter a finished run kept, and why (from its summary.json), or ''."""
-    summary = read_json(RunFolder(run).summary_path) if run else None
-    if not summary or summary.get("kept_step") is None:
+    summary = summary_or_none(run)
+    if summary is None or summary.kept_step is None:
         return ""
-    scored = summary.get("validation") or []
-    best = next((v for v in scored if v.get("step") == summary["kept_step"]), None)
+    best = next((v for v in summary.validation if v.get("step") == summary.kept_step), None)
     score = next(((k.removeprefix("val_"), v) for k, v in (best or {}).items() if k.startswith("val_")), None)
     if score is None:
-        return tr(lang, "kept_last", step=summary["kept_step"])
-    return tr(lang, "kept", step=summary["kept_step"], metric=score[0], score=f"{score[1]:.4f}", count=len(scored))
+        return tr(lang, "kept_last", step=summary.kept_step)
+    return tr(lang, "kept", step=summary.kept_step, metric=score[0], score=f"{score[1]:.4f}",
+              count=len(summary.validation))
 
 
 def samples_html(samples: list[dict], config: TrainConfig | None, lang: str) -> str:
@@ -123,7 +132,7 @@ def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | Non
     latest = samples[-WATCH_ANSWERS:]
     if config is None or not latest:
         return ""
-    tokenizer = engine.loaded_tokenizer(config.model, config.gguf_file)
+    tokenizer = engine.models.loaded_tokenizer(config.model, config.gguf_file)
     count = (lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)) if tokenizer is not None else None
     found = watch([s["answer"] for s in latest], [s["reference"] for s in latest], count, config.max_new_tokens)
     if not found:
@@ -146,8 +155,8 @@ def status_html(engine: Engine, job: JobStatus, lang: str) -> str:
     if current.active and current.kind != job.kind:
         notes.append(tr(lang, "other_job", title=title_text(current, lang), state=tr(lang, "state_" + current.state)))
     if job.state in ("completed", "stopped") and job.run:
-        notes.append(kept_note(job.run, lang))
-    planned = engine.planned_steps(job.run) if job.run and not job.total and job.active else None
+        notes.append(kept_note(RunFolder(job.run), lang))
+    planned = planned_steps(RunFolder(job.run)) if job.run and not job.total and job.active else None
     return progress_html(job, lang, planned, [n for n in notes if n])
 
 
@@ -184,7 +193,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         except GantuneError as exc:
             gr.Warning(error_text(exc, lang))
             return status_html(engine, engine.jobs.status("train"), lang), gr.skip()
-        return status_html(engine, job, lang), job.run
+        return status_html(engine, job, lang), Path(job.run).name
 
     start.click(on_start, [preset, *setup.as_list(), *widgets], [status, viewed_run], api_name="start")
     def on_stop(request: gr.Request):
@@ -194,9 +203,9 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
 
     drawn: dict = {}  # language -> (key, figures) last drawn, shared by every page: one draw per step, not per page
 
-    def figures(run, records, lang) -> tuple:
+    def figures(run_id: str | None, records: list[dict], lang: str) -> tuple:
         # a run's name is never reused; a resumed run rewrites its later steps, with other timings
-        key = (run, len(records), records[-1].get("seconds") if records else None)
+        key = (run_id, len(records), records[-1].get("seconds") if records else None)
         last = drawn.get(lang)
         if last is None or last[0] != key:
             last = drawn[lang] = (key, (plots.losses(records, lang), plots.game(records, lang),
@@ -206,15 +215,16 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     def refresh(viewed, last, request: gr.Request):
         lang = language(request)
         job = engine.jobs.status("train")
-        run = job.run if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
-        records = RunFolder(run).read_metrics() if run else []
-        samples_now = RunFolder(run).read_samples() if run else []  # appended just after a step's metrics line
-        signature = (run, len(records), len(samples_now), job.state, lang)
+        run = RunFolder(job.run) if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
+        records = run.read_metrics() if run else []
+        samples_now = run.read_samples() if run else []  # appended just after a step's metrics line
+        run_id = run.path.name if run else None
+        signature = (run_id, len(records), len(samples_now), job.state, lang)
         status_now = status_html(engine, job, lang)
         if signature == last:
             return status_now, *(gr.skip(),) * 6, last
         config = _config(run)
-        return (status_now, *figures(run, records, lang), samples_html(samples_now, config, lang),
+        return (status_now, *figures(run_id, records, lang), samples_html(samples_now, config, lang),
                 collapse_html(engine, samples_now, config, lang), signature)
 
     outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, collapse, shown]

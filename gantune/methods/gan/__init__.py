@@ -1,8 +1,5 @@
-"""The thesis' method: generative adversarial prompt tuning (M_tunable + a discriminator)."""
+"""The thesis' method: generative adversarial prompt tuning (M_tunable + a discriminator).
 
-from .adapter import AdapterConfig, MTunable
-from .discriminator import EmbeddingDiscriminator, HiddenStateDiscriminator, ThesisDiscriminator
-from .method import GanMethod
-
-__all__ = ["AdapterConfig", "MTunable", "EmbeddingDiscriminator", "HiddenStateDiscriminator", "ThesisDiscriminator",
-           "GanMethod"]
+``settings`` (light) holds its settings sections; ``method`` the GanMethod, ``adapter`` M_tunable,
+``discriminator`` D, ``rollout`` / ``policy`` the phases of a step.
+"""

@@ -61,15 +61,15 @@ class AdapterMethod(TuningMethod):
             yield self.base.model
 
     def mle_step(self, batch: Batch) -> dict[str, float]:
-        """One MLE step of M_tunable on the reference answers (noise sampled per sequence)."""
+        """One MLE step of M_tunable on the reference answers (noise sampled per sequence, gradients clipped)."""
         self.adapter.train()
         with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
             logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
             loss = mle_loss(logp, batch.answer_mask)
         self.opt_g.zero_grad(set_to_none=True)
-        self.backward(loss, list(self.adapter.parameters()))
+        grad_norm = self.backward(loss, list(self.adapter.parameters()))
         self.opt_g.step()
-        return {"g_loss": loss.item(), "mle_loss": loss.item()}
+        return {"g_loss": loss.item(), "mle_loss": loss.item(), "grad_norm": grad_norm}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.adapter.parameters())

@@ -29,7 +29,7 @@ from ...config import TrainConfig
 from ...data import Batch
 from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
-from ..base import load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors, register
+from ..base import load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
 from .adapter import MTunable
 from .discriminator import EmbeddingDiscriminator, HiddenStateDiscriminator, ThesisDiscriminator, d_loss, d_reward
 from .generator import AdapterMethod
@@ -56,7 +56,6 @@ def warmup_epochs(config: TrainConfig) -> int:
     return max(0, min(config.warmup_epochs, config.epochs - 1))
 
 
-@register
 class GanMethod(AdapterMethod):
     name = "gan"
 
@@ -136,7 +135,7 @@ class GanMethod(AdapterMethod):
         for _ in range(cfg.d_steps):
             loss_d = d_loss(cfg.d_loss, self._d(*real_rows), self._d(*fake_rows), cfg.label_smoothing)
             self.opt_d.zero_grad(set_to_none=True)
-            self.backward(loss_d, list(self.discriminator.parameters()))
+            d_grad_norm = self.backward(loss_d, list(self.discriminator.parameters()))
             self.opt_d.step()
 
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
@@ -179,7 +178,7 @@ class GanMethod(AdapterMethod):
             g_loss = pg + cfg.mle_weight * mle
             stats["mle_loss"] = mle.item()
         self.opt_g.zero_grad(set_to_none=True)
-        self.backward(g_loss, list(self.adapter.parameters()))
+        grad_norm = self.backward(g_loss, list(self.adapter.parameters()))
         self.opt_g.step()
         t3 = time.perf_counter()
 
@@ -192,6 +191,8 @@ class GanMethod(AdapterMethod):
             "g_loss": g_loss.item(),
             "pg_loss": pg.item(),
             "d_loss": loss_d.item(),
+            "grad_norm": grad_norm,  # G's and D's (its last step's) gradient norms, before clipping
+            "d_grad_norm": d_grad_norm,
             "reward_mean": r,
             "clipped": float(clipped),
             # relativistic: D ranks the reference above the sample; bce: D's verdict on each side

@@ -1,0 +1,176 @@
+"""What the workbench accepts from a request: hosted mode's rules and caps, and the person's consent to a
+model's own code. Every refusal is a ``PageError``, worded for the page.
+
+Hosted mode (``Settings.space``) loads hub models only, reads only its own data folder and Gradio's
+upload folder, caps the size of a job, and never runs a model's own code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gantune.compare import ROWS
+from gantune.config import TrainConfig
+from gantune.data import HUB_DATASET, default_data_source
+from gantune.errors import GantuneError
+from gantune.models import hub_reachable, resolve_model
+
+from .i18n import tr
+
+MAX_SEEDS = 5  # seeds a comparison may take
+
+
+class PageError(GantuneError):
+    """A refusal worded for the page: its catalogue key and values (``str()`` is the English text).
+
+    A value named ``<name>_key`` is itself a catalogue key, said in the page's language as ``<name>``.
+    """
+
+    def __init__(self, key: str, **values: Any):
+        self.key, self.values = key, values
+        super().__init__(self.text("en"))
+
+    def text(self, lang: str) -> str:
+        """The refusal in ``lang``."""
+        values = {k.removesuffix("_key"): tr(lang, v) if k.endswith("_key") else v for k, v in self.values.items()}
+        return tr(lang, self.key, **values)
+
+
+@dataclass
+class Settings:
+    runs_dir: Path = Path("runs")
+    data: str | None = None  # default data source (None: ../shared/tofu when present, else the hub)
+    space: bool = False  # hosted mode: caps, no local paths, no remote code
+    max_n: int = 40
+    max_epochs: int = 3
+    max_new_tokens: int = 48
+    max_upload_mb: float = 20.0  # an uploaded data file larger than this is refused (also enforced by Gradio)
+    retention_n: int = 20  # retention questions per set in the page's evaluations
+    max_seeds: int = 2  # hosted mode: seeds a comparison may take
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        return cls(space=bool(os.environ.get("SPACE_ID")), **overrides)
+
+
+def upload_folder() -> str:
+    """Where Gradio keeps uploaded files (its GRADIO_TEMP_DIR rule)."""
+    return os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+
+
+class Policy:
+    """The checks a request passes before anything loads, reads or starts."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        # (model, gguf_file) whose own code the person allowed in this session: loaded with Setup's box ticked
+        self._trusted: set[tuple[str, str | None]] = set()
+
+    # --- the doors of jobs ----------------------------------------------------------------------
+    def admit(self, config: TrainConfig, run: str | None = None) -> bool:
+        """Whether a training job with these (validated) settings may start: the hosted caps and model rules, then
+        consent to the model's own code (a new run's: Setup's box; the run ``run``'s: ``run_trust``).
+
+        Returns whether the model may run its own code.
+        """
+        self.check_limits(config)
+        self.check_model(config.model, config.gguf_file)
+        if run is None:
+            return self.trust(config.model, config.gguf_file, config.trust_remote_code)
+        return self.run_trust(config, run)
+
+    def check_limits(self, config: TrainConfig) -> None:
+        s = self.settings
+        if not s.space:
+            return
+        if config.n is None or config.n > s.max_n:
+            raise PageError("hosted_max_n", n=s.max_n)
+        if config.epochs > s.max_epochs:
+            raise PageError("hosted_max_epochs", n=s.max_epochs)
+        if config.max_new_tokens > s.max_new_tokens:
+            raise PageError("hosted_max_tokens", n=s.max_new_tokens)
+
+    def check_comparison(self, methods: list[str], seeds: int) -> None:
+        """Known methods, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""
+        unknown = [m for m in methods if m not in ROWS]
+        if unknown:
+            raise PageError("unknown_methods", methods=", ".join(unknown))
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise PageError("seeds_range", most=MAX_SEEDS, seeds=seeds)
+        if self.settings.space and seeds > self.settings.max_seeds:
+            raise PageError("hosted_max_seeds", n=self.settings.max_seeds)
+
+    # --- models and their own code --------------------------------------------------------------
+    def check_model(self, name: str, gguf_file: str | None) -> None:
+        """Hosted mode loads 'default' or a hub id only: nothing typed reaches the filesystem."""
+        if not self.settings.space:
+            return
+        if gguf_file:
+            raise PageError("hosted_no_gguf")
+        try:
+            valid = name == "default" or resolve_model(name, local=False)[2] == "hub"
+        except GantuneError:  # not a valid hub id
+            valid = False
+        if not valid:
+            raise PageError("hosted_hub_id", name=repr(name))
+
+    def trust(self, name: str, gguf_file: str | None, ticked: bool) -> bool:
+        """Whether a model loaded now may run its own code: Setup's box (``ticked``), never when hosted.
+
+        A model loaded with it counts as allowed for the rest of this session (``run_trust``).
+        """
+        if self.settings.space or not ticked:
+            return False
+        self._trusted.add((name, gguf_file))
+        return True
+
+    def run_trust(self, config: TrainConfig, run: str, ticked: bool = False) -> bool:
+        """Whether a run's base model may run its own code: only when its config.json asks for it and the person
+        allowed it in this session (Setup's box ``ticked`` now, in Chat; or ticked when that model was loaded);
+        never when hosted. A run that asks without that is refused: a run folder alone never turns remote code on."""
+        if not config.trust_remote_code:
+            return False
+        if self.settings.space:
+            raise PageError("remote_code_hosted", run=run)
+        if ticked or (config.model, config.gguf_file) in self._trusted:
+            return True
+        raise PageError("remote_code_consent", run=run, model=config.model)
+
+    # --- data -----------------------------------------------------------------------------------
+    def data_source(self, kind: str, path: str | None, upload: str | None) -> str:
+        """The data argument for gantune from the Setup widgets (offline folder, hub, or an upload).
+
+        Hosted mode reads only its own data folder and Gradio's upload folder, whatever a request says.
+        """
+        default = self.settings.data or default_data_source()
+        if kind == "upload":
+            return self._checked_upload(upload)
+        if kind == "hub":
+            if not hub_reachable():  # said in the page's words, before a job starts
+                raise PageError("hub_offline")
+            return HUB_DATASET
+        if kind != "offline":
+            raise PageError("unknown_kind", kind=repr(kind))
+        path = (path or "").strip()
+        if self.settings.space:
+            if path and Path(path).resolve() != Path(default).resolve():
+                raise PageError("hosted_own_data")
+            return default
+        return path or default
+
+    def _checked_upload(self, upload: str | None) -> str:
+        if not upload:
+            raise PageError("upload_first")
+        path = Path(upload)
+        if self.settings.space and not path.resolve().is_relative_to(Path(upload_folder()).resolve()):
+            raise PageError("upload_only")
+        if not path.is_file():
+            raise PageError("upload_gone")
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > self.settings.max_upload_mb:
+            raise PageError("upload_too_big", size=f"{size_mb:.2f}", most=f"{self.settings.max_upload_mb:g}")
+        return str(path)
