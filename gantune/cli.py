@@ -20,7 +20,7 @@ import typing
 from typing import Any, Callable, Iterator, Sequence
 
 from .config import PRESETS, SECTIONS, SEED_MAX, TrainConfig, preset_config
-from .errors import OUT_OF_MEMORY, GantuneError
+from .errors import OUT_OF_MEMORY, GantuneError, first_line
 from .methods import METHODS
 
 
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line unless asked for the traceback
         if os.environ.get("GANTUNE_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = first_line(exc)
         print(f"gantune: internal error: {type(exc).__name__}: {message} (GANTUNE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     return code or 0

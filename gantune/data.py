@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .errors import GantuneError
+from .errors import GantuneError, first_line
 from .models import hub_reachable
 
 HUB_DATASET = "locuslab/TOFU"
@@ -273,7 +273,7 @@ def _load_hub(repo: str, subset: str) -> list[QAPair]:
 
         ds = load_dataset(repo, subset, split="train")
     except Exception as exc:  # the hub raises many kinds; all mean "not available"
-        raise GantuneError(f"could not load {repo}/{subset} from the hub: {str(exc).splitlines()[0]}") from exc
+        raise GantuneError(f"could not load {repo}/{subset} from the hub: {first_line(exc)}") from exc
     return [_to_pair(r, f"{repo}/{subset} row {i}") for i, r in enumerate(ds, 1)]
 
 

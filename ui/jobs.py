@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from gantune.errors import OUT_OF_MEMORY, GantuneError
+from gantune.errors import OUT_OF_MEMORY, GantuneError, first_line
 
 # A job body gets (report, should_stop): report(step, total, run, message) updates the status.
 Report = Callable[..., None]
@@ -159,7 +159,7 @@ class JobManager:
             result, state, error = None, "failed", OUT_OF_MEMORY
         except Exception as exc:  # a bug or a runtime fault: the page shows it, the server lives on
             traceback.print_exc()
-            result, state, error = None, "failed", f"{type(exc).__name__}: {exc}"
+            result, state, error = None, "failed", f"{type(exc).__name__}: {first_line(exc)}"
         with self._lock:
             self._set(replace(self._status, state=state, error=error, finished=time.time(), result=result,
                               message=error or state, message_args={}))

@@ -8,7 +8,6 @@ when the estimated training memory would not fit; LoRA is the way out then.
 from __future__ import annotations
 
 import copy
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,6 +22,7 @@ from ..config import TrainConfig
 from ..data import Batch
 from ..errors import GantuneError
 from ..models import BaseModel
+from ..runs import read_json_file
 from .base import (
     TuningMethod,
     l2_norm,
@@ -119,7 +119,7 @@ class FullMethod(TuningMethod):
     def _load_weights(self, folder: Path) -> None:
         index = folder / "model.safetensors.index.json"
         if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            files = sorted(set(read_json_file(index)["weight_map"].values()))
         elif (folder / "model.safetensors").is_file():
             files = ["model.safetensors"]
         else:

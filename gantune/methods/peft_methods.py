@@ -51,7 +51,7 @@ from transformers.pytorch_utils import Conv1D
 
 from ..config import TrainConfig
 from ..data import Batch
-from ..errors import GantuneError
+from ..errors import GantuneError, first_line
 from ..models import BaseModel
 from ..scoring import answer_logprobs, mle_loss
 from .base import (
@@ -149,7 +149,7 @@ class PeftMethod(TuningMethod):
         try:
             saved = PeftConfig.from_pretrained(str(folder))
         except (OSError, ValueError) as exc:
-            raise GantuneError(f"{folder} holds no peft adapter: {str(exc).strip().splitlines()[0]}") from exc
+            raise GantuneError(f"{folder} holds no peft adapter: {first_line(exc)}") from exc
         if saved.peft_type != cls.peft_type:
             raise GantuneError(f"{folder} holds a {saved.peft_type.value} adapter, not one for --method {cls.name}")
         return cls(base, config, folder=folder)

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...runs import read_json_file
+
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 
@@ -91,7 +93,7 @@ class MTunable(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> "MTunable":
         folder = Path(folder)
-        config = AdapterConfig(**json.loads((folder / CONFIG_NAME).read_text()))
+        config = AdapterConfig(**read_json_file(folder / CONFIG_NAME))
         module = cls(config)
         module.load_state_dict(load_file(folder / WEIGHTS_NAME))
         return module.to(device)
