@@ -303,7 +303,7 @@ def browser_page(sync_api, tmp_path: Path, locale: str, errors: list[str]):
     with sync_api.sync_playwright() as p:
         browser = launch_browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(WAIT * 1000)  # a busy machine answers the page slowly (CI shares its cores)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             yield page

@@ -119,7 +119,7 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
         return gr.update(visible=k == UPLOAD), gr.update(visible=k == OFFLINE and not space), \
             gr.update(choices=subsets, value="forget10", visible=k != UPLOAD)
 
-    kind.change(on_kind, kind, [upload, path, subset])
+    kind.change(on_kind, kind, [upload, path, subset], show_progress="hidden")  # instant: no spinner over Setup
 
     def on_load(name, gguf, trusted, request: gr.Request, progress=gr.Progress()):
         lang = language(request)
