@@ -190,9 +190,10 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         try:
             config = build_config("gan", preset_name, setup_values(engine, *values[:n_setup]), list(values[n_setup:]))
             job = engine.start_training(config)
-        except GantuneError as exc:
+        except GantuneError as exc:  # a toast, and the same words above the status (a toast fades after 10 s)
             gr.Warning(error_text(exc, lang))
-            return status_html(engine, engine.jobs.status("train"), lang), gr.skip()
+            refusal = f'<p class="gantune-refusal">⚠ {html.escape(error_text(exc, lang))}</p>'
+            return refusal + status_html(engine, engine.jobs.status("train"), lang), gr.skip()
         return status_html(engine, job, lang), Path(job.run).name
 
     start.click(on_start, [preset, *setup.as_list(), *widgets], [status, viewed_run], api_name="start")
