@@ -9,6 +9,7 @@ call and no run folder is left behind for a refused start.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import pytest
 import torch
@@ -160,7 +162,13 @@ def _page_args(world, change: dict) -> list:
 @pytest.fixture(scope="module")
 def page(world, tmp_path_factory):
     """The workbench with the real model loader (models load by path) on a free loopback port."""
-    engine = Engine(Settings(runs_dir=tmp_path_factory.mktemp("catalogue-runs")))
+    with served(Engine(Settings(runs_dir=tmp_path_factory.mktemp("catalogue-runs")))) as served_page:
+        yield served_page
+
+
+@contextlib.contextmanager
+def served(engine: Engine) -> Iterator[SimpleNamespace]:
+    """``engine``'s workbench on a free loopback port, with a client; its job stopped and the server closed after."""
     demo, url, _ = launch(engine, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                           quiet=True)
     try:

@@ -24,9 +24,8 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import WORDS, make_base
-from gradio_client import Client
-from test_catalogue import _save_model, assert_one_line, run_cli
-from test_ui_app import WAIT, free_port, start_args, warnings_of
+from test_catalogue import _save_model, assert_one_line, run_cli, served
+from test_ui_app import WAIT, start_args, warnings_of
 
 from gantune.compare import compare_methods, recorded_split, shared_settings
 from gantune.config import preset_config
@@ -36,7 +35,6 @@ from gantune.inference import load_method
 from gantune.runs import MARKER, RunFolder, claim_unused
 from gantune.trainer import train
 from ui import engine as engine_module
-from ui.app import launch
 from ui.engine import Engine, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,15 +144,8 @@ def page(world, tmp_path_factory):
     for name, file, content in DAMAGE:
         (copy_run(world, runs / f"damaged-{name}") / file).write_bytes(content)
     _save_model(runs / "a-model-folder")
-    engine = Engine(Settings(runs_dir=runs))
-    demo, url, _ = launch(engine, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                          quiet=True)
-    try:
-        yield SimpleNamespace(engine=engine, url=url, client=Client(url, verbose=False))
-    finally:
-        engine.jobs.stop()
-        engine.jobs.wait(WAIT)
-        demo.close()
+    with served(Engine(Settings(runs_dir=runs))) as served_page:
+        yield served_page
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
