@@ -41,6 +41,13 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # two adversarial epochs of the three instead of one (warm-up 1)
     "gan-rloo": ("gan", "improved", {"samples_per_question": 4, "baseline": "loo"}),
     "gan-adv2": ("gan", "improved", {"warmup_epochs": 1}),
+    # each part of the rollout used for 4 generator updates (PPO's epochs); sampled cold (T 0.7, ColdGANs), with
+    # and without the 4 updates
+    "gan-ppo4": ("gan", "improved", {"ppo_epochs": 4}),
+    "gan-cold": ("gan", "improved", {"ppo_epochs": 4, "rollout_temperature": 0.7}),
+    "gan-t07": ("gan", "improved", {"rollout_temperature": 0.7}),
+    # D scores every prefix; per-token advantages with D as the critic (ScratchGAN's dense rewards)
+    "gan-dense": ("gan", "improved", {"reward": "dense"}),
     "gan-thesis": ("gan", "thesis", {}),
     "adapter-mle": ("adapter-mle", "improved", {}),
     "lora": ("lora", "improved", {}),

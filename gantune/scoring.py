@@ -23,13 +23,15 @@ def answer_logprobs(
     prompt_mask: torch.Tensor,
     answer_ids: torch.Tensor,
     answer_mask: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """log π(answer_t | prompt, answer_<t) for every answer position (B×T, fp32, 0 where masked)."""
+    """log π(answer_t | prompt, answer_<t) for every answer position (B×T, fp32, 0 where masked);
+    π is softmax(logits / temperature)."""
     ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
     t = answer_ids.shape[1]
     # logits only for positions P-1 … P+T-1 (the answer slice); drop the last, which predicts past the end
     logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False).logits
-    logp = logits[:, :-1].float().log_softmax(dim=-1)
+    logp = (logits[:, :-1].float() / temperature).log_softmax(dim=-1)
     del logits
     picked = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
     return picked * answer_mask

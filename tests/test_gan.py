@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from gantune.config import preset_config
 from gantune.data import Encoder, QAPair
+from gantune.errors import GantuneError
 from gantune.inference import answer_questions
 from gantune.methods import get_method
 from gantune.methods.gan.adapter import CONFIG_NAME, AdapterConfig, MTunable
@@ -656,3 +657,141 @@ def test_merge_repads_batches(base):
     m = merge([a, b], base.tokenizer.pad_token_id)
     whole = _batch(base, cfg)
     assert torch.equal(m.prompt_ids, whole.prompt_ids) and torch.equal(m.answer_mask, whole.answer_mask)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_cold_rollout_logprobs_are_the_tempered_policy_and_frozen_pass_matches(base, temperature):
+    """At --rollout-temperature T the recorded log-probs are those of softmax(logits / T), as the G step and KL read them."""
+    method, batch = _method(base, adapter_init="default", rollout_temperature=temperature)
+    torch.manual_seed(1)
+    roll = method._rollout(batch)
+    with method._attached(roll.noise), torch.no_grad():
+        again = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask,
+                                temperature)
+        plain = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+    assert torch.allclose(roll.logp, again, atol=1e-4)
+    assert torch.allclose(roll.logp, plain, atol=1e-4) == (temperature == 1.0)
+    ref_logp, _ = method._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+    with torch.no_grad():
+        untuned = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask,
+                                  temperature)
+    assert torch.allclose(ref_logp, untuned, atol=1e-4)
+
+
+def test_cold_sampling_concentrates_on_the_likeliest_tokens(base):
+    """Lower temperature → higher mean log-probability (under the plain policy) of what is sampled
+    (the tiny model's logits are nearly flat, so a very cold T shows it)."""
+    def mean_plain_logp(temperature):
+        method, batch = _method(base, adapter_init="default", rollout_temperature=temperature, max_new_tokens=6)
+        torch.manual_seed(3)
+        big = _batch(base, method.config, PAIRS * 8)
+        roll = method._rollout(big)
+        with method._attached(roll.noise), torch.no_grad():
+            logp = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+        return float(logp.sum() / roll.answer_mask.sum())
+    assert mean_plain_logp(0.05) > mean_plain_logp(1.0) + 0.1
+
+
+def test_ppo_epochs_update_the_generator_several_times_on_one_rollout(base):
+    one, batch = _method(base, adapter_init="default")
+    torch.manual_seed(5)
+    one.train_step(batch)
+    four, _ = _method(base, adapter_init="default", ppo_epochs=4)
+    torch.manual_seed(5)
+    s = four.train_step(batch)
+    steps = [float(state["step"]) for state in four.opt_g.state.values()]
+    assert steps and set(steps) == {4.0}
+    assert {float(state["step"]) for state in one.opt_g.state.values()} == {1.0}
+    # the same rollout and D step; only the generator moved further
+    assert torch.equal(four._last.answer_ids, one._last.answer_ids)
+    assert all(torch.equal(a, b) for a, b in zip(four.discriminator.parameters(), one.discriminator.parameters()))
+    moved = [not torch.equal(a, b) for a, b in zip(four.adapter.parameters(), one.adapter.parameters())]
+    assert any(moved) and 0.0 <= s["clipped"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(ppo_epochs=2, clip=0.0), dict(ppo_epochs=2, pg_estimator="thesis"),
+                                 dict(ppo_epochs=0), dict(rollout_temperature=0.0),
+                                 dict(rollout_temperature=float("nan"))])
+def test_ppo_epochs_and_temperature_refusals(bad):
+    with pytest.raises(GantuneError):
+        _config(**bad)
+
+
+# --- dense rewards: D scores every prefix --------------------------------------------------------
+
+from gantune.methods.gan.discriminator import aligned_reference_scores, dense_d_loss  # noqa: E402
+from gantune.methods.gan.policy import prefix_advantages  # noqa: E402
+
+
+def test_prefix_scores_are_the_scores_of_each_prefix_in_one_pass(base):
+    cfg = _config()
+    batch = _batch(base, cfg)
+    _, states = frozen_pass(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    torch.manual_seed(0)
+    d = HiddenStateDiscriminator(base.model.config.hidden_size, [16, 8, 4], dropout=0.0)
+    scores = d.prefix_scores(batch.answer_mask, states)
+    lengths = batch.answer_mask.sum(1)
+    for t in range(batch.answer_ids.shape[1]):
+        cut = batch.answer_mask.clone()
+        cut[:, t + 1:] = 0
+        whole = d(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, cut, states)
+        inside = t < lengths
+        assert torch.allclose(scores[inside, t], whole[inside], atol=1e-5)
+        assert (scores[~inside, t] == 0).all()
+
+
+def test_aligned_reference_scores_hold_the_whole_reference_past_its_end():
+    real = torch.tensor([[1.0, 2.0, 3.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    real_mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    fake_mask = torch.ones(4, 5, dtype=torch.long)  # k = 2 samples a question
+    got = aligned_reference_scores(real, real_mask, fake_mask)
+    assert got.tolist() == [[1, 2, 3, 3, 3], [1, 2, 3, 3, 3], [5, 5, 5, 5, 5], [5, 5, 5, 5, 5]]
+
+
+def test_dense_d_loss_by_hand():
+    real, real_mask = torch.tensor([[1.0, 2.0]]), torch.tensor([[1, 1]])
+    fake = torch.tensor([[0.5, 2.5, -1.0]], requires_grad=True)
+    fake_mask = torch.tensor([[1, 1, 0]])
+    loss = dense_d_loss(real, real_mask, fake, fake_mask)
+    sp = torch.nn.functional.softplus
+    want = (sp(torch.tensor(0.5 - 1.0)) + sp(torch.tensor(2.5 - 2.0))) / 2
+    assert torch.allclose(loss, want)
+    loss.backward()
+    assert fake.grad[0, 2] == 0 and (fake.grad[0, :2] > 0).all()  # D pushes the samples' prefixes down
+
+
+def test_prefix_advantages_by_hand():
+    relative = torch.tensor([[1.0, 3.0, 2.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    raw = torch.tensor([[2.0, 2.0 - 1.0, 2.0 - 3.0], [4.0, 0.0, 0.0]])  # final − score before t
+    centred = (raw - raw[mask.bool()].mean()) * mask
+    assert torch.allclose(prefix_advantages(relative, mask, None, 0.0, normalize=False), centred)
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.5, 9.0, 9.0]])
+    with_kl = raw - 0.5 * torch.tensor([[0.6, 0.5, 0.3], [0.5, 0.0, 0.0]])  # β × the KL from t on
+    want = (with_kl - with_kl[mask.bool()].mean()) * mask
+    assert torch.allclose(prefix_advantages(relative, mask, kl, 0.5, normalize=False), want)
+    normed = prefix_advantages(relative, mask, kl, 0.5, normalize=True)
+    assert torch.allclose(normed[mask.bool()].std(), torch.tensor(1.0))
+
+
+def test_per_token_advantages_weight_each_token():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1]])
+    policy_gradient_loss(logp, mask, torch.tensor([[3.0, -1.0]])).backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-1.5, 0.5]]))
+
+
+def test_dense_reward_step_trains_d_on_prefixes_and_g_on_per_token_advantages(base):
+    method, batch = _method(base, reward="dense", adapter_init="default")
+    d0, g0 = _snapshot(method.discriminator), _snapshot(method.adapter)
+    s = method.train_step(batch)
+    assert s["phase"] == "adversarial" and s["d_loss"] > 0
+    assert any(not torch.equal(v, method.discriminator.state_dict()[k]) for k, v in d0.items())
+    assert any(not torch.equal(v, method.adapter.state_dict()[k]) for k, v in g0.items())
+
+
+@pytest.mark.parametrize("bad", [dict(reward="dense", discriminator="embedding"), dict(reward="dense", d_loss="bce"),
+                                 dict(reward="dense", samples_per_question=2, baseline="loo")])
+def test_dense_reward_refusals(bad):
+    with pytest.raises(GantuneError):
+        _config(**bad)

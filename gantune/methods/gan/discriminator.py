@@ -48,6 +48,14 @@ class HiddenStateDiscriminator(nn.Module):
         final = states[torch.arange(states.shape[0], device=states.device), last]
         return self.net(torch.cat([_masked_mean(states, answer_mask), final], dim=-1)).squeeze(-1)
 
+    def prefix_scores(self, answer_mask: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """D's logit of every prefix y_≤t of each answer in one pass (B×T, 0 past the answer): the same
+        features as ``forward`` (mean state over the prefix ; state of its last token), so position
+        len − 1 is the whole answer's score."""
+        states, m = states.float(), answer_mask.unsqueeze(-1).float()
+        running_mean = (states * m).cumsum(1) / m.cumsum(1).clamp(min=1.0)
+        return self.net(torch.cat([running_mean, states], dim=-1)).squeeze(-1) * answer_mask
+
 
 class EmbeddingDiscriminator(nn.Module):
     """Reads both parts through the frozen LM's input embeddings, mean-pooled over real tokens.
@@ -110,6 +118,26 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: f
         return nn.functional.softplus(fake - real.repeat_interleave(k)).mean()
     bce = nn.functional.binary_cross_entropy_with_logits
     return bce(real, torch.full_like(real, 1.0 - label_smoothing)) + bce(fake, torch.zeros_like(fake))
+
+
+def aligned_reference_scores(real: torch.Tensor, real_mask: torch.Tensor, fake_mask: torch.Tensor) -> torch.Tensor:
+    """For each sample position t, the reference's prefix score at min(t, its last position) (B·k × T).
+
+    ``real``: per-prefix scores of the B references; ``fake_mask``: the B·k samples (question-major).
+    Past the reference's end its whole answer stands in, so a sample that runs on is compared with an
+    answer that has ended."""
+    k = fake_mask.shape[0] // real.shape[0]
+    t = torch.arange(fake_mask.shape[1], device=real.device)
+    last = (real_mask.sum(1) - 1).clamp(min=0).repeat_interleave(k)
+    index = torch.minimum(t.unsqueeze(0), last.unsqueeze(1)).clamp(max=real.shape[1] - 1)
+    return real.repeat_interleave(k, 0).gather(1, index)
+
+
+def dense_d_loss(real: torch.Tensor, real_mask: torch.Tensor, fake: torch.Tensor, fake_mask: torch.Tensor) -> torch.Tensor:
+    """Relativistic loss at every prefix: −log σ(D(q, r_≤min(t,|r|)) − D(q, y_≤t)), averaged over the samples' tokens."""
+    aligned = aligned_reference_scores(real, real_mask, fake_mask)
+    m = fake_mask.float()
+    return (nn.functional.softplus(fake - aligned) * m).sum() / m.sum().clamp(min=1.0)
 
 
 def d_reward(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ Training (see docs/method.md and shared/design/gan-method.md):
   2. D step      the untuned LM reads [q ; y] and [q ; r] once (no grad): D's features and log π_ref;
                  D learns to rank r above y (relativistic) or real → 1, generated → 0 (bce)
   3. reward      R = D's reward − β · KL(π_rollout ‖ π_ref) summed over y; advantage A = R − baseline
+                 (``--reward dense``: D scores every prefix, and token t's advantage is the final score
+                 minus the score before t, less β · the KL from t on)
   4. G step      ONE teacher-forced pass over [q ; y] gives log π; PPO-clipped surrogate with the
                  ratio π/π_rollout (plain REINFORCE when ``clip`` is 0), + λ · MLE when λ > 0
 The ``thesis`` preset keeps the plain SeqGAN step of the thesis: no warm-up, BCE on token ids,
@@ -31,9 +33,17 @@ from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
 from ..base import load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
 from .adapter import MTunable
-from .discriminator import EmbeddingDiscriminator, HiddenStateDiscriminator, ThesisDiscriminator, d_loss, d_reward
+from .discriminator import (
+    EmbeddingDiscriminator,
+    HiddenStateDiscriminator,
+    ThesisDiscriminator,
+    aligned_reference_scores,
+    d_loss,
+    d_reward,
+    dense_d_loss,
+)
 from .generator import AdapterMethod
-from .policy import advantages, clipped_policy_loss, policy_gradient_loss, sequence_kl, thesis_logprobs
+from .policy import advantages, clipped_policy_loss, policy_gradient_loss, prefix_advantages, sequence_kl, thesis_logprobs
 from .rollout import Rollout, frozen_pass, merge, sample
 
 D_CONFIG = "discriminator_config.json"
@@ -105,18 +115,24 @@ class GanMethod(AdapterMethod):
         max_new = min(self.config.max_new_tokens, batch.answer_ids.shape[1])
         self.adapter.train()
         with self._attached(noise), self.accelerator.autocast():
-            return sample(self.base.model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new)
+            return sample(self.base.model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
+                          self.config.rollout_temperature)
 
     def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states."""
         if not (self.discriminator.needs_states or self.config.kl_coef > 0):
             return None, None
         with self.accelerator.autocast():
-            return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask)
+            return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
+                               self.config.rollout_temperature)
 
     def _d(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states) -> torch.Tensor:
         with self.accelerator.autocast():
             return self.discriminator(prompt_ids, prompt_mask, answer_ids, answer_mask, states).float()
+
+    def _prefixes(self, answer_mask: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        with self.accelerator.autocast():
+            return self.discriminator.prefix_scores(answer_mask, states).float()
 
     def adversarial_step(self, batch: Batch) -> dict[str, float]:
         cfg, k = self.config, self.config.samples_per_question
@@ -133,7 +149,11 @@ class GanMethod(AdapterMethod):
         fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
         self.discriminator.train()
         for _ in range(cfg.d_steps):
-            loss_d = d_loss(cfg.d_loss, self._d(*real_rows), self._d(*fake_rows), cfg.label_smoothing)
+            if cfg.reward == "dense":
+                loss_d = dense_d_loss(self._prefixes(batch.answer_mask, real_states), batch.answer_mask,
+                                      self._prefixes(roll.answer_mask, fake_states), roll.answer_mask)
+            else:
+                loss_d = d_loss(cfg.d_loss, self._d(*real_rows), self._d(*fake_rows), cfg.label_smoothing)
             self.opt_d.zero_grad(set_to_none=True)
             d_grad_norm = self.backward(loss_d, list(self.discriminator.parameters()))
             self.opt_d.step()
@@ -147,39 +167,26 @@ class GanMethod(AdapterMethod):
         self.discriminator.eval()
         with torch.no_grad():
             real, fake = self._d(*real_rows), self._d(*fake_rows)
+            if cfg.reward == "dense":
+                relative = (self._prefixes(roll.answer_mask, fake_states) - aligned_reference_scores(
+                    self._prefixes(batch.answer_mask, real_states), batch.answer_mask, roll.answer_mask))
         reward = d_reward(cfg.d_loss, real, fake)
         kl = sequence_kl(roll.logp, ref_logp, roll.answer_mask) if ref_logp is not None else None
-        total = reward - cfg.kl_coef * kl if cfg.kl_coef > 0 else reward
-        adv = advantages(total, cfg.baseline, self.reward_mean, cfg.normalize_advantage, k)
+        if cfg.reward == "dense":
+            kl_tokens = roll.logp - ref_logp if ref_logp is not None else None
+            adv = prefix_advantages(relative, roll.answer_mask, kl_tokens, cfg.kl_coef, cfg.normalize_advantage)
+        else:
+            total = reward - cfg.kl_coef * kl if cfg.kl_coef > 0 else reward
+            adv = advantages(total, cfg.baseline, self.reward_mean, cfg.normalize_advantage, k)
         r = float(reward.mean())
         self.reward_mean = r if self.reward_mean is None else 0.9 * self.reward_mean + 0.1 * r
         self._last = roll
         t2 = time.perf_counter()
 
-        # phase 4: the generator, one teacher-forced pass over [q ; y] (+ one over [q ; r] for the MLE term)
-        self.adapter.train()
-        clipped = torch.zeros(())
-        with self._attached(roll.noise), self.accelerator.autocast():
-            if cfg.pg_estimator == "thesis":
-                logp = thesis_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
-                pg = policy_gradient_loss(logp, roll.answer_mask, adv)
-            else:
-                logp = answer_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
-                if cfg.clip > 0:
-                    pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
-                else:
-                    pg = policy_gradient_loss(logp, roll.answer_mask, adv)
-        g_loss, stats = pg, {}
-        if cfg.mle_weight > 0:
-            with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
-                real_logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
-                                            batch.answer_mask)
-                mle = mle_loss(real_logp, batch.answer_mask)
-            g_loss = pg + cfg.mle_weight * mle
-            stats["mle_loss"] = mle.item()
-        self.opt_g.zero_grad(set_to_none=True)
-        grad_norm = self.backward(g_loss, list(self.adapter.parameters()))
-        self.opt_g.step()
+        # phase 4: the generator, ``ppo_epochs`` updates on this rollout, each ONE teacher-forced pass over
+        # [q ; y] (+ one over [q ; r] for the MLE term)
+        for _ in range(cfg.ppo_epochs):
+            g_loss, pg, clipped, stats, grad_norm = self._generator_update(batch, roll, adv)
         t3 = time.perf_counter()
 
         tokens = roll.answer_mask.sum(1).float()
@@ -205,6 +212,35 @@ class GanMethod(AdapterMethod):
             "d_seconds": t2 - t1,
             "g_seconds": t3 - t2,
         }
+
+    def _generator_update(self, batch: Batch, roll: Rollout, adv: torch.Tensor):
+        """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE)."""
+        cfg = self.config
+        self.adapter.train()
+        clipped, stats = torch.zeros(()), {}
+        with self._attached(roll.noise), self.accelerator.autocast():
+            if cfg.pg_estimator == "thesis":
+                logp = thesis_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+                pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+            else:
+                logp = answer_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids,
+                                       roll.answer_mask, cfg.rollout_temperature)
+                if cfg.clip > 0:
+                    pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
+                else:
+                    pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+        g_loss = pg
+        if cfg.mle_weight > 0:
+            with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
+                real_logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
+                                            batch.answer_mask)
+                mle = mle_loss(real_logp, batch.answer_mask)
+            g_loss = pg + cfg.mle_weight * mle
+            stats["mle_loss"] = mle.item()
+        self.opt_g.zero_grad(set_to_none=True)
+        grad_norm = self.backward(g_loss, list(self.adapter.parameters()))
+        self.opt_g.step()
+        return g_loss, pg, clipped, stats, grad_norm
 
     def sampled_answers(self) -> list[str]:
         """One sampled answer per question of the last adversarial step ([] during the warm-up)."""

@@ -56,10 +56,40 @@ def advantages(rewards: torch.Tensor, baseline: str, running_mean: float | None,
     return adv
 
 
+def prefix_advantages(relative: torch.Tensor, mask: torch.Tensor, kl_per_token: torch.Tensor | None, kl_coef: float,
+                      normalize: bool) -> torch.Tensor:
+    """Per-token advantages from D's per-prefix scores, D acting as a critic (B×T, 0 where masked).
+
+    ``relative``: D(q, y_≤t) − D(q, r_≤t) at each position. Token t's advantage is what the answer
+    from t on did to that score: its final value minus the value before t (the whole answer's reward
+    for the first token), less β times the KL to the untuned model from t on. Then centred and, with
+    ``normalize``, scaled over the batch's tokens.
+    """
+    m = mask.float()
+    last = (mask.sum(1) - 1).clamp(min=0)
+    final = relative.gather(1, last.unsqueeze(1))
+    before = torch.cat([torch.zeros_like(relative[:, :1]), relative[:, :-1]], dim=1)
+    adv = final - before
+    if kl_per_token is not None and kl_coef > 0:
+        kl_to_go = (kl_per_token * m).flip(1).cumsum(1).flip(1)
+        adv = adv - kl_coef * kl_to_go
+    n = m.sum().clamp(min=1.0)
+    adv = (adv - (adv * m).sum() / n) * m
+    if normalize and n > 1:
+        adv = adv / (((adv ** 2) * m).sum() / (n - 1)).sqrt().clamp(min=1e-8)
+    return adv
+
+
+def _per_token(advantage: torch.Tensor) -> torch.Tensor:
+    """A per-answer advantage (B,) broadcast over its tokens; a per-token one (B×T) as it is."""
+    return advantage.detach() if advantage.dim() == 2 else advantage.detach().unsqueeze(1)
+
+
 def policy_gradient_loss(logp: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor) -> torch.Tensor:
-    """−(1/N) Σ_b A_b Σ_t log π_bt over the N real (unmasked) answer tokens of the batch."""
+    """−(1/N) Σ_b Σ_t A_bt log π_bt over the N real (unmasked) answer tokens of the batch (A_bt = A_b for a
+    per-answer advantage)."""
     n = mask.sum().clamp(min=1)
-    return -(advantage.detach().unsqueeze(1) * logp * mask).sum() / n
+    return -(_per_token(advantage) * logp * mask).sum() / n
 
 
 def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor,
@@ -69,7 +99,7 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.
     Its gradient at ρ = 1 equals ``policy_gradient_loss``'s. Returns the loss and the share of clipped tokens.
     """
     ratio = torch.exp(logp - old_logp.detach())
-    a = advantage.detach().unsqueeze(1)
+    a = _per_token(advantage)
     surrogate = torch.minimum(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a)
     n = mask.sum().clamp(min=1)
     clipped = (((ratio - 1.0).abs() > clip).float() * mask).sum() / n

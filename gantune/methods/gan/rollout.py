@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, TemperatureLogitsWarper
 
 from ...data import Batch, pad
 from ...generation import generate_answers
@@ -80,23 +80,28 @@ def merge(batches: list[Batch], pad_id: int) -> Batch:
 
 @torch.no_grad()
 def sample(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, noise: torch.Tensor,
-           eos_id: int, pad_id: int, max_new_tokens: int) -> Rollout:
-    """Sample one answer per prompt row from ``model`` (G, adapter attached by the caller)."""
+           eos_id: int, pad_id: int, max_new_tokens: int, temperature: float = 1.0) -> Rollout:
+    """Sample one answer per prompt row from ``model`` (G, adapter attached by the caller) at ``temperature``;
+    ``logp`` is of that tempered distribution."""
     recorder = _RecordLogprobs()
+    # the warper goes in our own list, before the recorder: generate() places a temperature it is given
+    # after user processors, so the recorder would see the scores before it
+    tempered = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
     answers, mask = generate_answers(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, sample=True,
-                                     logits_processor=LogitsProcessorList([recorder]))
+                                     logits_processor=LogitsProcessorList([*tempered, recorder]))
     logp = recorder.finish(answers)[:, : answers.shape[1]] * mask
     return Rollout(prompt_ids, prompt_mask, answers, mask, logp, noise)
 
 
 @torch.no_grad()
 def frozen_pass(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, answer_ids: torch.Tensor,
-                answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The untuned LM over [q ; a]: log π_ref of each answer token (B×T) and the last hidden states there (B×T×d)."""
+                answer_mask: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The untuned LM over [q ; a]: log π_ref of each answer token (B×T; softmax(logits / temperature)) and
+    the last hidden states there (B×T×d)."""
     ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
     t = answer_ids.shape[1]
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False,
              output_hidden_states=True)
-    logp = out.logits[:, :-1].float().log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+    logp = (out.logits[:, :-1].float() / temperature).log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
     states = out.hidden_states[-1][:, -t:] if t else out.hidden_states[-1][:, :0]
     return logp * answer_mask, states.float()

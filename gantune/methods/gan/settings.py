@@ -32,6 +32,9 @@ class GanSettings:
     adv_lr: float = setting(5e-4, "learning rate of M_tunable in the adversarial phase (the MLE warm-up uses --lr)")
     rollout: str = setting("epoch", "epoch: sample answers for all of an epoch's questions in one call; batch: sample per "
                            "step (SeqGAN)", ("epoch", "batch"))
+    rollout_temperature: float = setting(1.0, "temperature of the rollout's sampling; below 1 samples 'cold', nearer the "
+                                         "greedy answers evaluation reads (ColdGANs); the policy gradient, PPO ratio and KL "
+                                         "use the same tempered distribution")
     samples_per_question: int = setting(1, "answers sampled per question (with --baseline loo: a leave-one-out baseline)")
     discriminator: str = setting("hidden", "hidden: the frozen LM's last hidden states of the answer, given the question; "
                                  "embedding: frozen input embeddings, mean-pooled; thesis: token ids cast to float",
@@ -44,6 +47,10 @@ class GanSettings:
     d_weight_decay: float = setting(0.01, "weight decay of the discriminator's optimiser (AdamW)")
     d_steps: int = setting(1, "discriminator steps per generator step")
     label_smoothing: float = setting(0.0, "real label is 1 - this for D's BCE")
+    reward: str = setting("sequence", "sequence: one reward per answer, D's score of the whole answer; dense: D also "
+                          "learns on every prefix, and each token's advantage is the answer's final score minus the score "
+                          "of the prefix before it (D as a critic: ScratchGAN's per-step rewards, no Monte-Carlo rollouts)",
+                          ("sequence", "dense"))
     kl_coef: float = setting(0.05, "penalty on the KL to the untuned model (adapter detached) on the sampled tokens, "
                              "subtracted from the reward")
     baseline: str = setting("mean", "reward baseline: mean of the batch, leave-one-out over a question's samples, or none",
@@ -51,6 +58,7 @@ class GanSettings:
     normalize_advantage: bool = setting(True, "divide advantages by the batch std")
     clip: float = setting(0.2, "PPO clip of the ratio pi/pi_rollout for answers sampled earlier in the epoch (0: plain "
                           "REINFORCE)")
+    ppo_epochs: int = setting(1, "generator updates on each part of a rollout (PPO's epochs; more than 1 needs --clip)")
     pg_estimator: str = setting("trajectory", "trajectory: exact log-probs of the sampled tokens in one pass; thesis: the "
                                 "thesis' per-position re-sampled estimator", ("trajectory", "thesis"))
     mle_weight: float = setting(1.0, "weight of an MLE term on the reference answers in the adversarial phase (imitation "
@@ -59,9 +67,10 @@ class GanSettings:
                                    "batch)")
 
     def check(self) -> None:
-        require_at_least(self, ("samples_per_question", "d_steps"), 1)
+        require_at_least(self, ("samples_per_question", "d_steps", "ppo_epochs"), 1)
         require_at_least(self, ("warmup_epochs",), 0)
         require_finite(self, ("d_lr", "adv_lr"), 0.0, 1.0, low_open=True)
+        require_finite(self, ("rollout_temperature",), 0.0, 10.0, low_open=True)
         require_finite(self, ("mle_weight", "label_smoothing", "kl_coef", "clip", "d_weight_decay"))
         if self.label_smoothing >= 0.5:
             raise GantuneError(f"--label-smoothing must be below 0.5 (got {self.label_smoothing})")
@@ -70,6 +79,14 @@ class GanSettings:
         if self.baseline == "loo" and self.samples_per_question < 2:
             raise GantuneError("--baseline loo needs --samples-per-question 2 or more (one answer has no others to "
                                "compare with)")
+        if self.ppo_epochs > 1 and (self.clip <= 0 or self.pg_estimator != "trajectory"):
+            raise GantuneError("--ppo-epochs above 1 needs --clip above 0 and --pg-estimator trajectory (a reused answer "
+                               "needs the clipped ratio to the policy that sampled it)")
+        if self.reward == "dense" and (self.discriminator != "hidden" or self.d_loss != "relativistic"
+                                       or self.baseline == "loo"):
+            raise GantuneError("--reward dense needs --discriminator hidden and --d-loss relativistic (it scores "
+                               "every prefix against the reference's), and makes its own per-token baseline (not "
+                               "--baseline loo)")
         if self.resample_for_g and self.rollout != "batch":
             raise GantuneError("--resample-for-g needs --rollout batch (a second sampling per step)")
         if len(self.d_hidden) != 3 or min(self.d_hidden) < 1:
