@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--preset", default="quick", choices=["quick", "thesis"],
                        help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' protocol (GPU)")
     bench.add_argument("--methods", nargs="+", metavar="NAME",
-                       help="rows to run besides base (default: the preset's; gan gan-no-mle gan-seqgan gan-rloo gan-adv2 gan-thesis adapter-mle lora "
-                            "prompt-tuning prefix-tuning full)")
+                       help="rows to run besides base (default: the preset's; gan gan-no-mle gan-seqgan gan-rloo gan-adv2 gan-ppo4 "
+                            "gan-cold gan-t07 gan-dense gan-thesis adapter-mle lora prompt-tuning prefix-tuning full)")
     bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
     bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
     bench.add_argument("--model", default="default", help="as for train")
