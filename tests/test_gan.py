@@ -719,7 +719,7 @@ def test_ppo_epochs_and_temperature_refusals(bad):
 
 # --- dense rewards: D scores every prefix --------------------------------------------------------
 
-from gantune.methods.gan.discriminator import aligned_reference_scores, dense_d_loss  # noqa: E402
+from gantune.methods.gan.discriminator import aligned_reference_scores, dense_d_loss, last_score  # noqa: E402
 from gantune.methods.gan.policy import prefix_advantages  # noqa: E402
 
 
@@ -738,6 +738,8 @@ def test_prefix_scores_are_the_scores_of_each_prefix_in_one_pass(base):
         inside = t < lengths
         assert torch.allclose(scores[inside, t], whole[inside], atol=1e-5)
         assert (scores[~inside, t] == 0).all()
+    full = d(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask, states)
+    assert torch.allclose(last_score(scores, batch.answer_mask), full, atol=1e-5)
 
 
 def test_aligned_reference_scores_hold_the_whole_reference_past_its_end():

@@ -120,6 +120,11 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: f
     return bce(real, torch.full_like(real, 1.0 - label_smoothing)) + bce(fake, torch.zeros_like(fake))
 
 
+def last_score(prefix_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's score at its last real position: the whole answer's (B,)."""
+    return prefix_scores.gather(1, (mask.sum(1) - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+
+
 def aligned_reference_scores(real: torch.Tensor, real_mask: torch.Tensor, fake_mask: torch.Tensor) -> torch.Tensor:
     """For each sample position t, the reference's prefix score at min(t, its last position) (B·k × T).
 

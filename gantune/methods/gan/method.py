@@ -41,6 +41,7 @@ from .discriminator import (
     d_loss,
     d_reward,
     dense_d_loss,
+    last_score,
 )
 from .generator import AdapterMethod
 from .policy import advantages, clipped_policy_loss, policy_gradient_loss, prefix_advantages, sequence_kl, thesis_logprobs
@@ -166,10 +167,12 @@ class GanMethod(AdapterMethod):
         # phase 3: reward and advantage, with D after its step (dropout off)
         self.discriminator.eval()
         with torch.no_grad():
-            real, fake = self._d(*real_rows), self._d(*fake_rows)
-            if cfg.reward == "dense":
-                relative = (self._prefixes(roll.answer_mask, fake_states) - aligned_reference_scores(
-                    self._prefixes(batch.answer_mask, real_states), batch.answer_mask, roll.answer_mask))
+            if cfg.reward == "dense":  # every prefix in one pass; the last one is the whole answer's score
+                real_p, fake_p = self._prefixes(batch.answer_mask, real_states), self._prefixes(roll.answer_mask, fake_states)
+                real, fake = last_score(real_p, batch.answer_mask), last_score(fake_p, roll.answer_mask)
+                relative = fake_p - aligned_reference_scores(real_p, batch.answer_mask, roll.answer_mask)
+            else:
+                real, fake = self._d(*real_rows), self._d(*fake_rows)
         reward = d_reward(cfg.d_loss, real, fake)
         kl = sequence_kl(roll.logp, ref_logp, roll.answer_mask) if ref_logp is not None else None
         if cfg.reward == "dense":
@@ -213,8 +216,10 @@ class GanMethod(AdapterMethod):
             "g_seconds": t3 - t2,
         }
 
-    def _generator_update(self, batch: Batch, roll: Rollout, adv: torch.Tensor):
-        """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE)."""
+    def _generator_update(self, batch: Batch, roll: Rollout, adv: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float], float]:
+        """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE).
+        Returns G's loss, its policy-gradient part, the clipped share, the MLE loss and the gradient norm."""
         cfg = self.config
         self.adapter.train()
         clipped, stats = torch.zeros(()), {}

@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ...scoring import joined
+from .discriminator import last_score
 
 
 def thesis_logprobs(
@@ -66,8 +67,7 @@ def prefix_advantages(relative: torch.Tensor, mask: torch.Tensor, kl_per_token: 
     ``normalize``, scaled over the batch's tokens.
     """
     m = mask.float()
-    last = (mask.sum(1) - 1).clamp(min=0)
-    final = relative.gather(1, last.unsqueeze(1))
+    final = last_score(relative, mask).unsqueeze(1)
     before = torch.cat([torch.zeros_like(relative[:, :1]), relative[:, :-1]], dim=1)
     adv = final - before
     if kl_per_token is not None and kl_coef > 0:
