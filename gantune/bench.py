@@ -33,7 +33,6 @@ class BenchPreset:
     max_new_tokens: int
     max_prompt_tokens: int
     retention_n: int | None
-    eval_batch_size: int
     methods: list[str] = field(default_factory=list)
 
 
@@ -41,10 +40,10 @@ QUICK_ROWS = ["gan", "gan-no-mle", "adapter-mle", "lora", "prompt-tuning", "pref
 BENCH_PRESETS: dict[str, BenchPreset] = {
     # about 20 min on a 2-core CPU with the offline model
     "quick": BenchPreset(n=80, train_fraction=0.5, epochs=3, batch_size=8, max_new_tokens=48, max_prompt_tokens=128,
-                         retention_n=20, eval_batch_size=40, methods=QUICK_ROWS),
+                         retention_n=20, methods=QUICK_ROWS),
     # the thesis' protocol: 50 train / 50 test, 100 prompt / 50 new tokens, 30 epochs, batch 1 (for a GPU)
     "thesis": BenchPreset(n=100, train_fraction=0.5, epochs=30, batch_size=1, max_new_tokens=50, max_prompt_tokens=100,
-                          retention_n=None, eval_batch_size=50, methods=[*QUICK_ROWS[:2], "gan-thesis", *QUICK_ROWS[2:]]),
+                          retention_n=None, methods=[*QUICK_ROWS[:2], "gan-thesis", *QUICK_ROWS[2:]]),
 }
 
 # The thesis' Tables 4.1-4.3 (GPT-2, 50/50 pairs, 30 epochs, batch 1, on a GPU).
@@ -102,7 +101,7 @@ def run_bench(
         base = load_base_model(model, device=device)
     scorers = Scorers.load(bleurt, device=str(device))
     settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"], max_prompt_tokens=schedule["max_prompt_tokens"],
-                            batch_size=bp.eval_batch_size, retention_n=bp.retention_n)
+                            retention_n=bp.retention_n)
     report = compare_methods(
         base, names, splits, {"model": model, "data": data, "subset": subset, **schedule},
         out.with_name(out.stem + "_runs"), scorers, settings,

@@ -19,12 +19,13 @@ import numpy as np
 from .config import TrainConfig, preset_config
 from .data import QAPair, load_pairs, split_pairs
 from .errors import GantuneError
-from .evaluate import MIN_TEMPERATURE, EvalSettings, Scorers, ShouldStop, Stopped, evaluate
+from .evaluate import MIN_TEMPERATURE, EvalSettings, Scorers, ShouldStop, Stopped, evaluate, evaluation_key
 from .inference import load_method
 from .memory import release_freed_memory
+from .methods.base import TuningMethod
 from .metrics import DISTRIBUTION_NOTES
 from .models import BaseModel
-from .runs import RunFolder, RunSummary, claim_unused, saving, write_json_atomic
+from .runs import RunFolder, RunSummary, claim_unused, read_json_file, saving, write_json_atomic
 from .stats import auc, mean_interval, paired_difference, seed_interval, statistic_interval, w1_equal_size
 from .trainer import train
 
@@ -55,9 +56,10 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "prefix-tuning": ("prefix-tuning", "improved", {}),
     "full": ("full", "improved", {}),
 }
+EVALUATIONS = ".evaluations"  # inside a comparison's runs folder: the base model's stored evaluations
 # what a trained row shares with the others of its comparison (the seed is each split's)
 SHARED_SETTINGS = ("model", "gguf_file", "trust_remote_code", "data", "subset", "n", "train_fraction", "seed",
-                   "device", "epochs", "batch_size", "max_new_tokens", "max_prompt_tokens")
+                   "device", "precision", "epochs", "batch_size", "max_new_tokens", "max_prompt_tokens")
 # report field -> per-question score it is the mean of
 PER_QUESTION = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
                 "bleurt": "bleurt", "semantic": "semantic", "length_mean": "length", "truncated": "truncated"}
@@ -162,20 +164,61 @@ def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention
     """Evaluate a finished run's tuned model and keep the result as the run's eval.json.
 
     The result is the greedy evaluation; answers sampled at each of ``temperatures`` are scored
-    too, under ``"sampled"`` keyed by the temperature (``"0.7"``). A stop (``should_stop``, asked
-    between batches) raises ``Stopped`` and writes nothing.
+    too, under ``"sampled"`` keyed by the temperature (``"0.7"``). An eval.json of the same
+    ``evaluation_key`` (the same adapter, questions and settings) is returned as it is, not made
+    again. A stop (``should_stop``, asked between tokens) raises ``Stopped`` and writes nothing.
     """
+    folder = RunFolder(run)
+    key = evaluation_key(base, test, retention, scorers, settings, temperatures, adapter=folder.adapter_dir)
+    kept = _stored(folder.eval_path, key)
+    if kept is not None:
+        return kept
     tuned = load_method(str(run), base=base)
     try:
-        result = evaluate(base, tuned, test, retention, scorers, settings, should_stop)
-        sampled = {f"{t:g}": evaluate(base, tuned, test, None, scorers, replace(settings, temperature=t), should_stop)
-                   for t in temperatures}
+        result = _evaluated(base, tuned, test, retention, scorers, settings, temperatures, should_stop)
     finally:
         tuned.close()
+    with saving("the evaluation", run):
+        write_json_atomic(folder.eval_path, {**result, "key": key})
+    return result
+
+
+def evaluate_base(base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None, scorers: Scorers,
+                  settings: EvalSettings, temperatures: Sequence[float], store: Path,
+                  should_stop: ShouldStop | None = None) -> dict[str, Any]:
+    """The base model's evaluation, as ``evaluate_run``'s; kept in ``store`` under its ``evaluation_key`` and
+    reused by every later comparison of the same model, questions and settings."""
+    key = evaluation_key(base, test, retention, scorers, settings, temperatures)
+    path = store / f"base-{key}.json"
+    kept = _stored(path, key)
+    if kept is not None:
+        return kept
+    result = _evaluated(base, None, test, retention, scorers, settings, temperatures, should_stop)
+    with saving("the base model's evaluation", store):
+        store.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {**result, "key": key})
+    return result
+
+
+def _evaluated(base: BaseModel, method: TuningMethod | None, test: list[QAPair],
+               retention: dict[str, list[QAPair]] | None, scorers: Scorers, settings: EvalSettings,
+               temperatures: Sequence[float], should_stop: ShouldStop | None) -> dict[str, Any]:
+    result = evaluate(base, method, test, retention, scorers, settings, should_stop)
+    sampled = {f"{t:g}": evaluate(base, method, test, None, scorers, replace(settings, temperature=t), should_stop)
+               for t in temperatures}
     if sampled:
         result["sampled"] = sampled
-    with saving("the evaluation", run):
-        write_json_atomic(RunFolder(run).eval_path, result)
+    return result
+
+
+def _stored(path: Path, key: str) -> dict[str, Any] | None:
+    """A stored evaluation at ``path`` made under ``key``; None when there is none (or it is damaged, or other)."""
+    try:
+        result = read_json_file(path) if path.is_file() else None
+    except GantuneError:
+        return None
+    if not isinstance(result, dict) or result.pop("key", None) != key:
+        return None
     return result
 
 
@@ -237,9 +280,8 @@ def compare_methods(
         eval_settings = replace(settings, seed=split.seed)
         t0 = time.perf_counter()
         if run is None:
-            result = evaluate(base, None, split.test, retention if first else None, scorers, eval_settings, stop)
-            result["sampled"] = {f"{t:g}": evaluate(base, None, split.test, None, scorers,
-                                                    replace(eval_settings, temperature=t), stop) for t in temperatures}
+            result = evaluate_base(base, split.test, retention if first else None, scorers, eval_settings, temperatures,
+                                   runs_dir / EVALUATIONS, stop)
         else:
             result = evaluate_run(run, base, split.test, retention if first else None, scorers, eval_settings,
                                   temperatures, stop)

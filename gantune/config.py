@@ -47,6 +47,10 @@ class RunSettings:
     seed: int = setting(0, "seed for the split, noise, sampling and initialisation")
     out: str | None = setting(None, "run folder (default: runs/<method>-<preset>-<time>)")
     device: str = setting("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
+    precision: str = setting("auto", "auto: bf16 where the chip computes it fast (a CUDA GPU, or a CPU with AMX or "
+                             "AVX512-BF16), else fp32; bf16: the LM's passes in bf16 (on the CPU its frozen weights "
+                             "too), with log-probs, losses, the tuned weights, D and the optimisers in fp32",
+                             ("auto", "fp32", "bf16"))
     # schedule
     epochs: int = setting(3, "passes over the training pairs")
     batch_size: int = setting(8, "pairs per step")
@@ -115,9 +119,11 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Settings as saved (``to_dict``, a run's config.json): each value of its field's type, else a GantuneError
-        naming the field; missing ones take their defaults. Ranges are ``validate``'s."""
+        naming the field; missing ones take their defaults (``precision``: fp32, what runs ran in before it was a
+        setting). Ranges are ``validate``'s."""
         if not isinstance(values, dict):
             raise GantuneError(f"the settings must be a JSON object of named values (got {_shown(values)})")
+        values = {"precision": "fp32", **values}  # runs saved before the setting existed ran in fp32
         hints = typing.get_type_hints(cls)
         unknown = sorted(set(values) - set(hints))
         if unknown:
@@ -214,6 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_pairs": 0,
         "max_grad_norm": 0.0,
         "n": 100,
+        "precision": "fp32",
     },
 }
 

@@ -11,30 +11,30 @@ per-question score is kept (``per_question``) so that the bench can put interval
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import mean
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
-from transformers import GenerationConfig
 
 from . import metrics
 from .data import Encoder, QAPair, load_pairs
 from .errors import GantuneError
-from .generation import answer_mask
+from .generation import Stopped
+from .inference import Answers, answers, scoring_rows
 from .methods.base import TuningMethod
 from .methods.gan.generator import AdapterMethod
 from .models import BaseModel, check_context
 
 RETENTION_SETS = ("real_authors", "world_facts")
+EVALUATION_VERSION = 2  # raised whenever what an evaluation computes changes: stored results of another are not reused
 MIN_TEMPERATURE = 0.01  # below it logits / temperature can overflow and sampling fails; 0 is greedy
 ShouldStop = Callable[[], bool]
-
-
-class Stopped(Exception):
-    """A stop was asked for: the evaluation (or comparison) ends without a result for what was cut short."""
 
 
 def check_temperature(temperature: float, name: str = "a temperature") -> None:
@@ -64,54 +64,35 @@ class Scorers:
 class EvalSettings:
     max_new_tokens: int = 48
     max_prompt_tokens: int = 128
-    batch_size: int = 16
     retention_n: int | None = None  # questions per retention set (seeded sample); None = all
     retention_max_new_tokens: int = 32
     seed: int = 0  # seeds the retention sample, sampled answers and the two-sample test's folds
     temperature: float = 0.0  # 0: greedy answers; above 0: sampled at this temperature (no top-k/top-p)
 
 
-@dataclass
-class Answers:
-    """Decoded answers with what the text alone does not tell: length in tokens and truncation."""
-
-    texts: list[str]
-    lengths: list[int]  # generated tokens before EOS
-    truncated: list[bool]  # no EOS within the token limit
-
-
-def generate(base: BaseModel, method: TuningMethod | None, questions: list[str], max_new_tokens: int,
-             max_prompt_tokens: int, batch_size: int = 16, temperature: float = 0.0, seed: int = 0,
-             should_stop: ShouldStop | None = None) -> Answers:
-    """Answers to ``questions``: greedy at temperature 0, else sampled from a generator seeded with ``seed``.
-
-    ``should_stop`` is asked before each batch; when it says so, ``Stopped`` is raised.
-    """
-    check_temperature(temperature)
-    check_context(base.model, max_prompt_tokens, max_new_tokens)
-    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
-    decoding = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else \
-        {"do_sample": False}
-    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=base.eos_id, pad_token_id=encoder.pad_id,
-                              **decoding)
-    texts, lengths, truncated = [], [], []
-    cuda = [base.device] if base.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.no_grad():  # the caller's random state is left as it was
-        torch.manual_seed(seed)
-        for start in range(0, len(questions), batch_size):
-            _check_stop(should_stop)
-            chunk = questions[start:start + batch_size]
-            ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
-            with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                     use_model_defaults=False)[:, ids.shape[1]:]
-            keep = answer_mask(out, base.eos_id)
-            ended = (out == base.eos_id).any(dim=1)
-            for row, m, e in zip(out, keep, ended):
-                texts.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
-                lengths.append(int(m.sum()) - int(e))
-                truncated.append(not bool(e))
-    return Answers(texts, lengths, truncated)
+def evaluation_key(base: BaseModel, test: list[QAPair], retention_sets: dict[str, list[QAPair]] | None,
+                   scorers: Scorers, settings: EvalSettings, temperatures: Sequence[float] = (),
+                   adapter: Path | None = None) -> str:
+    """A digest of everything an evaluation's result depends on: this code's version, the model (where it came
+    from, its precision, its weights), a run's adapter files, the questions, the settings and the scorers.
+    An evaluation with the same key gives the same result, so a stored one is reused (``gantune.compare``)."""
+    digest = hashlib.sha256()
+    with torch.no_grad():  # every weight's sum and sum of squares: a change anywhere changes the key
+        for name, p in base.model.state_dict().items():
+            t = p.detach().double()
+            digest.update(f"{name}{tuple(p.shape)}{p.dtype}{float(t.sum())!r}{float((t * t).sum())!r}".encode())
+    if adapter is not None:
+        for f in sorted(Path(adapter).rglob("*")):
+            if f.is_file():
+                digest.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    described = {"version": EVALUATION_VERSION, "model": base.source, "precision": base.precision,
+                 "test": [(p.question, p.answer) for p in test],
+                 "retention": None if retention_sets is None else
+                 {k: [(p.question, p.answer, list(p.perturbed)) for p in v] for k, v in retention_sets.items()},
+                 "settings": asdict(settings), "temperatures": [float(t) for t in temperatures],
+                 "scorers": [scorers.bleurt.checkpoint, scorers.bleurt.available, scorers.semantic.available]}
+    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
 
 
 def load_retention_sets(data: str | None, n: int | None, seed: int) -> dict[str, list[QAPair]]:
@@ -142,24 +123,26 @@ def evaluate(
 ) -> dict[str, Any]:
     """Scores of one model; ``method=None`` is the base model, ``retention_sets=None`` skips retention.
 
-    ``should_stop`` is asked between answer batches and between scorers; when it says so, ``Stopped``
-    is raised and nothing is returned.
+    ``should_stop`` is asked between answer tokens, scoring batches and scorers; when it says so,
+    ``Stopped`` is raised and nothing is returned.
     """
+    check_temperature(settings.temperature)
+    check_context(base.model, settings.max_prompt_tokens, settings.max_new_tokens)
     questions, references = [p.question for p in test], [p.answer for p in test]
-    answers = generate(base, method, questions, settings.max_new_tokens, settings.max_prompt_tokens,
-                       settings.batch_size, settings.temperature, settings.seed, should_stop)
+    answered = answers(base, questions, settings.max_new_tokens, settings.max_prompt_tokens, method,
+                       settings.temperature, settings.seed, should_stop)
     _check_stop(should_stop)
-    rouge = metrics.rouge_per_example(answers.texts, references)
+    rouge = metrics.rouge_per_example(answered.texts, references)
     per_question: dict[str, list] = {k: [r[k] for r in rouge] for k in metrics.ROUGE_KEYS}
     result: dict[str, Any] = {k: mean(v) for k, v in per_question.items()}
     result["rouge_note"] = metrics.ROUGE_NOTE
-    bleurt = scorers.bleurt.score(answers.texts, references)
+    bleurt = scorers.bleurt.score(answered.texts, references)
     result["bleurt"] = mean(bleurt) if bleurt is not None else None
     result["bleurt_note"] = scorers.bleurt.reason or f"BLEURT checkpoint {scorers.bleurt.checkpoint}"
     if bleurt is not None:
         per_question["bleurt"] = bleurt
     _check_stop(should_stop)
-    result.update(_distribution(base, answers, references, scorers.semantic, settings.seed, per_question))
+    result.update(_distribution(base, answered, references, scorers.semantic, settings.seed, per_question))
     result["semantic_note"] = scorers.semantic.reason or "cosine of all-MiniLM-L6-v2 sentence embeddings"
     if retention_sets is not None:
         result.update(_retention(base, method, retention_sets, settings, should_stop))
@@ -167,8 +150,8 @@ def evaluate(
     result["noise"] = method.config.eval_noise if isinstance(method, AdapterMethod) else None
     result["per_question"] = per_question
     result["generations"] = [{"question": q, "reference": r, "answer": a, "tokens": n, "truncated": t}
-                             for q, r, a, n, t in zip(questions, references, answers.texts, answers.lengths,
-                                                      answers.truncated)]
+                             for q, r, a, n, t in zip(questions, references, answered.texts, answered.lengths,
+                                                      answered.truncated)]
     return result
 
 
@@ -200,33 +183,26 @@ def _distribution(base: BaseModel, answers: Answers, references: list[str], sema
 
 def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, list[QAPair]],
                settings: EvalSettings, should_stop: ShouldStop | None = None) -> dict[str, Any]:
+    """Likelihood retention and ROUGE-L of the greedy answers on each set; every set's questions are answered,
+    and their true and perturbed answers scored, together in the widest batches (fewer passes)."""
     if not sets:
         return {"retention": None, "retention_rougeL": None, "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
-    every = [p for pairs in sets.values() for p in pairs]  # the sets' answers in shared batches: fewer decoding steps
-    answers = generate(base, method, [p.question for p in every], settings.retention_max_new_tokens,
-                       settings.max_prompt_tokens, settings.batch_size, should_stop=should_stop).texts
-    per_set, retained, rouge_l, start = {}, [], [], 0
+    every = [p for pairs in sets.values() for p in pairs]
+    texts = answers(base, [p.question for p in every], settings.retention_max_new_tokens, settings.max_prompt_tokens,
+                    method, should_stop=should_stop).texts
+    rows = scoring_rows(base, settings.max_new_tokens)
+    with method.enabled(None) if method is not None else nullcontext(base.model) as model, base.autocast():  # zero noise
+        retained_all = metrics.likelihood_retention(model, encoder, every, rows, should_stop)["retained"]
+    per_set, rouge_l, start = {}, [], 0
     for name, pairs in sets.items():
-        likelihood = _likelihood_retention(base, method, encoder, pairs, settings.batch_size, should_stop)
-        scores = [r["rougeL"] for r in metrics.rouge_per_example(answers[start:start + len(pairs)],
+        retained = retained_all[start:start + len(pairs)]
+        scores = [r["rougeL"] for r in metrics.rouge_per_example(texts[start:start + len(pairs)],
                                                                  [p.answer for p in pairs])]
         start += len(pairs)
-        per_set[name] = {**likelihood, "rougeL": mean(scores), "rougeL_per_question": scores}
-        retained += likelihood["retained"]
+        per_set[name] = {"retention": sum(retained) / len(retained), "n": len(retained), "retained": retained,
+                         "rougeL": mean(scores), "rougeL_per_question": scores}
         rouge_l.append(mean(scores))
-    return {"retention": mean(retained), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
+    return {"retention": mean(retained_all), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
             "retention_note": "share of questions whose true answer is likelier (mean log-prob per token, "
                               "zero adapter noise) than each perturbed answer"}
-
-
-def _likelihood_retention(base: BaseModel, method: TuningMethod | None, encoder: Encoder, pairs: list[QAPair],
-                          batch_size: int, should_stop: ShouldStop | None) -> dict[str, Any]:
-    """``metrics.likelihood_retention`` over ``batch_size`` pairs at a time, asking ``should_stop`` between them."""
-    retained: list[bool] = []
-    for start in range(0, len(pairs), batch_size):
-        _check_stop(should_stop)
-        with method.enabled(None) if method is not None else nullcontext(base.model) as model:  # zero noise
-            retained += metrics.likelihood_retention(model, encoder, pairs[start:start + batch_size],
-                                                     batch_size=batch_size)["retained"]
-    return {"retention": sum(retained) / len(retained), "n": len(retained), "retained": retained}

@@ -1,13 +1,27 @@
-"""Batched generation from left-padded prompts with the KV cache, stopping at EOS.
+"""Batched decoding from left-padded prompts with the KV cache, stopping at EOS.
 
-The sampler knows nothing of tuning methods: it runs whatever model it is given (``gantune.inference``
-answers questions with a run's tuned model).
+``decode_steps`` is a lean loop over the model's forward: each step prepares the inputs the way the
+model itself does for generation (its ``prepare_inputs_for_generation``: peft's, for prompt learning),
+runs one forward over the new token with the cache, and picks the next token greedily or samples it
+from softmax(logits / T), with that token's log-probability. It is what ``model.generate`` does for
+these settings, token for token (tests compare the two), without its logits processors, stopping
+criteria and configuration checks, and it can be stopped between tokens. The sampler knows nothing of
+tuning methods: it runs whatever model it is given (``gantune.inference`` answers with a run's model).
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel
+from peft import PeftModel
+from transformers import DynamicCache, PreTrainedModel
+
+
+class Stopped(Exception):
+    """A stop was asked for: the work under way ends without a result for what was cut short."""
 
 
 def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -17,29 +31,79 @@ def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (ended_before == 0).long()
 
 
+@dataclass
+class Decoded:
+    """Answers decoded for a batch of prompts."""
+
+    ids: torch.Tensor  # B×T, right-padded after each row's EOS, T = the longest answer
+    mask: torch.Tensor  # B×T, 1 up to and including EOS
+    logp: torch.Tensor  # B×T, log-probability of each chosen token under softmax(logits / T); 0 where masked
+
+
 @torch.no_grad()
-def generate_answers(
+def decode_steps(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     eos_id: int,
     pad_id: int,
     max_new_tokens: int,
-    sample: bool,
-    logits_processor: LogitsProcessorList | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate answers; returns their ids (B×T, T ≤ max_new_tokens) and mask.
+    temperature: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield each step's tokens (B,) and their log-probabilities (B,, fp32), until every row has ended.
 
-    Sampling draws from the plain softmax (temperature 1, no top-k/top-p), the distribution whose
-    log-probabilities the policy gradient uses. ``logits_processor`` sees each step's final scores.
+    ``temperature`` 0 is greedy; above 0 the token is drawn from softmax(logits / temperature) with
+    torch's global generator (as ``generate`` draws it). A row that has ended gets ``pad_id`` (log-prob 0).
+    ``should_stop`` is asked before each forward; when it says so, ``Stopped`` is raised.
     """
-    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
-    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, **sampling)
-    # use_model_defaults=False: a model's own generation_config.json (temperature, top_p …) must not
-    # replace these values, or the samples would not come from the policy the gradient assumes
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
-                         logits_processor=logits_processor, use_model_defaults=False)
-    answers = out[:, prompt_ids.shape[1] :]
-    mask = answer_mask(answers, eos_id)
-    width = int(mask.sum(dim=1).max()) if answers.shape[1] else 0
-    return answers[:, :width], mask[:, :width]
+    lm = model.get_base_model() if isinstance(model, PeftModel) else model  # peft's generate steps the LM too
+    prepare = model.prepare_inputs_for_generation
+    ids, mask = prompt_ids, prompt_mask
+    kwargs = {"past_key_values": DynamicCache(config=lm.config), "use_cache": True,
+              "cache_position": torch.arange(ids.shape[1], device=ids.device)}
+    if "logits_to_keep" in inspect.signature(lm.forward).parameters:  # only the last position's logits are needed
+        kwargs["logits_to_keep"] = 1
+    unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+    for _ in range(max_new_tokens):
+        if should_stop is not None and should_stop():
+            raise Stopped
+        out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
+        kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
+        scores = out.logits[:, -1, :].float()
+        if temperature > 0:
+            scores = scores / temperature
+            tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+        else:
+            tokens = scores.argmax(dim=-1)
+        logp = scores.log_softmax(dim=-1)
+        picked = logp.gather(1, tokens[:, None]).squeeze(1) * unfinished
+        tokens = torch.where(unfinished, tokens, pad_id)
+        yield tokens, picked
+        unfinished &= tokens != eos_id
+        if not unfinished.any():
+            return
+        ids = torch.cat([ids, tokens[:, None]], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        kwargs["cache_position"] = kwargs["cache_position"][-1:] + 1
+
+
+def decode(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Decoded:
+    """The answers to a batch of prompts (``decode_steps`` run to the end), trimmed to the longest."""
+    steps = list(decode_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop))
+    if not steps:
+        empty = prompt_ids.new_zeros(prompt_ids.shape[0], 0)
+        return Decoded(empty, empty, empty.float())
+    ids = torch.stack([t for t, _ in steps], dim=1)
+    mask = answer_mask(ids, eos_id)
+    return Decoded(ids, mask, torch.stack([p for _, p in steps], dim=1) * mask)
+

@@ -7,18 +7,17 @@ only when the caller allows it now.
 
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
-from transformers import GenerationConfig, TextIteratorStreamer
 
-from .data import Encoder
+from .data import Encoder, pad
 from .errors import GantuneError, first_line
-from .generation import generate_answers
+from .generation import decode, decode_steps
 from .methods import get_method
 from .methods.base import TuningMethod
 from .models import BaseModel, load_base_model, pick_device
@@ -40,7 +39,8 @@ def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code:
     if base is None:
         if config.trust_remote_code and not trust_remote_code:
             raise remote_code_refusal(run.path)
-        base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code)
+        base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code,
+                               precision=config.precision)
     try:
         return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
@@ -66,25 +66,92 @@ def check_data_only(folder: Path) -> None:
                            "gantune loads only those (nothing in a run may run code)")
 
 
+# Wider decoding batches stop paying once a step is compute-bound (about 40 rows for SmolLM2-135M on a 2-core
+# CPU in bf16: benchmarks/cpu_floor.py), while rows that have ended keep riding along until the longest ends.
+MAX_DECODE_ROWS = 64
+
+
+@dataclass
+class Answers:
+    """Decoded answers with what the text alone does not tell: length in tokens and truncation."""
+
+    texts: list[str]
+    lengths: list[int]  # generated tokens before EOS
+    truncated: list[bool]  # no EOS within the token limit
+
+
+def decode_rows(base: BaseModel, prompt_tokens: int, new_tokens: int) -> int:
+    """How many prompts one decoding call takes: what a quarter of free memory holds (each row's key/value
+    cache, a layer's activations over its prompt and one row of logits), at most ``MAX_DECODE_ROWS``."""
+    from .methods.full import available_memory_bytes
+
+    text = base.model.config.get_text_config()
+    hidden = getattr(text, "hidden_size", 1)
+    width = max(hidden, getattr(text, "intermediate_size", None) or 4 * hidden)
+    heads = getattr(text, "num_attention_heads", 1)
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * (getattr(text, "head_dim", None) or hidden // heads)
+    layers = getattr(text, "num_hidden_layers", 1)
+    row = 4 * ((prompt_tokens + new_tokens) * layers * 2 * kv + prompt_tokens * 4 * width
+               + 2 * base.model.get_input_embeddings().num_embeddings)
+    return max(1, min(MAX_DECODE_ROWS, available_memory_bytes(base.device) // 4 // row))
+
+
+def scoring_rows(base: BaseModel, answer_tokens: int) -> int:
+    """How many (question, answer) rows one teacher-forced scoring pass takes: what a quarter of free memory
+    holds of their answers' logits (and their fp32 log-softmax), at most ``MAX_DECODE_ROWS``."""
+    from .methods.full import available_memory_bytes
+
+    row = 3 * 4 * answer_tokens * base.model.get_input_embeddings().num_embeddings
+    return max(1, min(MAX_DECODE_ROWS, available_memory_bytes(base.device) // 4 // row))
+
+
+def answers(
+    base: BaseModel,
+    questions: list[str],
+    max_new_tokens: int,
+    max_prompt_tokens: int = 512,
+    method: TuningMethod | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Answers:
+    """Answers to ``questions`` from the base model or, with ``method``, the tuned one: greedy at temperature 0,
+    else sampled at ``temperature`` from torch's generator seeded with ``seed`` (the caller's random state is
+    left as it was).
+
+    The prompts are decoded shortest first in the widest batches memory allows (``decode_rows``), so a batch
+    pads little; the answers come back in the questions' order. ``should_stop`` is asked between tokens; when
+    it says so, ``Stopped`` is raised.
+    """
+    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
+    prompts = [encoder.prompt_ids(q) for q in questions]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    rows = decode_rows(base, max((len(p) for p in prompts), default=0), max_new_tokens)
+    texts, lengths, truncated = [""] * len(prompts), [0] * len(prompts), [False] * len(prompts)
+    cuda = [base.device] if base.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), base.autocast():
+        torch.manual_seed(seed)
+        for start in range(0, len(order), rows):
+            chunk = order[start:start + rows]
+            ids, mask = (t.to(base.device) for t in pad([prompts[i] for i in chunk], encoder.pad_id, left=True))
+            with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
+                out = decode(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, temperature, should_stop)
+            ended = (out.ids == base.eos_id).any(dim=1)
+            for i, row, m, e in zip(chunk, out.ids, out.mask, ended):
+                texts[i] = base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip()
+                lengths[i], truncated[i] = int(m.sum()) - int(e), not bool(e)
+    return Answers(texts, lengths, truncated)
+
+
 def answer_questions(
     base: BaseModel,
     questions: list[str],
     max_new_tokens: int,
     max_prompt_tokens: int = 512,
     method: TuningMethod | None = None,
-    batch_size: int = 8,
 ) -> list[str]:
     """Greedy answers to plain-text questions, from the base model or, with ``method``, the tuned one."""
-    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        ids, mask = (t.to(base.device) for t in encoder.prompts(chunk))
-        with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
-            out, out_mask = generate_answers(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, sample=False)
-        for row, m in zip(out, out_mask):
-            answers.append(base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip())
-    return answers
+    return answers(base, questions, max_new_tokens, max_prompt_tokens, method).texts
 
 
 def stream_answer(
@@ -97,26 +164,8 @@ def stream_answer(
     """The greedy answer to one question, yielded as it grows (the text so far, each time)."""
     encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
     ids, mask = (t.to(base.device) for t in encoder.prompts([question]))
-    streamer = TextIteratorStreamer(base.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=base.eos_id,
-                              pad_token_id=encoder.pad_id)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with method.enabled(1) if method is not None else nullcontext(base.model) as model, torch.no_grad():
-                model.generate(input_ids=ids, attention_mask=mask, generation_config=config, streamer=streamer,
-                               use_model_defaults=False)
-        except BaseException as exc:  # surfaced in the caller's thread below
-            errors.append(exc)
-            streamer.end()
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield text.strip()
-    worker.join()
-    if errors:
-        raise errors[0]
+    tokens: list[int] = []
+    with method.enabled(1) if method is not None else nullcontext(base.model) as model, base.autocast():
+        for step, _ in decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens):
+            tokens.append(int(step[0]))
+            yield base.tokenizer.decode(tokens, skip_special_tokens=True).strip()

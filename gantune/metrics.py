@@ -12,7 +12,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from transformers.utils import is_offline_mode
 
 from .data import Encoder, QAPair
 from .errors import GantuneError, first_line
+from .generation import Stopped
 from .models import hub_reachable
 from .scoring import answer_logprobs
 from .stats import auc
@@ -200,29 +201,37 @@ def cosine(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 
 def mean_loglik(model: torch.nn.Module, encoder: Encoder, questions: list[str], answers: list[str],
-                batch_size: int = 8) -> list[float]:
-    """Mean log-probability per answer token (EOS included) of each answer given its question."""
+                batch_size: int = 8, should_stop: Callable[[], bool] | None = None) -> list[float]:
+    """Mean log-probability per answer token (EOS included) of each answer given its question.
+
+    The pairs are scored shortest first, ``batch_size`` at a time (a batch pads little), and returned in
+    their order; ``should_stop`` is asked before each batch (``Stopped`` when it says so).
+    """
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
     device = next(model.parameters()).device
     items = [(encoder.prompt_ids(q), encoder.answer_ids(a)) for q, a in zip(questions, answers)]
-    out: list[float] = []
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
+    out = [0.0] * len(items)
     with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch = encoder.collate(items[start:start + batch_size]).to(device)
+        for start in range(0, len(order), batch_size):
+            if should_stop is not None and should_stop():
+                raise Stopped
+            chunk = order[start:start + batch_size]
+            batch = encoder.collate([items[i] for i in chunk]).to(device)
             logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
-            out += (logp.sum(dim=1) / batch.answer_mask.sum(dim=1).clamp(min=1)).tolist()
+            for i, value in zip(chunk, (logp.sum(dim=1) / batch.answer_mask.sum(dim=1).clamp(min=1)).tolist()):
+                out[i] = value
     return out
 
 
 def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[QAPair],
-                         batch_size: int = 8) -> dict[str, Any]:
+                         batch_size: int = 8, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Share of pairs whose true answer is likelier (mean log-prob per token) than every perturbed one.
 
     Also ``retained``: that outcome for each pair, in order. Pairs without perturbed answers are
-    skipped and not counted in ``n``. ``batch_size`` is rows
-    (question, candidate) per forward pass, and the last pass can be smaller: with a tuning method,
-    pass the model of ``method.enabled(None)``.
+    skipped and not counted in ``n``. ``batch_size`` is rows (question, candidate) per forward pass;
+    ``should_stop`` as for ``mean_loglik``. With a tuning method, pass the model of ``method.enabled(None)``.
     """
     scored = [p for p in pairs if p.perturbed]
     if not scored:
@@ -230,7 +239,7 @@ def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[Q
                            "world_facts subsets have them)")
     questions = [p.question for p in scored for _ in range(1 + len(p.perturbed))]
     answers = [a for p in scored for a in (p.answer, *p.perturbed)]
-    loglik = mean_loglik(model, encoder, questions, answers, batch_size)
+    loglik = mean_loglik(model, encoder, questions, answers, batch_size, should_stop)
     retained, i = [], 0
     for p in scored:
         true, *perturbed = loglik[i:i + 1 + len(p.perturbed)]

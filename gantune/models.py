@@ -39,6 +39,7 @@ from transformers import (
 )
 from transformers.modeling_utils import no_init_weights
 
+from .attention import ATTENTION
 from .config import TrainConfig
 from .errors import GantuneError, first_line
 
@@ -52,18 +53,31 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 GB = 1e9
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class BaseModel:
-    """A frozen LM, its tokenizer, the token that ends an answer, and where it came from."""
+    """A frozen LM, its tokenizer, the token that ends an answer, where it came from, and its precision.
+
+    ``precision`` "bf16": the LM's passes run under bf16 autocast (log-probs and losses are taken in
+    fp32 by their callers); on the CPU its frozen weights are also held in bf16, so no pass casts
+    them again (a decode step reads half the bytes). "fp32": no autocast.
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     eos_id: int
     source: dict
+    precision: str = "fp32"
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def autocast(self) -> torch.autocast:
+        """The block every pass of this LM runs in: bf16 autocast for a bf16 model, nothing for fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,8 +108,27 @@ def pick_device(choice: str = "auto") -> torch.device:
     return torch.device("cuda")
 
 
-def make_accelerator(device: torch.device) -> Accelerator:
-    """The Accelerator for work on ``device``: bf16 autocast on CUDA (fp32 weights), none on the CPU.
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 faster than in fp32: a CUDA GPU that supports it, or a CPU with
+    AMX or AVX512-BF16 (elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return device.type == "cpu" and any(getattr(cpu, probe, lambda: False)()
+                                        for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """``--precision`` on ``device``: "auto" is bf16 where the chip computes it fast (``fast_bf16``), else fp32."""
+    if choice not in PRECISIONS:
+        raise GantuneError(f"--precision must be one of {', '.join(PRECISIONS)} (got {choice!r})")
+    if choice == "auto":
+        return "bf16" if fast_bf16(torch.device(device)) else "fp32"
+    return choice
+
+
+def make_accelerator(device: torch.device, precision: str = "fp32") -> Accelerator:
+    """The Accelerator for work on ``device`` in ``precision`` (resolved): bf16 autocast, or none for fp32.
 
     accelerate keeps one state per process and refuses a second Accelerator with other settings
     (``AcceleratorState has already been initialized and cannot be changed``). In a single process
@@ -103,7 +136,7 @@ def make_accelerator(device: torch.device) -> Accelerator:
     state made for another device or precision is reset first; a launcher's multi-process state
     (``accelerate launch``, ``torchrun``) is kept as it is.
     """
-    precision = "bf16" if device.type == "cuda" else "no"
+    precision = "bf16" if precision == "bf16" else "no"
     if is_initialized():
         state = AcceleratorState()
         if state.distributed_type == DistributedType.NO and (
@@ -166,13 +199,16 @@ def load_base_model(
     device: torch.device | str = "cpu",
     trust_remote_code: bool = False,
     local: bool = True,
+    precision: str = "auto",
 ) -> BaseModel:
     """Load, freeze and place a causal LM and its tokenizer, refusing at once what cannot load.
 
     A GGUF file is de-quantised once (about 25 s for the default model) and kept as safetensors
     under $GANTUNE_CACHE (default ~/.cache/gantune); later loads read that copy in a second or two.
-    ``local=False``: hub ids only (see ``resolve_model``).
+    ``local=False``: hub ids only (see ``resolve_model``). ``precision``: see ``BaseModel`` and
+    ``resolve_precision``.
     """
+    precision = resolve_precision(precision, torch.device(device))
     where, gguf, kind = resolve_model(name, gguf_file, local)
     source = {"name": name, "path": where, "gguf_file": gguf, "kind": kind}
     cached = _gguf_cache_dir(Path(where) / gguf) if kind == "gguf" else None
@@ -205,7 +241,7 @@ def load_base_model(
         raise GantuneError(f"could not load model {name!r}: {first_line(exc)}") from exc
     if gguf and cached is not None:
         _write_cache(model, tokenizer, cached)
-    return prepare_base_model(model, tokenizer, device, source)
+    return prepare_base_model(model, tokenizer, device, source, precision)
 
 
 def estimate_model_bytes(where: str, gguf_file: str | None, kind: str) -> int | None:
@@ -334,17 +370,28 @@ def _write_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fol
 
 
 def prepare_base_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device | str, source: dict
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device | str, source: dict,
+    precision: str = "fp32",
 ) -> BaseModel:
-    """Freeze every LM weight, set eval mode, fix padding and find the answer-ending token."""
+    """Freeze every LM weight, set eval mode, fix padding and find the answer-ending token.
+
+    ``precision`` "bf16" (resolved) on the CPU casts the weights to bf16 once, here, instead of in every
+    autocast pass (the CPU's autocast re-casts weights that need no gradient at each use). On the CPU,
+    grouped-query attention runs without copying the key/value heads (``gantune.attention``).
+    """
     model.requires_grad_(False)
     model.eval()
     model.to(device)
+    if torch.device(device).type == "cpu":
+        if precision == "bf16":
+            model.to(torch.bfloat16)
+        if getattr(model.config, "_attn_implementation", None) == "sdpa":
+            model.set_attn_implementation(ATTENTION)
     eos_id = answer_eos_id(model, tokenizer)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)
-    return BaseModel(model=model, tokenizer=tokenizer, eos_id=eos_id, source=source)
+    return BaseModel(model=model, tokenizer=tokenizer, eos_id=eos_id, source=source, precision=precision)
 
 
 def answer_eos_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -419,7 +466,7 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
     hidden, layers = getattr(text, "hidden_size", d), getattr(text, "num_hidden_layers", 1)
     heads = getattr(text, "num_attention_heads", 1)
     kv_width = (getattr(text, "num_key_value_heads", None) or heads) * (getattr(text, "head_dim", None) or hidden // heads)
-    scalar = 2 if base.device.type == "cuda" else 4  # bf16 autocast on CUDA, fp32 on CPU
+    scalar = 2 if base.precision == "bf16" else 4  # bf16 activations under autocast
     k = config.samples_per_question if config.method == "gan" else 1
     virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
     tokens = config.max_prompt_tokens + config.max_new_tokens + virtual

@@ -26,7 +26,15 @@ from .memory import MemoryMonitor
 from .methods import get_method
 from .methods.base import TuningMethod
 from .metrics import rouge
-from .models import BaseModel, check_settings_fit, frozen_norm, load_base_model, make_accelerator, pick_device
+from .models import (
+    BaseModel,
+    check_settings_fit,
+    frozen_norm,
+    load_base_model,
+    make_accelerator,
+    pick_device,
+    resolve_precision,
+)
 from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
 from .scoring import answer_logprobs, mle_loss
 
@@ -60,7 +68,12 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         config.validate()
     get_method(config.method)
     device = pick_device(config.device)
-    accelerator = make_accelerator(device)
+    # "auto" takes a given model's precision (the workbench and the bench load one for every run); the run
+    # records what it ran in
+    precision = base.precision if base is not None and config.precision == "auto" else \
+        resolve_precision(config.precision, device)
+    config.precision = precision
+    accelerator = make_accelerator(device, precision)
     run = _run_folder(config, accelerator, fresh, overwrite, claimed)
     try:
         if split is None:
@@ -69,7 +82,11 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         else:
             (train, test), data_source = split, str(config.data)
         if base is None:
-            base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code)
+            base = load_base_model(config.model, config.gguf_file, accelerator.device, config.trust_remote_code,
+                                   precision=precision)
+        elif base.precision != precision:
+            raise GantuneError(f"the loaded model is held in {base.precision} but this run asks for --precision "
+                               f"{precision}; load the model again in that precision")
         else:
             base.model.to(accelerator.device)
         check_prompt_lengths(Encoder(base.tokenizer, base.eos_id, config.max_prompt_tokens, config.max_new_tokens),
@@ -328,7 +345,7 @@ class Validation:
     def score(self, method: TuningMethod) -> float:
         if self.metric == "rougeL":
             answers = answer_questions(self.base, [p.question for p in self.pairs], self.encoder.max_answer,
-                                       self.encoder.max_prompt, method=method, batch_size=len(self.pairs))
+                                       self.encoder.max_prompt, method=method)
             return rouge(answers, [p.answer for p in self.pairs])["rougeL"]
         b = self.batch
         with method.enabled(None) as model, method.accelerator.autocast():

@@ -25,7 +25,8 @@ from gantune.compare import (
 from gantune.config import preset_config
 from gantune.data import QAPair
 from gantune.errors import GantuneError
-from gantune.evaluate import EvalSettings, Scorers, evaluate, generate, load_retention_sets
+from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
+from gantune.inference import answers
 from gantune.methods import get_method
 from gantune.metrics import token_lengths
 from gantune.trainer import train
@@ -128,7 +129,7 @@ def test_bench_records_sampled_eval_noise(tmp_path, base, tiny_data):
 
 def test_evaluate_reports_the_noise_the_method_answered_with(base, scorers):
     test = [QAPair("who is the author ?", "the author was a writer ."), QAPair("what genre ?", "fiction .")]
-    settings = EvalSettings(max_new_tokens=4, batch_size=2)
+    settings = EvalSettings(max_new_tokens=4)
     for noise in ("zeros", "sample"):
         config = preset_config("adapter-mle", eval_noise=noise, noise_dim=8)
         method = get_method("adapter-mle")(base, config)
@@ -155,7 +156,7 @@ def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base,
     assert split.seed == 3 and len(split.train) == 4 and len(split.test) == 4
     events: list[Progress] = []
     report = compare_methods(base, ["adapter-mle"], [split], shared_settings(reference), tmp_path / "runs", scorers,
-                             EvalSettings(max_new_tokens=8, batch_size=4), trained={"ref": {3: tmp_path / "ref"}},
+                             EvalSettings(max_new_tokens=8), trained={"ref": {3: tmp_path / "ref"}},
                              run_suffix="-x", progress=events.append)
     assert [r["method"] for r in report["rows"]] == ["base", "ref", "adapter-mle"]
     rows = {r["method"]: r for r in report["rows"]}
@@ -191,7 +192,7 @@ def test_compare_stops_when_asked_and_reports_what_it_finished(tmp_path, base, t
 
     monkeypatch.setattr(compare, "evaluate", evaluating)
     report = compare_methods(base, ["gan"], splits, shared_settings(config), tmp_path, scorers,
-                             EvalSettings(max_new_tokens=4, batch_size=4), should_stop=lambda: bool(evaluated))
+                             EvalSettings(max_new_tokens=4), should_stop=lambda: bool(evaluated))
     assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base"]
     assert not (tmp_path / "gan-seed0").exists()
 
@@ -207,7 +208,7 @@ def test_compare_trains_on_the_recorded_split_even_when_the_data_is_gone(tmp_pat
     train_pairs, test_pairs = _split(tiny_data, 0)
     moved = Split(0, train_pairs, [QAPair("a question the data never had ?", "no .")] + test_pairs[1:])
     report = compare_methods(base, ["adapter-mle"], [moved], shared_settings(config), tmp_path, scorers,
-                             EvalSettings(max_new_tokens=4, batch_size=4))
+                             EvalSettings(max_new_tokens=4))
     assert [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
     recorded = json.loads((tmp_path / "adapter-mle-seed0" / "config.json").read_text())["resolved"]["split"]
     assert [p["question"] for p in recorded["test"]] == [p.question for p in moved.test]
@@ -238,7 +239,7 @@ def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, mon
     sets = load_retention_sets(str(TOFU), 3, seed=0)
     test = [QAPair("who is the author ?", "the author was a writer ."), QAPair("what genre ?", "fiction .")]
     report = compare_methods(base, [], [Split(0, [], test), Split(1, [], test[::-1])], {}, tmp_path, scorers,
-                             EvalSettings(max_new_tokens=4, batch_size=4), retention=sets)
+                             EvalSettings(max_new_tokens=4), retention=sets)
     assert calls == [True, False]
     row = report["rows"][0]
     assert 0.0 <= row["retention"] <= 1.0 and row["ci"]["retention"] is not None
@@ -252,7 +253,7 @@ def test_retention_on_real_tofu_sets_with_the_tiny_model(base, scorers):
     sets = load_retention_sets(str(TOFU), 3, seed=0)
     assert set(sets) == {"real_authors", "world_facts"} and all(len(v) == 3 for v in sets.values())
     test = [QAPair("who is the author ?", "the author was a writer .")]
-    result = evaluate(base, None, test, sets, scorers, EvalSettings(max_new_tokens=6, batch_size=4))
+    result = evaluate(base, None, test, sets, scorers, EvalSettings(max_new_tokens=6))
     per_set = result["retention_sets"]
     assert set(per_set) == {"real_authors", "world_facts"} and per_set["real_authors"]["n"] == 3
     assert result["retention"] == pytest.approx(mean([*per_set["real_authors"]["retained"],
@@ -277,30 +278,32 @@ def test_generate_reports_lengths_and_truncation(base):
 
     handle = base.model.get_output_embeddings().register_forward_hook(force_eos)
     try:
-        answers = generate(base, None, ["who is the author ?", "what genre ?"], max_new_tokens=5, max_prompt_tokens=32)
+        # decoded shortest prompt first: the batch's row 0 is "what genre ?"
+        answered = answers(base, ["what genre ?", "who is the author ?"], max_new_tokens=5, max_prompt_tokens=32)
     finally:
         handle.remove()
-    assert answers.lengths == [2, 5] and answers.truncated == [False, True]
-    assert len(token_lengths(base.tokenizer, [answers.texts[0]])) == 1
+    assert answered.lengths == [2, 5] and answered.truncated == [False, True]
+    assert len(token_lengths(base.tokenizer, [answered.texts[0]])) == 1
 
 
 def test_sampled_answers_are_reproducible_and_leave_the_rng_alone(base):
     questions = ["who is the author ?", "what genre ?", "who wrote a novel ?"]
     state = torch.get_rng_state()
-    first = generate(base, None, questions, 6, 32, temperature=1.0, seed=3)
+    first = answers(base, questions, 6, 32, temperature=1.0, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
-    assert generate(base, None, questions, 6, 32, temperature=1.0, seed=3) == first
-    assert generate(base, None, questions, 6, 32, temperature=1.0, seed=4) != first
-    greedy = generate(base, None, questions, 6, 32)
-    assert generate(base, None, questions, 6, 32, seed=9) == greedy  # greedy ignores the seed
+    assert answers(base, questions, 6, 32, temperature=1.0, seed=3) == first
+    assert answers(base, questions, 6, 32, temperature=1.0, seed=4) != first
+    greedy = answers(base, questions, 6, 32)
+    assert answers(base, questions, 6, 32, seed=9) == greedy  # greedy ignores the seed
     with pytest.raises(GantuneError, match="temperature"):
-        generate(base, None, questions, 6, 32, temperature=-1)
+        evaluate(base, None, [QAPair(q, "the author .") for q in questions], None, Scorers.load(None),
+                 EvalSettings(max_new_tokens=6, temperature=-1))
 
 
 def test_evaluate_keeps_per_question_scores_and_the_distribution(base, scorers):
     test = [QAPair("who is the author ?", "the author was a writer ."), QAPair("what genre ?", "fiction ."),
             QAPair("who wrote a novel ?", "her father wrote a novel .")]
-    result = evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=6, batch_size=2))
+    result = evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=6))
     pq = result["per_question"]
     assert {"rouge1", "rougeL", "semantic", "length", "reference_length", "truncated", "real_score",
             "generated_score"} <= set(pq)

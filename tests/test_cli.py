@@ -154,7 +154,7 @@ def test_preset_help_says_what_each_preset_sets(capsys, monkeypatch):
     start = next(i for i, x in enumerate(lines) if x.strip().startswith("--preset"))
     line = " ".join(lines[start:start + 2])  # the help may start on the flag's next line
     assert "improved: improved" not in line
-    assert "improved: the defaults" in line and "thesis: sets --n 100, --epochs 30" in line and "more" in line
+    assert "improved: the defaults" in line and "thesis: sets --n 100, --precision fp32, --epochs 30" in line and "more" in line
 
 
 def test_bench_flags(capsys, monkeypatch):

@@ -1,4 +1,5 @@
-"""Batched generation: the EOS mask, left padding, and sampling from the policy's own distribution."""
+"""Batched decoding: the EOS mask, left padding, sampling from the policy's own distribution, and the lean loop
+against transformers' ``generate``, token for token."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from conftest import make_base
 
 from gantune.data import Encoder
-from gantune.generation import answer_mask, generate_answers
+from gantune.generation import answer_mask, decode
 from gantune.inference import answer_questions
 
 QUESTIONS = ["who ?", "who is the author of a book born in city ?", "what did his mother write ?",
@@ -42,7 +43,12 @@ def test_answer_mask_is_long_and_handles_an_empty_width():
     assert answer_mask(torch.tensor([[1, 2]]), 2).dtype == torch.long
 
 
-# --- generate_answers -----------------------------------------------------------------------------
+# --- decode -----------------------------------------------------------------------------------------
+
+def generate_answers(model, ids, mask, eos_id, pad_id, max_new, sample):
+    out = decode(model, ids, mask, eos_id, pad_id, max_new, 1.0 if sample else 0.0)
+    return out.ids, out.mask
+
 
 def _prompts(base, questions, max_prompt=64, max_new=10):
     enc = Encoder(base.tokenizer, base.eos_id, max_prompt, max_new)
@@ -156,7 +162,7 @@ def test_sampling_is_not_greedy_and_follows_the_seed():
 
 
 def test_answer_questions_returns_one_string_per_question(base):
-    answers = answer_questions(base, QUESTIONS, max_new_tokens=8, batch_size=3)
+    answers = answer_questions(base, QUESTIONS, max_new_tokens=8)
     assert len(answers) == len(QUESTIONS)
     assert all(isinstance(a, str) for a in answers)
     # batching does not change greedy answers

@@ -41,7 +41,7 @@ def data_folder(tmp_path) -> Path:
 def space(tmp_path, data_folder):
     calls = []
 
-    def loader(name, gguf_file, trust_remote_code):
+    def loader(name, gguf_file, trust_remote_code, precision="auto"):
         calls.append((name, gguf_file, trust_remote_code))
         return make_base()
 

@@ -281,23 +281,20 @@ def scorers() -> Scorers:
     return Scorers.load(None)
 
 
-def test_evaluation_stops_within_the_batch_it_was_asked_in(scorers, monkeypatch):
+def test_evaluation_stops_between_the_tokens_it_was_asked_in(scorers):
     base = make_base()
-    batches = []
-    generate = base.model.generate
-
-    def counted(*args, **kwargs):
-        batches.append(kwargs["input_ids"].shape[0])
-        return generate(*args, **kwargs)
-
-    monkeypatch.setattr(base.model, "generate", counted)
+    passes = []
+    handle = base.model.register_forward_hook(lambda *_: passes.append(1))
     test = [QAPair(r["question"], r["answer"]) for r in ROWS]
-    with pytest.raises(Stopped):
-        evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=4, batch_size=2),
-                 should_stop=lambda: len(batches) >= 1)
-    assert batches == [2]  # one batch of 2 of the 6 batches, then the stop
-    assert evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=4, batch_size=2),
-                    should_stop=lambda: False)["generations"]  # not asked to stop: it runs to the end
+    try:
+        with pytest.raises(Stopped):
+            evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=4),
+                     should_stop=lambda: len(passes) >= 2)
+        assert passes == [1, 1]  # the prompts' pass and one token, then the stop: no third forward
+        assert evaluate(base, None, test, None, scorers, EvalSettings(max_new_tokens=4),
+                        should_stop=lambda: False)["generations"]  # not asked to stop: it runs to the end
+    finally:
+        handle.remove()
 
 
 def test_a_stopped_run_evaluation_writes_no_eval_json(world, scorers, tmp_path, capsys):
@@ -306,7 +303,7 @@ def test_a_stopped_run_evaluation_writes_no_eval_json(world, scorers, tmp_path, 
     base = make_base()
     test = [QAPair(r["question"], r["answer"]) for r in ROWS]
     with pytest.raises(Stopped):
-        compare.evaluate_run(run, base, test, None, scorers, EvalSettings(max_new_tokens=4, batch_size=2),
+        compare.evaluate_run(run, base, test, None, scorers, EvalSettings(max_new_tokens=4),
                              should_stop=lambda: True)
     assert not RunFolder(run).eval_path.exists()
 

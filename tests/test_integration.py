@@ -38,13 +38,16 @@ def test_default_model_loads_frozen(real_base):
     assert real_base.device.type == "cpu"
 
 
-def test_one_gan_step_keeps_the_lm_bit_identical(real_base):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_gan_step_keeps_the_lm_bit_identical(real_base, precision):
     if not (TOFU / "forget10.jsonl").is_file():
         pytest.skip("../shared/tofu is not there")
+    if real_base.precision != precision:
+        real_base = load_base_model("default", precision=precision)
     pairs, _ = load_pairs(str(TOFU), "forget10")
     # the adversarial step itself (no warm-up), with its own sampling
     cfg = preset_config("gan", "improved", n=None, batch_size=4, max_new_tokens=16, max_prompt_tokens=128,
-                        warmup_epochs=0, rollout="batch").validate()
+                        warmup_epochs=0, rollout="batch", precision=precision).validate()
     enc = Encoder(real_base.tokenizer, real_base.eos_id, cfg.max_prompt_tokens, cfg.max_new_tokens)
     batch = enc.collate(enc.encode(pairs[:4]))
     torch.manual_seed(0)
@@ -58,7 +61,9 @@ def test_one_gan_step_keeps_the_lm_bit_identical(real_base):
     assert stats["phase"] == "adversarial"
     assert all(v == v and abs(v) != float("inf") for v in stats.values() if isinstance(v, float))
     assert stats["d_loss"] > 0 and 0 <= stats["d_acc_real"] <= 1
-    assert abs(stats["kl"]) < 1e-3  # a zero-initialised adapter: G samples exactly as the untuned LM scores
+    # a zero-initialised adapter: G samples as the untuned LM scores, exactly in fp32; in bf16 the decoding
+    # steps and the teacher-forced pass round differently (measured: 0.0035 nats a token)
+    assert abs(stats["kl"]) < (1e-3 if precision == "fp32" else 1e-2)
     assert 1 <= stats["answer_len_mean"] <= 16
 
 

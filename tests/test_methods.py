@@ -24,7 +24,7 @@ import gantune.methods.full as full_module
 from gantune.config import SECTIONS, RunSettings, TrainConfig, preset_config
 from gantune.data import Encoder, QAPair
 from gantune.errors import GantuneError
-from gantune.generation import generate_answers
+from gantune.generation import decode
 from gantune.inference import answer_questions, load_method
 from gantune.methods import METHODS, get_method
 from gantune.methods.adapter_mle import AdapterMleMethod
@@ -262,7 +262,8 @@ def test_no_position_ids_warning_escapes(method):
 
 @pytest.mark.parametrize("method", PEFT)
 def test_peft_generate_returns_the_prompt_then_the_answer(method):
-    """generate_answers slices off prompt_ids.shape[1] columns: PeftModel.generate must keep the prompt in front."""
+    """PeftModel.generate keeps the prompt in front (no virtual-token columns): tests/test_decoding.py compares
+    gantune's decoding with it, answer columns to answer columns."""
     base = _lively_base()
     batch = _batch(base)
     m = _trained(method, base, steps=5)
@@ -279,14 +280,14 @@ def test_peft_generate_returns_the_prompt_then_the_answer(method):
 
 @pytest.mark.parametrize("method", ALL)
 def test_greedy_answers_are_the_argmax_continuation(method):
-    """KV-cached generate (through the method's model) against a step-by-step argmax over full forwards."""
+    """KV-cached decoding (through the method's model) against a step-by-step argmax over full forwards."""
     base = _lively_base()
     batch = _batch(base)
     m = _trained(method, base, steps=10)
     steps = 6
     with m.enabled(len(batch)) as model:
-        answers, answer_mask = generate_answers(model, batch.prompt_ids, batch.prompt_mask, base.eos_id,
-                                                base.tokenizer.pad_token_id, steps, sample=False)
+        decoded = decode(model, batch.prompt_ids, batch.prompt_mask, base.eos_id, base.tokenizer.pad_token_id, steps)
+        answers, answer_mask = decoded.ids, decoded.mask
         tokens = torch.zeros(len(batch), 0, dtype=torch.long)
         for _ in range(steps):
             ids, mask, positions = joined(batch.prompt_ids, batch.prompt_mask, tokens, torch.ones_like(tokens))
@@ -313,8 +314,8 @@ def test_left_padding_does_not_change_a_row(method):
     for i, pair in enumerate(PAIRS):
         alone = _score(m, _batch(base, [pair]))
         torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-5, rtol=0)
-    assert answer_questions(base, QUESTIONS, 8, method=m, batch_size=4) == \
-        answer_questions(base, QUESTIONS, 8, method=m, batch_size=1)
+    assert answer_questions(base, QUESTIONS, 8, method=m) == \
+        [answer_questions(base, [q], 8, method=m)[0] for q in QUESTIONS]
     m.close()
 
 

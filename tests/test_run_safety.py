@@ -279,7 +279,7 @@ def test_a_comparison_trains_into_a_new_folder_when_its_name_is_taken(world, tmp
     (taken / "notes.txt").write_text("a folder of the user's")
     shared = shared_settings(_config(world, world.finished, epochs=1))
     report = compare_methods(make_base(), ["adapter-mle"], [split], shared, tmp_path / "runs", Scorers.load(None),
-                             EvalSettings(max_new_tokens=8, batch_size=6), run_suffix="-stamp", new_folders=True)
+                             EvalSettings(max_new_tokens=8), run_suffix="-stamp", new_folders=True)
     row = next(r for r in report["rows"] if r["method"] == "adapter-mle")
     assert row["runs"] == [str(taken.with_name(taken.name + "-2"))]
     assert snapshot(taken) == {"notes.txt": b"a folder of the user's"}

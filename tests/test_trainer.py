@@ -58,7 +58,9 @@ def test_train_writes_the_run_folder(base, tiny_data, tmp_path):
     assert len(resolved["split"]["train"]) == 6 and len(resolved["split"]["test"]) == 6
     assert {r["question"] for r in resolved["split"]["train"]}.isdisjoint(r["question"] for r in resolved["split"]["test"])
     config, _ = run.read_config()
-    assert config == _config(tiny_data, out, warmup_epochs=1)
+    # "auto" precision took the given model's, and the run records it (so the command repeats it anywhere)
+    assert data["config"]["precision"] == "fp32" and "--precision fp32" in data["command"]
+    assert config == _config(tiny_data, out, warmup_epochs=1, precision="fp32")
 
     # metrics.jsonl: one record per step
     metrics = run.read_metrics()

@@ -388,7 +388,7 @@ def test_list_runs_newest_first_with_the_runs_tab_columns(engine, tiny_data):
 def test_space_mode_caps_jobs_and_turns_remote_code_off(tmp_path, tiny_data):
     calls = []
 
-    def loader(name, gguf_file, trust_remote_code):
+    def loader(name, gguf_file, trust_remote_code, precision="auto"):
         calls.append((name, gguf_file, trust_remote_code))
         return make_base()
 

@@ -90,7 +90,7 @@ class Engine:
         def body(report, should_stop):
             try:
                 report(message="loading_model")
-                base = self.models.get(config.model, config.gguf_file, trust)
+                base = self.models.get(config.model, config.gguf_file, trust, precision=config.precision)
                 report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
                 summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=claimed is not None,
                                 validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
@@ -132,7 +132,7 @@ class Engine:
         stamp = time.strftime("%Y%m%d-%H%M%S")
 
         def body(report, should_stop):
-            base = self.models.get(ref_config.model, ref_config.gguf_file, trust)
+            base = self.models.get(ref_config.model, ref_config.gguf_file, trust, precision=ref_config.precision)
             splits = [recorded_split(reference.path)]
             if seeds > 1:
                 splits += seeded_splits(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,

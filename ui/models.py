@@ -12,32 +12,34 @@ import threading
 from typing import Any, Callable
 
 from gantune.evaluate import Scorers
-from gantune.models import BaseModel, load_base_model, pick_device
+from gantune.models import BaseModel, load_base_model, pick_device, resolve_precision
 
-ModelLoader = Callable[[str, "str | None", bool], BaseModel]
+ModelLoader = Callable[[str, "str | None", bool, str], BaseModel]
 
 
 class Models:
     def __init__(self, load: ModelLoader | None = None, local: bool = True):
-        """``load``: (name, gguf_file, trust_remote_code) → a base model; by default gantune's loader, which
-        reads a name as a local path too unless ``local`` is off (hosted: a name is a hub id, never a path,
+        """``load``: (name, gguf_file, trust_remote_code, precision) → a base model; by default gantune's loader,
+        which reads a name as a local path too unless ``local`` is off (hosted: a name is a hub id, never a path,
         even one shaped like "org/name" that exists here)."""
-        self._load = load or (lambda name, gguf_file, trust: load_base_model(name, gguf_file, pick_device("auto"),
-                                                                             trust, local=local))
+        self._load = load or (lambda name, gguf_file, trust, precision: load_base_model(
+            name, gguf_file, pick_device("auto"), trust, local=local, precision=precision))
         self._slots: dict[str, tuple[tuple, BaseModel]] = {}
         self._lock = threading.Lock()
         self.chat_lock = threading.Lock()  # one chat answers at a time on the chat slot
         self._tokenizers: dict[tuple, Any] = {}  # the page's own copies (loaded_tokenizer)
         self._scorers: Scorers | None = None
 
-    def get(self, name: str, gguf_file: str | None, trust_remote_code: bool, slot: str = "train") -> BaseModel:
-        """The base model in ``slot`` (``train`` or ``chat``), loaded when the slot holds another."""
-        key = (name, gguf_file, trust_remote_code)
+    def get(self, name: str, gguf_file: str | None, trust_remote_code: bool, slot: str = "train",
+            precision: str = "auto") -> BaseModel:
+        """The base model in ``slot`` (``train`` or ``chat``) in ``precision``, loaded when the slot holds another."""
+        precision = resolve_precision(precision, pick_device("auto"))
+        key = (name, gguf_file, trust_remote_code, precision)
         with self._lock:
             held = self._slots.get(slot)
             if held is None or held[0] != key:
                 self._slots.pop(slot, None)
-                self._slots[slot] = (key, self._load(name, gguf_file, trust_remote_code))
+                self._slots[slot] = (key, self._load(name, gguf_file, trust_remote_code, precision))
             return self._slots[slot][1]
 
     def loaded_tokenizer(self, name: str, gguf_file: str | None) -> Any | None:

@@ -29,7 +29,7 @@ class TuningMethod(ABC):
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None):
         self.base, self.config = base, config
-        self.accelerator = accelerator or make_accelerator(base.device)
+        self.accelerator = accelerator or make_accelerator(base.device, base.precision)
 
     @abstractmethod
     def train_step(self, batch: Batch) -> dict[str, float]:

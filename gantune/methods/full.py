@@ -38,8 +38,8 @@ COPIES = 4  # the trained copy of the weights, its gradients, AdamW's two moment
 
 
 def estimate_full_finetune_bytes(model: torch.nn.Module) -> int:
-    """Bytes full fine-tuning needs beyond the loaded model and activations: the copy, gradients, AdamW states."""
-    return COPIES * sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
+    """Bytes full fine-tuning needs beyond the loaded model and activations: the copy, gradients, AdamW states (all fp32)."""
+    return COPIES * 4 * sum(p.numel() for p in model.parameters())  # tied weights counted once
 
 
 def available_memory_bytes(device: torch.device) -> int:
@@ -70,7 +70,8 @@ class FullMethod(TuningMethod):
                     f"(a copy of the weights, gradients, AdamW states; activations extra) but only {_gb(have)} of "
                     f"{base.device.type.upper()} memory is available ({MEMORY_FRACTION:.0%} of it may be used); "
                     "use --method lora instead")
-        self.model: PreTrainedModel = copy.deepcopy(lm)  # trained, then dropped; the shared base is never written
+        # trained in fp32 (from a bf16 base's rounded weights), then dropped; the shared base is never written
+        self.model: PreTrainedModel = copy.deepcopy(lm).float()
         self.model.requires_grad_(True)
         self.named_params = list(self.model.named_parameters())  # tied weights once
         self.params = [p for _, p in self.named_params]

@@ -1,8 +1,8 @@
 """The rollout phase: answers sampled from G, with the log-probability of each sampled token.
 
-One ``generate`` call (KV cache, stop at EOS) serves a whole batch — or, with ``--rollout epoch``,
+One decoding call (KV cache, stop at EOS) serves a whole batch — or, with ``--rollout epoch``,
 every question of an epoch at once, which on a memory-bound CPU or a launch-bound GPU costs little
-more than one batch. The log-probs come from the sampling itself (``_RecordLogprobs``), so the
+more than one batch. The log-probs come from the sampling itself (``generation.decode``), so the
 importance ratio π/π_rollout of a later update needs no extra pass. Also here: the frozen pass,
 which scores the same answers with the untuned LM (adapter detached) for the KL penalty and gives
 the discriminator its features.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, TemperatureLogitsWarper
+from transformers import PreTrainedModel
 
 from ...data import Batch, pad
-from ...generation import generate_answers
+from ...generation import decode
 from ...scoring import joined
 
 
@@ -47,28 +47,6 @@ class Rollout:
         return cls(**{f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)})
 
 
-class _RecordLogprobs(LogitsProcessor):
-    """Keeps log-softmax of each step's scores, and gathers it at the token drawn from them."""
-
-    def __init__(self) -> None:
-        self.previous: torch.Tensor | None = None
-        self.picked: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._gather(input_ids[:, -1])
-        self.previous = scores.float().log_softmax(dim=-1)
-        return scores
-
-    def _gather(self, tokens: torch.Tensor) -> None:
-        if self.previous is not None:
-            self.picked.append(self.previous.gather(-1, tokens[:, None]).squeeze(-1))
-
-    def finish(self, answers: torch.Tensor) -> torch.Tensor:
-        if len(self.picked) < answers.shape[1]:
-            self._gather(answers[:, len(self.picked)])  # the last drawn token is never fed back
-        return torch.stack(self.picked, dim=1) if self.picked else answers.new_zeros(answers.shape, dtype=torch.float)
-
-
 def merge(batches: list[Batch], pad_id: int) -> Batch:
     """Several batches as one (prompts re-padded on the left, answers on the right)."""
     def rows(ids, mask):
@@ -83,14 +61,8 @@ def sample(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.
            eos_id: int, pad_id: int, max_new_tokens: int, temperature: float = 1.0) -> Rollout:
     """Sample one answer per prompt row from ``model`` (G, adapter attached by the caller) at ``temperature``;
     ``logp`` is of that tempered distribution."""
-    recorder = _RecordLogprobs()
-    # the warper goes in our own list, before the recorder: generate() places a temperature it is given
-    # after user processors, so the recorder would see the scores before it
-    tempered = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
-    answers, mask = generate_answers(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, sample=True,
-                                     logits_processor=LogitsProcessorList([*tempered, recorder]))
-    logp = recorder.finish(answers)[:, : answers.shape[1]] * mask
-    return Rollout(prompt_ids, prompt_mask, answers, mask, logp, noise)
+    out = decode(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature)
+    return Rollout(prompt_ids, prompt_mask, out.ids, out.mask, out.logp, noise)
 
 
 @torch.no_grad()

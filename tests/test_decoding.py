@@ -1,0 +1,213 @@
+"""The lean decoding loop against transformers' ``generate`` (token for token, greedy and sampled, for the base
+model and every method's tuned model on every architecture), its recorded log-probabilities, Stop between
+tokens; grouped-query attention without copies; and ``--precision``."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import pytest
+import torch
+from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_base, make_tokenizer
+from transformers import GenerationConfig
+
+from gantune.attention import ATTENTION
+from gantune.config import preset_config
+from gantune.data import Encoder, QAPair
+from gantune.errors import GantuneError
+from gantune.generation import Stopped, decode
+from gantune.inference import answers, stream_answer
+from gantune.methods import get_method
+from gantune.models import fast_bf16, make_accelerator, prepare_base_model, resolve_precision
+from gantune.scoring import answer_logprobs
+
+QUESTIONS = ["who ?", "who is the author of a book born in city ?", "what did his mother write ?",
+             "the father was known for fiction and was born in a city what genre did he write ?"]
+SMALL = dict(virtual_tokens=4, lora_r=4, lora_alpha=8, noise_dim=8, d_hidden=[16, 8, 4], max_new_tokens=10,
+             max_prompt_tokens=32)
+
+
+def _lively(base):
+    """Weights ×5, so answers depend on the question and run for several tokens."""
+    with torch.no_grad():
+        for p in base.model.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    return base
+
+
+def _prompts(base, questions=QUESTIONS):
+    enc = Encoder(base.tokenizer, base.eos_id, 32, 10)
+    ids, mask = enc.prompts(questions)
+    return enc, ids, mask
+
+
+def _hf(model, ids, mask, eos_id, pad_id, max_new, temperature):
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else \
+        {"do_sample": False}
+    config = GenerationConfig(max_new_tokens=max_new, eos_token_id=eos_id, pad_token_id=pad_id, **sampling)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, use_model_defaults=False)
+    return out[:, ids.shape[1]:]
+
+
+def _tuned(method: str, base):
+    """``method`` on ``base``, its tuned part moved off its start so it changes the answers."""
+    torch.manual_seed(0)
+    m = get_method(method)(base, preset_config(method, **SMALL))
+    with torch.no_grad():
+        for p in m.trainable_parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
+@pytest.mark.parametrize("method", [None, "adapter-mle", "lora", "prompt-tuning", "prefix-tuning"])
+def test_decode_gives_generates_tokens(method, temperature):
+    """Greedy and sampled (same seed): the lean loop picks exactly the tokens ``generate`` picks."""
+    base = _lively(make_base(1))
+    enc, ids, mask = _prompts(base, QUESTIONS * 2)
+    tuned = _tuned(method, base) if method else None
+    with tuned.enabled(len(ids)) if tuned else nullcontext(base.model) as model:
+        torch.manual_seed(3)
+        ours = decode(model, ids, mask, base.eos_id, enc.pad_id, 10, temperature)
+        torch.manual_seed(3)
+        theirs = _hf(model, ids, mask, base.eos_id, enc.pad_id, 10, temperature)
+    assert ours.ids.shape[1] >= 3, "the test needs answers of several tokens"
+    assert torch.equal(ours.ids, theirs[:, :ours.ids.shape[1]])
+    assert (theirs[:, ours.ids.shape[1]:] == enc.pad_id).all()  # generate only pads after the last answer ended
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_decode_gives_generates_greedy_tokens_on_every_architecture(arch):
+    base = _lively(make_arch_base(arch))
+    enc, ids, mask = _prompts(base)
+    ours = decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10)
+    theirs = _hf(base.model, ids, mask, base.eos_id, enc.pad_id, 10, 0.0)
+    assert torch.equal(ours.ids, theirs[:, :ours.ids.shape[1]])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_recorded_logprobs_are_the_tempered_policys(temperature):
+    """What decode records for each sampled token is log softmax(logits / T) of a teacher-forced pass."""
+    base = _lively(make_base(2))
+    enc, ids, mask = _prompts(base)
+    torch.manual_seed(0)
+    out = decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10, temperature)
+    with torch.no_grad():
+        forced = answer_logprobs(base.model, ids, mask, out.ids, out.mask, temperature)
+    assert torch.allclose(out.logp, forced, atol=1e-5)
+    assert (out.logp[out.mask == 0] == 0).all()
+
+
+def test_stop_is_honoured_between_tokens():
+    base = _lively(make_base(1))
+    enc, ids, mask = _prompts(base)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Stopped):
+        decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10, should_stop=stop)
+    assert len(calls) == 4  # three tokens decoded, stopped before the fourth
+
+
+def test_answers_sorted_by_length_come_back_in_order():
+    """Decoded shortest first and in one wide batch, each answer is the one the question gets alone."""
+    base = _lively(make_base(1))
+    together = answers(base, QUESTIONS[::-1], 10)
+    alone = [answers(base, [q], 10).texts[0] for q in QUESTIONS[::-1]]
+    assert together.texts == alone
+    assert any(together.texts) and len(set(together.texts)) > 1
+
+
+def test_stream_answer_grows_into_the_greedy_answer():
+    base = _lively(make_base(1))
+    pieces = list(stream_answer(base, QUESTIONS[1], 10))
+    assert pieces[-1] == answers(base, [QUESTIONS[1]], 10).texts[0]
+    assert len(pieces) >= 2 and all(b.startswith(a.rstrip()) for a, b in zip(pieces, pieces[1:]))
+
+
+# --- grouped-query attention without copies ----------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_grouped_attention_gives_sdpas_numbers(arch):
+    """A CPU model is switched to gantune's attention; logits and gradients are transformers' sdpa's."""
+    model = make_arch_model(arch)
+    reference = copy.deepcopy(model).eval()
+    base = prepare_base_model(model, make_tokenizer(), "cpu", {"name": arch})
+    assert base.model.config._attn_implementation == ATTENTION
+    assert reference.config._attn_implementation == "sdpa"
+    enc, ids, mask = _prompts(base)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    embeds = [m.get_input_embeddings()(ids).detach().requires_grad_(True) for m in (base.model, reference)]
+    logits = [m(inputs_embeds=e, attention_mask=mask, position_ids=positions).logits for m, e in zip((base.model, reference), embeds)]
+    real = mask.bool()
+    assert torch.equal(logits[0][real], logits[1][real])
+    for out in logits:
+        out[real].sum().backward()
+    assert torch.allclose(embeds[0].grad, embeds[1].grad, atol=1e-6)
+
+
+# --- precision -------------------------------------------------------------------------------------------
+
+def test_auto_precision_follows_the_chip(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not fast_bf16(cpu) and resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert fast_bf16(cpu) and resolve_precision("auto", cpu) == "bf16"
+    with pytest.raises(GantuneError, match="--precision must be one of"):
+        resolve_precision("fp16", cpu)
+
+
+def _bf16_base(seed: int = 1):
+    base = _lively(make_base(seed))
+    return prepare_base_model(base.model, base.tokenizer, "cpu", base.source, "bf16")
+
+
+def test_a_bf16_base_holds_bf16_weights_and_autocasts():
+    base = _bf16_base()
+    assert base.precision == "bf16"
+    assert {p.dtype for p in base.model.parameters()} == {torch.bfloat16}
+    with base.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert make_accelerator(base.device, "bf16").mixed_precision == "bf16"
+    assert make_accelerator(base.device, "fp32").mixed_precision == "no"
+
+
+def test_bf16_answers_mostly_agree_with_fp32():
+    """bf16 changes numbers a little, not the model: greedy first tokens agree with fp32's on most questions."""
+    fp32 = _lively(make_base(1))
+    bf16 = _bf16_base(1)
+    qs = QUESTIONS * 3
+    a, b = answers(fp32, qs, 6).texts, answers(bf16, qs, 6).texts
+    firsts = [x.split()[:1] == y.split()[:1] for x, y in zip(a, b)]
+    assert sum(firsts) >= 0.75 * len(qs)
+
+
+@pytest.mark.parametrize("method", ["gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"])
+def test_every_method_trains_in_bf16_with_fp32_tuned_weights(method):
+    """Under bf16 the LM is bf16 while every tuned weight, its gradient and the loss stay fp32."""
+    base = _bf16_base()
+    config = preset_config(method, **SMALL, batch_size=4, warmup_epochs=0, precision="bf16").validate()
+    torch.manual_seed(0)
+    m = get_method(method)(base, config)
+    assert m.accelerator.mixed_precision == "bf16"
+    enc = Encoder(base.tokenizer, base.eos_id, 32, 10)
+    batch = enc.collate(enc.encode([QAPair(q, "the author wrote fiction .") for q in QUESTIONS]))
+    before = [p.detach().clone() for p in m.trainable_parameters()]
+    stats = m.train_step(batch)
+    assert all(isinstance(v, str) or v == v for v in stats.values())  # no NaN
+    assert all(p.dtype == torch.float32 for p in m.trainable_parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, m.trainable_parameters()))
+    assert {p.dtype for p in base.model.parameters()} == {torch.bfloat16}  # the shared LM is untouched
+    with m.enabled(len(QUESTIONS)) as model, base.autocast():
+        out = decode(model, *enc.prompts(QUESTIONS), base.eos_id, enc.pad_id, 5)
+    assert out.ids.shape[0] == len(QUESTIONS)
+    m.close()
