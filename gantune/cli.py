@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="tune a model and write a run folder",
                            description="Tune a model; preset values are defaults that any flag below overrides.")
     _add_config_flags(train)
-    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (flags given override its settings)")
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint; it keeps its settings, "
+                       "but for more --epochs or another --checkpoint-every")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     gen = sub.add_parser("generate", help="answer questions with a tuned run's model")

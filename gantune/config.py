@@ -260,8 +260,7 @@ def resumed_config(saved: TrainConfig, asked: TrainConfig) -> tuple[TrainConfig,
     differ = [f.name for f in dataclasses.fields(TrainConfig)
               if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(asked, f.name)]
     if differ:
-        shown = ", ".join(f"--{_flag(n)} ({_shown(getattr(saved, n), 30)} → {_shown(getattr(asked, n), 30)})"
-                          for n in differ)
+        shown = ", ".join(f"--{_flag(n)} ({_plain(getattr(saved, n))} → {_plain(getattr(asked, n))})" for n in differ)
         raise GantuneError(f"a resume continues the same run, so it cannot change {shown}; start a new run (another "
                            "--out) to change them (a resume may change --epochs and --checkpoint-every)")
     config = dataclasses.replace(asked)
@@ -270,3 +269,9 @@ def resumed_config(saved: TrainConfig, asked: TrainConfig) -> tuple[TrainConfig,
     changed = {f.name: [getattr(saved, f.name), getattr(config, f.name)] for f in dataclasses.fields(TrainConfig)
                if f.name not in ("out", "trust_remote_code") and getattr(saved, f.name) != getattr(config, f.name)}
     return config, changed
+
+
+def _plain(value: Any, most: int = 60) -> str:
+    """A setting's value as its flag takes it (a list's items by spaces, 'all' for n's None), cut to ``most``."""
+    text = " ".join(map(str, value)) if isinstance(value, list) else "none" if value is None else str(value)
+    return text if len(text) <= most else "…" + text[-(most - 1):]

@@ -2,8 +2,10 @@
 
 The loop knows nothing of any method's insides. Each step's record goes to ``metrics.jsonl`` and
 to the ``on_step`` callback (the CLI's progress bar, the workbench's job); ``should_stop`` is asked
-before every step, and a stopped run still saves its adapter. Runs under ``accelerate launch``
-too: each process takes its share of the batches and gradients are averaged.
+before every step and, by the method, inside a step's long loops, and a stopped run still saves its
+adapter. The process that trains or resumes a run holds the run folder's lock to its end. Runs
+under ``accelerate launch`` too: each process takes its share of the batches and gradients are
+averaged; only the main one writes (and locks) the run folder.
 """
 
 from __future__ import annotations
@@ -212,8 +214,8 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         if acc.is_main_process:  # the run starts now: only from here are its files changed
             resumes = p.resumes
             if resume:
-                run.drop_summary()  # it ends again, and says how then
                 run.keep_records_until(step)  # steps after the checkpoint are redone
+                run.drop_summary()  # it ends again, and says how then
                 resumes = [*resumes, {"step": step, "changed": p.changed, "when": time.strftime("%Y-%m-%d %H:%M:%S")}]
             else:
                 run.drop_replaced()  # the run this one replaces (--overwrite) goes only now that this one starts

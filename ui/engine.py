@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from gantune.compare import ComparisonFailed, Progress, compare_methods, recorded_split, seeded_splits, shared_settings
+from gantune.compare import (
+    ComparisonFailed,
+    Progress,
+    compare_methods,
+    recorded_split,
+    row_config,
+    seeded_splits,
+    shared_settings,
+)
 from gantune.config import TrainConfig
 from gantune.data import QAPair, load_pairs, split_pairs
 from gantune.errors import GantuneError
@@ -152,6 +160,8 @@ class Engine:
             if seeds > 1:  # the runs at the further seeds: checked here, not in the job
                 dataclasses.replace(ref_config, seed=seed_list[-1]).validate()
             self.policy.check_model(ref_config.model, ref_config.gguf_file)
+            for row in methods:  # each row it trains: within a Space's caps and step budget too
+                self.policy.check_limits(row_config(row, shared_settings(ref_config), ref_config.seed, ref_config.out))
             trust = self.policy.run_trust(ref_config, name)
             reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -30,7 +30,7 @@ MAX_SEEDS = 5  # seeds a comparison may take
 HOSTED_CAPS: dict[str, float] = {name: cap for section in SECTIONS for name, cap in hosted_caps(section).items()}
 # the refusals of the caps that read best in their own words; every other cap says the setting's name
 _CAP_KEYS = {"n": "hosted_max_n", "epochs": "hosted_max_epochs", "max_new_tokens": "hosted_max_tokens"}
-_ABSOLUTE = re.compile(r"(?<![\w.~])/(?:[^\s/:'\"()]+/)+")  # a server path's folders (its file name stays)
+_ABSOLUTE = re.compile(r"(?<![\w.~/:])/(?:[^\s/:'\"()]+/)+")  # a server path's folders (its file name stays)
 
 
 class PageError(GantuneError):
@@ -74,11 +74,11 @@ class Settings:
 
 
 def hosted_budget() -> int:
-    """A hosted step's budget: eight times the default GAN step at the hosted caps (batch, prompt and answer length):
-    room for any one costly lever (more samples, D steps or PPO epochs), not for all of them at once."""
+    """A hosted step's budget: six times the default GAN step at the hosted caps (batch, prompt and answer length):
+    room for any one costly lever (more samples, D steps or PPO epochs) at its cap, not for several at once."""
     sizes = {name: int(HOSTED_CAPS[name]) for name in ("n", "batch_size", "max_new_tokens", "max_prompt_tokens")}
     config = preset_config("gan", "improved", **sizes)
-    return 8 * sum(passes for passes, _ in step_cost(config, _train_pairs(config)))
+    return 6 * sum(passes for passes, _ in step_cost(config, _train_pairs(config)))
 
 
 def _train_pairs(config: TrainConfig) -> int:
@@ -141,7 +141,7 @@ class Policy:
                         for form in (folder.resolve(), folder.absolute())}, key=lambda p: -len(p[0]))
         for folder, name in named:
             if folder != "/":
-                text = text.replace(folder, name)
+                text = re.sub(re.escape(folder) + r"(?![\w.-])", name, text)
         return _ABSOLUTE.sub("…/", text)
 
     def check_comparison(self, methods: list[str], seeds: int) -> None:
