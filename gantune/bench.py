@@ -5,21 +5,26 @@ paired differences to LoRA and base), report.md (the tables, with ratios to LoRA
 thesis preset, the thesis' own numbers beside ours) and generations.jsonl; each method's run folder
 lands in ``<report stem>_runs/<method>-seed<seed>/`` with its own eval.json. The protocol itself is
 ``gantune.compare.compare_methods``, shared with the workbench's Compare tab.
+
+The bench never replaces a file: it refuses an ``--out`` where any of these already is (before anything
+loads), makes ``<report stem>_runs/`` fresh, and writes each report file only where nothing is. A row
+that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .compare import ROWS, baseline_config, compare_methods, evaluate_run, seeded_splits
+from .compare import ROWS, ComparisonFailed, baseline_config, compare_methods, evaluate_run, seeded_splits
 from .errors import GantuneError
 from .evaluate import EvalSettings, Scorers, load_retention_sets
 from .metrics import Bleurt
 from .models import BaseModel, load_base_model, pick_device
-from .runs import saving, write_json_atomic, write_text_atomic
+from .runs import saving, write_text_new
 
 __all__ = ["BENCH_PRESETS", "ROWS", "baseline_config", "evaluate_run", "report_markdown", "run_bench"]
 
@@ -92,33 +97,64 @@ def run_bench(
     out = Path(out)
     if out.suffix != ".json":
         raise GantuneError(f"--out must name a .json report file (got {out})")
+    files, runs_dir = bench_outputs(out)
+    taken = [p for p in (*files, runs_dir) if p.exists() or p.is_symlink()]
+    if taken:
+        raise GantuneError(f"{taken[0]} already exists, and bench never replaces a file; choose another --out (or "
+                           "move it aside)")
     schedule = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
                                             "max_prompt_tokens")} | (overrides or {})
     splits, data_source = seeded_splits(data, subset, schedule["n"], schedule["train_fraction"], seeds)
     device = pick_device("auto")
-    if base is None:
-        log(f"loading model {model} …")
-        base = load_base_model(model, device=device)
-    scorers = Scorers.load(bleurt, device=str(device))
-    settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"], max_prompt_tokens=schedule["max_prompt_tokens"],
-                            retention_n=bp.retention_n)
-    report = compare_methods(
-        base, names, splits, {"model": model, "data": data, "subset": subset, **schedule},
-        out.with_name(out.stem + "_runs"), scorers, settings,
-        temperatures=sorted({t for t in temperatures if t > 0}),
-        retention=load_retention_sets(data, bp.retention_n, seeds[0]),
-        progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
+    try:
+        runs_dir.mkdir(parents=True)  # fresh: another bench at this --out is refused here
+    except FileExistsError:
+        raise GantuneError(f"{runs_dir} already exists, and bench never replaces a file; choose another --out") from None
+    except OSError as exc:
+        raise GantuneError(f"cannot create {runs_dir}: {exc.strerror}") from exc
+    try:
+        if base is None:
+            log(f"loading model {model} …")
+            base = load_base_model(model, device=device)
+        scorers = Scorers.load(bleurt, device=str(device))
+        settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"],
+                                max_prompt_tokens=schedule["max_prompt_tokens"],
+                                retention_n=bp.retention_n)
+        try:
+            report = compare_methods(
+                base, names, splits, {"model": model, "data": data, "subset": subset, **schedule}, runs_dir, scorers,
+                settings, temperatures=sorted({t for t in temperatures if t > 0}),
+                retention=load_retention_sets(data, bp.retention_n, seeds[0]),
+                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
+            failed = None
+        except ComparisonFailed as exc:
+            report, failed = exc.report, exc
+    except BaseException:
+        with suppress(OSError):
+            runs_dir.rmdir()  # nothing was written in it
+        raise
     generations = report.pop("generations")
     report = {"preset": preset, "model": base.source, "device": str(device), "data": data_source,
               "schedule": schedule, **report}
     report["notes"]["memory"] = _memory_note(device.type)
     markdown = report_markdown(report)
     with saving("the report", out.parent):
-        write_json_atomic(out, report)
-        write_text_atomic(out.with_name(out.stem + ".md"), markdown)
-        write_text_atomic(out.with_name("generations.jsonl"), "".join(json.dumps(g) + "\n" for g in generations))
+        for path, text in zip(files, (json.dumps(report, indent=2), markdown,
+                                      "".join(json.dumps(g) + "\n" for g in generations))):
+            try:
+                write_text_new(path, text)
+            except FileExistsError:
+                raise GantuneError(f"{path} appeared while the bench ran, and bench never replaces a file; the runs "
+                                   f"and their eval.json are in {runs_dir}") from None
     log(markdown)
+    if failed is not None:
+        raise GantuneError(f"{failed} (the report keeps the rows finished before it: {out})") from failed
     return report
+
+
+def bench_outputs(out: Path) -> tuple[tuple[Path, Path, Path], Path]:
+    """What a bench with ``--out out`` writes: the report's .json, .md and generations.jsonl, and its runs folder."""
+    return (out, out.with_name(out.stem + ".md"), out.with_name("generations.jsonl")), out.with_name(out.stem + "_runs")
 
 
 def _memory_note(device_type: str) -> str:

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="tune a model and write a run folder",
                            description="Tune a model; preset values are defaults that any flag below overrides.")
     _add_config_flags(train)
-    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (flags given override its settings)")
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint; it keeps its settings, "
+                       "but for more --epochs or another --checkpoint-every")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     gen = sub.add_parser("generate", help="answer questions with a tuned run's model")
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
     bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
     bench.add_argument("--model", default="default", help="as for train")
-    bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go beside it")
+    bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go "
+                       "beside it (bench never replaces a file: it refuses an --out where one of them is)")
     bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
     bench.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
                        help="train and evaluate every method once per seed, each on that seed's split; the report "

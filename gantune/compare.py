@@ -82,6 +82,14 @@ NOTES = {
 }
 
 
+class ComparisonFailed(GantuneError):
+    """A row of a comparison failed: why (the message), and the report of the rows it finished (``report``)."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
 @dataclass(frozen=True)
 class Split:
     """One seed's training and test pairs."""
@@ -253,6 +261,7 @@ def compare_methods(
     every stage and training step; ``progress_bars`` draws the trainer's own (a terminal's).
     ``should_stop`` is asked before every stage, during training and between evaluation batches; a
     stopped comparison reports the stages it finished (an evaluation cut short is dropped, unsaved).
+    A row that fails raises ``ComparisonFailed``, which carries the report of the rows finished before it.
     """
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -306,13 +315,13 @@ def compare_methods(
             for row in rows:
                 check_stop()
                 out = runs_dir / f"{row}-seed{split.seed}{run_suffix}"
-                if new_folders:
-                    out = claim_unused(out).path
+                claimed = claim_unused(out) if new_folders else None
+                out = claimed.path if claimed is not None else out
                 config = row_config(row, shared, split.seed, out)
                 say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
                              f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
                 release_freed_memory()
-                summary = train(config, base=base, should_stop=stop, overwrite=not new_folders, claimed=new_folders,
+                summary = train(config, base=base, should_stop=stop, overwrite=not new_folders, claimed=claimed,
                                 progress=progress_bars, split=(split.train, split.test),
                                 on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
                                     "step", f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total,
@@ -331,6 +340,12 @@ def compare_methods(
                 evaluated(row, split, first, summary, out)
     except Stopped:
         stopped = True
+    except GantuneError as exc:
+        if not evaluations:
+            raise
+        report = _report(evaluations, splits, temperatures, False)
+        report.update(status="failed", error=str(exc))
+        raise ComparisonFailed(str(exc), report) from exc
     say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))
     return _report(evaluations, splits, temperatures, stopped)
 

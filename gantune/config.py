@@ -21,8 +21,8 @@ from .errors import GantuneError
 from .methods import METHODS
 from .methods.gan.settings import AdapterSettings, GanSettings
 from .methods.peft_settings import PeftSettings
+from .settings import COUNT_OR_ZERO, NONNEGATIVE, RATE, Bounds, check_bounds, setting
 from .settings import flag as _flag
-from .settings import require_at_least, require_finite, setting
 
 INT64_MAX = 2**63 - 1  # torch's long: a count or size beyond it overflows inside the libraries
 FLOAT32_MAX = 3.4028234663852886e38  # tensors are fp32: a coefficient beyond the largest float32 overflows
@@ -42,9 +42,12 @@ class RunSettings:
     data: str | None = setting(None, "data: a folder of .jsonl (like shared/tofu), one .jsonl/.json/.csv file, or a hub "
                                "dataset id")
     subset: str = setting("forget10", "TOFU config / file name inside --data (forget05/forget01 nest in forget10)")
-    n: int | None = setting(40, "how many pairs to use (train + test) after a seeded shuffle; 'all' for every pair")
-    train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out")
-    seed: int = setting(0, "seed for the split, noise, sampling and initialisation")
+    n: int | None = setting(40, "how many pairs to use (train + test) after a seeded shuffle; 'all' for every pair",
+                            bounds=Bounds(low=2, hosted=40, why="one pair to train on and one to test"))
+    train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out",
+                                    bounds=Bounds(low=0.0, high=1.0, low_open=True, high_open=True))
+    seed: int = setting(0, "seed for the split, noise, sampling and initialisation",
+                        bounds=Bounds(low=0, high=SEED_MAX, why="the seeds numpy and torch take"))
     out: str | None = setting(None, "run folder (default: runs/<method>-<preset>-<time>)")
     device: str = setting("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
     precision: str = setting("auto", "auto: bf16 where the chip computes it fast (a CUDA GPU, or a CPU with AMX or "
@@ -52,33 +55,24 @@ class RunSettings:
                              "too), with log-probs, losses, the tuned weights, D and the optimisers in fp32",
                              ("auto", "fp32", "bf16"))
     # schedule
-    epochs: int = setting(3, "passes over the training pairs")
-    batch_size: int = setting(8, "pairs per step")
-    lr: float = setting(1e-3, "learning rate of the tuned part (for the GAN: of its MLE warm-up)")
-    max_grad_norm: float = setting(1.0, "each update's gradients are clipped to this L2 norm (0: not clipped)")
-    max_new_tokens: int = setting(48, "most tokens sampled per answer (also caps reference answers)")
-    max_prompt_tokens: int = setting(128, "most prompt tokens (longer prompts are cut from the left)")
-    checkpoint_every: int = setting(0, "steps between checkpoints (0: at each epoch's end)")
-    sample_every: int = setting(5, "steps between answers recorded in samples.jsonl (0: never)")
+    epochs: int = setting(3, "passes over the training pairs", bounds=Bounds(low=1, high=100_000, hosted=3))
+    batch_size: int = setting(8, "pairs per step", bounds=Bounds(low=1, hosted=8))
+    lr: float = setting(1e-3, "learning rate of the tuned part (for the GAN: of its MLE warm-up)", bounds=RATE)
+    max_grad_norm: float = setting(1.0, "each update's gradients are clipped to this L2 norm (0: not clipped)",
+                                   bounds=NONNEGATIVE)
+    max_new_tokens: int = setting(48, "most tokens sampled per answer (also caps reference answers)",
+                                  bounds=Bounds(low=1, hosted=48))
+    max_prompt_tokens: int = setting(128, "most prompt tokens (longer prompts are cut from the left)",
+                                     bounds=Bounds(low=1, hosted=128))
+    checkpoint_every: int = setting(0, "steps between checkpoints (0: at each epoch's end)", bounds=COUNT_OR_ZERO)
+    sample_every: int = setting(5, "steps between answers recorded in samples.jsonl (0: never)", bounds=COUNT_OR_ZERO)
     # validation: pick the best epoch
     val_pairs: int = setting(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the "
-                             "best; 0: keep the last")
+                             "best; 0: keep the last", bounds=Bounds(low=0, hosted=8))
     val_tolerance: float = setting(0.02, "keep the last adapter unless its validation score is worse than the best one's "
-                                   "by more than this (4 pairs are noisy)")
+                                   "by more than this (4 pairs are noisy)", bounds=NONNEGATIVE)
     val_metric: str = setting("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is "
                               "better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
-
-    def check(self) -> None:
-        if not 0 <= self.seed <= SEED_MAX:
-            raise GantuneError(f"--seed must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {self.seed})")
-        require_at_least(self, ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens"), 1)
-        require_at_least(self, ("checkpoint_every", "sample_every", "val_pairs"), 0)
-        if self.n is not None and self.n < 2:
-            raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})")
-        require_finite(self, ("lr",), 0.0, 1.0, low_open=True)
-        require_finite(self, ("max_grad_norm", "val_tolerance"))
 
 
 SECTIONS: tuple[type, ...] = (RunSettings, AdapterSettings, GanSettings, PeftSettings)
@@ -109,8 +103,10 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
                     raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})")
                 if isinstance(v, float) and abs(v) > FLOAT32_MAX:
                     raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})")
-        for section in SECTIONS:
-            section.check(self)
+        check_bounds(self)  # each field's range
+        for section in SECTIONS:  # what one field's range cannot say
+            if hasattr(section, "check"):
+                section.check(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,3 +231,54 @@ def preset_config(method: str = "gan", preset: str = "improved", **overrides: An
                           **(METHODS[method].defaults if method in METHODS else {}),
                           **overrides})
 
+
+
+def step_cost(config: TrainConfig, n_train: int) -> list[tuple[int, str]]:
+    """The heaviest training step's work, in token passes through the LM (a token's forward: 1, its backward: 2),
+    by part: (passes, the setting that sizes it most). For the GAN, an adversarial step with its rollout (with
+    ``--rollout epoch``, all of an epoch's answers are sampled in its first step), its frozen pass, D steps and
+    generator updates. A rough count, for a hosted workbench's budget: a step ends only at its own stop points."""
+    tokens = config.max_prompt_tokens + config.max_new_tokens
+    batch = max(1, min(config.batch_size, n_train))
+    if config.method != "gan":
+        virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
+        return [(3 * batch * (tokens + virtual), "batch_size")]
+    k = config.samples_per_question
+    rows = batch * k
+    sampled = max(1, n_train - min(config.val_pairs, n_train // 10)) * k if config.rollout == "epoch" else rows
+    update = 3 * rows * tokens * (config.max_new_tokens if config.pg_estimator == "thesis" else 1)
+    mle = 3 * batch * tokens if config.mle_weight > 0 else 0
+    twice = 2 if config.resample_for_g else 1
+    return [(sampled * tokens * twice, "samples_per_question"), ((rows + batch) * tokens * twice, "batch_size"),
+            (config.d_steps * (rows + batch) * config.max_new_tokens, "d_steps"),
+            (config.ppo_epochs * (update + mle), "ppo_epochs")]
+
+
+# What a resume may change: what only extends the run or says where and how it runs (the rest defines it)
+RESUME_MAY_CHANGE = ("epochs", "checkpoint_every", "sample_every", "device", "trust_remote_code", "out")
+
+
+def resumed_config(saved: TrainConfig, asked: TrainConfig) -> tuple[TrainConfig, dict[str, list[Any]]]:
+    """The settings a resume of a run saved as ``saved`` goes on with, and what it changes ({name: [was, now]}).
+
+    Only ``RESUME_MAY_CHANGE`` may differ; anything else that defines the run is refused with the list of
+    what differs. More epochs keep the warm-up the run had (the epochs it did keep their phase).
+    """
+    differ = [f.name for f in dataclasses.fields(TrainConfig)
+              if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(asked, f.name)]
+    if differ:
+        shown = ", ".join(f"--{_flag(n)} ({_plain(getattr(saved, n))} → {_plain(getattr(asked, n))})" for n in differ)
+        raise GantuneError(f"a resume continues the same run, so it cannot change {shown}; start a new run (another "
+                           "--out) to change them (a resume may change --epochs and --checkpoint-every)")
+    config = dataclasses.replace(asked)
+    if config.epochs != saved.epochs and saved.method == "gan":
+        config.warmup_epochs = max(0, min(saved.warmup_epochs, saved.epochs - 1))
+    changed = {f.name: [getattr(saved, f.name), getattr(config, f.name)] for f in dataclasses.fields(TrainConfig)
+               if f.name not in ("out", "trust_remote_code") and getattr(saved, f.name) != getattr(config, f.name)}
+    return config, changed
+
+
+def _plain(value: Any, most: int = 60) -> str:
+    """A setting's value as its flag takes it (a list's items by spaces, 'all' for n's None), cut to ``most``."""
+    text = " ".join(map(str, value)) if isinstance(value, list) else "none" if value is None else str(value)
+    return text if len(text) <= most else "…" + text[-(most - 1):]

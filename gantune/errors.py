@@ -19,9 +19,15 @@ def first_line(exc: BaseException) -> str:
 
 
 def write_error(exc: OSError, what: str, where: object) -> GantuneError:
-    """A failed write of ``what`` in ``where`` (a run folder, a report) as one line that says what to do."""
-    if exc.errno == errno.ENOSPC:
+    """A failed write of ``what`` in ``where`` (a run folder, a report) as one line that says what to do (what was
+    saved before stays: every write goes beside, then is renamed into place)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = "the disk is full; the previous copy is kept — free some space, then resume"
+    elif exc.errno == errno.EFBIG:
+        reason = ("a file grew past the size this process may write (ulimit -f, a quota); the previous copy is kept "
+                  "— raise the limit, then resume")
+    elif exc.errno == errno.ELOOP:
+        reason = "a file there is a symbolic link; gantune writes only regular files of its run folder"
     elif exc.errno == errno.ENOENT:
         reason = "the folder was deleted or moved while writing"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -35,6 +35,7 @@ def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code:
     recover_dir(run.adapter_dir)
     if not run.adapter_dir.is_dir():
         raise GantuneError(f"{run.path} has no adapter yet (the run did not finish or save)")
+    run.check_adapter()  # regular files inside the run folder only
     check_data_only(run.adapter_dir)
     if base is None:
         if config.trust_remote_code and not trust_remote_code:

@@ -1,24 +1,41 @@
-"""What every settings section is made of: a field with its flag's help text, and the range checks.
+"""What every settings section is made of: a field with its flag's help text and its bounds.
 
 A section is a dataclass of such fields that lives beside the code that reads it (the GAN's in
 ``methods/gan/settings.py``, peft's in ``methods/peft_settings.py``); ``config.TrainConfig`` is all
-the sections together. Nothing here imports torch: the CLI builds its flags from these.
+the sections together. A field's ``Bounds`` are the one place its range is said: ``check_bounds``
+refuses a value outside it, and a hosted workbench refuses one over its ``hosted`` cap. Nothing
+here imports torch: the CLI builds its flags from these.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GantuneError
 
 
-def setting(default: Any, help: str, choices: tuple | None = None) -> Any:
-    """A settings field: its default, the flag's help text and, for a choice, the values it takes."""
+@dataclass(frozen=True)
+class Bounds:
+    """A number's range (each item's, for a list of widths) and what a hosted workbench allows at most."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # ``low`` itself is refused
+    high_open: bool = False  # ``high`` itself is refused
+    hosted: float | None = None  # the most a hosted workbench (a Space) allows: the setting sizes a job's cost
+    why: str = ""  # said with the range (the seed's: "the seeds numpy and torch take")
+
+
+def setting(default: Any, help: str, choices: tuple | None = None, bounds: Bounds | None = None) -> Any:
+    """A settings field: its default, the flag's help text, for a choice the values it takes, for a number its bounds."""
     meta: dict[str, Any] = {"help": help}
     if choices:
         meta["choices"] = choices
+    if bounds is not None:
+        meta["bounds"] = bounds
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -29,20 +46,55 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def require_at_least(section: Any, names: tuple[str, ...], least: int) -> None:
-    """Refuse a whole-number field below ``least``."""
-    for name in names:
-        value = getattr(section, name)
-        if value < least:
-            raise GantuneError(f"--{flag(name)} must be {'at least 1' if least == 1 else f'>= {least}'} (got {value})")
+def check_bounds(settings: Any) -> None:
+    """Refuse a value outside its field's bounds, naming the flag (``None``: 'all', not checked)."""
+    for f in dataclasses.fields(settings):
+        bounds: Bounds | None = f.metadata.get("bounds")
+        value = getattr(settings, f.name)
+        if bounds is None or value is None:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            problem = _outside(bounds, v)
+            if problem:
+                raise GantuneError(f"--{flag(f.name)} must be {problem} (got {v})")
 
 
-def require_finite(section: Any, names: tuple[str, ...], low: float = 0.0, high: float = math.inf,
-                   low_open: bool = False) -> None:
-    """Refuse a number that is not finite or lies outside [low, high] ((low, high] with ``low_open``)."""
-    for name in names:
-        value = getattr(section, name)
-        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-            if low_open:
-                raise GantuneError(f"--{flag(name)} must be a number in ({low:g}, {high:g}] (got {value})")
-            raise GantuneError(f"--{flag(name)} must be a finite number >= {low:g} (got {value})")
+def hosted_caps(section: type) -> dict[str, float]:
+    """The hosted workbench's cap of each field of ``section`` that has one."""
+    return {f.name: f.metadata["bounds"].hosted for f in dataclasses.fields(section)
+            if f.metadata.get("bounds") is not None and f.metadata["bounds"].hosted is not None}
+
+
+def _outside(b: Bounds, v: float) -> str:
+    """What ``v`` must be, when it lies outside ``b``; '' when it fits."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "a finite number"
+    too_low = b.low is not None and (v < b.low or (b.low_open and v == b.low))
+    too_high = b.high is not None and (v > b.high or (b.high_open and v == b.high))
+    if not (too_low or too_high):
+        return ""
+    low, high = _shown(b.low), _shown(b.high)
+    if isinstance(v, int) and not isinstance(v, bool):
+        if b.why and b.low is not None and b.high is not None:
+            return f"between {low} and {high}, {b.why}"
+        return f"at least {low}" + (f": {b.why}" if b.why else "") if too_low else f"at most {high}"
+    if b.low is not None and b.high is not None:
+        if b.low_open and b.high_open:
+            return f"between {low} and {high}, exclusive"
+        return f"a number in {'(' if b.low_open else '['}{low}, {high}{')' if b.high_open else ']'}"
+    if too_low:
+        return f"a finite number {'>' if b.low_open else '>='} {low}"
+    return f"a number <= {high}"
+
+
+def _shown(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# the bounds most fields share
+COUNT = Bounds(low=1)  # a whole number >= 1
+COUNT_OR_ZERO = Bounds(low=0)  # a whole number >= 0 (0: off)
+NONNEGATIVE = Bounds(low=0.0)  # a finite number >= 0
+RATE = Bounds(low=0.0, high=1.0, low_open=True)  # a learning rate: (0, 1]

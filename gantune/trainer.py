@@ -2,15 +2,17 @@
 
 The loop knows nothing of any method's insides. Each step's record goes to ``metrics.jsonl`` and
 to the ``on_step`` callback (the CLI's progress bar, the workbench's job); ``should_stop`` is asked
-before every step, and a stopped run still saves its adapter. Runs under ``accelerate launch``
-too: each process takes its share of the batches and gradients are averaged.
+before every step and, by the method, inside a step's long loops, and a stopped run still saves its
+adapter. The process that trains or resumes a run holds the run folder's lock to its end. Runs
+under ``accelerate launch`` too: each process takes its share of the batches and gradients are
+averaged; only the main one writes (and locks) the run folder.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -18,13 +20,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, resumed_config
 from .data import Encoder, QAPair, load_pairs, split_pairs
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
 from .inference import answer_questions
 from .memory import MemoryMonitor
 from .methods import get_method
-from .methods.base import TuningMethod
+from .methods.base import StepInterrupted, TuningMethod
 from .metrics import rouge
 from .models import (
     BaseModel,
@@ -52,10 +54,12 @@ class Prepared:
     test: list[QAPair]
     data_source: str
     run: RunFolder
+    changed: dict[str, Any] = field(default_factory=dict)  # a resume's: what it changes, {setting: [was, now]}
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # the run's earlier resumes, as config.json says
 
 
 def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False,
-            split: tuple[list[QAPair], list[QAPair]] | None = None, claimed: bool = False,
+            split: tuple[list[QAPair], list[QAPair]] | None = None, claimed: RunFolder | None = None,
             validated: bool = False) -> Prepared:
     """Validate settings (unless the caller did: ``validated``), claim the run folder, load model and data, and split.
 
@@ -63,6 +67,9 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
     A fresh run claims its folder first (``RunFolder.claim``: a run folder gantune made is replaced
     only with ``overwrite``; a folder it did not make, never), or takes the one ``claimed`` for it
     (``runs.claim_unused``); a claim that nothing was written under is given back when preparing fails.
+    A resume locks its run (or takes it ``claimed``, locked) and goes on with the run's own settings and
+    split: only what extends it may differ (``config.resumed_config``). The main process holds the run's lock
+    from here to the run's end.
     """
     if not validated:
         config.validate()
@@ -76,6 +83,10 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
     accelerator = make_accelerator(device, precision)
     run = _run_folder(config, accelerator, fresh, overwrite, claimed)
     try:
+        changed, resolved = {}, {}
+        if not fresh:
+            config, changed, resolved = _resumed(config, run)
+            split = split or _recorded_split(resolved)
         if split is None:
             pairs, data_source = load_pairs(config.data, config.subset)
             train, test = split_pairs(pairs, config.n, config.train_fraction, config.seed)
@@ -95,21 +106,25 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
     except BaseException:
         if fresh and accelerator.is_main_process:
             run.release()
+        run.unlock()
         raise
-    return Prepared(config, base, accelerator, train, test, data_source, run)
+    return Prepared(config, base, accelerator, train, test, data_source, run, changed, resolved.get("resumes", []))
 
 
 def _run_folder(config: TrainConfig, accelerator: Accelerator, fresh: bool, overwrite: bool,
-                claimed: bool) -> RunFolder:
+                claimed: RunFolder | None) -> RunFolder:
     """The run's folder: for a fresh run, claimed by the main process (``config.out``, or a new default
-    name), its path and any refusal shared with the other processes; for a resume, the run's own."""
+    name), its path and any refusal shared with the other processes; for a resume, the run's own, locked
+    by the main process."""
     if not fresh:
-        run = RunFolder(config.out)
+        run = claimed or RunFolder(config.out)
         if not run.has_checkpoint():
             raise GantuneError(f"{run.path} has no checkpoint to resume from")
+        if accelerator.is_main_process:
+            run.lock("resuming the run")
         return run
-    run, claim = None, [config.out, None]  # (the folder, or the refusal)
-    if accelerator.is_main_process and not claimed:
+    run, claim = claimed, [config.out if claimed is None else str(claimed.path), None]  # (the folder, or the refusal)
+    if accelerator.is_main_process and claimed is None:
         try:
             run = claim_unused(new_run_dir("runs", config.method, config.preset)) if config.out is None \
                 else RunFolder(config.out).claim(overwrite)
@@ -124,6 +139,23 @@ def _run_folder(config: TrainConfig, accelerator: Accelerator, fresh: bool, over
     return run or RunFolder(config.out)
 
 
+def _resumed(config: TrainConfig, run: RunFolder) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:
+    """What a resume goes on with: the run's own settings (refused when ``config`` differs in what defines the
+    run), what it changes ({setting: [was, now]}) and what the run resolved (its split among it)."""
+    saved, resolved = run.read_config()
+    config, changed = resumed_config(saved, config)
+    return config, changed, resolved
+
+
+def _recorded_split(resolved: dict[str, Any]) -> tuple[list[QAPair], list[QAPair]] | None:
+    """The split a run recorded in its config.json (None for a run that recorded none)."""
+    if "split" not in resolved:
+        return None
+    train, test = ([QAPair(p["question"], p["answer"], tuple(p.get("perturbed") or ())) for p in resolved["split"][part]]
+                   for part in ("train", "test"))
+    return train, test
+
+
 def train(
     config: TrainConfig,
     *,
@@ -134,15 +166,26 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     split: tuple[list[QAPair], list[QAPair]] | None = None,
-    claimed: bool = False,
+    claimed: RunFolder | None = None,
     validated: bool = False,
 ) -> RunSummary:
     """Run one training job to its end (or a stop) and return its summary (also its summary.json).
 
-    ``split``, ``claimed``, ``validated`` as for ``prepare``.
+    ``split``, ``claimed``, ``validated`` as for ``prepare``; the run's lock is given back at the end.
+    ``should_stop`` is asked before every step and, through the method, inside a step's long loops: a step
+    stopped inside leaves the method as it was before it (``StepInterrupted``), so the run ends stopped
+    after its last whole step and a resume goes on as if it never stopped.
     """
     p = prepare(config, base, fresh=not resume, overwrite=overwrite, split=split, claimed=claimed,
                 validated=validated)
+    try:
+        return _train(p, on_step, should_stop, progress, resume)
+    finally:
+        p.run.unlock()
+
+
+def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], bool] | None, progress: bool,
+           resume: bool) -> RunSummary:
     cfg, run, acc = p.config, p.run, p.accelerator
     try:
         set_seed(cfg.seed)
@@ -151,6 +194,8 @@ def train(
         items = encoder.encode(fit)
         validation = Validation(p.base, encoder, val, cfg.val_metric, acc.device) if val else None
         method = get_method(cfg.method)(p.base, cfg, acc)
+        if should_stop is not None:
+            method.should_stop = should_stop
     except BaseException:
         if not resume and acc.is_main_process:
             run.release()  # refused before the run's first file
@@ -172,33 +217,36 @@ def train(
             tensors, state = saved
             try:
                 method.load_state_tensors(tensors)
-                torch.set_rng_state(tensors["rng.cpu"])
-                if torch.cuda.is_available() and "rng.cuda" in tensors:
-                    torch.cuda.set_rng_state(tensors["rng.cuda"])
+                _set_rng_state(tensors)
+                if not all(torch.isfinite(t).all() for t in method.trainable_parameters()):
+                    raise GantuneError("the checkpoint's weights hold NaN or infinite values (it is damaged); "
+                                       "start the run again")
             except GantuneError as exc:
                 raise GantuneError(f"{run.checkpoint_dir}: {exc}") from exc
-            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
                 raise GantuneError(f"{run.checkpoint_dir}: the checkpoint does not fit this run's {cfg.method} "
                                    f"settings ({first_line(exc)})") from exc
             step, elapsed = state["step"], state["seconds"]
             history, best = state.get("validation", []), state.get("best")
-            if acc.is_main_process:
+        if acc.is_main_process:  # the run starts now: only from here are its files changed
+            resumes = p.resumes
+            if resume:
                 run.keep_records_until(step)  # steps after the checkpoint are redone
-        if acc.is_main_process:
-            if not resume:
+                run.drop_summary()  # it ends again, and says how then
+                resumes = [*resumes, {"step": step, "changed": p.changed, "when": time.strftime("%Y-%m-%d %H:%M:%S")}]
+            else:
                 run.drop_replaced()  # the run this one replaces (--overwrite) goes only now that this one starts
             run.write_config(cfg, {
                 "model": p.base.source, "data": p.data_source, "device": str(acc.device),
                 "processes": acc.num_processes, "n_train": len(fit), "n_val": len(val), "n_test": len(p.test),
                 "split": {"train": [vars(x) for x in p.train], "test": [vars(x) for x in p.test]},
+                **({"resumes": resumes} if resumes else {}),
             })
 
         def checkpoint() -> None:
             if not acc.is_main_process:
                 return
-            tensors = {**method.state_tensors(), "rng.cpu": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                tensors["rng.cuda"] = torch.cuda.get_rng_state()
+            tensors = {**method.state_tensors(), **_rng_state()}
             run.save_checkpoint(tensors, {"step": step, "seconds": elapsed, "validation": history, "best": best})
 
         def validate() -> float:
@@ -229,13 +277,18 @@ def train(
                     status = "stopped"
                     break
                 t0 = time.perf_counter()  # an epoch's rollout (start_epoch) counts in its first step's time
-                if index == 0 or not started:  # an epoch begins (or a resumed run picks one up midway)
-                    method.start_epoch(epoch, [encoder.collate([items[i] for i in rows]).to(acc.device)
-                                               for rows in epoch_rows[index:]])
-                    started = True
-                batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
+                rng = _rng_state()
                 try:
+                    if index == 0 or not started:  # an epoch begins (or a resumed run picks one up midway)
+                        method.start_epoch(epoch, [encoder.collate([items[i] for i in rows]).to(acc.device)
+                                                   for rows in epoch_rows[index:]])
+                        started = True
+                    batch = encoder.collate([items[i] for i in batch_rows]).to(acc.device)
                     stats = method.train_step(batch)
+                except StepInterrupted:  # stopped inside the step: the method is as it was before it
+                    _set_rng_state(rng)
+                    status = "stopped"
+                    break
                 except (MemoryError, torch.OutOfMemoryError):
                     raise GantuneError(f"{OUT_OF_MEMORY}; the run's last checkpoint is kept") from None
                 dt = time.perf_counter() - t0
@@ -316,6 +369,20 @@ def train(
         return summary
     finally:
         method.close()  # the base model is shared (workbench, bench): leave it as it was
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """torch's random state (CPU, and CUDA's when present), as a checkpoint keeps it."""
+    state = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["rng.cpu"])
+    if torch.cuda.is_available() and "rng.cuda" in state:
+        torch.cuda.set_rng_state(state["rng.cuda"])
 
 
 def diverged_message(summary: RunSummary) -> str:

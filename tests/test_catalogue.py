@@ -316,9 +316,9 @@ def test_the_run_folder_deleted_mid_run(capsys, world, tmp_path, page, monkeypat
 
 
 def test_the_run_folder_turning_unwritable_mid_run(capsys, world, tmp_path, page, monkeypatch):
-    from gantune import runs
+    from gantune.runs import folder
 
-    real = runs._append_line
+    real = folder.append_line
     calls = []
 
     def refuse_later(path, record):
@@ -327,7 +327,7 @@ def test_the_run_folder_turning_unwritable_mid_run(capsys, world, tmp_path, page
             raise PermissionError(13, "Permission denied", str(path))
         real(path, record)
 
-    monkeypatch.setattr(runs, "_append_line", refuse_later)  # two lines go through, then the folder turns read-only
+    monkeypatch.setattr(folder, "append_line", refuse_later)  # two lines go through, then the folder turns read-only
     code, err = run_cli(capsys, _cli_args(world, {}, tmp_path / "cli"))
     assert "the folder cannot be written (permission denied or read-only)" in assert_one_line(code, err)
     calls.clear()
@@ -337,12 +337,12 @@ def test_the_run_folder_turning_unwritable_mid_run(capsys, world, tmp_path, page
 
 
 def test_a_full_disk_on_save_at_the_cli(capsys, world, tmp_path, monkeypatch):
-    from gantune import runs
+    from gantune.runs import folder
 
     def full(tensors, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runs, "save_file", full)
+    monkeypatch.setattr(folder, "save_file", full)
     code, err = run_cli(capsys, _cli_args(world, {}, tmp_path / "run"))
     line = assert_one_line(code, err)
     assert "could not save a checkpoint in" in line and "the disk is full" in line

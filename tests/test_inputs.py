@@ -168,7 +168,8 @@ TOO_BIG = [
     ("noise-dim-beyond-memory", {"noise_dim": 10**12}, "these settings need at least"),
     ("adapter-widths-beyond-memory", {"adapter_hidden": "1000000 1000000"}, "GB of it for M_tunable's 2,000,075.0M parameters"),
     ("discriminator-beyond-memory", {"d_hidden": "1000000 1000000 4"}, "GB of it for the discriminator's"),
-    ("samples-beyond-memory", {"samples_per_question": 10**12}, "lower --batch-size, --samples-per-question, "),
+    ("samples-beyond-their-bound", {"samples_per_question": 10**12},
+     "--samples-per-question must be at most 64 (got 1000000000000)"),
 ]
 
 

@@ -32,7 +32,7 @@ from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.evaluate import EvalSettings, Scorers
 from gantune.inference import load_method
-from gantune.runs import MARKER, RunFolder, claim_unused
+from gantune.runs import LOCK, MARKER, RunFolder, claim_unused
 from gantune.trainer import train
 from ui import engine as engine_module
 from ui.engine import Engine, Settings
@@ -149,7 +149,9 @@ def page(world, tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file of ``folder`` but the lock's note of who last held it."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name != LOCK}
 
 
 # --- 1. a user's files are never deleted ----------------------------------------------------------
@@ -247,7 +249,8 @@ def test_runs_claiming_one_folder_at_the_same_moment_never_share_it(tmp_path):
         for t in threads:
             t.join(WAIT)
     assert len(claimed) == 1 and len(refused) == 7
-    assert all("already holds a run" in r or "was claimed by another run just now" in r for r in refused), refused
+    assert all("already holds a run" in r or "was claimed by another run just now" in r or "is in use by another "
+               "gantune job" in r for r in refused), refused
     assert len(set(unused)) == 8 and all((p / MARKER).is_file() for p in unused)
 
 

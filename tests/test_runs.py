@@ -16,11 +16,10 @@ import pytest
 import torch
 from conftest import WORDS, make_base
 
-from gantune import runs as runs_module
 from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.inference import load_method
-from gantune.runs import RunFolder, replace_dir_atomic
+from gantune.runs import RunFolder, files, folder, replace_dir_atomic
 from gantune.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +81,12 @@ def test_a_crash_between_the_two_renames_is_undone_on_the_next_read(tmp_path, mo
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(runs_module.os, "replace", crash_on_second)
+    monkeypatch.setattr(os, "replace", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         replace_dir_atomic(target, _fill("two"))
-    monkeypatch.setattr(runs_module.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert not target.exists()  # what a crash at that moment leaves on disk
-    runs_module.recover_dir(target)
+    files.recover_dir(target)
     assert (target / "v.txt").read_text() == "one"
     replace_dir_atomic(target, _fill("three"))
     assert (target / "v.txt").read_text() == "three"
@@ -99,7 +98,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_resume_then_matches_a_str
     straight, faulty = tmp_path / "straight", tmp_path / "faulty"
     train(_config(tiny_data, straight), base=make_base())
 
-    real_save = runs_module.save_file
+    real_save = folder.save_file
     saves = []
 
     def disk_full_on_third(tensors, path):
@@ -110,7 +109,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_resume_then_matches_a_str
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(tensors, path)
 
-    monkeypatch.setattr(runs_module, "save_file", disk_full_on_third)
+    monkeypatch.setattr(folder, "save_file", disk_full_on_third)
     with pytest.raises(GantuneError) as info:
         train(_config(tiny_data, faulty), base=make_base())
     message = str(info.value)
@@ -121,7 +120,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_resume_then_matches_a_str
     assert [p.name for p in faulty.iterdir() if p.name.startswith(".")] == []
     assert json.loads(run.config_path.read_text())["config"]["epochs"] == 2
 
-    monkeypatch.setattr(runs_module, "save_file", real_save)  # space freed
+    monkeypatch.setattr(folder, "save_file", real_save)  # space freed
     summary = train(_config(tiny_data, faulty), base=make_base(), resume=True)
     assert summary.status == "completed" and summary.steps == 6
     assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4, 5, 6]

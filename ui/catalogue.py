@@ -1,8 +1,10 @@
 """The runs folder as the page sees it: a run by its id, the runs table, deleting a run, its adapter as a
 .zip, the saved comparison reports, and what earlier runs say of the next one (planned steps, pace).
 
-A run is its id (the folder name) at the page's boundary and a ``RunFolder`` inside; ``folder``
-is the one way from an id to a folder, and nothing outside the runs folder is reachable by it.
+A run is its id (the folder name: any name of one folder of the runs folder, spaces and letters of
+any script included) at the page's boundary and a ``RunFolder`` inside; ``folder`` is the one way
+from an id to a folder, and nothing outside the runs folder is reachable by it (a symbolic link out
+of it is no run). A run that a job uses (or another process writes: its lock) is never deleted.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -21,13 +22,13 @@ from typing import Any
 from gantune.config import TrainConfig
 from gantune.errors import GantuneError
 from gantune.runs import RunFolder, RunSummary, read_json_file, saving, write_json_atomic
+from gantune.runs import readers as run_readers
 
 from .jobs import JobManager
 from .policy import PageError
 
 COMPARISONS = "comparisons"  # the folder of saved comparison reports, inside the runs folder
 DAMAGED = "damaged: "  # a runs-list status: the run's files cannot be read, and why
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # settings that set how long a training step takes: runs alike in these give the first time estimate
 _PACE_SETTINGS = ("method", "model", "gguf_file", "batch_size", "max_new_tokens", "max_prompt_tokens", "rollout",
                   "samples_per_question", "discriminator", "epochs", "warmup_epochs")
@@ -55,6 +56,7 @@ class Catalogue:
         self.root = root
         self._jobs = jobs  # which run a job is writing: it shows as running and cannot be deleted
         self._paces: dict[tuple, float] = {}  # seconds per step of jobs finished in this process, by _pace_key
+        self.in_use: set[Path] = set()  # runs the running job reads or writes besides its own (a comparison's)
 
     def folder(self, run_id: str, damaged_too: bool = False) -> RunFolder:
         """A run of the runs folder by its id (its folder name); nothing outside it is reachable.
@@ -62,11 +64,13 @@ class Catalogue:
         A run whose config.json is damaged is refused with why, unless ``damaged_too`` (to delete it).
         """
         name = str(run_id) if run_id else ""
-        if not _RUN_ID.fullmatch(name):  # a bare folder name: no separators, no "..", no absolute path
+        if not _is_run_name(name):  # a bare folder name: no separators, no "..", no absolute path
             raise PageError("no_such_run", run=repr(run_id))
-        path = (self.root / name).resolve()
-        if path.parent != self.root.resolve() or not (path / "config.json").is_file():
+        path = self.root / name
+        if path.is_symlink() or not path.is_dir() or path.resolve().parent != self.root.resolve() \
+                or not (path / "config.json").exists():
             raise PageError("no_such_run", run=repr(run_id))
+        path = path.resolve()
         if not damaged_too:
             try:
                 RunFolder(self.root / name).read_config()  # named as the runs folder is, in messages
@@ -80,8 +84,10 @@ class Catalogue:
         # a file lands in it (eval.json, the adapter .zip), which would reshuffle old runs to the top
         found = []
         for path in self.root.iterdir():
+            if path.is_symlink() or not _is_run_name(path.name):  # not a folder of the runs folder itself
+                continue
             try:
-                found.append(((path / "config.json").stat().st_mtime, path))
+                found.append(((path / "config.json").lstat().st_mtime, path))
             except OSError:  # not a run folder, or deleted meanwhile
                 continue
         return [self._row(RunFolder(path), started) for started, path in sorted(found, reverse=True)]
@@ -100,11 +106,13 @@ class Catalogue:
                       evaluated=run.eval_path.is_file(), adapter=run.adapter_dir.is_dir())
 
     def _busy(self, run: RunFolder) -> bool:
-        """Whether a job is writing this run now."""
+        """Whether the running job writes or uses this run now."""
         status = self._jobs.status()
-        return bool(status.active and status.run and Path(status.run).resolve() == run.path.resolve())
+        here = run.path.resolve()
+        return bool(status.active and (status.run and Path(status.run).resolve() == here or here in self.in_use))
 
     def delete(self, run_id: str) -> None:
+        """Delete a run, unless a job uses it (this workbench's, or another process's: its lock)."""
         run = self.folder(run_id, damaged_too=True)
         if self._busy(run):
             raise PageError("run_busy")
@@ -115,6 +123,7 @@ class Catalogue:
         run = self.folder(run_id)
         if not run.adapter_dir.is_dir():
             raise PageError("no_adapter", run=run.path.name)
+        run.check_adapter()  # regular files of the run's own folder only: nothing outside it goes in the .zip
         archive = _archive_path(run)
         with saving("the adapter archive", run.path), tempfile.TemporaryDirectory(dir=run.path) as tmp:
             made = shutil.make_archive(str(Path(tmp) / "adapter"), "zip", run.adapter_dir)
@@ -132,10 +141,25 @@ class Catalogue:
 
     # --- comparison reports ---------------------------------------------------------------------
     def comparisons(self) -> list[dict[str, Any]]:
-        """The saved comparison reports, newest first."""
+        """The saved comparison reports, newest first (a damaged one left out: ``damaged_comparisons``)."""
+        return [r for r in self._reports() if isinstance(r, dict)]
+
+    def damaged_comparisons(self) -> list[tuple[str, str]]:
+        """The saved comparison reports that cannot be read: (name, why), newest first."""
+        return [r for r in self._reports() if isinstance(r, tuple)]
+
+    def _reports(self) -> list[dict[str, Any] | tuple[str, str]]:
+        """Each saved comparison, checked: the report, or (its name, why it is damaged)."""
         folder = self.root / COMPARISONS
-        found = [json_or_none(p) for p in sorted(folder.glob("*.json"), reverse=True)] if folder.is_dir() else []
-        return [r for r in found if r and isinstance(r.get("rows"), list)]
+        if folder.is_symlink() or not folder.is_dir():
+            return []
+        found: list[dict[str, Any] | tuple[str, str]] = []
+        for path in sorted(folder.glob("*.json"), reverse=True):
+            try:
+                found.append(run_readers.report(path, read_json_file(path, folder)))
+            except GantuneError as exc:
+                found.append((path.stem, str(exc)))
+        return found
 
     def save_comparison(self, report: dict[str, Any], stamp: str) -> None:
         """Keep a comparison's report as ``comparisons/<stamp>.json``."""
@@ -193,12 +217,18 @@ def eval_or_none(run: RunFolder) -> dict[str, Any] | None:
 
 
 def json_or_none(path: Path) -> dict[str, Any] | None:
-    """A JSON object file (a comparison report), or None when it is missing, damaged or not an object."""
+    """A JSON object file of its folder, or None when it is missing, damaged or not an object."""
     try:
-        found = read_json_file(path)
+        found = read_json_file(path, path.parent)
     except GantuneError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def _is_run_name(name: str) -> bool:
+    """Whether ``name`` can be a run's id: one folder's name (any letters and spaces), not hidden (a temporary
+    folder), no path separator."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name and len(name.encode("utf-8", "surrogateescape")) <= 255
 
 
 def _archive_path(run: RunFolder) -> Path:

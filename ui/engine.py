@@ -1,18 +1,30 @@
 """What the tabs talk to: the workbench's jobs (train, resume, compare), each checked once at its door.
 
 A job's door checks the request (its settings, the hosted rules, consent to a model's own code)
-and claims what it writes; the job manager then runs it in the background. The tabs use the
-parts for everything else: ``policy`` (what a request may ask, ``ui.policy``), ``models`` (the
-loaded models, ``ui.models``), ``runs`` (the runs folder, ``ui.catalogue``) and ``jobs``.
+and claims or locks what it writes (a run another process writes is refused there); the job
+manager then runs it in the background, and the job gives its locks back when it ends. The tabs use
+the parts for everything else: ``policy`` (what a request may ask, ``ui.policy``), ``models`` (the
+loaded models, ``ui.models``), ``runs`` (the runs folder, ``ui.catalogue``) and ``jobs``. What a
+hosted page says names no server path (``Engine.shown``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
-from gantune.compare import Progress, compare_methods, recorded_split, seeded_splits, shared_settings
+from gantune.compare import (
+    ComparisonFailed,
+    Progress,
+    compare_methods,
+    recorded_split,
+    row_config,
+    seeded_splits,
+    shared_settings,
+)
 from gantune.config import TrainConfig
 from gantune.data import QAPair, load_pairs, split_pairs
 from gantune.errors import GantuneError
@@ -43,72 +55,91 @@ class Engine:
 
         ``trust_remote_code``: Setup's box, or a run the person allowed (``Policy.run_trust``).
         """
-        self.policy.check_model(name, gguf_file)
-        return self.models.get(name, gguf_file, self.policy.trust(name, gguf_file, trust_remote_code), slot)
+        with self.shown():
+            self.policy.check_model(name, gguf_file)
+            return self.models.get(name, gguf_file, self.policy.trust(name, gguf_file, trust_remote_code), slot)
 
     def pairs(self, data: str | None, subset: str, n: int | None, fraction: float, seed: int
               ) -> tuple[list[QAPair], list[QAPair], str]:
         """The train and test pairs of a data source as a run would split them, and the source's description."""
-        pairs, source = load_pairs(data if data is not None else self.settings.data, subset)
-        train_pairs, test_pairs = split_pairs(pairs, n, fraction, seed)
-        return train_pairs, test_pairs, source
+        with self.shown():
+            pairs, source = load_pairs(data if data is not None else self.settings.data, subset)
+            train_pairs, test_pairs = split_pairs(pairs, n, fraction, seed)
+        return train_pairs, test_pairs, self.policy.shown(source)
+
+    @contextmanager
+    def shown(self) -> Iterator[None]:
+        """A refusal as the page shows it: hosted, with no server path in it (``Policy.shown``)."""
+        try:
+            yield
+        except GantuneError as exc:
+            if not self.settings.space:
+                raise
+            if isinstance(exc, PageError):
+                raise PageError(exc.key, **{k: self.policy.shown(v) if isinstance(v, str) else v
+                                            for k, v in exc.values.items()}) from exc
+            raise GantuneError(self.policy.shown(str(exc))) from exc
 
     # --- training ----------------------------------------------------------------------------------
     def start_training(self, config: TrainConfig) -> JobStatus:
         """Train a new run in the background: the door of a Start click, where its settings are checked (once:
         ``TrainConfig.validate``, then the hosted rules); its folder is claimed at once so the page can plot it."""
-        config.validate()
-        trust = self.policy.admit(config)
-        # claimed at once (a new name when two starts share a second): the page plots the folder from the start
-        run = claim_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset))
-        config.out = str(run.path)
-        return self._start_train_job(config, trust, f"{config.method} ({config.preset})", claimed=run)
+        with self.shown():
+            config.validate()
+            trust = self.policy.admit(config)
+            # claimed (and locked) at once, a new name when two starts share a second: the page plots it from the start
+            run = claim_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset))
+            config.out = str(run.path)
+            return self._start_train_job(config, trust, f"{config.method} ({config.preset})", run)
 
     def resume_training(self, run_id: str) -> JobStatus:
-        """Continue a stopped or crashed run from its last checkpoint, in its own folder."""
-        run = self.runs.folder(run_id)
-        config, _ = run.read_config()  # checked as a new run's settings are
-        if not run.has_checkpoint():
-            raise PageError("no_checkpoint", run=run.path.name)
-        summary = run.read_summary()
-        if summary is not None and summary.complete:
-            raise PageError("already_complete", run=run.path.name)
-        trust = self.policy.admit(config, run=run.path.name)
-        config.out = str(run.path)
-        return self._start_train_job(config, trust, f"resume {run.path.name}", resume=True,
-                                     title_key="title_resume", title_args={"run": run.path.name})
+        """Continue a stopped or crashed run from its last checkpoint, in its own folder (locked at this door: a run
+        another job writes is refused here)."""
+        with self.shown():
+            run = self.runs.folder(run_id)
+            config, _ = run.read_config()  # checked as a new run's settings are
+            if not run.has_checkpoint():
+                raise PageError("no_checkpoint", run=run.path.name)
+            summary = run.read_summary()
+            if summary is not None and summary.complete:
+                raise PageError("already_complete", run=run.path.name)
+            trust = self.policy.admit(config, run=run.path.name)
+            run.lock("resuming the run")
+            config.out = str(run.path)
+            return self._start_train_job(config, trust, f"resume {run.path.name}", run, resume=True,
+                                         title_key="title_resume", title_args={"run": run.path.name})
 
-    def _start_train_job(self, config: TrainConfig, trust: bool, title: str, resume: bool = False,
-                         claimed: RunFolder | None = None, title_key: str = "",
-                         title_args: dict[str, Any] | None = None) -> JobStatus:
+    def _start_train_job(self, config: TrainConfig, trust: bool, title: str, run: RunFolder, resume: bool = False,
+                         title_key: str = "", title_args: dict[str, Any] | None = None) -> JobStatus:
         """Train ``config`` (validated and admitted) as the background job; ``trust``: its model may run its own code.
 
-        ``claimed``: a new run's folder, given back when the job fails before writing to it.
+        ``run``: its folder, claimed (a new run: given back when the job fails before writing to it) or locked (a
+        resume); the training gives its lock back when it ends.
         """
-        run = RunFolder(config.out)
+        def give_back() -> None:
+            run.unlock() if resume else run.release()
 
         def body(report, should_stop):
-            try:
-                report(message="loading_model")
-                base = self.models.get(config.model, config.gguf_file, trust, precision=config.precision)
-                report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
-                summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=claimed is not None,
-                                validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
-            except BaseException:
-                if claimed is not None:
-                    claimed.release()
-                raise
-            if (pace := self.jobs.status().pace) is not None:
-                self.runs.note_pace(config, pace)
-            if summary.status == "diverged":
-                raise GantuneError(diverged_message(summary))
-            return summary
+            with self.shown():
+                try:
+                    report(message="loading_model")
+                    base = self.models.get(config.model, config.gguf_file, trust, precision=config.precision)
+                    report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
+                    summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=run,
+                                    validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
+                except BaseException:
+                    give_back()
+                    raise
+                if (pace := self.jobs.status().pace) is not None:
+                    self.runs.note_pace(config, pace)
+                if summary.status == "diverged":
+                    raise GantuneError(diverged_message(summary))
+                return summary
 
         try:
             return self.jobs.start("train", title, body, run=config.out, title_key=title_key, title_args=title_args)
         except BaseException:
-            if claimed is not None:
-                claimed.release()
+            give_back()
             raise
 
     # --- comparison --------------------------------------------------------------------------------
@@ -120,18 +151,35 @@ class Engine:
         seeds with 95% intervals (``gantune.compare.compare_methods``, as the bench). The report is
         kept in ``<runs>/comparisons/`` and is the job's result. Each run it trains gets a new folder of its own.
         """
-        reference = self.runs.folder(run_id)
-        ref_config, _ = reference.read_config()
-        name = reference.path.name
-        self.policy.check_comparison(methods, seeds)
-        seed_list = [ref_config.seed + i for i in range(seeds)]
-        if seeds > 1:  # the runs at the further seeds: checked here, not in the job
-            dataclasses.replace(ref_config, seed=seed_list[-1]).validate()
-        self.policy.check_model(ref_config.model, ref_config.gguf_file)
-        trust = self.policy.run_trust(ref_config, name)
+        with self.shown():
+            reference = self.runs.folder(run_id)
+            ref_config, _ = reference.read_config()
+            name = reference.path.name
+            self.policy.check_comparison(methods, seeds)
+            seed_list = [ref_config.seed + i for i in range(seeds)]
+            if seeds > 1:  # the runs at the further seeds: checked here, not in the job
+                dataclasses.replace(ref_config, seed=seed_list[-1]).validate()
+            self.policy.check_model(ref_config.model, ref_config.gguf_file)
+            for row in methods:  # each row it trains: within a Space's caps and step budget too
+                self.policy.check_limits(row_config(row, shared_settings(ref_config), ref_config.seed, ref_config.out))
+            trust = self.policy.run_trust(ref_config, name)
+            reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")
 
+        def use(run: str | Path | None) -> None:
+            if run:
+                self.runs.in_use.add(Path(run).resolve())  # no run this job reads or writes may be deleted meanwhile
+
         def body(report, should_stop):
+            use(reference.path)
+            try:
+                with self.shown():
+                    return compare(report, should_stop)
+            finally:
+                reference.unlock()
+                self.runs.in_use.clear()
+
+        def compare(report, should_stop):
             base = self.models.get(ref_config.model, ref_config.gguf_file, trust, precision=ref_config.precision)
             splits = [recorded_split(reference.path)]
             if seeds > 1:
@@ -143,26 +191,36 @@ class Engine:
             for i, seed in enumerate(seed_list[1:]):  # the run's own settings at the further seeds
                 if should_stop():
                     return None
-                out = claim_unused(self.settings.runs_dir / f"{name}-seed{seed}").path
-                report(step=i, run=str(out), message="training_method", args={"method": f"{name} (seed {seed})"})
-                config = dataclasses.replace(ref_config, seed=seed, out=str(out))
-                summary = train(config, base=base, should_stop=should_stop, claimed=True, validated=True)
+                run = claim_unused(self.settings.runs_dir / f"{name}-seed{seed}")
+                use(run.path)
+                report(step=i, run=str(run.path), message="training_method", args={"method": f"{name} (seed {seed})"})
+                config = dataclasses.replace(ref_config, seed=seed, out=str(run.path))
+                summary = train(config, base=base, should_stop=should_stop, claimed=run, validated=True)
                 if summary.status != "completed":
                     return None
-                trained[name][seed] = str(out)
+                trained[name][seed] = str(run.path)
             offset = len(seed_list) - 1
             settings = EvalSettings(max_new_tokens=ref_config.max_new_tokens,
                                     max_prompt_tokens=ref_config.max_prompt_tokens,
                                     retention_n=self.settings.retention_n, seed=ref_config.seed)
-            result = compare_methods(
-                base, methods, splits, shared_settings(ref_config), self.settings.runs_dir, self.models.scorers(),
-                settings, retention=load_retention_sets(ref_config.data, settings.retention_n, settings.seed),
-                trained=trained, run_suffix=f"-{stamp}", new_folders=True, should_stop=should_stop,
-                progress=lambda p: report(step=offset + p.done, run=p.run, **progress_message(p)))
+            try:
+                result = compare_methods(
+                    base, methods, splits, shared_settings(ref_config), self.settings.runs_dir, self.models.scorers(),
+                    settings, retention=load_retention_sets(ref_config.data, settings.retention_n, settings.seed),
+                    trained=trained, run_suffix=f"-{stamp}", new_folders=True, should_stop=should_stop,
+                    progress=lambda p: (use(p.run), report(step=offset + p.done, run=p.run, **progress_message(p))))
+            except ComparisonFailed as exc:  # the rows finished before the one that failed are kept
+                self._keep_comparison(exc.report, base, stamp)
+                raise GantuneError(f"{exc} (the comparison's report keeps the rows finished before it)") from exc
             return self._keep_comparison(result, base, stamp)
 
-        return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body, run=str(reference.path),
-                               title_key="title_compare", title_args={"run": name, "methods": ", ".join(methods)})
+        try:
+            return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body,
+                                   run=str(reference.path), title_key="title_compare",
+                                   title_args={"run": name, "methods": ", ".join(methods)})
+        except BaseException:
+            reference.unlock()
+            raise
 
     def _keep_comparison(self, result: dict[str, Any], base: BaseModel, stamp: str) -> dict[str, Any]:
         """The report, with every row's answer lengths in tokens (the page's histogram), saved under comparisons/."""

@@ -62,6 +62,11 @@ EN = {
     "hosted_max_epochs": "this hosted workbench allows at most {n} epochs; duplicate the Space for more",
     "hosted_max_tokens": "this hosted workbench allows at most {n} new tokens",
     "hosted_max_seeds": "this hosted workbench allows at most {n} seeds; duplicate the Space for more",
+    "hosted_max_setting": "this hosted workbench allows at most {n} for “{name}”; duplicate the Space for more",
+    "hosted_step_cost": "these settings make a training step of about {cost} token passes through the model, more than "
+                        "the {most} this hosted workbench allows; lower “{name}” (the largest part) or duplicate the "
+                        "Space",
+    "comparison_damaged": "saved comparison {name} is damaged, so it is not shown: {reason}",
     "no_checkpoint": "{run} has no checkpoint to resume from", "already_complete": "{run} is already complete",
     "unknown_methods": "unknown method(s): {methods}", "seeds_range": "seeds must be between 1 and {most} (got {seeds})",
     "no_such_run": "no such run: {run}", "run_busy": "this run is being written by the running job; stop it first",
@@ -196,6 +201,11 @@ RU = {
     "hosted_max_epochs": "этот общий стенд разрешает не больше {n} эпох; сделайте копию Space для большего",
     "hosted_max_tokens": "этот общий стенд разрешает не больше {n} новых токенов",
     "hosted_max_seeds": "этот общий стенд разрешает не больше {n} зёрен; сделайте копию Space для большего",
+    "hosted_max_setting": "этот общий стенд разрешает для «{name}» не больше {n}; сделайте копию Space для большего",
+    "hosted_step_cost": "с этими параметрами шаг обучения — около {cost} проходов токенов через модель, больше "
+                        "{most}, которые разрешает этот общий стенд; уменьшите «{name}» (самая большая часть) или "
+                        "сделайте копию Space",
+    "comparison_damaged": "сохранённое сравнение {name} повреждено и не показано: {reason}",
     "no_checkpoint": "у {run} нет контрольной точки, чтобы продолжить", "already_complete": "{run} уже завершён",
     "unknown_methods": "неизвестные методы: {methods}", "seeds_range": "зёрен должно быть от 1 до {most} (получено {seeds})",
     "no_such_run": "нет такого запуска: {run}", "run_busy": "в этот запуск сейчас пишет идущая задача; сначала остановите её",

@@ -152,7 +152,10 @@ class JobManager:
     def _run(self, body: JobBody) -> None:
         try:
             result = body(self._report, self._stop.is_set)
-            state, error = ("stopped" if self._stop.is_set() else "completed"), None
+            # a Stop pressed when no stop point was left: the job still ended as its result says
+            ended = getattr(result, "status", None) or (result.get("status") if isinstance(result, dict) else None)
+            state = "stopped" if self._stop.is_set() and ended != "completed" else "completed"
+            error = None
         except GantuneError as exc:
             result, state, error = None, "failed", str(exc)
         except (MemoryError, torch.OutOfMemoryError):

@@ -2,26 +2,35 @@
 model's own code. Every refusal is a ``PageError``, worded for the page.
 
 Hosted mode (``Settings.space``) loads hub models only, reads only its own data folder and Gradio's
-upload folder, caps the size of a job, and never runs a model's own code.
+upload folder, caps every setting that sizes a job at its field's ``hosted`` bound (the settings'
+own metadata), refuses a step that would take more than its budget, never runs a model's own code,
+and shows no server path in what it says.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gantune.compare import ROWS
-from gantune.config import TrainConfig
+from gantune.config import SECTIONS, TrainConfig, preset_config, step_cost
 from gantune.data import HUB_DATASET, default_data_source
 from gantune.errors import GantuneError
 from gantune.models import hub_reachable, resolve_model
+from gantune.settings import hosted_caps
 
-from .i18n import tr
+from .i18n import field_label, tr
 
 MAX_SEEDS = 5  # seeds a comparison may take
+HOSTED_CAPS: dict[str, float] = {name: cap for section in SECTIONS for name, cap in hosted_caps(section).items()}
+# the refusals of the caps that read best in their own words; every other cap says the setting's name
+_CAP_KEYS = {"n": "hosted_max_n", "epochs": "hosted_max_epochs", "max_new_tokens": "hosted_max_tokens"}
+_ABSOLUTE = re.compile(r"(?<![\w.~/:])/(?:[^\s/:'\"()]+/)+")  # a server path's folders (its file name stays)
 
 
 class PageError(GantuneError):
@@ -45,16 +54,36 @@ class Settings:
     runs_dir: Path = Path("runs")
     data: str | None = None  # default data source (None: ../shared/tofu when present, else the hub)
     space: bool = False  # hosted mode: caps, no local paths, no remote code
-    max_n: int = 40
-    max_epochs: int = 3
-    max_new_tokens: int = 48
     max_upload_mb: float = 20.0  # an uploaded data file larger than this is refused (also enforced by Gradio)
     retention_n: int = 20  # retention questions per set in the page's evaluations
     max_seeds: int = 2  # hosted mode: seeds a comparison may take
+    max_step_passes: int | None = None  # hosted mode: a training step's budget in token passes (None: hosted_budget())
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
         return cls(space=bool(os.environ.get("SPACE_ID")), **overrides)
+
+    @property
+    def max_n(self) -> int:
+        """Hosted mode's most pairs (the ``n`` field's hosted bound)."""
+        return int(HOSTED_CAPS["n"])
+
+    @property
+    def step_budget(self) -> int:
+        return self.max_step_passes if self.max_step_passes is not None else hosted_budget()
+
+
+def hosted_budget() -> int:
+    """A hosted step's budget: six times the default GAN step at the hosted caps (batch, prompt and answer length):
+    room for any one costly lever (more samples, D steps or PPO epochs) at its cap, not for several at once."""
+    sizes = {name: int(HOSTED_CAPS[name]) for name in ("n", "batch_size", "max_new_tokens", "max_prompt_tokens")}
+    config = preset_config("gan", "improved", **sizes)
+    return 6 * sum(passes for passes, _ in step_cost(config, _train_pairs(config)))
+
+
+def _train_pairs(config: TrainConfig) -> int:
+    """The training pairs a run of ``config`` splits off at most (``n`` is capped in hosted mode)."""
+    return max(1, math.ceil((config.n or 1) * config.train_fraction))
 
 
 def upload_folder() -> str:
@@ -84,15 +113,36 @@ class Policy:
         return self.run_trust(config, run)
 
     def check_limits(self, config: TrainConfig) -> None:
-        s = self.settings
-        if not s.space:
+        """Hosted mode: every setting within its hosted bound, and the heaviest step within the step budget."""
+        if not self.settings.space:
             return
-        if config.n is None or config.n > s.max_n:
-            raise PageError("hosted_max_n", n=s.max_n)
-        if config.epochs > s.max_epochs:
-            raise PageError("hosted_max_epochs", n=s.max_epochs)
-        if config.max_new_tokens > s.max_new_tokens:
-            raise PageError("hosted_max_tokens", n=s.max_new_tokens)
+        for name, cap in HOSTED_CAPS.items():
+            value = getattr(config, name)
+            if value is None or any(v > cap for v in (value if isinstance(value, list) else [value])):
+                if name in _CAP_KEYS:
+                    raise PageError(_CAP_KEYS[name], n=int(cap))
+                raise PageError("hosted_max_setting", name_key=field_label(name), n=int(cap))
+        parts = step_cost(config, _train_pairs(config))
+        cost, most = sum(p for p, _ in parts), self.settings.step_budget
+        if cost > most:
+            raise PageError("hosted_step_cost", cost=f"{cost:,}", most=f"{most:,}", name_key=field_label(max(parts)[1]))
+
+    def shown(self, text: str) -> str:
+        """``text`` as the page shows it: hosted, with no server path (the runs, data and upload folders by short
+        names, any other folder as …/); local, as it is."""
+        if not self.settings.space:
+            return text
+        places = [(Path(upload_folder()), "uploads"), (self.settings.runs_dir, "runs"), (Path.cwd(), "."),
+                  (Path.home(), "~")]
+        data = Path(self.settings.data or default_data_source())
+        if data.exists():
+            places.append((data, "data"))
+        named = sorted({(str(form), name) for folder, name in places
+                        for form in (folder.resolve(), folder.absolute())}, key=lambda p: -len(p[0]))
+        for folder, name in named:
+            if folder != "/":
+                text = re.sub(re.escape(folder) + r"(?![\w.-])", name, text)
+        return _ABSOLUTE.sub("…/", text)
 
     def check_comparison(self, methods: list[str], seeds: int) -> None:
         """Known methods, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""

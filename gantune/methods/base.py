@@ -12,7 +12,7 @@ import itertools
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Callable, ClassVar, Iterable
 
 import torch
 from accelerate import Accelerator
@@ -24,8 +24,15 @@ from ..errors import GantuneError
 from ..models import BaseModel, make_accelerator
 
 
+class StepInterrupted(Exception):
+    """A stop asked for inside a step (``TuningMethod.stop_point``): the step is not done, and the method is as it
+    was before it."""
+
+
 class TuningMethod(ABC):
     name: ClassVar[str]
+    # asked inside a step's long loops (D steps, PPO epochs, after a rollout); the trainer sets it
+    should_stop: Callable[[], bool] = staticmethod(lambda: False)
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None):
         self.base, self.config = base, config
@@ -69,6 +76,14 @@ class TuningMethod(ABC):
     @abstractmethod
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``state_tensors`` returned."""
+
+    def stop_point(self, undo: dict[str, torch.Tensor] | None = None) -> None:
+        """Inside a step: when a stop is asked, put back ``undo`` (``state_tensors()`` taken before the step changed
+        anything) and raise ``StepInterrupted``, so no half-done step is ever kept or saved."""
+        if self.should_stop():
+            if undo is not None:
+                self.load_state_tensors(undo)
+            raise StepInterrupted
 
     def sampled_answers(self) -> list[str]:
         """The answers the last step sampled, in batch order ([] for methods that do not sample)."""
@@ -119,12 +134,23 @@ def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str
 
 
 def load_optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Restore what ``optimizer_tensors`` saved; refuse a state that does not fit the optimiser's parameters (a
+    moment of another shape, a ``step`` that is not one number, a value that is not finite)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state_dict = optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "."):
             idx, key = name[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[key] = value
+            idx = int(idx)
+            fits = 0 <= idx < len(params) and (value.numel() == 1 if key == "step" else value.shape == params[idx].shape)
+            if not fits:
+                raise GantuneError(f"the checkpoint does not fit this optimiser ('{name}' is of shape {list(value.shape)}"
+                                   + (f", its parameter's {list(params[idx].shape)})" if 0 <= idx < len(params) else
+                                      ", and it has no such parameter)"))
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise GantuneError(f"the checkpoint's '{name}' holds NaN or infinite values (it is damaged)")
+            state.setdefault(idx, {})[key] = value
     state_dict["state"] = state
     optimizer.load_state_dict(state_dict)
 

@@ -272,6 +272,8 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         differ = config_diff(engine, run_ids, lang)
         some = bool(evaluated_rows(v))
         text = tr(lang, "interval_note") if some else tr(lang, "compare_pick")
+        for report, reason in engine.runs.damaged_comparisons():  # listed as damaged, as the Runs tab lists runs
+            text += "\n\n⚠ " + tr(lang, "comparison_damaged", name=report, reason=engine.policy.shown(reason))
         yield (text, gr.update(value=q, visible=some), gr.update(value=d, visible=some),
                gr.update(value=c, visible=bool(len(c))), plots.metric_bars(bar_rows, metric, metric, lang),
                plots.answer_lengths(histogram, lang), plots.overlay(curves, quantity, lang),

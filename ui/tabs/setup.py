@@ -92,7 +92,8 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     model_status = gr.Markdown()
     with gr.Row():
         kind = gr.Radio(kind_choices("en"), value=OFFLINE, label=t("data_kind"))
-        path = gr.Textbox(value=engine.settings.data or default_data_source(), label=t("data_path"), visible=not space)
+        path = gr.Textbox(value="" if space else engine.settings.data or default_data_source(), label=t("data_path"),
+                          visible=not space)  # hosted: its own data folder, whose path the page never shows
         subset = gr.Dropdown(list(OFFLINE_SUBSETS), value="forget10", label=t("subset"), allow_custom_value=True)
     upload = gr.File(label=t("upload"), file_types=[".jsonl", ".json", ".csv"], visible=False, type="filepath")
     with gr.Row():

@@ -217,8 +217,10 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         lang = language(request)
         job = engine.jobs.status("train")
         run = RunFolder(job.run) if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
-        records = run.read_metrics() if run else []
-        samples_now = run.read_samples() if run else []  # appended just after a step's metrics line
+        try:  # samples.jsonl is appended just after a step's metrics line
+            records, samples_now = (run.read_metrics(), run.read_samples()) if run else ([], [])
+        except GantuneError:  # a damaged run file (a FIFO, a link): no curves, and the page answers on
+            records, samples_now = [], []
         run_id = run.path.name if run else None
         signature = (run_id, len(records), len(samples_now), job.state, lang)
         status_now = status_html(engine, job, lang)

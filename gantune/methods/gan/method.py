@@ -96,6 +96,8 @@ class GanMethod(AdapterMethod):
             return
         t0 = time.perf_counter()
         whole = self._rollout(merge(batches, self.pad_id).to(self.base.device))
+        self._pending = []
+        self.stop_point()  # sampled, nothing trained yet: a stop here loses only the sampling
         self._rollout_seconds = time.perf_counter() - t0  # reported with the epoch's first step
         k, starts = self.config.samples_per_question, [0]
         for b in batches:
@@ -137,6 +139,7 @@ class GanMethod(AdapterMethod):
 
     def adversarial_step(self, batch: Batch) -> dict[str, float]:
         cfg, k = self.config, self.config.samples_per_question
+        undo = self.state_tensors()  # a stop inside this step puts the method back as it is now
         t0 = time.perf_counter() - self._rollout_seconds
         self._rollout_seconds = 0.0
         roll = self._pending.pop(0) if self._pending else self._rollout(batch)
@@ -150,6 +153,7 @@ class GanMethod(AdapterMethod):
         fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
         self.discriminator.train()
         for _ in range(cfg.d_steps):
+            self.stop_point(undo)
             if cfg.reward == "dense":
                 loss_d = dense_d_loss(self._prefixes(batch.answer_mask, real_states), batch.answer_mask,
                                       self._prefixes(roll.answer_mask, fake_states), roll.answer_mask)
@@ -160,6 +164,7 @@ class GanMethod(AdapterMethod):
             self.opt_d.step()
 
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
+            self.stop_point(undo)
             roll = self._rollout(batch)
             ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
             fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
@@ -189,6 +194,7 @@ class GanMethod(AdapterMethod):
         # phase 4: the generator, ``ppo_epochs`` updates on this rollout, each ONE teacher-forced pass over
         # [q ; y] (+ one over [q ; r] for the MLE term)
         for _ in range(cfg.ppo_epochs):
+            self.stop_point(undo)
             g_loss, pg, clipped, stats, grad_norm = self._generator_update(batch, roll, adv)
         t3 = time.perf_counter()
 
