@@ -46,6 +46,8 @@ class RunSettings:
     train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out")
     seed: int = setting(0, "seed for the split, noise, sampling and initialisation")
     out: str | None = setting(None, "run folder (default: runs/<method>-<preset>-<time>)")
+    init_from: str | None = setting(None, "a finished run whose kept adapter this run starts from (its MLE warm-up: "
+                                    "the same model and the same kind and shape of adapter); the optimiser starts fresh")
     device: str = setting("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
     # schedule
     epochs: int = setting(3, "passes over the training pairs")
@@ -61,6 +63,8 @@ class RunSettings:
                              "best; 0: keep the last")
     val_tolerance: float = setting(0.02, "keep the last adapter unless its validation score is worse than the best one's "
                                    "by more than this (4 pairs are noisy)")
+    patience: int = setting(0, "stop once the validation score has not improved for this many epochs (MLE to its "
+                            "plateau; --epochs is the cap); 0: run every epoch")
     val_metric: str = setting("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is "
                               "better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
 
@@ -68,7 +72,9 @@ class RunSettings:
         if not 0 <= self.seed <= SEED_MAX:
             raise GantuneError(f"--seed must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {self.seed})")
         require_at_least(self, ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens"), 1)
-        require_at_least(self, ("checkpoint_every", "sample_every", "val_pairs"), 0)
+        require_at_least(self, ("checkpoint_every", "sample_every", "val_pairs", "patience"), 0)
+        if self.patience and not self.val_pairs:
+            raise GantuneError("--patience needs validation pairs (--val-pairs) to tell when the score stops improving")
         if self.n is not None and self.n < 2:
             raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
         if not 0.0 < self.train_fraction < 1.0:

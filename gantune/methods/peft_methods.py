@@ -127,6 +127,21 @@ class PeftMethod(TuningMethod):
         with self._active():
             return mle_step(self, self.peft_model, self.params, self.opt, batch)
 
+    # --- as the GAN's generator (``gan.generator.Generator``) ------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def sample_noise(self, n: int) -> torch.Tensor:
+        """A peft adapter takes no noise: n × 0."""
+        return torch.zeros(n, 0, device=self.base.device)
+
+    @contextmanager
+    def policy(self, noise: torch.Tensor | None) -> Iterator[PreTrainedModel]:
+        """The peft model (adapter on), gradients on; ``noise`` is ignored."""
+        with self._active():
+            yield self.peft_model
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.params)
 
