@@ -291,7 +291,8 @@ class GanMethod(TuningMethod):
     # --- the implicit discriminator (implicit.py) ------------------------------------------------------
     def _start_round(self, number: int, batches: list[Batch]) -> None:
         """π_ref is the generator as it is now: sample every question's y from it in one rollout (capped at the
-        longest reference), and take its log-likelihoods of r and y (no grad), once for the round."""
+        longest reference, at ``--rollout-temperature``), and take its log-likelihoods of r and y (no grad, at
+        temperature 1), once for the round."""
         cfg, gen = self.config, self.generator
         t0 = time.perf_counter()
         whole = merge(batches, self.pad_id).to(self.base.device)
@@ -300,11 +301,15 @@ class GanMethod(TuningMethod):
         with gen.policy(noise) as model, self.accelerator.autocast():
             roll = sample(model, whole.prompt_ids, whole.prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
                           cfg.rollout_temperature)
-        ref = [sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask, ids, mask, noise,
-                                 cfg.batch_size) for ids, mask in ((whole.answer_ids, whole.answer_mask),
-                                                                   (roll.answer_ids, roll.answer_mask))]
+        def ref(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask, ids, mask,
+                                     noise, cfg.batch_size)
+
+        ref_real = ref(whole.answer_ids, whole.answer_mask)
+        # at temperature 1 the sampler recorded π_ref's own log-probs of its samples: no second pass
+        ref_fake = roll.logp.sum(1) if cfg.rollout_temperature == 1.0 else ref(roll.answer_ids, roll.answer_mask)
         self._round = Round(whole.prompt_ids, whole.prompt_mask, whole.answer_ids, whole.answer_mask, roll.answer_ids,
-                            roll.answer_mask, noise, *ref, torch.tensor([number]))
+                            roll.answer_mask, noise, ref_real, ref_fake, torch.tensor([number]))
         self._rollout_seconds = time.perf_counter() - t0  # reported with the round's first step
 
     def implicit_scores(self, model: PreTrainedModel, batch: Batch, rows: torch.Tensor
