@@ -1,4 +1,5 @@
-"""Baselines from ``peft``: LoRA, prompt tuning and prefix tuning, each trained by plain MLE.
+"""Baselines from ``peft``: LoRA, prompt tuning and prefix tuning, each trained by plain MLE — and the GAN's
+generator when ``--adapter`` names one of them (``policy``, ``sample_noise``, ``optimizer``: ``gan.generator.Generator``).
 
 Every step is one teacher-forced pass over [question ; reference answer] (``answer_logprobs``) and
 the mean negative log-likelihood of the answer tokens, like ``adapter-mle``, so their curves line up.
