@@ -109,6 +109,9 @@ def run_bench(
     unknown = [m for m in names if m not in ROWS]
     if unknown:
         raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    if bp.continuation and "full" in names:
+        raise GantuneError(f"the {preset} preset continues each row from an MLE warm-up of its adapter; full "
+                           "fine-tuning has none: leave it out of --methods")
     if not seeds or len(set(seeds)) != len(seeds):
         raise GantuneError(f"--seeds needs one or more different seeds (got {' '.join(map(str, seeds)) or 'none'})")
     if any(t < 0 for t in temperatures):

@@ -304,7 +304,7 @@ def train(
                 "the last checkpoint's adapter (training diverged)"
         if plateau is not None:
             kept_reason += (f"; training stopped after epoch {plateau} of at most {cfg.epochs}: the validation "
-                            f"{cfg.val_metric} had not improved for {cfg.patience} epochs (the plateau)")
+                            f"{cfg.val_metric} had not improved for {cfg.patience} epoch{'s' * (cfg.patience != 1)} (the plateau)")
         summary = RunSummary(
             status=status, method=cfg.method, preset=cfg.preset, steps=step, total_steps=total,
             adapter_step=kept_step, kept_step=kept_step, kept_reason=kept_reason, validation=history,

@@ -9,7 +9,7 @@ import torch
 from conftest import make_arch_model, make_base, make_tokenizer
 from safetensors.torch import load_file
 
-from gantune.bench import BENCH_PRESETS, report_markdown
+from gantune.bench import BENCH_PRESETS, report_markdown, run_bench
 from gantune.cli import main
 from gantune.compare import ROWS, Continuation, compare_methods, row_adapter, seeded_splits, twin
 from gantune.config import preset_config
@@ -169,6 +169,8 @@ def test_the_plateau_preset_is_a_protocol_that_can_tell():
         assert GENERATOR_METHODS[kind] in mine
         assert {ROWS[r][2].get("discriminator", "hidden") for r in mine if twin(r)} == {"hidden", "implicit"}
     assert BENCH_PRESETS["quick"].continuation is None and BENCH_PRESETS["quick"].n == 80
+    with pytest.raises(GantuneError, match="full fine-tuning has none"):  # refused before anything loads
+        run_bench("plateau", "report.json", methods=["lora", "full"], base=object(), log=lambda _: None)
 
 
 def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_it(sixteen_pairs, tmp_path):
