@@ -46,8 +46,6 @@ class RunSettings:
     train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out")
     seed: int = setting(0, "seed for the split, noise, sampling and initialisation")
     out: str | None = setting(None, "run folder (default: runs/<method>-<preset>-<time>)")
-    init_from: str | None = setting(None, "a finished run whose kept adapter this run starts from (its MLE warm-up: "
-                                    "the same model and the same kind and shape of adapter); the optimiser starts fresh")
     device: str = setting("auto", "auto picks CUDA when present, else CPU", ("auto", "cpu", "cuda"))
     # schedule
     epochs: int = setting(3, "passes over the training pairs")
@@ -83,11 +81,24 @@ class RunSettings:
         require_finite(self, ("max_grad_norm", "val_tolerance"))
 
 
-SECTIONS: tuple[type, ...] = (RunSettings, AdapterSettings, GanSettings, PeftSettings)
+@dataclass
+class StartSettings:
+    """Where the tuned part starts: another run's adapter (a folder on disk: set from the command line and the bench,
+    not offered on the page)."""
+
+    init_from: str | None = setting(None, "a finished run whose kept adapter this run starts from (its MLE warm-up: "
+                                    "the same model and the same kind and shape of adapter); the optimiser starts fresh")
+
+    def check(self) -> None:
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from.strip()):
+            raise GantuneError(f"--init-from must name a run folder (got {self.init_from!r})")
+
+
+SECTIONS: tuple[type, ...] = (RunSettings, StartSettings, AdapterSettings, GanSettings, PeftSettings)
 
 
 @dataclass
-class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
+class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, RunSettings):
     """Every setting of a run: the sections of ``SECTIONS``, in that order, as one flat dataclass."""
 
     def __post_init__(self) -> None:
