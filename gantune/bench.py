@@ -1,9 +1,11 @@
 """Base + each method, trained and evaluated side by side in one process, once per seed.
 
 Writes report.json (means over seeds with 95% intervals, the references' own distribution,
-paired differences to LoRA and base), report.md (the tables, with ratios to LoRA and, for the
-thesis preset, the thesis' own numbers beside ours) and generations.jsonl; each method's run folder
-lands in ``<report stem>_runs/<method>-seed<seed>/`` with its own eval.json. The protocol itself is
+paired differences to LoRA, base and each adversarial row's twin), report.md (the tables, with ratios
+to LoRA, the smallest difference the protocol can detect and, for the thesis preset, the thesis' own
+numbers beside ours) and generations.jsonl; each method's run folder lands in
+``<report stem>_runs/<method>-seed<seed>/`` with its own eval.json (and, for ``plateau``, each seed's
+MLE warm-ups in ``warmup-<adapter>-seed<seed>/``). The protocol itself is
 ``gantune.compare.compare_methods``, shared with the workbench's Compare tab.
 
 The bench never replaces a file: it refuses an ``--out`` where any of these already is (before anything
@@ -19,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .compare import ROWS, ComparisonFailed, baseline_config, compare_methods, evaluate_run, seeded_splits
+from .compare import (
+    ROWS,
+    ComparisonFailed,
+    Continuation,
+    baseline_config,
+    compare_methods,
+    evaluate_run,
+    seeded_splits,
+)
 from .errors import GantuneError
 from .evaluate import EvalSettings, Scorers, load_retention_sets
 from .metrics import Bleurt
@@ -39,6 +49,22 @@ class BenchPreset:
     max_prompt_tokens: int
     retention_n: int | None
     methods: list[str] = field(default_factory=list)
+    continuation: Continuation | None = None  # every row from an MLE warm-up to its plateau (compare.Continuation)
+    temperatures: tuple[float, ...] = ()  # sampling temperatures always scored besides greedy
+    settings: dict[str, Any] = field(default_factory=dict)  # more TrainConfig settings every run shares
+
+
+# The plateau protocol (issue 20): 120 train / 120 test forget10 pairs a seed; 12 training pairs validate (108 fit:
+# 14 steps an epoch at batch 8). Per seed and adapter (M_tunable, LoRA, prompt tuning): MLE to its plateau (at most
+# 8 epochs, stopped after 2 without a better validation ROUGE-L), then from that adapter 3 epochs (42 steps) of the
+# explicit GAN, of the implicit one and of MLE continued (the twin); greedy and temperature-1 answers scored.
+# Time on a 2-core CPU (MLE step ~2 s, explicit adversarial ~5 s, implicit ~4 s + ~17 s a round for its rollout and
+# π_ref pass, a validation ~5 s, one row's evaluation of 120 questions at two temperatures ~100 s), per seed: warm-ups
+# ≤ 3 × (112 × 2 + 9 × 5) ≈ 810 s, twins 3 × (42 × 2 + 20) ≈ 310 s, explicit 3 × (42 × 5 + 20) ≈ 690 s, implicit
+# 3 × (42 × 4 + 3 × 17 + 20) ≈ 720 s, evaluations 10 × 100 s ≈ 1000 s: ≤ ~59 min a seed, ≤ ~3 h for three
+# (~2.7 h when the warm-ups plateau by epoch 5).
+PLATEAU_ROWS = ["adapter-mle", "gan", "gan-implicit", "lora", "gan-lora", "gan-lora-implicit", "prompt-tuning",
+                "gan-prompt", "gan-prompt-implicit"]
 
 
 QUICK_ROWS = ["gan", "gan-no-mle", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full"]
@@ -49,6 +75,11 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the thesis' protocol: 50 train / 50 test, 100 prompt / 50 new tokens, 30 epochs, batch 1 (for a GPU)
     "thesis": BenchPreset(n=100, train_fraction=0.5, epochs=30, batch_size=1, max_new_tokens=50, max_prompt_tokens=100,
                           retention_n=None, methods=[*QUICK_ROWS[:2], "gan-thesis", *QUICK_ROWS[2:]]),
+    # MLE to its plateau, then equal-compute continuations on each adapter (the comment above PLATEAU_ROWS)
+    "plateau": BenchPreset(n=240, train_fraction=0.5, epochs=3, batch_size=8, max_new_tokens=48, max_prompt_tokens=128,
+                           retention_n=20, methods=PLATEAU_ROWS,
+                           continuation=Continuation(max_epochs=8, patience=2), temperatures=(1.0,),
+                           settings={"val_pairs": 12}),
 }
 
 # The thesis' Tables 4.1-4.3 (GPT-2, 50/50 pairs, 30 epochs, batch 1, on a GPU).
@@ -90,6 +121,9 @@ def run_bench(
     unknown = [m for m in names if m not in ROWS]
     if unknown:
         raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    if bp.continuation and "full" in names:
+        raise GantuneError(f"the {preset} preset continues each row from an MLE warm-up of its adapter; full "
+                           "fine-tuning has none: leave it out of --methods")
     if not seeds or len(set(seeds)) != len(seeds):
         raise GantuneError(f"--seeds needs one or more different seeds (got {' '.join(map(str, seeds)) or 'none'})")
     if any(t < 0 for t in temperatures):
@@ -103,7 +137,7 @@ def run_bench(
         raise GantuneError(f"{taken[0]} already exists, and bench never replaces a file; choose another --out (or "
                            "move it aside)")
     schedule = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
-                                            "max_prompt_tokens")} | (overrides or {})
+                                            "max_prompt_tokens")} | bp.settings | (overrides or {})
     splits, data_source = seeded_splits(data, subset, schedule["n"], schedule["train_fraction"], seeds)
     device = pick_device("auto")
     try:
@@ -123,8 +157,8 @@ def run_bench(
         try:
             report = compare_methods(
                 base, names, splits, {"model": model, "data": data, "subset": subset, **schedule}, runs_dir, scorers,
-                settings, temperatures=sorted({t for t in temperatures if t > 0}),
-                retention=load_retention_sets(data, bp.retention_n, seeds[0]),
+                settings, temperatures=sorted({t for t in (*temperatures, *bp.temperatures) if t > 0}),
+                retention=load_retention_sets(data, bp.retention_n, seeds[0]), continuation=bp.continuation,
                 progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
             failed = None
         except ComparisonFailed as exc:
@@ -195,6 +229,8 @@ def report_markdown(report: dict[str, Any]) -> str:
                       _ratio(t.get("train_minutes"), tl["train_minutes"], t), _ratio(t.get("peak_memory_gb"), tl["peak_memory_gb"], t)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "▲B / ▼B: the whole 95% interval lies above / below base's; ▲L / ▼L: above / below LoRA's.", ""]
+    lines += _detectable(report.get("paired") or [])
+    lines += _protocol(report, greedy)
     if any(k in r for r in rows for k, _ in DISTRIBUTION):
         lines += ["**Distribution of the answers** (the reference row: the test references themselves)", "",
                   *_table_head(["method", *(h for _, h in DISTRIBUTION)])]
@@ -205,9 +241,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if report.get("paired"):
         lines += ["**Paired differences** (mean per-question difference, same questions and seed; 95% bootstrap "
-                  "interval)", "", *_table_head(["method", "versus", "Δ ROUGE-L", "Δ semantic"])]
+                  "interval; *twin*: the MLE row of the same adapter)", "",
+                  *_table_head(["method", "versus", "Δ ROUGE-L", "Δ semantic"])]
         for p in report["paired"]:
-            lines.append("| " + " | ".join([p["method"], p["versus"], *(_difference(p.get(k)) for k in ("rougeL", "semantic"))]) + " |")
+            versus = f"{p['versus']} (twin)" if p.get("twin") else p["versus"]
+            lines.append("| " + " | ".join([p["method"], versus, *(_difference(p.get(k)) for k in ("rougeL", "semantic"))]) + " |")
         lines.append("")
     notes = report["notes"]
     explained = [("ROUGE", "rouge"), ("BLEURT", "bleurt"), ("semantic", "semantic"), ("retention", "retention"),
@@ -216,6 +254,51 @@ def report_markdown(report: dict[str, Any]) -> str:
                  ("memory", "memory")]
     lines += [f"- {label}: {notes[key]}" for label, key in explained if notes.get(key)]
     return "\n".join(lines) + "\n"
+
+
+def _detectable(paired: list[dict[str, Any]]) -> list[str]:
+    """The smallest difference the protocol can tell from zero: the mean half-width of the greedy paired intervals
+    (of the adversarial rows against their twins when there are such pairs, else of every pair)."""
+    greedy = [p for p in paired if not p.get("temperature")]
+    twins = [p for p in greedy if p.get("twin")]
+    chosen = twins or greedy
+    widths = {label: [(p[k]["ci"][1] - p[k]["ci"][0]) / 2 for p in chosen if p.get(k)]
+              for k, label in (("rougeL", "ROUGE-L"), ("semantic", "semantic"))}
+    shown = ", ".join(f"{label} ±{sum(w) / len(w):.3f}" for label, w in widths.items() if w)
+    if not shown:
+        return []
+    which = "the adversarial rows against their twins" if twins else "every pair"
+    return [f"**Smallest detectable difference**: {shown} (the mean half-width of the greedy paired 95% intervals of "
+            f"{which}): a true difference smaller than this cannot be told from zero on this protocol.", ""]
+
+
+def _protocol(report: dict[str, Any], greedy: dict[str, dict[str, Any]]) -> list[str]:
+    """The MLE warm-ups of a continuation, and the pairs the report compares (row, twin, steps, start)."""
+    lines = []
+    cont = report.get("continuation")
+    if cont:
+        lines += [f"**Equal-compute continuation**: per seed and adapter, MLE to its plateau first (at most "
+                  f"{cont['max_epochs']} epochs, stopped after {cont['patience']} without a better validation score); "
+                  f"then every row starts from that warm-up's kept adapter and trains {report['schedule']['epochs']} "
+                  "epochs.", "", *_table_head(["seed", "adapter", "warm-up steps", "kept step", "run"])]
+        for w in cont["warmups"]:
+            lines.append(f"| {w['seed']} | {w['adapter']} | {w['steps']} of at most {w['max_steps']} | "
+                         f"{_num(w['kept_step'], 0) if w['kept_step'] is not None else '—'} | {w['run']} |")
+        lines.append("")
+    pairs = [p for p in report.get("paired") or [] if p.get("twin") and not p.get("temperature")]
+    if pairs:
+        start = "the same warm-up" if cont else "the untouched model"
+        lines += ["**The pairs** (an adversarial row against its twin: the MLE row of the same adapter, from "
+                  f"{start}, the same number of steps)", "", *_table_head(["row", "twin", "steps a seed (row / twin)"])]
+        for p in pairs:
+            mine, theirs = greedy.get(p["method"], {}).get("steps"), greedy.get(p["versus"], {}).get("steps")
+            lines.append(f"| {p['method']} | {p['versus']} | {_steps(mine)} / {_steps(theirs)} |")
+        lines.append("")
+    return lines
+
+
+def _steps(steps: list[int] | None) -> str:
+    return " ".join(map(str, steps)) if steps else "—"
 
 
 def _table_head(head: list[str]) -> list[str]:

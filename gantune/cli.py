@@ -111,11 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow the run's base model to run its own code (only for a model you trust)")
     bench = sub.add_parser("bench", help="base + each method on one split: metrics, time, memory → report",
                            description="Train and evaluate base and each method side by side in one process.")
-    bench.add_argument("--preset", default="quick", choices=["quick", "thesis"],
-                       help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' protocol (GPU)")
+    bench.add_argument("--preset", default="quick", choices=["quick", "thesis", "plateau"],
+                       help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' protocol (GPU); plateau: "
+                            "120/120 pairs, MLE to its plateau then 3 epochs of each objective from it, on M_tunable, "
+                            "LoRA and prompt tuning, greedy and at temperature 1 (~3 h for three seeds on a 2-core CPU)")
     bench.add_argument("--methods", nargs="+", metavar="NAME",
                        help="rows to run besides base (default: the preset's; gan gan-no-mle gan-seqgan gan-rloo gan-adv2 gan-ppo4 "
-                            "gan-cold gan-t07 gan-dense gan-thesis adapter-mle lora prompt-tuning prefix-tuning full)")
+                            "gan-cold gan-t07 gan-dense gan-thesis gan-lora gan-prompt gan-prefix gan-implicit gan-spin "
+                            "gan-lora-implicit gan-prompt-implicit gan-prefix-implicit adapter-mle lora prompt-tuning "
+                            "prefix-tuning full)")
     bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
     bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
     bench.add_argument("--model", default="default", help="as for train")

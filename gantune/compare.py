@@ -4,7 +4,12 @@
 both run: for each seed's split it evaluates the base model, trains each method row (or takes an
 already trained run) and evaluates it, greedy and at any extra temperatures; then it turns the
 per-question scores into the report: means over seeds with 95% bootstrap intervals, the answers'
-distribution against the references', and paired differences to ``lora`` and ``base``.
+distribution against the references', and paired differences to ``lora``, ``base`` and, for an
+adversarial row, its twin (the MLE method of the same adapter).
+
+With a ``Continuation`` (the bench's ``plateau`` preset) every row starts from an MLE warm-up trained
+to its plateau once per seed and adapter, and the rows of an adapter — adversarial ones and the MLE
+twin simply continued — train the same number of steps from those same weights (equal compute).
 """
 
 from __future__ import annotations
@@ -22,13 +27,25 @@ from .errors import GantuneError
 from .evaluate import MIN_TEMPERATURE, EvalSettings, Scorers, ShouldStop, Stopped, evaluate, evaluation_key
 from .inference import load_method
 from .memory import release_freed_memory
+from .methods import METHODS, adapter_kind
 from .methods.base import TuningMethod
+from .methods.gan.settings import GENERATOR_METHODS
 from .metrics import DISTRIBUTION_NOTES
 from .models import BaseModel
 from .runs import RunFolder, RunSummary, claim_unused, read_json_file, saving, write_json_atomic
 from .stats import auc, mean_interval, paired_difference, seed_interval, statistic_interval, w1_equal_size
 from .trainer import train
 
+
+def _on(method: str) -> dict[str, Any]:
+    """The GAN on the adapter ``method`` trains: its warm-up at that method's rate, the adversarial phase at half of it
+    (as ``improved`` has M_tunable's)."""
+    lr = METHODS[method].defaults["lr"]
+    kind = next(k for k, m in GENERATOR_METHODS.items() if m == method)
+    return {"adapter": kind, "lr": lr, "adv_lr": lr / 2}
+
+
+IMPLICIT = {"discriminator": "implicit"}
 # row name -> (method, TrainConfig preset, settings on top of the preset)
 ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "gan": ("gan", "improved", {}),
@@ -50,6 +67,16 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # D scores every prefix; per-token advantages with D as the critic (ScratchGAN's dense rewards)
     "gan-dense": ("gan", "improved", {"reward": "dense"}),
     "gan-thesis": ("gan", "thesis", {}),
+    # the objective on other adapters (--adapter): each row's twin is the MLE method of its adapter (lora …)
+    "gan-lora": ("gan", "improved", _on("lora")),
+    "gan-prompt": ("gan", "improved", _on("prompt-tuning")),
+    "gan-prefix": ("gan", "improved", _on("prefix-tuning")),
+    # the implicit discriminator D = β·(log π − log π_ref) (DDO's loss; SPIN's), on each adapter
+    "gan-implicit": ("gan", "improved", IMPLICIT),
+    "gan-spin": ("gan", "improved", {**IMPLICIT, "implicit_loss": "spin"}),
+    "gan-lora-implicit": ("gan", "improved", {**_on("lora"), **IMPLICIT}),
+    "gan-prompt-implicit": ("gan", "improved", {**_on("prompt-tuning"), **IMPLICIT}),
+    "gan-prefix-implicit": ("gan", "improved", {**_on("prefix-tuning"), **IMPLICIT}),
     "adapter-mle": ("adapter-mle", "improved", {}),
     "lora": ("lora", "improved", {}),
     "prompt-tuning": ("prompt-tuning", "improved", {}),
@@ -88,6 +115,21 @@ class ComparisonFailed(GantuneError):
     def __init__(self, message: str, report: dict[str, Any]):
         super().__init__(message)
         self.report = report
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Equal-compute continuation: MLE to its plateau first, once per seed and adapter, then every row from there.
+
+    Each adapter the rows tune gets one warm-up run per seed (``warmup-<adapter>-seed<s>``): its MLE method for at
+    most ``max_epochs`` epochs, stopped once the validation score has not improved for ``patience`` epochs
+    (``--patience``). Every row of that adapter then starts from the warm-up's kept adapter (``--init-from``, the
+    optimiser fresh) and trains the comparison's epochs: an adversarial row with no warm-up of its own, the MLE
+    row (its twin) simply continued — the same steps from the same weights.
+    """
+
+    max_epochs: int
+    patience: int
 
 
 @dataclass(frozen=True)
@@ -153,12 +195,23 @@ def shared_settings(config: TrainConfig) -> dict[str, Any]:
     return {k: getattr(config, k) for k in SHARED_SETTINGS}
 
 
-def row_config(row: str, shared: dict[str, Any], seed: int, out: str | Path) -> TrainConfig:
-    """The TrainConfig of method row ``row`` with the shared settings, at ``seed``, writing to ``out``."""
+def row_config(row: str, shared: dict[str, Any], seed: int, out: str | Path, **more: Any) -> TrainConfig:
+    """The TrainConfig of method row ``row`` with the shared settings (then ``more``), at ``seed``, writing to ``out``."""
     if row not in ROWS:
         raise GantuneError(f"unknown method(s) {row}; choose from {', '.join(ROWS)}")
     method, preset, extra = ROWS[row]
-    return preset_config(method, preset, **{**extra, **shared, "seed": seed, "out": str(out)})
+    return preset_config(method, preset, **{**extra, **shared, **more, "seed": seed, "out": str(out)})
+
+
+def row_adapter(row: str) -> str:
+    """The kind of adapter a row tunes (``m-tunable``, ``lora`` …; ``full`` for full fine-tuning)."""
+    method, _, extra = ROWS[row]
+    return adapter_kind(method, extra.get("adapter", "m-tunable"))
+
+
+def twin(row: str) -> str | None:
+    """An adversarial row's twin: the MLE row of the same adapter (``gan-lora`` → ``lora``); None for the others."""
+    return GENERATOR_METHODS[row_adapter(row)] if ROWS[row][0] == "gan" else None
 
 
 def baseline_config(reference: TrainConfig, row: str, out: str | Path) -> TrainConfig:
@@ -242,6 +295,7 @@ def compare_methods(
     temperatures: Sequence[float] = (),
     retention: dict[str, list[QAPair]] | None = None,
     trained: dict[str, dict[int, str | Path]] | None = None,
+    continuation: Continuation | None = None,
     run_suffix: str = "",
     new_folders: bool = False,
     progress: Callable[[Progress], None] | None = None,
@@ -255,7 +309,9 @@ def compare_methods(
     the split as given (the data need not be there any more). ``trained``: rows already trained, by
     name, each a run folder per seed, evaluated but not trained. ``temperatures``: extra sampling
     temperatures (above 0) scored besides greedy answers. ``retention``: sets scored once per row,
-    on the first split. Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``, replacing an earlier run of
+    on the first split. ``continuation``: every row starts from an MLE warm-up of its adapter (see
+    ``Continuation``), trained first on each split into ``runs_dir/warmup-<adapter>-seed<seed><run_suffix>``.
+    Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``, replacing an earlier run of
     that name (the bench's own folder), or with ``new_folders`` to a folder claimed anew (``-2``, ``-3`` …
     when the name is taken; the workbench's runs folder). ``progress`` hears of
     every stage and training step; ``progress_bars`` draws the trainer's own (a terminal's).
@@ -277,7 +333,12 @@ def compare_methods(
     if missing:
         raise GantuneError(f"no run given for {', '.join(missing)}")
     runs_dir = Path(runs_dir)
-    total = len(splits) * (1 + len(trained) + 2 * len(rows))
+    kinds = list(dict.fromkeys(row_adapter(r) for r in rows)) if continuation else []
+    if "full" in kinds:
+        raise GantuneError("full fine-tuning has no adapter to continue from a warm-up; leave it out of this comparison")
+    total = len(splits) * (1 + len(trained) + 2 * len(rows) + len(kinds))
+    twins = _twins(rows, trained)
+    warmups: list[dict[str, Any]] = []
     done, evaluations, stopped = 0, [], False
     say = progress or (lambda _: None)
     stop = should_stop or (lambda: False)
@@ -304,6 +365,29 @@ def compare_methods(
         if stop():
             raise Stopped
 
+    def trained_run(row: str, config: TrainConfig, split: Split, out: Path, claimed: RunFolder | None) -> RunSummary:
+        """Train one run of the comparison (a row, or a warm-up) on the split, in ``out`` (``claimed`` for it, with
+        ``new_folders``); a stop raises Stopped."""
+        nonlocal done
+        say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
+                     f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
+        release_freed_memory()
+        summary = train(config, base=base, should_stop=stop, overwrite=not new_folders, claimed=claimed,
+                        progress=progress_bars, split=(split.train, split.test),
+                        on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
+                            "step", f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total,
+                            s, m, o, (r["step"], r["total_steps"]))))
+        done += 1
+        if summary.status == "stopped":
+            raise Stopped
+        return summary
+
+    def folder(name: str, split: Split) -> tuple[Path, RunFolder | None]:
+        """A run's folder in the comparison: its own name (replaced), or with ``new_folders`` one claimed anew."""
+        out = runs_dir / f"{name}-seed{split.seed}{run_suffix}"
+        claimed = claim_unused(out) if new_folders else None
+        return (claimed.path if claimed is not None else out), claimed
+
     try:
         for index, split in enumerate(splits):
             first = index == 0
@@ -312,23 +396,30 @@ def compare_methods(
             for name, runs in trained.items():
                 check_stop()
                 evaluated(name, split, first, None, runs[split.seed])
+            starts: dict[str, str | None] = {}  # adapter -> its warm-up's run folder (None: it saved no adapter)
+            for kind in kinds:
+                check_stop()
+                out, claimed = folder(f"warmup-{kind}", split)
+                config = row_config(GENERATOR_METHODS[kind], shared, split.seed, out, epochs=continuation.max_epochs,
+                                    patience=continuation.patience)
+                summary = trained_run(f"warmup-{kind}", config, split, out, claimed)
+                starts[kind] = str(out) if summary.adapter is not None else None
+                warmups.append({"seed": split.seed, "adapter": kind, "run": str(out), "status": summary.status,
+                                "steps": summary.steps, "max_steps": summary.total_steps,
+                                "kept_step": summary.kept_step, "kept_reason": summary.kept_reason})
             for row in rows:
                 check_stop()
-                out = runs_dir / f"{row}-seed{split.seed}{run_suffix}"
-                claimed = claim_unused(out) if new_folders else None
-                out = claimed.path if claimed is not None else out
-                config = row_config(row, shared, split.seed, out)
-                say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
-                             f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
-                release_freed_memory()
-                summary = train(config, base=base, should_stop=stop, overwrite=not new_folders, claimed=claimed,
-                                progress=progress_bars, split=(split.train, split.test),
-                                on_step=lambda r, m=row, s=split.seed, o=str(out), d=done: say(Progress(
-                                    "step", f"seed {s}: training {m}: step {r['step']}/{r['total_steps']}", d, total,
-                                    s, m, o, (r["step"], r["total_steps"]))))
-                done += 1
-                if summary.status == "stopped":
-                    raise Stopped
+                more = {}
+                if continuation:
+                    start = starts[row_adapter(row)]
+                    if start is None:
+                        done += 2
+                        say(Progress("not_evaluated", f"seed {split.seed}: {row}: its warm-up saved no adapter; not "
+                                     "trained", done, total, split.seed, row))
+                        continue
+                    more = {"init_from": start, "warmup_epochs": 0}
+                out, claimed = folder(row, split)
+                summary = trained_run(row, row_config(row, shared, split.seed, out, **more), split, out, claimed)
                 if summary.adapter is None:
                     done += 1
                     say(Progress("not_evaluated", f"seed {split.seed}: {row} {summary.status} before saving an "
@@ -347,7 +438,21 @@ def compare_methods(
         report.update(status="failed", error=str(exc))
         raise ComparisonFailed(str(exc), report) from exc
     say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))
-    return _report(evaluations, splits, temperatures, stopped)
+    report = _report(evaluations, splits, temperatures, stopped, twins)
+    if continuation:
+        report["continuation"] = {"max_epochs": continuation.max_epochs, "patience": continuation.patience,
+                                  "warmups": warmups}
+    return report
+
+
+def _twins(rows: Sequence[str], trained: dict[str, dict[int, str | Path]]) -> dict[str, str]:
+    """Each adversarial row of the comparison -> its twin, when the twin is in it too. A trained run's adapter is
+    read from its config (a GAN run of the workbench may tune any adapter)."""
+    found = {r: twin(r) for r in rows}
+    for name, runs in trained.items():
+        config, _ = RunFolder(next(iter(runs.values()))).read_config()
+        found[name] = GENERATOR_METHODS[config.adapter] if config.method == "gan" else None
+    return {r: t for r, t in found.items() if t is not None and t in (*rows, *trained)}
 
 
 def _read_summary(run: str | Path) -> RunSummary | None:
@@ -365,8 +470,10 @@ def _label(row: str, temperature: float) -> str:
 
 
 def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperatures: Sequence[float],
-            stopped: bool) -> dict[str, Any]:
-    """Rows (means over seeds, intervals), the reference row, paired differences and the answers."""
+            stopped: bool, twins: dict[str, str]) -> dict[str, Any]:
+    """Rows (means over seeds, intervals), the reference row, paired differences and the answers.
+
+    ``twins``: adversarial row -> its twin (the MLE row of the same adapter), paired with it too."""
     order = list(dict.fromkeys(e.row for e in evaluations))
     by_row = {row: [e for e in evaluations if e.row == row] for row in order}
     rows, per_question = [], {}
@@ -388,7 +495,7 @@ def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperature
     return {
         "seeds": [s.seed for s in splits], "n_train": len(splits[0].train), "n_test": len(splits[0].test),
         "temperatures": [0.0, *temperatures], "status": "stopped" if stopped else "completed", "notes": notes,
-        "rows": rows, "reference": _reference_row(greedy), "paired": _paired(rows, per_question),
+        "rows": rows, "reference": _reference_row(greedy), "paired": _paired(rows, per_question, twins),
         "generations": _generations(evaluations, temperatures),
     }
 
@@ -421,6 +528,7 @@ def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], resul
         "peak_memory_mb": _mean([s.peak_memory_mb for s in summaries]),
         "trainable_params": 0 if untrained else summaries[0].trainable_params if summaries else None,
         "tokens_per_s": _mean([s.tokens_per_s for s in summaries]),
+        "steps": [s.steps for s in summaries] if summaries else None,  # each seed's training steps
         "eval_seconds": round(_mean([e.seconds for e in evs]), 1) if temperature == 0 else None,
         "run": evs[0].run, "runs": [e.run for e in evs],
     })
@@ -475,20 +583,23 @@ def _reference_row(greedy: list[_Evaluation]) -> dict[str, Any] | None:
     return row
 
 
-def _paired(rows: list[dict[str, Any]], per_question: dict[str, dict[int, dict[str, list]]]) -> list[dict[str, Any]]:
-    """Each row but base against lora and base at the same temperature, on the seeds both have."""
+def _paired(rows: list[dict[str, Any]], per_question: dict[str, dict[int, dict[str, list]]],
+            twins: dict[str, str]) -> list[dict[str, Any]]:
+    """Each row but base against its twin (an adversarial row's, ``twin: true``), lora and base at the same
+    temperature, on the seeds both have."""
     out = []
     for row in rows:
         if row["method"] == _label("base", row["temperature"]):
             continue
-        for versus in ("lora", "base"):
+        name = row["method"].split("@")[0]
+        for versus in dict.fromkeys([*([twins[name]] if name in twins else []), "lora", "base"]):
             other = _label(versus, row["temperature"])
             if row["method"] == other or other not in per_question:
                 continue
             mine, theirs = per_question[row["method"]], per_question[other]
             seeds = [s for s in mine if s in theirs]
             entry: dict[str, Any] = {"method": row["method"], "versus": other, "temperature": row["temperature"],
-                                     "seeds": seeds}
+                                     "seeds": seeds, "twin": twins.get(name) == versus}
             for key in PAIRED_KEYS:
                 if not seeds or not all(key in mine[s] and key in theirs[s] for s in seeds):
                     entry[key] = None

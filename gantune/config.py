@@ -71,15 +71,34 @@ class RunSettings:
                              "best; 0: keep the last", bounds=Bounds(low=0, hosted=8))
     val_tolerance: float = setting(0.02, "keep the last adapter unless its validation score is worse than the best one's "
                                    "by more than this (4 pairs are noisy)", bounds=NONNEGATIVE)
+    patience: int = setting(0, "stop once the validation score has not improved for this many epochs (MLE to its "
+                            "plateau; --epochs is the cap); 0: run every epoch", bounds=COUNT_OR_ZERO)
     val_metric: str = setting("rougeL", "how a held-out adapter is scored: rougeL of its greedy answers (higher is "
                               "better) or nll of the reference answers (lower is better)", ("rougeL", "nll"))
 
-
-SECTIONS: tuple[type, ...] = (RunSettings, AdapterSettings, GanSettings, PeftSettings)
+    def check(self) -> None:
+        if self.patience and not self.val_pairs:
+            raise GantuneError("--patience needs validation pairs (--val-pairs) to tell when the score stops improving")
 
 
 @dataclass
-class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
+class StartSettings:
+    """Where the tuned part starts: another run's adapter (a folder on disk: set from the command line and the bench,
+    not offered on the page)."""
+
+    init_from: str | None = setting(None, "a finished run whose kept adapter this run starts from (its MLE warm-up: "
+                                    "the same model and the same kind and shape of adapter); the optimiser starts fresh")
+
+    def check(self) -> None:
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from.strip()):
+            raise GantuneError(f"--init-from must name a run folder (got {self.init_from!r})")
+
+
+SECTIONS: tuple[type, ...] = (RunSettings, StartSettings, AdapterSettings, GanSettings, PeftSettings)
+
+
+@dataclass
+class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, RunSettings):
     """Every setting of a run: the sections of ``SECTIONS``, in that order, as one flat dataclass."""
 
     def __post_init__(self) -> None:

@@ -28,7 +28,6 @@ from .errors import GantuneError
 from .generation import Stopped
 from .inference import Answers, answers, scoring_rows
 from .methods.base import TuningMethod
-from .methods.gan.generator import AdapterMethod
 from .models import BaseModel, check_context
 
 RETENTION_SETS = ("real_authors", "world_facts")
@@ -147,7 +146,7 @@ def evaluate(
     if retention_sets is not None:
         result.update(_retention(base, method, retention_sets, settings, should_stop))
     result["temperature"] = settings.temperature
-    result["noise"] = method.config.eval_noise if isinstance(method, AdapterMethod) else None
+    result["noise"] = method.eval_noise() if method is not None else None
     result["per_question"] = per_question
     result["generations"] = [{"question": q, "reference": r, "answer": a, "tokens": n, "truncated": t}
                              for q, r, a, n, t in zip(questions, references, answered.texts, answered.lengths,

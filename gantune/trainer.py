@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -23,9 +24,9 @@ from tqdm.auto import tqdm
 from .config import TrainConfig, resumed_config
 from .data import Encoder, QAPair, load_pairs, split_pairs
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
-from .inference import answer_questions
+from .inference import answer_questions, check_data_only
 from .memory import MemoryMonitor
-from .methods import get_method
+from .methods import ADAPTER_SHAPE, adapter_kind, get_method
 from .methods.base import StepInterrupted, TuningMethod
 from .metrics import rouge
 from .models import (
@@ -37,8 +38,9 @@ from .models import (
     pick_device,
     resolve_precision,
 )
-from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
+from .runs import RunFolder, RunSummary, claim_unused, new_run_dir, recover_dir
 from .scoring import answer_logprobs, mle_loss
+from .settings import flag
 
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -193,9 +195,19 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         fit, val = split_validation(p.train, cfg.val_pairs)
         items = encoder.encode(fit)
         validation = Validation(p.base, encoder, val, cfg.val_metric, acc.device) if val else None
+        if cfg.patience and validation is None:
+            raise GantuneError(f"--patience needs validation pairs, but {len(p.train)} training pairs hold none "
+                               "(--val-pairs takes at most a tenth of them)")
+        start = init_adapter(cfg) if cfg.init_from and not resume else None
         method = get_method(cfg.method)(p.base, cfg, acc)
         if should_stop is not None:
             method.should_stop = should_stop
+        if start is not None:
+            try:
+                _start_from(method, start, cfg.init_from)
+            except BaseException:
+                method.close()
+                raise
     except BaseException:
         if not resume and acc.is_main_process:
             run.release()  # refused before the run's first file
@@ -265,6 +277,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             validate()  # step 0: the untouched model is a candidate too
 
         status, tokens, start_seconds = "completed", 0.0, elapsed  # tokens/s counts this session's steps
+        plateau = None  # the epoch after which --patience stopped the run
         good_step = step if resume else None  # the step of the last checkpoint (None: none yet)
         bar = tqdm(total=total, initial=step, disable=not (progress and acc.is_main_process), unit="step", dynamic_ncols=True)
         with MemoryMonitor(acc.device) as memory:
@@ -323,6 +336,10 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
                 if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
                     checkpoint()
                     good_step = step
+                if (at_epoch_end and cfg.patience and best is not None and status == "completed"
+                        and step - best["step"] >= cfg.patience * steps_per_epoch):
+                    plateau = step // steps_per_epoch  # no better validation score for --patience epochs: stop here
+                    break
             peak = memory.peak_mb()
         bar.close()
 
@@ -355,6 +372,9 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             kept_step = step if status != "diverged" else good_step
             kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \
                 "the last checkpoint's adapter (training diverged)"
+        if plateau is not None:
+            kept_reason += (f"; training stopped after epoch {plateau} of at most {cfg.epochs}: the validation "
+                            f"{cfg.val_metric} had not improved for {cfg.patience} epoch{'s' * (cfg.patience != 1)} (the plateau)")
         summary = RunSummary(
             status=status, method=cfg.method, preset=cfg.preset, steps=step, total_steps=total,
             adapter_step=kept_step, kept_step=kept_step, kept_reason=kept_reason, validation=history,
@@ -383,6 +403,48 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["rng.cpu"])
     if torch.cuda.is_available() and "rng.cuda" in state:
         torch.cuda.set_rng_state(state["rng.cuda"])
+
+
+def init_adapter(config: TrainConfig) -> Path:
+    """The adapter folder of the run ``--init-from`` names, once it is known to fit ``config``: a finished run's
+    adapter (safetensors and JSON only) of the same model, the same kind of adapter and the same shape."""
+    source = RunFolder(config.init_from)
+    where = f"--init-from {config.init_from}"
+    if config.out is not None and source.path.resolve() == Path(config.out).resolve():
+        raise GantuneError(f"{where} names this run's own folder; start from another run")
+    try:
+        theirs, _ = source.read_config()
+    except GantuneError as exc:
+        raise GantuneError(f"{where}: {exc}") from exc
+    mine_kind, their_kind = adapter_kind(config.method, config.adapter), adapter_kind(theirs.method, theirs.adapter)
+    if mine_kind not in ADAPTER_SHAPE:
+        raise GantuneError(f"{where}: --method {config.method} trains no adapter to start from another run's")
+    if their_kind != mine_kind:
+        raise GantuneError(f"{where} holds a {their_kind} adapter (--method {theirs.method}) but this run tunes "
+                           f"{mine_kind}; start from a run of the same kind of adapter")
+    if (theirs.model, theirs.gguf_file) != (config.model, config.gguf_file):
+        raise GantuneError(f"{where} tuned the model {theirs.model!r}, not this run's {config.model!r}")
+    for name in ADAPTER_SHAPE[mine_kind]:
+        if getattr(theirs, name) != getattr(config, name):
+            raise GantuneError(f"{where} has --{flag(name)} {getattr(theirs, name)}, this run "
+                               f"{getattr(config, name)}: the adapters differ in shape; use the same value")
+    recover_dir(source.adapter_dir)
+    if not source.adapter_dir.is_dir():
+        raise GantuneError(f"{where} has no adapter yet (the run did not finish or save)")
+    check_data_only(source.adapter_dir)
+    return source.adapter_dir
+
+
+def _start_from(method: TuningMethod, folder: Path, source: str) -> None:
+    """Load another run's adapter into ``method`` (its optimiser fresh), leaving the run's random stream as it was."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            method.init_from(folder)
+    except GantuneError as exc:
+        raise GantuneError(f"--init-from {source}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise GantuneError(f"--init-from {source}: the adapter in {folder} does not fit this run "
+                           f"({first_line(exc)})") from exc
 
 
 def diverged_message(summary: RunSummary) -> str:

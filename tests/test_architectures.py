@@ -28,6 +28,7 @@ from gantune.errors import GantuneError
 from gantune.inference import answer_questions, load_method, stream_answer
 from gantune.methods import get_method
 from gantune.methods.gan.adapter import AdapterConfig, MTunable
+from gantune.methods.gan.settings import GENERATOR_METHODS
 from gantune.methods.peft_methods import LoraMethod, default_lora_targets, init_token_ids, linear_modules
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, mle_loss
@@ -199,6 +200,42 @@ def test_every_method_trains_loads_and_answers(arch, method, sixteen_pairs, tmp_
         assert [answer_questions(base, [q], 6, method=loaded)[0] for q in QUESTIONS] == answers
         streamed = list(stream_answer(base, QUESTIONS[0], 6, method=loaded))
         assert (streamed[-1] if streamed else "") == answers[0]
+    finally:
+        loaded.close()
+    _assert_same_state(base.model, state)
+    assert _module_layout(base.model) == layout
+
+
+@pytest.mark.parametrize("discriminator", ["hidden", "implicit"])
+@pytest.mark.parametrize("adapter", ["m-tunable", "lora", "prompt-tuning", "prefix-tuning"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_adversarial_objective_trains_every_adapter(arch, adapter, discriminator, sixteen_pairs, tmp_path):
+    """--adapter: the GAN's warm-up, adversarial phase (explicit or implicit D) and save/load on each adapter."""
+    base = make_arch_base(arch)
+    state, layout = _state(base.model), _module_layout(base.model)
+    out = tmp_path / "run"
+    config = preset_config("gan", adapter=adapter, discriminator=discriminator, data=str(sixteen_pairs), n=16,
+                           train_fraction=0.75, seed=1, out=str(out), device="cpu", epochs=2, warmup_epochs=1,
+                           batch_size=4, max_new_tokens=8, max_prompt_tokens=32, **SMALL)
+    summary = train(config, base=base)
+    assert summary.status == "completed" and summary.steps == 6
+    records = RunFolder(out).read_metrics()
+    assert [r["phase"] for r in records] == ["mle"] * 3 + ["adversarial"] * 3
+    for r in records[3:]:
+        assert math.isfinite(r["g_loss"]) and math.isfinite(r["d_loss"]) and math.isfinite(r["grad_norm"])
+        assert ("round" in r and "d_acc_pairs" in r) == (discriminator == "implicit")
+    norms = [r["adapter_norm"] for r in records]
+    assert norms[3] != norms[2] and norms[5] != norms[4]  # the adversarial steps move the adapter
+    assert len({r["frozen_norm"] for r in records}) == 1
+    _assert_same_state(base.model, state)
+    assert _module_layout(base.model) == layout
+
+    loaded = load_method(str(out), base=base)
+    try:
+        assert type(loaded.generator) is get_method(GENERATOR_METHODS[adapter])
+        assert (loaded.discriminator is None) == (discriminator == "implicit")
+        answers = answer_questions(base, QUESTIONS, 6, method=loaded)
+        assert len(answers) == 2 and answer_questions(base, QUESTIONS, 6, method=loaded, batch_size=1) == answers
     finally:
         loaded.close()
     _assert_same_state(base.model, state)

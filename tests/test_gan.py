@@ -367,18 +367,18 @@ def test_zero_init_method_answers_exactly_like_the_base(base):
 def test_train_steps_leave_the_lm_bit_identical(base):
     method, batch = _method(base, lr=0.01, d_lr=0.01)
     lm_before = copy.deepcopy(base.model.state_dict())
-    adapter_before, d_before = _snapshot(method.adapter), _snapshot(method.discriminator)
+    adapter_before, d_before = _snapshot(method.generator.adapter), _snapshot(method.discriminator)
     stats = [method.train_step(batch) for _ in range(3)]
     lm_after = base.model.state_dict()
     assert lm_after.keys() == lm_before.keys()
     for k, v in lm_before.items():
         assert torch.equal(lm_after[k], v), f"LM tensor {k} changed"
-    for k, v in method.adapter.state_dict().items():
+    for k, v in method.generator.adapter.state_dict().items():
         assert not torch.equal(v, adapter_before[k]), f"adapter tensor {k} did not change"
     for k, v in method.discriminator.state_dict().items():
         assert not torch.equal(v, d_before[k]), f"discriminator tensor {k} did not change"
     assert len(base.model.get_input_embeddings()._forward_hooks) == 0  # the hook is gone after a step
-    for module in (method.adapter, method.discriminator):  # the last updates' gradients, clipped
+    for module in (method.generator.adapter, method.discriminator):  # the last updates' gradients, clipped
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
         assert float(norm) <= method.config.max_grad_norm + 1e-5
     for s in stats:
@@ -396,23 +396,23 @@ def test_only_adapter_and_discriminator_are_trainable(base):
     method, batch = _method(base)
     method.train_step(batch)
     trainable = {id(p) for p in method.trainable_parameters()}
-    assert trainable == {id(p) for p in [*method.adapter.parameters(), *method.discriminator.parameters()]}
+    assert trainable == {id(p) for p in [*method.generator.adapter.parameters(), *method.discriminator.parameters()]}
     assert not any(p.requires_grad for p in base.model.parameters())
     assert all(p.requires_grad for p in method.trainable_parameters())
     lm_ids = {id(p) for p in base.model.parameters()}
     assert not trainable & lm_ids
-    g_ids = {id(p) for group in method.opt_g.param_groups for p in group["params"]}
+    g_ids = {id(p) for group in method.generator.opt_g.param_groups for p in group["params"]}
     d_ids = {id(p) for group in method.opt_d.param_groups for p in group["params"]}
-    assert g_ids == {id(p) for p in method.adapter.parameters()}
+    assert g_ids == {id(p) for p in method.generator.adapter.parameters()}
     assert d_ids == {id(p) for p in method.discriminator.parameters()}
-    assert method.opt_g.param_groups[0]["lr"] == method.config.lr  # no warm-up: one learning rate throughout
+    assert method.generator.opt_g.param_groups[0]["lr"] == method.config.lr  # no warm-up: one learning rate throughout
     assert method.opt_d.param_groups[0]["lr"] == method.config.d_lr
 
 
 def test_adapter_norm_is_the_l2_norm_of_the_adapter(base):
     method, batch = _method(base, adapter_init="default")
     with torch.no_grad():
-        expected = torch.sqrt(sum((p.double() ** 2).sum() for p in method.adapter.parameters()))
+        expected = torch.sqrt(sum((p.double() ** 2).sum() for p in method.generator.adapter.parameters()))
     assert method.adapter_norm() == pytest.approx(float(expected))
 
 
@@ -440,11 +440,11 @@ def test_thesis_preset_runs_a_step(base):
     assert isinstance(method.discriminator, ThesisDiscriminator)
     assert method.discriminator.seq_len == 40
     lm_before = copy.deepcopy(base.model.state_dict())
-    before = _snapshot(method.adapter)
+    before = _snapshot(method.generator.adapter)
     s = method.train_step(batch)
     assert all(v == v and abs(v) != float("inf") for v in s.values() if isinstance(v, float))
     assert 0 <= s["reward_mean"] <= 1 and cfg.d_loss == "bce" and cfg.warmup_epochs == 0 and cfg.kl_coef == 0
-    assert any(not torch.equal(v, before[k]) for k, v in method.adapter.state_dict().items())
+    assert any(not torch.equal(v, before[k]) for k, v in method.generator.adapter.state_dict().items())
     assert all(torch.equal(v, lm_before[k]) for k, v in base.model.state_dict().items())
 
 
@@ -452,11 +452,11 @@ def test_thesis_preset_runs_a_step(base):
 def test_thesis_estimator_runs_a_step(base, mle_weight):
     method, batch = _method(base, pg_estimator="thesis", mle_weight=mle_weight)
     assert method.config.mle_weight == mle_weight
-    before = _snapshot(method.adapter)
+    before = _snapshot(method.generator.adapter)
     s = method.train_step(batch)
     assert all(v == v and abs(v) != float("inf") for v in s.values() if isinstance(v, float))
     assert (s.get("mle_loss", 0) > 0) == (mle_weight > 0)
-    assert any(not torch.equal(v, before[k]) for k, v in method.adapter.state_dict().items())
+    assert any(not torch.equal(v, before[k]) for k, v in method.generator.adapter.state_dict().items())
 
 
 def test_save_and_load_pretrained(base, tmp_path):
@@ -471,19 +471,19 @@ def test_save_and_load_pretrained(base, tmp_path):
     fresh_base = make_base()  # a separate copy of the same base model
     torch.manual_seed(123)  # a different init for everything the loader rebuilds
     loaded = GanMethod.from_pretrained(fresh_base, folder, method.config)
-    for k, v in method.adapter.state_dict().items():
-        assert torch.equal(loaded.adapter.state_dict()[k], v)
+    for k, v in method.generator.adapter.state_dict().items():
+        assert torch.equal(loaded.generator.adapter.state_dict()[k], v)
     for k, v in method.discriminator.state_dict().items():
         assert torch.equal(loaded.discriminator.state_dict()[k], v)
     tuned = answer_questions(base, QUESTIONS, 8, method=method)
     assert answer_questions(fresh_base, QUESTIONS, 8, method=loaded) == tuned
 
     alone = MTunable.from_pretrained(folder)
-    assert alone.config == method.adapter.config
+    assert alone.config == method.generator.adapter.config
     weights = load_file(folder / "adapter_model.safetensors")
-    assert weights.keys() == method.adapter.state_dict().keys()
+    assert weights.keys() == method.generator.adapter.state_dict().keys()
     for k, v in alone.state_dict().items():
-        assert torch.equal(v, method.adapter.state_dict()[k])
+        assert torch.equal(v, method.generator.adapter.state_dict()[k])
 
 
 def test_state_tensors_round_trip(base):
@@ -497,11 +497,11 @@ def test_state_tensors_round_trip(base):
     torch.manual_seed(99)
     other = GanMethod(make_base(), method.config)
     other.load_state_tensors(tensors)
-    for mod in ("adapter", "discriminator"):
-        a, b = getattr(method, mod).state_dict(), getattr(other, mod).state_dict()
+    for a, b in ((method.generator.adapter, other.generator.adapter), (method.discriminator, other.discriminator)):
+        a, b = a.state_dict(), b.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
-    for name in ("opt_g", "opt_d"):
-        sa, sb = getattr(method, name).state_dict()["state"], getattr(other, name).state_dict()["state"]
+    for oa, ob in ((method.generator.opt_g, other.generator.opt_g), (method.opt_d, other.opt_d)):
+        sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
         assert sa.keys() == sb.keys() and len(sa) > 0
         for idx in sa:
             assert sa[idx].keys() == sb[idx].keys()
@@ -517,7 +517,7 @@ def test_state_tensors_round_trip(base):
     s_b = other.train_step(batch)
     timing = {k for k in s_a if k.endswith("_seconds")}
     assert {k: v for k, v in s_a.items() if k not in timing} == {k: v for k, v in s_b.items() if k not in timing}
-    a, b = method.adapter.state_dict(), other.adapter.state_dict()
+    a, b = method.generator.adapter.state_dict(), other.generator.adapter.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -541,7 +541,7 @@ def test_rollout_logprobs_are_the_policy_logprobs_of_the_sampled_tokens(base):
     method, batch = _method(base, adapter_init="default")
     torch.manual_seed(1)
     roll = method._rollout(batch)
-    with method._attached(roll.noise), torch.no_grad():
+    with method.generator._attached(roll.noise), torch.no_grad():
         again = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
     assert roll.logp.shape == roll.answer_ids.shape and (roll.logp <= 0).all()
     assert torch.allclose(roll.logp, again, atol=1e-4)
@@ -629,10 +629,10 @@ def test_warmup_is_mle_then_the_adversarial_phase_at_its_own_rate(base):
     method.start_epoch(0, halves)
     s = method.train_step(halves[0])
     assert s["phase"] == "mle" and s["mle_loss"] > 0 and method.sampled_answers() == []
-    assert method.opt_g.param_groups[0]["lr"] == 0.01
+    assert method.generator.opt_g.param_groups[0]["lr"] == 0.01
     method.start_epoch(1, halves)  # one rollout for the whole epoch, split per step
     assert [len(r.answer_ids) for r in method._pending] == [2, 2]
-    assert method.opt_g.param_groups[0]["lr"] == 0.001
+    assert method.generator.opt_g.param_groups[0]["lr"] == 0.001
     s = method.train_step(halves[0])
     assert s["phase"] == "adversarial" and len(method._pending) == 1 and method._rollout_seconds == 0.0
     assert len(method.sampled_answers()) == 2
@@ -665,7 +665,7 @@ def test_cold_rollout_logprobs_are_the_tempered_policy_and_frozen_pass_matches(b
     method, batch = _method(base, adapter_init="default", rollout_temperature=temperature)
     torch.manual_seed(1)
     roll = method._rollout(batch)
-    with method._attached(roll.noise), torch.no_grad():
+    with method.generator._attached(roll.noise), torch.no_grad():
         again = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask,
                                 temperature)
         plain = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
@@ -686,7 +686,7 @@ def test_cold_sampling_concentrates_on_the_likeliest_tokens(base):
         torch.manual_seed(3)
         big = _batch(base, method.config, PAIRS * 8)
         roll = method._rollout(big)
-        with method._attached(roll.noise), torch.no_grad():
+        with method.generator._attached(roll.noise), torch.no_grad():
             logp = answer_logprobs(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
         return float(logp.sum() / roll.answer_mask.sum())
     assert mean_plain_logp(0.05) > mean_plain_logp(1.0) + 0.1
@@ -699,13 +699,13 @@ def test_ppo_epochs_update_the_generator_several_times_on_one_rollout(base):
     four, _ = _method(base, adapter_init="default", ppo_epochs=4)
     torch.manual_seed(5)
     s = four.train_step(batch)
-    steps = [float(state["step"]) for state in four.opt_g.state.values()]
+    steps = [float(state["step"]) for state in four.generator.opt_g.state.values()]
     assert steps and set(steps) == {4.0}
-    assert {float(state["step"]) for state in one.opt_g.state.values()} == {1.0}
+    assert {float(state["step"]) for state in one.generator.opt_g.state.values()} == {1.0}
     # the same rollout and D step; only the generator moved further
-    assert torch.equal(four._last.answer_ids, one._last.answer_ids)
+    assert torch.equal(four._last_answers[0], one._last_answers[0])
     assert all(torch.equal(a, b) for a, b in zip(four.discriminator.parameters(), one.discriminator.parameters()))
-    moved = [not torch.equal(a, b) for a, b in zip(four.adapter.parameters(), one.adapter.parameters())]
+    moved = [not torch.equal(a, b) for a, b in zip(four.generator.adapter.parameters(), one.generator.adapter.parameters())]
     assert any(moved) and 0.0 <= s["clipped"] <= 1.0
 
 
@@ -785,11 +785,11 @@ def test_per_token_advantages_weight_each_token():
 
 def test_dense_reward_step_trains_d_on_prefixes_and_g_on_per_token_advantages(base):
     method, batch = _method(base, reward="dense", adapter_init="default")
-    d0, g0 = _snapshot(method.discriminator), _snapshot(method.adapter)
+    d0, g0 = _snapshot(method.discriminator), _snapshot(method.generator.adapter)
     s = method.train_step(batch)
     assert s["phase"] == "adversarial" and s["d_loss"] > 0
     assert any(not torch.equal(v, method.discriminator.state_dict()[k]) for k, v in d0.items())
-    assert any(not torch.equal(v, method.adapter.state_dict()[k]) for k, v in g0.items())
+    assert any(not torch.equal(v, method.generator.adapter.state_dict()[k]) for k, v in g0.items())
 
 
 @pytest.mark.parametrize("bad", [dict(reward="dense", discriminator="embedding"), dict(reward="dense", d_loss="bce"),

@@ -53,11 +53,11 @@ def test_one_gan_step_keeps_the_lm_bit_identical(real_base, precision):
     torch.manual_seed(0)
     method = GanMethod(real_base, cfg)
     lm_before = copy.deepcopy(real_base.model.state_dict())
-    adapter_before = {k: v.clone() for k, v in method.adapter.state_dict().items()}
+    adapter_before = {k: v.clone() for k, v in method.generator.adapter.state_dict().items()}
     stats = method.train_step(batch)
     for k, v in real_base.model.state_dict().items():
         assert torch.equal(v, lm_before[k]), k
-    assert any(not torch.equal(v, adapter_before[k]) for k, v in method.adapter.state_dict().items())
+    assert any(not torch.equal(v, adapter_before[k]) for k, v in method.generator.adapter.state_dict().items())
     assert stats["phase"] == "adversarial"
     assert all(v == v and abs(v) != float("inf") for v in stats.values() if isinstance(v, float))
     assert stats["d_loss"] > 0 and 0 <= stats["d_acc_real"] <= 1

@@ -36,7 +36,7 @@ def _config(data, out, **overrides):
 
 def _adapter(run_path) -> dict[str, torch.Tensor]:
     method = load_method(str(run_path), base=make_base())
-    return {k: v.clone() for k, v in method.adapter.state_dict().items()}
+    return {k: v.clone() for k, v in method.generator.adapter.state_dict().items()}
 
 
 # --- metrics.jsonl --------------------------------------------------------------------------------

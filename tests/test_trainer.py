@@ -262,7 +262,7 @@ def test_load_method_and_answer(base, tiny_data, tmp_path):
     method = load_method(str(out), base=base)
     assert isinstance(method, GanMethod)
     saved = _adapter_weights(out)
-    assert all(torch.equal(v, saved[k]) for k, v in method.adapter.state_dict().items())
+    assert all(torch.equal(v, saved[k]) for k, v in method.generator.adapter.state_dict().items())
     questions = ["who is the author of novel ?", "what did his mother write ?"]
     answers = answer_questions(base, questions, 8, method=method)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GantuneError
-from .gan.settings import AdapterSettings, GanSettings
+from .gan.settings import GENERATOR_METHODS, AdapterSettings, GanSettings
 from .peft_settings import PeftSettings
 
 if TYPE_CHECKING:
@@ -28,13 +28,27 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "gan": MethodSpec("gantune.methods.gan.method:GanMethod", (AdapterSettings, GanSettings)),
+    # the GAN's generator is M_tunable or a peft adapter (--adapter): it reads the settings of both
+    "gan": MethodSpec("gantune.methods.gan.method:GanMethod", (AdapterSettings, GanSettings, PeftSettings)),
     "adapter-mle": MethodSpec("gantune.methods.adapter_mle:AdapterMleMethod", (AdapterSettings,)),
     "lora": MethodSpec("gantune.methods.peft_methods:LoraMethod", (PeftSettings,), {"lr": 5e-4}),
     "prompt-tuning": MethodSpec("gantune.methods.peft_methods:PromptTuningMethod", (PeftSettings,), {"lr": 1e-2}),
     "prefix-tuning": MethodSpec("gantune.methods.peft_methods:PrefixTuningMethod", (PeftSettings,), {"lr": 1e-2}),
     "full": MethodSpec("gantune.methods.full:FullMethod", (), {"lr": 2e-5}),
 }
+
+
+# the settings that shape each adapter's weights: a run starts from another run's adapter only when these agree
+ADAPTER_SHAPE: dict[str, tuple[str, ...]] = {"m-tunable": ("noise_dim", "adapter_hidden"),
+                                             "lora": ("lora_r", "lora_alpha", "lora_targets"),
+                                             "prompt-tuning": ("virtual_tokens",), "prefix-tuning": ("virtual_tokens",)}
+
+
+def adapter_kind(method: str, adapter: str = "m-tunable") -> str:
+    """The tuned part a run of ``method`` trains: the GAN's ``--adapter``, an MLE method's own, or ``full``."""
+    if method == "gan":
+        return adapter
+    return next((kind for kind, name in GENERATOR_METHODS.items() if name == method), method)
 
 
 def get_method(name: str) -> type[TuningMethod]:

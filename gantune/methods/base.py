@@ -85,6 +85,19 @@ class TuningMethod(ABC):
                 self.load_state_tensors(undo)
             raise StepInterrupted
 
+    def init_from(self, folder: str | Path) -> None:
+        """Start from the adapter another run saved in ``folder`` (what ``save_pretrained`` wrote, of this kind and
+        shape); the optimiser's state starts fresh. A misfit raises (``load_state_tensors``'s errors)."""
+        other = type(self).from_pretrained(self.base, folder, self.config)
+        try:
+            self.load_state_tensors(other.state_tensors())
+        finally:
+            other.close()
+
+    def eval_noise(self) -> str | None:
+        """What noise the tuned model is fed when answering (M_tunable's ``--eval-noise``); None: it takes none."""
+        return None
+
     def sampled_answers(self) -> list[str]:
         """The answers the last step sampled, in batch order ([] for methods that do not sample)."""
         return []

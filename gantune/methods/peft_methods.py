@@ -1,4 +1,5 @@
-"""Baselines from ``peft``: LoRA, prompt tuning and prefix tuning, each trained by plain MLE.
+"""Baselines from ``peft``: LoRA, prompt tuning and prefix tuning, each trained by plain MLE — and the GAN's
+generator when ``--adapter`` names one of them (``policy``, ``sample_noise``, ``optimizer``: ``gan.generator.Generator``).
 
 Every step is one teacher-forced pass over [question ; reference answer] (``answer_logprobs``) and
 the mean negative log-likelihood of the answer tokens, like ``adapter-mle``, so their curves line up.
@@ -126,6 +127,21 @@ class PeftMethod(TuningMethod):
     def train_step(self, batch: Batch) -> dict[str, float]:
         with self._active():
             return mle_step(self, self.peft_model, self.params, self.opt, batch)
+
+    # --- as the GAN's generator (``gan.generator.Generator``) ------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt
+
+    def sample_noise(self, n: int) -> torch.Tensor:
+        """A peft adapter takes no noise: n × 0."""
+        return torch.zeros(n, 0, device=self.base.device)
+
+    @contextmanager
+    def policy(self, noise: torch.Tensor | None) -> Iterator[PreTrainedModel]:
+        """The peft model (adapter on), gradients on; ``noise`` is ignored."""
+        with self._active():
+            yield self.peft_model
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.params)

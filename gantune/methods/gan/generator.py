@@ -1,14 +1,17 @@
 """G = frozen LM + M_tunable, as a tuning method: attach, generate, save, resume.
 
 ``AdapterMethod`` holds everything about M_tunable that does not depend on how it is trained;
-``GanMethod`` trains it adversarially, ``AdapterMleMethod`` (the ablation) by plain MLE.
+``AdapterMleMethod`` (the ablation) trains it by plain MLE, and ``GanMethod`` holds one as its
+generator. A generator is a tuning method trained by MLE (its ``train_step``: the GAN's warm-up) that
+also offers what the adversarial phases need — the ``Generator`` protocol below; M_tunable
+(``AdapterMethod``) and the peft adapters (``PeftMethod``) both do.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -29,6 +32,20 @@ from ..base import (
 from .adapter import AdapterConfig, MTunable
 
 
+class Generator(Protocol):
+    """What the GAN's phases ask of its generator, besides a ``TuningMethod``'s own (MLE ``train_step``,
+    ``enabled``, ``trainable_parameters``, save, load, state tensors, ``init_from``)."""
+
+    optimizer: torch.optim.Optimizer  # steps the generator's weights (the GAN sets its learning rate per phase)
+
+    def sample_noise(self, n: int) -> torch.Tensor:
+        """The generator's noise for ``n`` sequences (n × 0 for one that takes none)."""
+
+    def policy(self, noise: torch.Tensor | None) -> AbstractContextManager[PreTrainedModel]:
+        """A block that yields the tuned model, gradients on, each row fed its ``noise``: what the GAN samples from
+        and scores teacher-forced (the untuned LM, for frozen passes, stays ``base.model``)."""
+
+
 class AdapterMethod(TuningMethod):
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
                  adapter: MTunable | None = None):
@@ -40,6 +57,23 @@ class AdapterMethod(TuningMethod):
         self.adapter.to(base.device)
         self.opt_g = torch.optim.Adam(self.adapter.parameters(), lr=config.lr)
         self.pad_id = base.tokenizer.pad_token_id
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.opt_g
+
+    def sample_noise(self, n: int) -> torch.Tensor:
+        return self.adapter.sample_noise(n)
+
+    @contextmanager
+    def policy(self, noise: torch.Tensor | None) -> Iterator[PreTrainedModel]:
+        """The LM with M_tunable attached (train mode), fed ``noise``: gradients flow to M_tunable."""
+        self.adapter.train()
+        with self._attached(noise):
+            yield self.base.model
+
+    def eval_noise(self) -> str | None:
+        return self.config.eval_noise
 
     @contextmanager
     def _attached(self, noise: torch.Tensor | None) -> Iterator[None]:
@@ -62,9 +96,8 @@ class AdapterMethod(TuningMethod):
 
     def mle_step(self, batch: Batch) -> dict[str, float]:
         """One MLE step of M_tunable on the reference answers (noise sampled per sequence, gradients clipped)."""
-        self.adapter.train()
-        with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
-            logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+        with self.policy(self.sample_noise(len(batch))) as model, self.accelerator.autocast():
+            logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
             loss = mle_loss(logp, batch.answer_mask)
         self.opt_g.zero_grad(set_to_none=True)
         grad_norm = self.backward(loss, list(self.adapter.parameters()))

@@ -1,7 +1,12 @@
-"""The GAN method: G = frozen LM + M_tunable, D = a small discriminator, a policy gradient on D's reward.
+"""The GAN method: G = frozen LM + an adapter, D = a small discriminator, a policy gradient on D's reward.
+
+The generator's adapter (``--adapter``) is M_tunable (the thesis') or a peft adapter (LoRA, prompt or
+prefix tuning): the GAN holds the MLE method that trains that adapter (``adapter-mle``, ``lora`` …) as
+its ``generator`` and reuses its code for the warm-up, saving, loading and checkpoints; the phases
+below only ask it for a model to sample from and score (``gan.generator.Generator``).
 
 Training (see docs/method.md and shared/design/gan-method.md):
-  warm-up   the first ``warmup_epochs`` epochs train M_tunable by MLE on the reference answers
+  warm-up   the first ``warmup_epochs`` epochs train the adapter by MLE on the reference answers
   then, each step, four phases:
   1. rollout     answers y sampled from G (stop at EOS) with log π_rollout of each token — once per
                  epoch for all its questions (``--rollout epoch``) or once per step (``batch``)
@@ -14,25 +19,32 @@ Training (see docs/method.md and shared/design/gan-method.md):
                  ratio π/π_rollout (plain REINFORCE when ``clip`` is 0), + λ · MLE when λ > 0
 The ``thesis`` preset keeps the plain SeqGAN step of the thesis: no warm-up, BCE on token ids,
 no baseline, no KL, a second sampling for G.
+
+``--discriminator implicit`` replaces D and phases 1–4 by the likelihood-ratio discriminator of DDO and
+SPIN (``implicit.py``): once a round, answers sampled from the generator as it is (π_ref) for every
+training question and π_ref's log-likelihoods of them and of the references; then each step is two
+teacher-forced passes of the generator and one loss (+ λ · MLE), no sampling.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import PreTrainedModel
 
 from ...config import TrainConfig
 from ...data import Batch
 from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
-from ..base import load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
-from .adapter import MTunable
+from .. import get_method
+from ..base import TuningMethod, load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
 from .discriminator import (
     EmbeddingDiscriminator,
     HiddenStateDiscriminator,
@@ -43,15 +55,19 @@ from .discriminator import (
     dense_d_loss,
     last_score,
 )
-from .generator import AdapterMethod
+from .implicit import Round, implicit_d_loss, sequence_logprobs
 from .policy import advantages, clipped_policy_loss, policy_gradient_loss, prefix_advantages, sequence_kl, thesis_logprobs
 from .rollout import Rollout, frozen_pass, merge, sample
+from .settings import GENERATOR_METHODS
 
 D_CONFIG = "discriminator_config.json"
 D_WEIGHTS = "discriminator.safetensors"
 
 
-def build_discriminator(base: BaseModel, config: TrainConfig) -> nn.Module:
+def build_discriminator(base: BaseModel, config: TrainConfig) -> nn.Module | None:
+    """The D network ``--discriminator`` names (None for the implicit one, which is the generator itself)."""
+    if config.discriminator == "implicit":
+        return None
     if config.discriminator == "thesis":
         pad_id = base.tokenizer.pad_token_id
         return ThesisDiscriminator(config.max_prompt_tokens + config.max_new_tokens, config.d_hidden, pad_id)
@@ -67,28 +83,54 @@ def warmup_epochs(config: TrainConfig) -> int:
     return max(0, min(config.warmup_epochs, config.epochs - 1))
 
 
-class GanMethod(AdapterMethod):
+def make_generator(base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None) -> TuningMethod:
+    """The MLE method of ``--adapter``'s kind, which the GAN trains as its generator (a ``Generator`` too)."""
+    return get_method(GENERATOR_METHODS[config.adapter])(base, config, accelerator)
+
+
+class GanMethod(TuningMethod):
     name = "gan"
 
     def __init__(self, base: BaseModel, config: TrainConfig, accelerator: Accelerator | None = None,
-                 adapter: MTunable | None = None):
-        super().__init__(base, config, accelerator, adapter)
-        self.discriminator = build_discriminator(base, config).to(base.device)
-        self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=config.d_lr,
-                                       weight_decay=config.d_weight_decay)
+                 generator: TuningMethod | None = None):
+        super().__init__(base, config, accelerator)
+        self.generator = generator or make_generator(base, config, self.accelerator)  # also a gan.generator.Generator
+        self.pad_id = base.tokenizer.pad_token_id
+        self.discriminator = build_discriminator(base, config)
+        self.opt_d = None
+        if self.discriminator is not None:
+            self.discriminator.to(base.device)
+            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=config.d_lr,
+                                           weight_decay=config.d_weight_decay)
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
         self.adversarial = warmup_epochs(config) == 0
         self._pending: list[Rollout] = []  # this epoch's rollout, one part per remaining step
         self._rollout_seconds = 0.0
-        self._last: Rollout | None = None
+        self._last_answers: tuple[torch.Tensor, torch.Tensor] | None = None  # the last step's samples (ids, mask)
+        self._round: Round | None = None  # the implicit discriminator's current round
+
+    @property
+    def implicit(self) -> bool:
+        return self.discriminator is None
 
     # --- the schedule ------------------------------------------------------------------------------
     def start_epoch(self, epoch: int, batches: list[Batch]) -> None:
-        """Pick the phase; with ``--rollout epoch``, sample answers for all the epoch's questions at once."""
-        self.adversarial = epoch >= warmup_epochs(self.config)
-        lr = self.config.adv_lr if self.adversarial and warmup_epochs(self.config) else self.config.lr
-        for group in self.opt_g.param_groups:
+        """Pick the phase and its learning rate; with ``--rollout epoch``, sample answers for all the epoch's
+        questions at once; with the implicit D, start a round when one is due.
+
+        The adversarial rate (``--adv-lr``) follows an MLE warm-up, in this run or in the run it started from
+        (``--init-from``); with neither, the whole run trains at ``--lr`` (the thesis' one rate).
+        """
+        cfg, warm = self.config, warmup_epochs(self.config)
+        self.adversarial = epoch >= warm
+        lr = cfg.adv_lr if self.adversarial and (warm or cfg.init_from) else cfg.lr
+        for group in self.generator.optimizer.param_groups:
             group["lr"] = lr
+        if self.adversarial and self.implicit:
+            number = (epoch - warm) // cfg.round_epochs
+            if self._round is None or self._round.index != number:  # else: restored from a checkpoint mid-round
+                self._start_round(number, batches)
+            return
         if not (self.adversarial and self.config.rollout == "epoch"):
             self._pending = []
             return
@@ -106,19 +148,19 @@ class GanMethod(AdapterMethod):
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         if not self.adversarial:
-            return {**self.mle_step(batch), "phase": "mle"}
-        return {**self.adversarial_step(batch), "phase": "adversarial"}
+            return {**self.generator.train_step(batch), "phase": "mle"}
+        step = self.implicit_step if self.implicit else self.adversarial_step
+        return {**step(batch), "phase": "adversarial"}
 
     # --- the four phases ---------------------------------------------------------------------------
     def _rollout(self, batch: Batch) -> Rollout:
         """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real)."""
         k = self.config.samples_per_question
         prompt_ids, prompt_mask = batch.prompt_ids.repeat_interleave(k, 0), batch.prompt_mask.repeat_interleave(k, 0)
-        noise = self.adapter.sample_noise(prompt_ids.shape[0])
+        noise = self.generator.sample_noise(prompt_ids.shape[0])
         max_new = min(self.config.max_new_tokens, batch.answer_ids.shape[1])
-        self.adapter.train()
-        with self._attached(noise), self.accelerator.autocast():
-            return sample(self.base.model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
+        with self.generator.policy(noise) as model, self.accelerator.autocast():
+            return sample(model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
                           self.config.rollout_temperature)
 
     def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -188,7 +230,7 @@ class GanMethod(AdapterMethod):
             adv = advantages(total, cfg.baseline, self.reward_mean, cfg.normalize_advantage, k)
         r = float(reward.mean())
         self.reward_mean = r if self.reward_mean is None else 0.9 * self.reward_mean + 0.1 * r
-        self._last = roll
+        self._last_answers = roll.answer_ids[::k], roll.answer_mask[::k]
         t2 = time.perf_counter()
 
         # phase 4: the generator, ``ppo_epochs`` updates on this rollout, each ONE teacher-forced pass over
@@ -226,15 +268,14 @@ class GanMethod(AdapterMethod):
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float], float]:
         """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE).
         Returns G's loss, its policy-gradient part, the clipped share, the MLE loss and the gradient norm."""
-        cfg = self.config
-        self.adapter.train()
+        cfg, gen = self.config, self.generator
         clipped, stats = torch.zeros(()), {}
-        with self._attached(roll.noise), self.accelerator.autocast():
+        with gen.policy(roll.noise) as model, self.accelerator.autocast():
             if cfg.pg_estimator == "thesis":
-                logp = thesis_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+                logp = thesis_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
                 pg = policy_gradient_loss(logp, roll.answer_mask, adv)
             else:
-                logp = answer_logprobs(self.base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids,
+                logp = answer_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids,
                                        roll.answer_mask, cfg.rollout_temperature)
                 if cfg.clip > 0:
                     pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
@@ -242,58 +283,161 @@ class GanMethod(AdapterMethod):
                     pg = policy_gradient_loss(logp, roll.answer_mask, adv)
         g_loss = pg
         if cfg.mle_weight > 0:
-            with self._attached(self.adapter.sample_noise(len(batch))), self.accelerator.autocast():
-                real_logp = answer_logprobs(self.base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
+            with gen.policy(gen.sample_noise(len(batch))) as model, self.accelerator.autocast():
+                real_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
                                             batch.answer_mask)
                 mle = mle_loss(real_logp, batch.answer_mask)
             g_loss = pg + cfg.mle_weight * mle
             stats["mle_loss"] = mle.item()
-        self.opt_g.zero_grad(set_to_none=True)
-        grad_norm = self.backward(g_loss, list(self.adapter.parameters()))
-        self.opt_g.step()
+        gen.optimizer.zero_grad(set_to_none=True)
+        grad_norm = self.backward(g_loss, gen.trainable_parameters())
+        gen.optimizer.step()
         return g_loss, pg, clipped, stats, grad_norm
+
+    # --- the implicit discriminator (implicit.py) ------------------------------------------------------
+    def _start_round(self, number: int, batches: list[Batch]) -> None:
+        """π_ref is the generator as it is now: sample every question's y from it in one rollout (capped at the
+        longest reference, at ``--rollout-temperature``), and take its log-likelihoods of r and y (no grad, at
+        temperature 1), once for the round."""
+        cfg, gen = self.config, self.generator
+        t0 = time.perf_counter()
+        whole = merge(batches, self.pad_id).to(self.base.device)
+        noise = gen.sample_noise(len(whole))
+        max_new = min(cfg.max_new_tokens, whole.answer_ids.shape[1])
+        with gen.policy(noise) as model, self.accelerator.autocast():
+            roll = sample(model, whole.prompt_ids, whole.prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
+                          cfg.rollout_temperature)
+        def ref(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask, ids, mask,
+                                     noise, cfg.batch_size)
+
+        ref_real = ref(whole.answer_ids, whole.answer_mask)
+        # at temperature 1 the sampler recorded π_ref's own log-probs of its samples: no second pass
+        ref_fake = roll.logp.sum(1) if cfg.rollout_temperature == 1.0 else ref(roll.answer_ids, roll.answer_mask)
+        self._round = Round(whole.prompt_ids, whole.prompt_mask, whole.answer_ids, whole.answer_mask, roll.answer_ids,
+                            roll.answer_mask, noise, ref_real, ref_fake, torch.tensor([number]))
+        self._rollout_seconds = time.perf_counter() - t0  # reported with the round's first step
+
+    def implicit_scores(self, model: PreTrainedModel, batch: Batch, rows: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two teacher-forced passes of π_θ (``model``): D(q, r), D(q, y) (B each, with gradients) and
+        log π_θ of each reference token (B×T, for the MLE term), and the samples' mask."""
+        rnd, beta = self._round, self.config.implicit_beta
+        fake_ids, fake_mask = rnd.fakes(rows)
+        real_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+        fake_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, fake_ids, fake_mask)
+        real = beta * (real_logp.sum(1) - rnd.ref_real[rows])
+        fake = beta * (fake_logp.sum(1) - rnd.ref_fake[rows])
+        return real, fake, real_logp, fake_mask
+
+    def implicit_step(self, batch: Batch) -> dict[str, float]:
+        """One step: D's loss on the batch's references and their round's samples (+ λ · MLE), one update."""
+        cfg, gen, rnd = self.config, self.generator, self._round
+        t0 = time.perf_counter() - self._rollout_seconds
+        self._rollout_seconds = 0.0
+        rows = rnd.rows_of(batch)
+        t1 = time.perf_counter()
+        with gen.policy(rnd.noise[rows]) as model, self.accelerator.autocast():
+            real, fake, real_logp, fake_mask = self.implicit_scores(model, batch, rows)
+        loss_d = implicit_d_loss(cfg.implicit_loss, real, fake)
+        loss, stats = loss_d, {}
+        if cfg.mle_weight > 0:
+            mle = mle_loss(real_logp, batch.answer_mask)
+            loss = loss_d + cfg.mle_weight * mle
+            stats["mle_loss"] = mle.item()
+        gen.optimizer.zero_grad(set_to_none=True)
+        grad_norm = self.backward(loss, gen.trainable_parameters())
+        gen.optimizer.step()
+        t2 = time.perf_counter()
+
+        real, fake = real.detach(), fake.detach()
+        pairs = float((real > fake).float().mean())
+        tokens = fake_mask.sum(1).float()
+        self._last_answers = rnd.fakes(rows)
+        return {
+            **stats,
+            "g_loss": loss.item(),
+            "d_loss": loss_d.item(),
+            "grad_norm": grad_norm,
+            # spin: D ranks the reference above the sample (as the relativistic D); ddo: D's verdict on each side
+            "d_acc_real": pairs if cfg.implicit_loss == "spin" else float((real > 0).float().mean()),
+            "d_acc_fake": pairs if cfg.implicit_loss == "spin" else float((fake < 0).float().mean()),
+            "d_acc_pairs": pairs,  # the share of pairs with D(q, r) > D(q, y), whatever the loss
+            "d_margin": float((real - fake).mean()),
+            "d_real": float(real.mean()),  # β · how much likelier π_θ makes the references than π_ref did
+            "d_fake": float(fake.mean()),
+            "round": rnd.index + 1,
+            "answer_tokens": float(tokens.sum()),
+            "answer_len_mean": float(tokens.mean()),
+            "sample_seconds": t1 - t0,  # the round's rollout and π_ref passes, counted in its first step
+            "g_seconds": t2 - t1,
+        }
 
     def sampled_answers(self) -> list[str]:
         """One sampled answer per question of the last adversarial step ([] during the warm-up)."""
-        if self._last is None or not self.adversarial:
+        if self._last_answers is None or not self.adversarial:
             return []
-        k = self.config.samples_per_question
-        ids, mask = self._last.answer_ids[::k], self._last.answer_mask[::k]
+        ids, mask = self._last_answers
         return [self.base.tokenizer.decode(row[m.bool()], skip_special_tokens=True).strip() for row, m in zip(ids, mask)]
 
-    # --- bookkeeping: the adapter's, plus the discriminator's and the pending rollout ----------------
+    # --- the generator's, as a tuning method ---------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [*super().trainable_parameters(), *self.discriminator.parameters()]
+        own = list(self.discriminator.parameters()) if self.discriminator is not None else []
+        return [*self.generator.trainable_parameters(), *own]
 
+    def adapter_norm(self) -> float:
+        return self.generator.adapter_norm()
+
+    def enabled(self, batch_size: int | None = None) -> AbstractContextManager[PreTrainedModel]:
+        return self.generator.enabled(batch_size)
+
+    def eval_noise(self) -> str | None:
+        return self.generator.eval_noise()
+
+    def init_from(self, folder: str | Path) -> None:
+        """Start the generator from another run's adapter of its kind (an MLE warm-up); D starts afresh."""
+        self.generator.init_from(folder)
+
+    def close(self) -> None:
+        self.generator.close()
+
+    # --- saving: the generator's, plus the discriminator's and the pending rollout or round ----------
     def save_pretrained(self, folder: str | Path) -> None:
-        super().save_pretrained(folder)
-        folder = Path(folder)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.discriminator.state_dict().items()}, folder / D_WEIGHTS)
-        (folder / D_CONFIG).write_text(json.dumps({"kind": self.config.discriminator, "hidden": self.config.d_hidden}))
+        self.generator.save_pretrained(folder)
+        if self.discriminator is not None:
+            folder = Path(folder)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.discriminator.state_dict().items()},
+                      folder / D_WEIGHTS)
+            (folder / D_CONFIG).write_text(json.dumps({"kind": self.config.discriminator, "hidden": self.config.d_hidden}))
 
     @classmethod
     def from_pretrained(cls, base: BaseModel, folder: str | Path, config: TrainConfig) -> "GanMethod":
-        method = super().from_pretrained(base, folder, config)
+        generator = get_method(GENERATOR_METHODS[config.adapter]).from_pretrained(base, folder, config)
+        method = cls(base, config, generator=generator)
         d_file = Path(folder) / D_WEIGHTS
-        if d_file.is_file():
+        if method.discriminator is not None and d_file.is_file():
             method.discriminator.load_state_dict(load_file(d_file))
         return method
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         pending = {t: v for i, part in enumerate(self._pending) for t, v in part.tensors(f"rollout.{i}").items()}
+        d = {**module_tensors("discriminator", self.discriminator), **optimizer_tensors("opt_d", self.opt_d)} \
+            if self.discriminator is not None else {}
         return {
-            **super().state_tensors(),
-            **module_tensors("discriminator", self.discriminator),
-            **optimizer_tensors("opt_d", self.opt_d),
+            **self.generator.state_tensors(),
+            **d,
             "reward_mean": torch.tensor([self.reward_mean if self.reward_mean is not None else float("nan")]),
             **pending,
+            **(self._round.tensors("round") if self._round is not None else {}),
         }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        super().load_state_tensors(tensors)
-        load_module_tensors("discriminator", self.discriminator, tensors)
-        load_optimizer_tensors("opt_d", self.opt_d, tensors)
+        self.generator.load_state_tensors(tensors)
+        if self.discriminator is not None:
+            load_module_tensors("discriminator", self.discriminator, tensors)
+            load_optimizer_tensors("opt_d", self.opt_d, tensors)
         value = float(tensors["reward_mean"][0])
         self.reward_mean = None if value != value else value
         parts = sorted({int(name.split(".")[1]) for name in tensors if name.startswith("rollout.")})
         self._pending = [Rollout.from_tensors(f"rollout.{i}", tensors, self.base.device) for i in parts]
+        self._round = Round.from_tensors("round", tensors, self.base.device) if "round.number" in tensors else None

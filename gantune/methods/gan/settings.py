@@ -1,4 +1,4 @@
-"""The settings of M_tunable (the adapter every GAN-family method trains) and of the adversarial game."""
+"""The settings of M_tunable (the thesis' generator, also what adapter-mle trains) and of the adversarial game."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from ...errors import GantuneError
 from ...settings import COUNT_OR_ZERO, NONNEGATIVE, RATE, Bounds, setting
+
+# What the GAN's generator tunes (--adapter), and the MLE method that trains the same part: its code builds,
+# initialises, saves and loads the generator, and that method continued is the adversarial row's twin.
+GENERATOR_METHODS = {"m-tunable": "adapter-mle", "lora": "lora", "prompt-tuning": "prompt-tuning",
+                     "prefix-tuning": "prefix-tuning"}
 
 
 @dataclass
@@ -26,8 +31,12 @@ class AdapterSettings:
 
 @dataclass
 class GanSettings:
-    """The adversarial game: phases, rollout, discriminator, reward, generator update."""
+    """The adversarial game: the generator's adapter, phases, rollout, discriminator, reward, generator update."""
 
+    adapter: str = setting("m-tunable", "what the generator tunes: m-tunable (the thesis' M_tunable between the "
+                           "embeddings and the blocks), or a peft adapter built, saved and loaded as --method lora / "
+                           "prompt-tuning / prefix-tuning build theirs (their settings: --lora-r …, --virtual-tokens; "
+                           "set --lr and --adv-lr to suit it, e.g. LoRA's 5e-4)", tuple(GENERATOR_METHODS))
     warmup_epochs: int = setting(2, "MLE epochs on the reference answers before the adversarial phase (at most epochs - 1)",
                                 bounds=COUNT_OR_ZERO)
     adv_lr: float = setting(5e-4, "learning rate of M_tunable in the adversarial phase (the MLE warm-up uses --lr)",
@@ -41,10 +50,22 @@ class GanSettings:
     samples_per_question: int = setting(1, "answers sampled per question (with --baseline loo: a leave-one-out baseline)",
                                         bounds=Bounds(low=1, high=64, hosted=4))
     discriminator: str = setting("hidden", "hidden: the frozen LM's last hidden states of the answer, given the question; "
-                                 "embedding: frozen input embeddings, mean-pooled; thesis: token ids cast to float",
-                                 ("hidden", "embedding", "thesis"))
+                                 "embedding: frozen input embeddings, mean-pooled; thesis: token ids cast to float; "
+                                 "implicit: no D network, D(q,y) = beta * (log pi(y|q) - log pi_ref(y|q)) with pi_ref the "
+                                 "generator frozen at the round's start and y sampled from it once a round (DDO, SPIN): "
+                                 "each step is two teacher-forced passes, no sampling (the policy-gradient and D-network "
+                                 "settings do not apply)", ("hidden", "embedding", "thesis", "implicit"))
     d_loss: str = setting("relativistic", "relativistic: -log sigmoid(D(q,ref) - D(q,y)), reward D(q,y) - D(q,ref); "
                           "bce: real -> 1, generated -> 0, reward sigmoid(D(q,y))", ("relativistic", "bce"))
+    implicit_loss: str = setting("ddo", "the implicit discriminator's loss on the reference r and the sample y: ddo: "
+                                 "-log sigmoid(D(q,r)) - log(1 - sigmoid(D(q,y))) (Zheng et al. 2025); spin: "
+                                 "-log sigmoid(D(q,r) - D(q,y)) (Chen et al. 2024)", ("ddo", "spin"))
+    implicit_beta: float = setting(0.1, "beta of the implicit discriminator D(q,y) = beta * (log pi(y|q) - "
+                                   "log pi_ref(y|q)), the log-likelihoods summed over the answer's tokens",
+                                   bounds=Bounds(low=0.0, high=100.0, low_open=True))
+    round_epochs: int = setting(1, "implicit discriminator: adversarial epochs per round; each round freezes pi_ref (the "
+                                "generator as it is then) and samples every training question's y from it once",
+                                bounds=Bounds(low=1, high=100_000))
     d_lr: float = setting(1e-3, "learning rate of the discriminator", bounds=RATE)
     d_hidden: list[int] = setting([256, 64, 16], "the discriminator's three shrinking hidden widths",
                                  bounds=Bounds(low=1, hosted=4096))
@@ -86,6 +107,9 @@ class GanSettings:
             raise GantuneError("--reward dense needs --discriminator hidden and --d-loss relativistic (it scores "
                                "every prefix against the reference's), and makes its own per-token baseline (not "
                                "--baseline loo)")
+        if self.discriminator == "implicit" and self.samples_per_question != 1:
+            raise GantuneError("--discriminator implicit samples one answer a question (--samples-per-question 1): "
+                               "its loss pairs each reference with one sample")
         if self.resample_for_g and self.rollout != "batch":
             raise GantuneError("--resample-for-g needs --rollout batch (a second sampling per step)")
         if len(self.d_hidden) != 3:
