@@ -19,6 +19,7 @@ from gantune.errors import GantuneError
 from gantune.generation import Stopped, decode
 from gantune.inference import answers, stream_answer
 from gantune.methods import get_method
+from gantune.methods.base import StepInterrupted
 from gantune.models import fast_bf16, make_accelerator, prepare_base_model, resolve_precision
 from gantune.scoring import answer_logprobs
 
@@ -211,3 +212,27 @@ def test_every_method_trains_in_bf16_with_fp32_tuned_weights(method):
         out = decode(model, *enc.prompts(QUESTIONS), base.eos_id, enc.pad_id, 5)
     assert out.ids.shape[0] == len(QUESTIONS)
     m.close()
+
+
+def test_a_stop_while_the_gan_samples_ends_the_step_as_it_began():
+    """Stop is honoured between the rollout's tokens: the step ends there, and the method is as it was before it."""
+    base = _lively(make_base(1))
+    config = preset_config("gan", **SMALL, batch_size=4, warmup_epochs=0, rollout="batch").validate()
+    torch.manual_seed(0)
+    m = get_method("gan")(base, config)
+    enc = Encoder(base.tokenizer, base.eos_id, 32, 10)
+    batch = enc.collate(enc.encode([QAPair(q, "the author wrote fiction .") for q in QUESTIONS]))
+    passes: list[int] = []
+    handle = base.model.register_forward_hook(lambda *_: passes.append(1))
+    m.should_stop = lambda: len(passes) >= 3
+    before = {k: v.clone() for k, v in m.state_tensors().items()}
+    try:
+        with pytest.raises(StepInterrupted):
+            m.train_step(batch)
+    finally:
+        handle.remove()
+    assert len(passes) == 3  # the prompts' pass and two tokens, then the stop: no fourth forward
+    after = m.state_tensors()
+    assert after.keys() == before.keys()
+    for k, v in before.items():  # exactly as before (reward_mean is NaN before the first adversarial step)
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True)

@@ -41,10 +41,11 @@ from transformers import PreTrainedModel
 
 from ...config import TrainConfig
 from ...data import Batch
+from ...generation import Stopped
 from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
 from .. import get_method
-from ..base import TuningMethod, load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
+from ..base import StepInterrupted, TuningMethod, load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
 from .discriminator import (
     EmbeddingDiscriminator,
     HiddenStateDiscriminator,
@@ -153,15 +154,22 @@ class GanMethod(TuningMethod):
         return {**step(batch), "phase": "adversarial"}
 
     # --- the four phases ---------------------------------------------------------------------------
-    def _rollout(self, batch: Batch) -> Rollout:
-        """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real)."""
+    def _rollout(self, batch: Batch, undo: dict[str, torch.Tensor] | None = None) -> Rollout:
+        """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real).
+
+        A stop asked for while sampling ends the step there (``stop_point``: ``undo`` put back)."""
         k = self.config.samples_per_question
         prompt_ids, prompt_mask = batch.prompt_ids.repeat_interleave(k, 0), batch.prompt_mask.repeat_interleave(k, 0)
         noise = self.generator.sample_noise(prompt_ids.shape[0])
         max_new = min(self.config.max_new_tokens, batch.answer_ids.shape[1])
-        with self.generator.policy(noise) as model, self.accelerator.autocast():
-            return sample(model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
-                          self.config.rollout_temperature)
+        try:
+            with self.generator.policy(noise) as model, self.accelerator.autocast():
+                return sample(model, prompt_ids, prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
+                              self.config.rollout_temperature, self.should_stop)
+        except Stopped:  # the step ends here, the method as it was before it
+            if undo is not None:
+                self.load_state_tensors(undo)
+            raise StepInterrupted from None
 
     def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states."""
@@ -184,7 +192,7 @@ class GanMethod(TuningMethod):
         undo = self.state_tensors()  # a stop inside this step puts the method back as it is now
         t0 = time.perf_counter() - self._rollout_seconds
         self._rollout_seconds = 0.0
-        roll = self._pending.pop(0) if self._pending else self._rollout(batch)
+        roll = self._pending.pop(0) if self._pending else self._rollout(batch, undo)
         t1 = time.perf_counter()
 
         # phase 2: D learns to tell the references from the samples, given the question
@@ -207,7 +215,7 @@ class GanMethod(TuningMethod):
 
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
             self.stop_point(undo)
-            roll = self._rollout(batch)
+            roll = self._rollout(batch, undo)
             ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
             fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
 
@@ -304,16 +312,21 @@ class GanMethod(TuningMethod):
         whole = merge(batches, self.pad_id).to(self.base.device)
         noise = gen.sample_noise(len(whole))
         max_new = min(cfg.max_new_tokens, whole.answer_ids.shape[1])
-        with gen.policy(noise) as model, self.accelerator.autocast():
-            roll = sample(model, whole.prompt_ids, whole.prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
-                          cfg.rollout_temperature)
+        try:
+            with gen.policy(noise) as model, self.accelerator.autocast():
+                roll = sample(model, whole.prompt_ids, whole.prompt_mask, noise, self.base.eos_id, self.pad_id, max_new,
+                              cfg.rollout_temperature, self.should_stop)
+        except Stopped:  # nothing of the round kept
+            raise StepInterrupted from None
+
         def ref(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             return sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask, ids, mask,
                                      noise, cfg.batch_size)
 
         ref_real = ref(whole.answer_ids, whole.answer_mask)
-        # at temperature 1 the sampler recorded π_ref's own log-probs of its samples: no second pass
-        ref_fake = roll.logp.sum(1) if cfg.rollout_temperature == 1.0 else ref(roll.answer_ids, roll.answer_mask)
+        # π_ref of the samples by the same teacher-forced pass as π_θ's in each step: in fp32 the sampler's own record
+        # (at temperature 1) is the same, but in bf16 decoding rounds differently, which would bias D(q, y)
+        ref_fake = ref(roll.answer_ids, roll.answer_mask)
         self._round = Round(whole.prompt_ids, whole.prompt_mask, whole.answer_ids, whole.answer_mask, roll.answer_ids,
                             roll.answer_mask, noise, ref_real, ref_fake, torch.tensor([number]))
         self._rollout_seconds = time.perf_counter() - t0  # reported with the round's first step

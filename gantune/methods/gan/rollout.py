@@ -11,6 +11,7 @@ the discriminator its features.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 from transformers import PreTrainedModel
@@ -58,10 +59,11 @@ def merge(batches: list[Batch], pad_id: int) -> Batch:
 
 @torch.no_grad()
 def sample(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, noise: torch.Tensor,
-           eos_id: int, pad_id: int, max_new_tokens: int, temperature: float = 1.0) -> Rollout:
+           eos_id: int, pad_id: int, max_new_tokens: int, temperature: float = 1.0,
+           should_stop: Callable[[], bool] | None = None) -> Rollout:
     """Sample one answer per prompt row from ``model`` (G, adapter attached by the caller) at ``temperature``;
-    ``logp`` is of that tempered distribution."""
-    out = decode(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature)
+    ``logp`` is of that tempered distribution. ``should_stop`` is asked between tokens (``generation.Stopped``)."""
+    out = decode(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop)
     return Rollout(prompt_ids, prompt_mask, out.ids, out.mask, out.logp, noise)
 
 
