@@ -149,7 +149,7 @@ def run_bench(
     try:
         if base is None:
             log(f"loading model {model} …")
-            base = load_base_model(model, device=device)
+            base = load_base_model(model, device=device, precision=schedule.get("precision", "auto"))
         scorers = Scorers.load(bleurt, device=str(device))
         settings = EvalSettings(max_new_tokens=schedule["max_new_tokens"],
                                 max_prompt_tokens=schedule["max_prompt_tokens"],
@@ -168,7 +168,8 @@ def run_bench(
             runs_dir.rmdir()  # nothing was written in it
         raise
     generations = report.pop("generations")
-    report = {"preset": preset, "model": base.source, "device": str(device), "data": data_source,
+    report = {"preset": preset, "model": base.source, "device": str(device), "precision": base.precision,
+              "data": data_source,
               "schedule": schedule, **report}
     report["notes"]["memory"] = _memory_note(device.type)
     markdown = report_markdown(report)
@@ -209,7 +210,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         head += ["thesis ROUGE-1", "thesis BLEURT", "thesis time/LoRA", "thesis memory/LoRA"]
     seeds = report.get("seeds", [])
     lines = [
-        f"**{report['preset']}** — model {report['model'].get('name')} on {report['device']}, "
+        f"**{report['preset']}** — model {report['model'].get('name')} on {report['device']} "
+        f"({report.get('precision', 'fp32')}), "
         f"{report['n_train']} train / {report['n_test']} test pairs, seed{'s' if len(seeds) > 1 else ''} "
         f"{' '.join(map(str, seeds))}, {report['schedule']['epochs']} epochs, "
         f"batch {report['schedule']['batch_size']}, ≤{report['schedule']['max_new_tokens']} new tokens",

@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         bench.add_argument(flag, type=kind, default=argparse.SUPPRESS, help="override the bench preset's value")
     bench.add_argument("--eval-noise", choices=["zeros", "sample"], default=argparse.SUPPRESS,
                        help="noise fed to M_tunable when answering (gan, adapter-mle; default: zeros)")
+    bench.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=argparse.SUPPRESS,
+                       help="as for train (default: auto, bf16 where the chip computes it fast)")
     return parser
 
 
@@ -142,7 +144,7 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import run_bench
     from .evaluate import check_temperature
 
-    overrides = {k: getattr(args, k) for k in ("n", "epochs", "batch_size", "max_new_tokens", "eval_noise")
+    overrides = {k: getattr(args, k) for k in ("n", "epochs", "batch_size", "max_new_tokens", "eval_noise", "precision")
                  if hasattr(args, k)}
     TrainConfig(**overrides).validate()  # the ranges (and words) of train's flags, before anything loads
     bad = [s for s in args.seeds if not 0 <= s <= SEED_MAX]

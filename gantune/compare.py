@@ -434,7 +434,7 @@ def compare_methods(
     except GantuneError as exc:
         if not evaluations:
             raise
-        report = _report(evaluations, splits, temperatures, False)
+        report = _report(evaluations, splits, temperatures, False, twins)
         report.update(status="failed", error=str(exc))
         raise ComparisonFailed(str(exc), report) from exc
     say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))

@@ -180,7 +180,7 @@ def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_
               "max_new_tokens": 6, "max_prompt_tokens": 32, "val_pairs": 2, **SMALL}
     stages = []
     report = compare_methods(base, ["adapter-mle", "gan-implicit", "lora", "gan-lora"], splits, shared, tmp_path / "runs",
-                             Scorers.load(None), EvalSettings(max_new_tokens=6, max_prompt_tokens=32, batch_size=8),
+                             Scorers.load(None), EvalSettings(max_new_tokens=6, max_prompt_tokens=32),
                              continuation=Continuation(max_epochs=3, patience=1), progress=stages.append)
     assert report["status"] == "completed"
     warmups = {w["adapter"]: w for w in report["continuation"]["warmups"]}

@@ -14,8 +14,8 @@ the data, down on its own earlier samples. DDO shows that the optimum of this D-
 distribution itself — it is still a GAN, with the likelihood ratio as its discriminator.
 
 A round: at its start every training question's y is sampled from π_ref in one batched rollout, and
-π_ref's log-likelihoods of r and y are computed once (no grad; those of y are the rollout's own record
-at temperature 1) — the ``Round`` below. Each step then
+π_ref's log-likelihoods of r and y are computed once (no grad, by the same teacher-forced pass as π_θ's in
+a step, so that D is exactly 0 at the round's start in any precision) — the ``Round`` below. Each step then
 reads its questions' rows from the round and makes two teacher-forced passes of π_θ, over [q ; r] and
 [q ; y] (the first one also gives the MLE term). At the next round π_ref ← π_θ.
 """
