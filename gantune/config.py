@@ -66,13 +66,16 @@ class RunSettings:
 
     def check(self) -> None:
         if not 0 <= self.seed <= SEED_MAX:
-            raise GantuneError(f"--seed must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {self.seed})")
+            raise GantuneError(f"--seed must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {self.seed})",
+                               key="between", setting="seed", low=0, high=SEED_MAX, got=self.seed)
         require_at_least(self, ("epochs", "batch_size", "max_new_tokens", "max_prompt_tokens"), 1)
         require_at_least(self, ("checkpoint_every", "sample_every", "val_pairs"), 0)
         if self.n is not None and self.n < 2:
-            raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})")
+            raise GantuneError(f"--n must be at least 2: one pair to train on and one to test (got {self.n})",
+                               key="too_few_pairs", setting="n", have=self.n)
         if not 0.0 < self.train_fraction < 1.0:
-            raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})")
+            raise GantuneError(f"--train-fraction must be between 0 and 1, exclusive (got {self.train_fraction})",
+                               key="between_open", setting="train_fraction", low=0, high=1, got=self.train_fraction)
         require_finite(self, ("lr",), 0.0, 1.0, low_open=True)
         require_finite(self, ("max_grad_norm", "val_tolerance"))
 
@@ -99,12 +102,15 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, RunSettings):
             value = getattr(self, f.name)
             choices = f.metadata.get("choices")
             if choices and value not in choices:
-                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
+                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {value!r})",
+                                   key="one_of", setting=f.name, choices=", ".join(choices), got=repr(value))
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, int) and not isinstance(v, bool) and v > INT64_MAX:
-                    raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})")
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})",
+                                       key="at_most", setting=f.name, most=INT64_MAX, got=v)
                 if isinstance(v, float) and abs(v) > FLOAT32_MAX:
-                    raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})")
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})",
+                                       key="at_most", setting=f.name, most=f"{FLOAT32_MAX:.4g}", got=f"{v:g}")
         for section in SECTIONS:
             section.check(self)
         return self

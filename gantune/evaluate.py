@@ -201,7 +201,8 @@ def _distribution(base: BaseModel, answers: Answers, references: list[str], sema
 def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, list[QAPair]],
                settings: EvalSettings, should_stop: ShouldStop | None = None) -> dict[str, Any]:
     if not sets:
-        return {"retention": None, "retention_rougeL": None, "retention_note": "no real_authors / world_facts data"}
+        return {"retention": None, "retention_rougeL": None, "retention_answered": None,
+                "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
     every = [p for pairs in sets.values() for p in pairs]  # the sets' answers in shared batches: fewer decoding steps
     answers = generate(base, method, [p.question for p in every], settings.retention_max_new_tokens,
@@ -209,15 +210,20 @@ def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, lis
     per_set, retained, rouge_l, start = {}, [], [], 0
     for name, pairs in sets.items():
         likelihood = _likelihood_retention(base, method, encoder, pairs, settings.batch_size, should_stop)
-        scores = [r["rougeL"] for r in metrics.rouge_per_example(answers[start:start + len(pairs)],
-                                                                 [p.answer for p in pairs])]
+        mine = answers[start:start + len(pairs)]
+        scores = [r["rougeL"] for r in metrics.rouge_per_example(mine, [p.answer for p in pairs])]
+        answered = [metrics.gives_answer(a, p.answer, p.perturbed) for a, p in zip(mine, pairs)]
         start += len(pairs)
-        per_set[name] = {**likelihood, "rougeL": mean(scores), "rougeL_per_question": scores}
+        per_set[name] = {**likelihood, "rougeL": mean(scores), "rougeL_per_question": scores,
+                         "answered_per_question": answered}
         retained += likelihood["retained"]
         rouge_l.append(mean(scores))
+    answered = [x for s in per_set.values() for x in s["answered_per_question"]]
     return {"retention": mean(retained), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
+            "retention_answered": mean(answered), "retention_n": len(answered),
             "retention_note": "share of questions whose true answer is likelier (mean log-prob per token, "
-                              "zero adapter noise) than each perturbed answer"}
+                              "zero adapter noise) than each perturbed answer",
+            "retention_answered_note": metrics.ANSWERED_NOTE}
 
 
 def _likelihood_retention(base: BaseModel, method: TuningMethod | None, encoder: Encoder, pairs: list[QAPair],

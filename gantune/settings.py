@@ -34,7 +34,8 @@ def require_at_least(section: Any, names: tuple[str, ...], least: int) -> None:
     for name in names:
         value = getattr(section, name)
         if value < least:
-            raise GantuneError(f"--{flag(name)} must be {'at least 1' if least == 1 else f'>= {least}'} (got {value})")
+            raise GantuneError(f"--{flag(name)} must be {'at least 1' if least == 1 else f'>= {least}'} (got {value})",
+                               key="at_least", setting=name, least=least, got=value)
 
 
 def require_finite(section: Any, names: tuple[str, ...], low: float = 0.0, high: float = math.inf,
@@ -44,5 +45,7 @@ def require_finite(section: Any, names: tuple[str, ...], low: float = 0.0, high:
         value = getattr(section, name)
         if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
             if low_open:
-                raise GantuneError(f"--{flag(name)} must be a number in ({low:g}, {high:g}] (got {value})")
-            raise GantuneError(f"--{flag(name)} must be a finite number >= {low:g} (got {value})")
+                raise GantuneError(f"--{flag(name)} must be a number in ({low:g}, {high:g}] (got {value})",
+                                   key="in_range", setting=name, low=low, high=high, got=value)
+            raise GantuneError(f"--{flag(name)} must be a finite number >= {low:g} (got {value})",
+                               key="finite_at_least", setting=name, low=low, got=value)
