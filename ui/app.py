@@ -15,16 +15,35 @@ from .views import CSS
 # Gradio 6.17 reads starlette's renamed HTTP_422 constant on every queued call: one warning a request
 _HTTP_422 = "'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated"
 
-# "Runs to show" is a multiselect dropdown whose input Gradio leaves without an accessible name
-_LABEL_INPUTS = """
+# Gradio 6.17 leaves a few accessible names in English whatever the page's language ("number input for …" on a
+# slider's box, "chatbot conversation" on a chat's log) and none on the "Runs to show" multiselect: each gets the
+# (translated) label of its own block. Plotly draws a figure at 700 px when its tab is hidden and never looks again:
+# each plot is resized whenever its box changes size (a tab shown, the window resized).
+_PAGE_SCRIPT = """
 () => {
-  const name = () => document.querySelectorAll('#gantune-compare-runs input').forEach(input => {
-    const label = document.querySelector('#gantune-compare-runs [data-testid="block-info"]');
-    if (label && input.getAttribute('aria-label') !== label.textContent.trim())
-      input.setAttribute('aria-label', label.textContent.trim());
+  const label = el => {
+    const info = el.closest('.block') && el.closest('.block').querySelector('[data-testid="block-info"]');
+    return info ? info.textContent.trim() : null;
+  };
+  const rename = () => {
+    document.querySelectorAll('input[aria-label^="number input for"], [role="log"][aria-label="chatbot conversation"], '
+                              + '#gantune-compare-runs input').forEach(el => {
+      const name = label(el);
+      if (name && el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name);
+    });
+  };
+  const plots = new Map();
+  const resizer = new ResizeObserver(entries => entries.forEach(entry => {
+    const plot = plots.get(entry.target);
+    if (plot && plot.isConnected && plot.offsetParent && window.Plotly && plot._fullLayout) window.Plotly.Plots.resize(plot);
+  }));
+  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach(plot => {
+    const box = plot.closest('.block') || plot.parentElement;
+    if (box && plots.get(box) !== plot) { plots.set(box, plot); resizer.observe(box); }
   });
-  name();
-  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  rename();
+  watch();
+  new MutationObserver(() => { rename(); watch(); }).observe(document.body, {childList: true, subtree: true});
 }
 """
 
@@ -67,7 +86,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.on([gr.Timer(2.0).tick, demo.load], refresh_lists, seen,
               [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table, runs_selected, seen],
               show_progress="hidden", api_name="refresh_lists")
-        demo.load(None, js=_LABEL_INPUTS)
+        demo.load(None, js=_PAGE_SCRIPT)
     return demo
 
 

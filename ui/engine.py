@@ -23,6 +23,7 @@ from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
 
 from .catalogue import Catalogue
+from .estimate import plan_comparison
 from .jobs import JobManager, JobStatus
 from .models import ModelLoader, Models
 from .policy import PageError, Policy, Settings
@@ -62,7 +63,8 @@ class Engine:
         # claimed at once (a new name when two starts share a second): the page plots the folder from the start
         run = claim_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset))
         config.out = str(run.path)
-        return self._start_train_job(config, trust, f"{config.method} ({config.preset})", claimed=run)
+        return self._start_train_job(config, trust, f"{config.method} ({config.preset})", claimed=run,
+                                     title_key="title_train", title_args={"preset": config.preset})
 
     def resume_training(self, run_id: str) -> JobStatus:
         """Continue a stopped or crashed run from its last checkpoint, in its own folder."""
@@ -93,7 +95,8 @@ class Engine:
                 base = self.models.get(config.model, config.gguf_file, trust)
                 report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
                 summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=claimed is not None,
-                                validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
+                                validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"],
+                                                                         phase=r.get("phase")))
             except BaseException:
                 if claimed is not None:
                     claimed.release()
@@ -138,15 +141,16 @@ class Engine:
                 splits += seeded_splits(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
                                         seed_list[1:])[0]
             trained = {name: {ref_config.seed: str(reference.path)}}
-            stages = len(seed_list) - 1 + len(seed_list) * (2 + 2 * len(methods))
-            report(step=0, total=stages, steps_begin=True)
+            plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint)
+            report(step=0, plan=plan.as_report(), steps_begin=True)
             for i, seed in enumerate(seed_list[1:]):  # the run's own settings at the further seeds
                 if should_stop():
                     return None
                 out = claim_unused(self.settings.runs_dir / f"{name}-seed{seed}").path
-                report(step=i, run=str(out), message="training_method", args={"method": f"{name} (seed {seed})"})
+                report(step=i, run=str(out), message="compare_training", args={"method": name, "seed": seed})
                 config = dataclasses.replace(ref_config, seed=seed, out=str(out))
-                summary = train(config, base=base, should_stop=should_stop, claimed=True, validated=True)
+                summary = train(config, base=base, should_stop=should_stop, claimed=True, validated=True,
+                                on_step=lambda r: report(fraction=r["step"] / r["total_steps"]))
                 if summary.status != "completed":
                     return None
                 trained[name][seed] = str(out)
@@ -180,5 +184,5 @@ class Engine:
 def progress_message(progress: Progress) -> dict[str, Any]:
     """A comparison's stage as the job's message: a catalogue key (``compare_<kind>``) and its values."""
     step, steps = progress.step or (None, None)
-    return {"message": f"compare_{progress.kind}",
+    return {"message": f"compare_{progress.kind}", "fraction": step / steps if steps else 0.0,
             "args": {"seed": progress.seed, "method": progress.method, "step": step, "total": steps}}
