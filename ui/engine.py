@@ -95,8 +95,9 @@ class Engine:
                 base = self.models.get(config.model, config.gguf_file, trust)
                 report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
                 summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=claimed is not None,
-                                validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"],
-                                                                         phase=r.get("phase")))
+                                validated=True, on_step=lambda r: report(
+                                    step=r["step"], total=r["total_steps"], phase=r.get("phase"),
+                                    period=round(r["step"] / r["epoch"]) if r.get("epoch") else None))
             except BaseException:
                 if claimed is not None:
                     claimed.release()

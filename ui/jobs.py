@@ -15,6 +15,8 @@ stages, ``plan``) by their estimates, each kind scaled by how long its finished 
 
 from __future__ import annotations
 
+import math
+import statistics
 import threading
 import time
 import traceback
@@ -31,6 +33,7 @@ JobBody = Callable[[Report, Callable[[], bool]], Any]
 
 ACTIVE = ("starting", "running", "stopping")
 REVISE_SHARE = 0.25  # the estimated end moves when a finished step puts it off by more than this share of the time left
+SPREAD = 2.0  # … or by more than this many standard deviations of the steps still to come (their times summed)
 
 
 class JobBusy(GantuneError):
@@ -114,7 +117,9 @@ class JobManager:
         self._last: dict[str, JobStatus] = {}  # the latest status of each kind of job
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._times: list[tuple[str, float, int]] = []  # finished steps of the job: (phase or kind, seconds, steps)
+        self._times: list[tuple[str, float, int, int]] = []  # finished steps: (phase or kind, seconds, steps, first)
+        self._period = 0  # steps an epoch: the first step of each (its rollout) may take longer than the rest
+        self._slack = 0.0  # how far off the estimated end was allowed to be when it was set: its error stays that size
 
     def status(self, kind: str | None = None) -> JobStatus:
         """The current job's status; with ``kind``, the latest job of that kind (idle if none yet)."""
@@ -164,13 +169,14 @@ class JobManager:
 
     def _report(self, step: int | None = None, total: int | None = None, run: str | None = None,
                 message: str | None = None, args: dict[str, Any] | None = None, steps_begin: bool = False,
-                pace_hint: float | None = None, phase: str | None = None,
+                pace_hint: float | None = None, phase: str | None = None, period: int | None = None,
                 plan: tuple[tuple[str, float], ...] | None = None, fraction: float | None = None) -> None:
         """A job's progress: its step and total, its run, a message (catalogue key and ``args``).
 
         ``steps_begin``: the steps start now (the model is loaded), so the clock of the first one
         starts; ``pace_hint``: seconds per step of an earlier run like this one; ``phase``: the phase
-        of the step just finished (steps of one phase take alike); ``plan``: steps of unequal length,
+        of the step just finished (steps of one phase take alike); ``period``: steps an epoch (a step
+        is timed by the finished steps at its place in an epoch, when there are); ``plan``: steps of unequal length,
         (kind, estimated seconds) each (its length is the total); ``fraction``: the share of the step
         under way that is done.
         """
@@ -183,30 +189,37 @@ class JobManager:
                 changes.update(plan=tuple(plan), total=len(plan))
             if message is not None:
                 changes.update(message=message, message_args=args or {})
+            if period:
+                self._period = period
             if steps_begin:
                 changes["step_began"] = now
-                self._times = []
+                self._times, self._period, self._slack = [], period or 0, 0.0
                 if plan:  # the plan's own estimate is the first
                     changes["finish_at"] = now + sum(seconds for _, seconds in plan)
             if step is not None and step != s.step:
                 if step > s.step and s.step_began is not None:  # steps finished: their time, by phase (or stage kind)
                     kinds = [s.plan[i][0] for i in range(s.step, step) if i < len(s.plan)] if s.plan else []
-                    self._times.append((kinds[0] if kinds else phase or "", now - s.step_began, step - s.step))
-                    changes["pace"] = sum(t for _, t, _ in self._times) / sum(k for _, _, k in self._times)
+                    self._times.append((kinds[0] if kinds else phase or "", now - s.step_began, step - s.step, s.step))
+                    changes["pace"] = sum(t[1] for t in self._times) / sum(t[2] for t in self._times)
                 changes.update(step=step, step_began=now, fraction=0.0)
                 moved = replace(s, **changes)
                 left = self._time_left(moved)
                 if left is not None:
-                    candidate, next_step = now + left[0], left[1]
-                    if s.finish_at is None or abs(candidate - s.finish_at) > max(next_step, REVISE_SHARE * left[0]):
-                        changes["finish_at"] = candidate
+                    candidate, tolerance = now + left[0], max(left[1], REVISE_SHARE * left[0])
+                    if s.finish_at is None or abs(candidate - s.finish_at) > max(tolerance, self._slack / 2):
+                        changes["finish_at"], self._slack = candidate, tolerance
             state = "stopping" if self._stop.is_set() else "running"
             if state == "stopping":
                 changes.update(message="stopping", message_args={})
             self._set(replace(s, state=state, **changes))
 
     def _time_left(self, status: JobStatus) -> tuple[float, float] | None:
-        """(seconds left, seconds of the next step) from the finished steps' times; None before any finished."""
+        """(seconds left, how far off that may be by chance) from the finished steps' times; None before any finished.
+
+        Equal steps: each step still to come at the mean of the current phase's finished steps at its place
+        in an epoch (else of all of them); by chance: a step's length, or the spread of the steps to come at
+        the finished ones' standard deviation. A plan: each stage's estimate scaled like its kind's finished ones.
+        """
         if not self._times or not status.total:
             return None
         if status.plan:
@@ -214,15 +227,22 @@ class JobManager:
             scale = {}
             for kind in {k for k, _ in status.plan}:
                 estimated = sum(sec for k, sec in done if k == kind)
-                took = sum(t for k, t, _ in self._times if k == kind)
+                took = sum(t for k, t, _, _ in self._times if k == kind)
                 scale[kind] = took / estimated if estimated > 0 and took > 0 else None
-            overall = sum(t for _, t, _ in self._times) / (sum(sec for _, sec in done) or 1.0)
+            overall = sum(t[1] for t in self._times) / (sum(sec for _, sec in done) or 1.0)
             rest = [sec * (scale[k] or overall) for k, sec in status.plan[status.step:]]
             return sum(rest), (rest[0] if rest else 0.0)
         phase = self._times[-1][0]
-        mine = [(t, k) for p, t, k in self._times if p == phase]
-        pace = sum(t for t, _ in mine) / sum(k for _, k in mine)
-        return max(status.total - status.step, 0) * pace, pace
+        mine = [(t / k, first) for p, t, k, first in self._times if p == phase]
+        pace = sum(t for t, _ in mine) / len(mine)
+        places: dict[int, list[float]] = {}
+        for took, first in mine:
+            places.setdefault(first % self._period if self._period else 0, []).append(took)
+        left = [statistics.fmean(places.get(step % self._period if self._period else 0, [pace]))
+                for step in range(status.step, status.total)]
+        spread = statistics.pstdev([t - statistics.fmean(places[f % self._period if self._period else 0])
+                                    for t, f in mine]) * math.sqrt(len(left)) if len(mine) > 1 else 0.0
+        return sum(left), max(pace, SPREAD * spread)
 
     def _run(self, body: JobBody) -> None:
         failure: GantuneError | None = None
