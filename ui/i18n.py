@@ -372,7 +372,7 @@ RU = {
     "game_warmup": "Состязательная игра начнётся после MLE-разогрева ({epochs}); потери разогрева — на графике слева.",
     "plan": "Сравнение займёт около {time}: {parts}.",
     "plan_train": "обучение: {what} ({time})",
-    "plan_eval": "оценка моделей ({models}) на {questions} и {retention} ({time})",
+    "plan_eval": "оценка: {models} на {questions} и {retention} ({time})",
     "plan_basis": "Оценка по {basis}; уточняется по ходу.",
     "basis_steps": "времени шагов самого запуска",
     "basis_decode": "измеренной скорости генерации",
@@ -549,7 +549,8 @@ PLURALS: dict[str, dict[str, dict[str, str]]] = {
            "questions": {"one": "{n} test question", "other": "{n} test questions"},
            "retention_questions": {"one": "{n} retention question", "other": "{n} retention questions"},
            "steps": {"one": "{n} step", "other": "{n} steps"},
-           "runs": {"one": "{n} run", "other": "{n} runs"}},
+           "runs": {"one": "{n} run", "other": "{n} runs"},
+           "models": {"one": "{n} model", "other": "{n} models"}},
     "ru": {"pairs": {"one": "{n} пара", "few": "{n} пары", "many": "{n} пар", "other": "{n} пары"},
            "epochs": {"one": "{n} эпоха", "few": "{n} эпохи", "many": "{n} эпох", "other": "{n} эпохи"},
            "questions": {"one": "{n} тестовом вопросе", "few": "{n} тестовых вопросах", "many": "{n} тестовых вопросах",
@@ -558,7 +559,8 @@ PLURALS: dict[str, dict[str, dict[str, str]]] = {
                                    "many": "{n} вопросах на сохранение знаний",
                                    "other": "{n} вопроса на сохранение знаний"},
            "steps": {"one": "{n} шаг", "few": "{n} шага", "many": "{n} шагов", "other": "{n} шага"},
-           "runs": {"one": "{n} запуск", "few": "{n} запуска", "many": "{n} запусков", "other": "{n} запуска"}},
+           "runs": {"one": "{n} запуск", "few": "{n} запуска", "many": "{n} запусков", "other": "{n} запуска"},
+           "models": {"one": "{n} модель", "few": "{n} модели", "many": "{n} моделей", "other": "{n} модели"}},
 }
 
 CATALOGUES = {"en": EN, "ru": RU}

@@ -49,7 +49,7 @@ class Settings:
     max_epochs: int = 3
     max_new_tokens: int = 48
     max_upload_mb: float = 20.0  # an uploaded data file larger than this is refused (also enforced by Gradio)
-    retention_n: int = 20  # retention questions per set in the page's evaluations
+    retention_n: int | None = None  # retention questions per set in the page's evaluations (None: the whole sets)
     max_seeds: int = 2  # hosted mode: seeds a comparison may take
 
     @classmethod

@@ -10,12 +10,14 @@ flagged (``gantune.metrics.gives_answer``).
 
 from __future__ import annotations
 
+import functools
 import random
+from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
-from gantune.data import Encoder, QAPair
+from gantune.data import Encoder, QAPair, default_data_source
 from gantune.errors import GantuneError
 from gantune.evaluate import load_retention_sets
 from gantune.inference import load_method, stream_answer
@@ -76,12 +78,12 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
                     method.close()
 
 
-def known_facts(engine: Engine, data: str | None) -> dict[str, QAPair]:
-    """The questions with a short true answer (world facts, real authors) of a data folder, by question."""
-    try:
-        sets = load_retention_sets(data if data is not None else engine.settings.data, None, 0)
-    except GantuneError:
+@functools.cache
+def known_facts(folder: str) -> dict[str, QAPair]:
+    """The questions with a short true answer (world facts, real authors) of a TOFU data folder, by question."""
+    if not Path(folder).is_dir():  # the hub's sets are not fetched for a chat message
         return {}
+    sets = load_retention_sets(folder, None, 0)
     return {p.question.strip(): p for pairs in sets.values() for p in pairs}
 
 
@@ -117,8 +119,10 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         fact_button = gr.Button(t("random_fact"), scale=1)
     reference = gr.Markdown()
 
+    facts_folder = engine.settings.data or default_data_source()
+
     def on_send(request: gr.Request, text, gan, lora, limit, model, base_history, gan_history, lora_history,
-                trusted=False, *setup_now):
+                trusted=False):
         lang = language(request)
         text = (text or "").strip()
         histories = [list(h or []) for h in (base_history, gan_history, lora_history)]
@@ -138,25 +142,22 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             warn(exc, lang)
             yield (*histories, gr.skip(), gr.skip())
             return
-        data = _data_of(engine, setup_now)
-        yield (*histories, "", fact_flags(known_facts(engine, data).get(text), parts, lang))
+        yield (*histories, "", fact_flags(known_facts(facts_folder).get(text), parts, lang))
 
-    send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code,
-                   setup.data_kind, setup.data_path, setup.upload]
+    send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
     send.click(on_send, send_inputs, [*bots, message, flags], api_name="chat")
     message.submit(on_send, send_inputs, [*bots, message, flags], api_visibility="private")
 
-    def on_fact(kind, path, upload, request: gr.Request):
+    def on_fact(request: gr.Request):
         lang = language(request)
-        facts = list(known_facts(engine, _data_of(engine, (kind, path, upload))).values())
+        facts = list(known_facts(facts_folder).values())
         if not facts:
             warn(tr(lang, "no_facts"), lang)
             return gr.skip(), gr.skip()
         fact = random.choice(facts)
         return fact.question, tr(lang, "true_answer", answer=fact.answer)
 
-    fact_button.click(on_fact, [setup.data_kind, setup.data_path, setup.upload], [message, reference],
-                      api_name="random_fact")
+    fact_button.click(on_fact, None, [message, reference], api_name="random_fact")
 
     def on_random(request: gr.Request, *values):
         lang = language(request)
@@ -172,12 +173,3 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
     random_button.click(on_random, setup.as_list(), [message, reference], api_name="random_question")
     return gan_run, lora_run
 
-
-def _data_of(engine: Engine, setup_now) -> str | None:
-    """The data source Setup names now (``(kind, path, upload)``), or None when it is not one the page may read."""
-    if len(setup_now) < 3:
-        return None
-    try:
-        return engine.policy.data_source(*setup_now[:3])
-    except GantuneError:
-        return None

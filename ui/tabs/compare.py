@@ -290,7 +290,7 @@ def plan_text(plan: Plan, engine: Engine, run_id: str, methods: list[str], lang:
     train = [s for s in plan.stages if s.kind == "train"]
     parts = [tr(lang, "plan_train", what=", ".join(dict.fromkeys(s.what for s in train)),
                 time=duration(lang, plan.total("train")))] if train else []
-    parts.append(tr(lang, "plan_eval", models=plan.models, questions=plural(lang, "questions", plan.questions),
+    parts.append(tr(lang, "plan_eval", models=plural(lang, "models", plan.models), questions=plural(lang, "questions", plan.questions),
                     retention=plural(lang, "retention_questions", plan.retention), time=duration(lang, plan.total("evaluate"))))
     basis = " + ".join(tr(lang, b) for b in plan.basis)
     text = f"{tr(lang, 'plan', time=duration(lang, plan.seconds), parts='; '.join(parts))} {tr(lang, 'plan_basis', basis=basis)}"
