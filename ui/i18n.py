@@ -644,7 +644,8 @@ def error_text(exc: Exception, lang: str) -> str:
         return text(lang)
     key = getattr(exc, "key", None)
     if key and f"err_{key}" in EN:
-        values = dict(getattr(exc, "values", {}))
+        values = {k: number(lang, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                  for k, v in getattr(exc, "values", {}).items()}
         setting = getattr(exc, "setting", None)
         if setting in CONFIG_FIELDS:
             values["name"] = setting_name(lang, setting)

@@ -243,7 +243,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
                    if name in CHOICE_FIELDS else value for name, value in zip(FIELDS, values)]
         return gr.update(choices=choices(lang, "preset", PRESETS), value=config.preset if config else gr.skip()), *updates
 
-    demo.load(on_page_load, None, [preset, *widgets], show_progress="hidden")
+    demo.load(on_page_load, None, [preset, *widgets], show_progress="hidden", api_name="settings_form")
 
     def on_start(request: gr.Request, preset_name, *values):
         lang = language(request)
