@@ -376,6 +376,48 @@ def test_a_bad_setting_warns_and_starts_nothing(app, client):
     assert app.engine.jobs.status() == before
 
 
+def test_a_refused_start_stays_above_the_status_named_by_the_pages_field(app, client):
+    """The refusal is a toast and a line of its own above the status (the 2 s status timer never writes it), in the
+    page's language, naming the field as the page labels it."""
+    before = app.engine.jobs.status()
+    job = client.submit(*start_args(app.data, epochs=0), api_name="/start")
+    refusal, _ = job.result(timeout=WAIT)
+    assert "epochs must be at least 1 (got 0)" in refusal and "--epochs" not in refusal
+    assert warnings_of(job) == ["epochs must be at least 1 (got 0)"]
+    assert app.engine.jobs.status() == before
+    ru = Client(app.url, verbose=False, headers=RUSSIAN)
+    refusal, _ = ru.predict(*start_args(app.data, epochs=0), api_name="/start")
+    assert "«эпохи» (--epochs): нужно не меньше 1 (получено 0)" in refusal
+    config = httpx.get(app.url + "config", timeout=30).json()
+    deps = {d.get("api_name"): d for d in config["dependencies"]}
+    refusal_id = deps["start"]["outputs"][0]
+    assert refusal_id not in deps["status"]["outputs"]  # the timer redraws the status, never the refusal
+
+
+def test_the_tab_follows_what_it_shows_a_deleted_run_leaves_it_and_a_reload_shows_the_jobs_settings(app, client):
+    from ui.tabs.tuning import status_html
+
+    shown = trained_run(app)
+    latest = trained_run(app)
+    status = app.engine.jobs.status("train")
+    assert Path(status.run).name == latest
+    # a run picked in Runs ("Show in GAN tuning"): the status speaks of that run, as the plots do
+    picked = status_html(app.engine, status, "en", viewed=shown)
+    assert f"<code>{shown}</code>" in picked and latest not in picked and "step 3/3" in picked
+    # the job's run deleted: the tab no longer speaks of it
+    client.predict(api_name="/list_runs")  # the page's run picker, as on page load
+    client.predict(latest, api_name="/delete_run")
+    assert "No job yet" in client.predict(api_name="/status")[0]
+    # a page opened while a job trains shows that job's settings, not the preset's
+    client.predict(*start_args(app.data, epochs=200, noise_dim=8, kl_coef=0.2), api_name="/start")
+    form = Client(app.url, verbose=False).predict(api_name="/settings_form")
+    values = dict(zip(FIELDS, [value_of(v) for v in form[1:]]))
+    assert value_of(form[0]) == "improved" and values["epochs"] == 200 and values["kl_coef"] == 0.2
+    assert values["d_hidden"] == "16 8 4"
+    russian = Client(app.url, verbose=False, headers=RUSSIAN).predict(api_name="/settings_form")
+    assert ["улучшенный (improved)", "improved"] in russian[0]["choices"]
+
+
 def test_a_failed_job_shows_its_error_in_the_status(app, client):
     missing = app.data.with_name("missing <pairs>.jsonl")
     client.predict(*start_args(app.data, setup={"data_path": str(missing)}), api_name="/start")
