@@ -15,22 +15,29 @@ from .views import CSS
 # Gradio 6.17 reads starlette's renamed HTTP_422 constant on every queued call: one warning a request
 _HTTP_422 = "'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated"
 
-# Gradio 6.17 leaves a few accessible names in English whatever the page's language ("number input for …" on a
-# slider's box, "chatbot conversation" on a chat's log) and none on the "Runs to show" multiselect: each gets the
-# (translated) label of its own block. Plotly draws a figure at 700 px when its tab is hidden and never looks again:
+# Gradio 6.17 leaves a few accessible names in English whatever the page's language ("number input for …" and
+# "range slider for …" on a slider, "chatbot conversation" on a chat's log, "user's message: …") and none on the
+# "Runs to show" multiselect: each gets the (translated) label of its own block, or its own words. Plotly draws a figure at 700 px when its tab is hidden and never looks again:
 # each plot is resized whenever its box changes size (a tab shown, the window resized).
 _PAGE_SCRIPT = """
 () => {
   const label = el => {
-    const info = el.closest('.block') && el.closest('.block').querySelector('[data-testid="block-info"]');
+    const block = el.closest('.block');
+    const info = block && block.querySelector('[data-testid="block-info"], [data-testid="block-label"]');
     return info ? info.textContent.trim() : null;
   };
   const rename = () => {
-    document.querySelectorAll('input[aria-label^="number input for"], [role="log"][aria-label="chatbot conversation"], '
-                              + '#gantune-compare-runs input').forEach(el => {
-      const name = label(el);
-      if (name && el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name);
-    });
+    document.querySelectorAll('input[aria-label^="number input for"], input[aria-label^="range slider for"], '
+                              + '[role="log"][aria-label="chatbot conversation"], #gantune-compare-runs input')
+      .forEach(el => {
+        const name = label(el);
+        if (name && el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name);
+      });
+    // a message's own words are its name; landmarks need none
+    document.querySelectorAll('[aria-label*="s message: "]').forEach(el =>
+      el.setAttribute('aria-label', el.getAttribute('aria-label').replace(/^(user|bot)'s message: /, '')));
+    document.querySelectorAll('[aria-label="Gradio footer navigation"], [aria-label="Table actions"]').forEach(el =>
+      el.removeAttribute('aria-label'));
   };
   const plots = new Map();
   const resizer = new ResizeObserver(entries => entries.forEach(entry => {
@@ -43,7 +50,12 @@ _PAGE_SCRIPT = """
   });
   rename();
   watch();
-  new MutationObserver(() => { rename(); watch(); }).observe(document.body, {childList: true, subtree: true});
+  let queued = false;  // once a frame, however many changes
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; rename(); watch(); });
+  }).observe(document.body, {childList: true, subtree: true});
 }
 """
 

@@ -145,8 +145,9 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         yield (*histories, "", fact_flags(known_facts(facts_folder).get(text), parts, lang))
 
     send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
-    send.click(on_send, send_inputs, [*bots, message, flags], api_name="chat")
-    message.submit(on_send, send_inputs, [*bots, message, flags], api_visibility="private")
+    # the answers stream in: no progress overlay (and its timer) over the panels
+    send.click(on_send, send_inputs, [*bots, message, flags], api_name="chat", show_progress="hidden")
+    message.submit(on_send, send_inputs, [*bots, message, flags], api_visibility="private", show_progress="hidden")
 
     def on_fact(request: gr.Request):
         lang = language(request)

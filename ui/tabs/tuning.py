@@ -239,9 +239,11 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         job = engine.jobs.status("train")
         config = _config(RunFolder(job.run)) if job.active and job.run else None
         values = _form_values(config) if config is not None else [gr.skip()] * len(FIELDS)
-        updates = [gr.update(choices=choices(lang, name, CONFIG_FIELDS[name].metadata["choices"]), value=value)
+        updates = [gr.update(choices=choices(lang, name, CONFIG_FIELDS[name].metadata["choices"]),
+                             **({"value": value} if config is not None else {}))
                    if name in CHOICE_FIELDS else value for name, value in zip(FIELDS, values)]
-        return gr.update(choices=choices(lang, "preset", PRESETS), value=config.preset if config else gr.skip()), *updates
+        preset_now = {"value": config.preset} if config is not None else {}
+        return gr.update(choices=choices(lang, "preset", PRESETS), **preset_now), *updates
 
     demo.load(on_page_load, None, [preset, *widgets], show_progress="hidden", api_name="settings_form")
 
