@@ -15,7 +15,7 @@ from gantune.config import preset_config
 from gantune.data import QAPair, split_pairs
 from gantune.errors import GantuneError
 from ui import plots
-from ui.i18n import EN, METRICS, PLURALS, RU, ROW_DESCRIPTIONS, choice_label, error_text, number, plural
+from ui.i18n import EN, METRICS, PLURALS, ROW_DESCRIPTIONS, RU, choice_label, error_text, number, plural
 from ui.jobs import JobBusy, JobStatus
 from ui.tabs.compare import BASELINES, describe_row, method_choices
 from ui.tabs.tuning import samples_html

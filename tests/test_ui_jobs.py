@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from conftest import make_base
 
+import ui.jobs as jobs_module
 from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.runs import RunFolder
 from gantune.trainer import train
-import ui.jobs as jobs_module
 from ui import catalogue
 from ui import engine as engine_module
 from ui.catalogue import RunRow, planned_steps
