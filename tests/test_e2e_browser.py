@@ -354,7 +354,8 @@ def page_words(page) -> list[str]:
 
 # Names a Russian text keeps (methods, measures, models, libraries, formats) and technical identifiers, which it may
 # keep only in parentheses beside the Russian words: a setting's values and names, the report's measures.
-NAMES = {"GAN", "LoRA", "MLE", "KL", "LM", "G", "D", "N", "TOFU", "GGUF", "PPO", "BCE", "NLL", "ROUGE", "BLEURT",
+NAMES = {"GAN", "LoRA", "MLE", "KL", "LM", "G", "D", "N", "TOFU", "GGUF", "PPO", "BCE", "NLL", "ROUGE", "ROUGE-1",
+         "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEURT",
          "AUC", "W1", "SeqGAN", "ColdGANs", "ScratchGAN", "RLOO", "REINFORCE", "PyTorch", "AdamW", "Python", "MiniLM",
          "Space", "CPU", "CUDA", "gantune", "Gradio", "API", "MCP", "Plotly", "PNG", "CSV", "TSV", "L2", "M_tunable",
          "SmolLM2-135M-Instruct", "HuggingFaceTB", "Chart", "Studio"}
@@ -380,14 +381,15 @@ def english_on_a_russian_page(texts: list[str]) -> list[str]:
     identifiers = _identifiers()
     left = set()
     for text in texts:
-        bracketed = " ".join(re.findall(r"\(([^()]*)\)", text))
-        outside = re.sub(r"\([^()]*\)", " ", text)
-        for part, allowed in ((outside, NAMES | set(ROWS)), (bracketed, NAMES | set(ROWS) | identifiers)):
-            for word in re.findall(r"[A-Za-z][A-Za-z0-9_.\-/']*", part):
-                word = word.rstrip(".'-/")
-                technical = re.search(r"[0-9_./]", word) or re.fullmatch(r"[a-z]+(-[a-z0-9]+)*-\d{8}-\d{6}(-\d+)?", word)
-                if word and word not in allowed and word.rstrip("-") not in allowed and not technical:
-                    left.add(f"{word!r} in {text[:80]!r}")
+        text = re.sub(r"\s+", " ", text)
+        spans = [m.span() for m in re.finditer(r"\([^()]*\)", text)]
+        for match in re.finditer(r"[.\-]*[A-Za-z][A-Za-z0-9_.\-/']*", text):
+            word = match.group().rstrip(".'-/")
+            inside = any(a < match.start() < b for a, b in spans)
+            allowed = NAMES | set(ROWS) | (identifiers if inside else set())
+            technical = re.search(r"[0-9_./]", word) or re.fullmatch(r"[a-z]+(-[a-z0-9]+)*-\d{8}-\d{6}(-\d+)?", word)
+            if word and word.lstrip(".-") not in allowed and not technical:
+                left.add(f"{word!r} in {text[max(0, match.start() - 40):match.end() + 40]!r}")
     return sorted(left)
 
 

@@ -164,7 +164,7 @@ EN = {
     "status_diverged": "diverged", "status_unfinished": "unfinished", "status_damaged": "damaged: {reason}",
 
     # refusals the library names by kind (GantuneError.key), said with the page's field label
-    "warning_title": "Warning",
+    "warning_title": "Warning", "toast_close": "Close",
     "job_busy": "a job is running ({title}); watch it or stop it first",
     "err_at_least": "{name} must be at least {least} (got {got})",
     "err_in_range": "{name} must be a number above {low} and at most {high} (got {got})",
@@ -347,7 +347,7 @@ RU = {
     "status_running": "идёт", "status_completed": "завершён", "status_stopped": "остановлен",
     "status_diverged": "разошёлся", "status_unfinished": "не завершён", "status_damaged": "повреждён: {reason}",
 
-    "warning_title": "Предупреждение",
+    "warning_title": "Предупреждение", "toast_close": "Закрыть",
     "job_busy": "уже идёт задача ({title}); следите за ней или сначала остановите её",
     "err_at_least": "{name}: нужно не меньше {least} (получено {got})",
     "err_in_range": "{name}: нужно число больше {low} и не больше {high} (получено {got})",
@@ -533,13 +533,13 @@ METRICS: dict[str, dict[str, str]] = {
            "retention_rougeL": "retention (ROUGE-L)", "retention_answered": "facts still answered right",
            "length_mean": "mean length (tokens)", "length_w1": "length distance (W1)", "truncated": "cut at the limit",
            "distinct1": "distinct words", "distinct2": "distinct word pairs",
-           "real_vs_generated_auc": "told from the references (AUC)"},
+           "real_vs_generated_auc": "told from the references (AUC)", "nll": "NLL"},
     "ru": {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "bleurt": "BLEURT",
            "semantic": "смысловое сходство", "retention": "сохранение знаний (правдоподобие)",
            "retention_rougeL": "сохранение знаний (ROUGE-L)", "retention_answered": "факты, всё ещё названные верно",
            "length_mean": "средняя длина (токены)", "length_w1": "отличие длин (W1)", "truncated": "обрезано лимитом",
            "distinct1": "различные слова", "distinct2": "различные пары слов",
-           "real_vs_generated_auc": "отличимость от эталонов (AUC)"},
+           "real_vs_generated_auc": "отличимость от эталонов (AUC)", "nll": "NLL"},
 }
 
 # Counted words: Babel's plural rule of the language picks the form (CLDR categories one, few, many, other)

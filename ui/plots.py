@@ -129,7 +129,7 @@ def losses(records: Records, lang: str = "en") -> go.Figure:
         (tr(lang, "panel_mle"), [("mle_loss", tr(lang, "trace_mle"), "lines+markers")]),
     ]
     for key in validation_keys(records):
-        metric = key.removeprefix("val_")
+        metric = metric_label(lang, key.removeprefix("val_"))
         trace = (key, tr(lang, "trace_val", metric=metric), "lines+markers")
         if key == "val_nll":
             panels[2][1].append(trace)

@@ -40,8 +40,8 @@ def refusal_html(exc: GantuneError, lang: str) -> str:
 
 
 def warn(exc: GantuneError | str, lang: str) -> None:
-    """A toast in the page's language, its title too."""
-    gr.Warning(exc if isinstance(exc, str) else error_text(exc, lang), title=tr(lang, "warning_title"))
+    """A toast in the page's language (its head, which Gradio 6.17 writes in English, the page script says anew)."""
+    gr.Warning(exc if isinstance(exc, str) else error_text(exc, lang))
 
 
 def message_text(status: JobStatus, lang: str) -> str:

@@ -27,7 +27,19 @@ from gantune.runs import RunFolder
 from .. import plots
 from ..catalogue import planned_steps, summary_or_none
 from ..engine import Engine
-from ..i18n import CONFIG_FIELDS, choices, field_help, field_label, language, plural, t, title_text, tr
+from ..i18n import (
+    CONFIG_FIELDS,
+    choices,
+    field_help,
+    field_label,
+    language,
+    metric_label,
+    number,
+    plural,
+    t,
+    title_text,
+    tr,
+)
 from ..jobs import JobStatus
 from ..policy import PageError
 from ..views import html_table, progress_html, refusal_html, warn
@@ -119,7 +131,7 @@ def kept_note(run: RunFolder, lang: str) -> str:
     score = next(((k.removeprefix("val_"), v) for k, v in (best or {}).items() if k.startswith("val_")), None)
     if score is None:
         return tr(lang, "kept_last", step=summary.kept_step)
-    return tr(lang, "kept", step=summary.kept_step, metric=score[0], score=f"{score[1]:.4f}",
+    return tr(lang, "kept", step=summary.kept_step, metric=metric_label(lang, score[0]), score=number(lang, score[1], 4),
               count=len(summary.validation))
 
 
