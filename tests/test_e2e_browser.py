@@ -570,13 +570,6 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
                    f"{run_id} in the runs table as stopped after {stopped_at} steps")
         if broken := headers_broken_mid_word(page, "gantune-runs-table"):
             problems.append(f"Runs: headers cut mid-word: {broken}")
-        # "Show in GAN tuning": the tab shows that run, each plot as wide as its box (drawn while the tab was hidden)
-        pick_option(page, "Selected run", run_id)
-        page.get_by_role("button", name="Show in GAN tuning", exact=True).click()
-        open_tab(page, "GAN tuning")
-        wait_for_plot(page, "Losses")
-        wait_until(page, lambda: not plots_that_overflow(page), "every plot to fit its box")
-        open_tab(page, "Runs")
         # a second run beside it (a copy of its folder) joins the table by itself too
         copy = f"{run_id}-copy"
         shutil.copytree(engine.settings.runs_dir / run_id, engine.settings.runs_dir / copy)
@@ -609,12 +602,21 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         assert [r[0] for r in quality][:2] == ["base model", short] and quality[2][0].startswith("lora (lora-"), quality
         lora_name = quality[2][0]
         wait_until(page, lambda: lora_name in plot_texts(page), "the LoRA run's curve named as its row")
-        assert table_cells(page, "Paired differences (same questions, same seed): the comparison to read")
+        wait_until(page, lambda: table_cells(page, "Paired differences (same questions, same seed): the comparison "
+                                                   "to read"), "the paired differences")
         distribution = table_cells(page, "Answers against the references")
         assert [r[0] for r in distribution][:2] == ["reference answers", "base model"], distribution
-        wait_for_plot(page, "rougeL per run (95% interval)")
+        wait_for_plot(page, "ROUGE-L per run (95% interval)")
         wait_for_plot(page, "Answer lengths (tokens): references and each run")
         screenshot(page, shots, "compare.png")
+
+        # "Show in GAN tuning": the tab shows that run, each plot as wide as its box (drawn while the tab was hidden)
+        open_tab(page, "Runs")
+        pick_option(page, "Selected run", run_id)
+        page.get_by_role("button", name="Show in GAN tuning", exact=True).click()
+        open_tab(page, "GAN tuning")
+        wait_for_plot(page, "Losses")
+        wait_until(page, lambda: not plots_that_overflow(page), "every plot to fit its box")
 
         # Chat: the GAN run is a choice at once (lists follow the runs), one message, three panels
         open_tab(page, "Chat")

@@ -400,7 +400,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         lang = language(request)
         # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
         # until it is redrawn (gradio-app/gradio#13611)
-        yield gr.skip(), [], gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), []
+        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], gr.skip(), gr.skip(), gr.skip(), []
         v = view(engine, run_ids)
         q, d, c = tables(v, lang)
         names = run_names(v, lang)
@@ -428,8 +428,9 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
                gr.update(value=differ, visible=bool(len(differ))))
 
     outputs = [notes, quality, unavailable, paired, distribution, cost, bars, lengths, overlay, diff]
+    # one redraw at a time, the latest: two overlapping redraws would interleave their parts
     gr.on([selected.change, key.change, bar_metric.change, demo.load], show, [selected, bar_metric, key], outputs,
-          show_progress="hidden", api_name="compare_view")
+          show_progress="hidden", api_name="compare_view", concurrency_limit=1, trigger_mode="always_last")
 
     def refresh(last, current, request: gr.Request):
         """This tab's job; its runs are shown as soon as it starts making them, and all of them once it ends."""
