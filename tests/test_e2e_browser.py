@@ -290,9 +290,14 @@ def toast_titles(page) -> list[str]:
 
 
 def progress_overlays(page) -> list[str]:
-    """Gradio's own progress words over a component ("queue: 1/1 | 0.5/0.5s", "4.6s"), where visible."""
+    """Gradio's own progress words over a component ("queue: 1/1 | 0.5/0.5s", "4.6s"), where visible, with the
+    component's label."""
     return page.evaluate("""() => [...document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')]
-        .filter(el => el.getClientRects().length && el.textContent.trim()).map(el => el.textContent.trim())""")
+        .filter(el => el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}) && el.textContent.trim())
+        .filter(el => !el.closest('.hide, [style*="opacity: 0"]'))
+        .map(el => { const block = el.closest('.block');
+                     const label = block && block.querySelector('[data-testid="block-info"], [data-testid="block-label"]');
+                     return el.textContent.trim() + ' over ' + (label ? label.textContent.trim() : block ? block.className : '?'); })""")
 
 
 def plots_that_overflow(page) -> list[str]:
@@ -304,16 +309,19 @@ def plots_that_overflow(page) -> list[str]:
 
 
 def headers_broken_mid_word(page, table_id: str) -> list[str]:
-    """Header cells of a one-word header drawn on more than one line (a word cut: "evaluate/d")."""
-    return page.evaluate(r"""(id) => {
+    """One-word header texts drawn on more than one line (a word cut: "evaluate/d")."""
+    return page.evaluate("""(id) => {
         const out = [];
         for (const th of document.querySelectorAll('#' + id + ' th')) {
-            const text = th.innerText.trim();
-            if (!text || /\s/.test(text)) continue;
-            const range = document.createRange();
-            range.selectNodeContents(th);
-            const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
-            if (lines.size > 1) out.push(text);
+            const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const text = node.textContent.trim();
+                if (!text || /\\s/.test(text)) continue;
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                const lines = new Set([...range.getClientRects()].filter(r => r.width).map(r => Math.round(r.top)));
+                if (lines.size > 1) out.push(text);
+            }
         }
         return out;
     }""", table_id)

@@ -335,7 +335,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
                            column_widths=["19%", "5%", *["8.4%"] * len(QUALITY)])
     unavailable = gr.Markdown()
-    paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, buttons=[],
                           column_widths=["30%", "25%", "20%", "25%"])
     distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
                                 column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
@@ -420,7 +420,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         if len(pairs):
             text += " " + tr(lang, "paired_note")
         yield (text, gr.update(value=q, visible=some), unavailable_notes(v, lang),
-               gr.update(value=pairs, visible=bool(len(pairs))), gr.update(value=d, visible=some),
+               pairs, gr.update(value=d, visible=some),
                gr.update(value=c, visible=bool(len(c))),
                plots.for_page(plots.metric_bars(bar_rows, metric, lang), lang),
                plots.for_page(plots.answer_lengths(histogram, lang), lang),
