@@ -16,6 +16,7 @@ the library's own errors (the bad-input catalogue) stay in its words, the same a
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import re
 from typing import Any
 
@@ -600,8 +601,13 @@ def number(lang: str, value: float, digits: int | None = None) -> str:
 
     ``digits``: fixed decimals; None: as many as the value has (up to 3).
     """
+    if isinstance(value, int) and digits is None:
+        digits = 0
     pattern = "#,##0" + ("." + "0" * digits if digits else "" if digits == 0 else ".###")
-    return format_decimal(value, format=pattern, locale=lang)
+    try:
+        return format_decimal(value, format=pattern, locale=lang)
+    except decimal.InvalidOperation:  # past Decimal's 28 digits with decimals: written as Python writes it
+        return str(value)
 
 
 def plural(lang: str, key: str, n: int) -> str:
