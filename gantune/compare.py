@@ -91,7 +91,7 @@ SHARED_SETTINGS = ("model", "gguf_file", "trust_remote_code", "data", "subset", 
 PER_QUESTION = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL", "rougeLsum": "rougeLsum",
                 "bleurt": "bleurt", "semantic": "semantic", "length_mean": "length", "truncated": "truncated"}
 METRIC_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention", "retention_rougeL",
-               "length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc")
+               "retention_answered", "length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc")
 PAIRED_KEYS = ("rougeL", "semantic")
 NOTES = {
     "ci": "half the width of a 95% percentile bootstrap interval over (seed, question) pairs: each seed's test "
@@ -488,7 +488,8 @@ def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperature
     noise = sorted({e.result["noise"] for e in evaluations if e.result.get("noise")})
     first = greedy[0].result if greedy else {}
     notes = {"rouge": first.get("rouge_note"), "bleurt": first.get("bleurt_note"),
-             "semantic": first.get("semantic_note"), "retention": first.get("retention_note"), **NOTES,
+             "semantic": first.get("semantic_note"), "retention": first.get("retention_note"),
+             "retention_answered": first.get("retention_answered_note"), **NOTES,
              "noise": ("M_tunable is fed " + " / ".join("noise sampled per answer (--eval-noise sample)" if n == "sample"
                                                        else "zero noise" for n in noise) + " when answering")
              if noise else "no method with M_tunable was evaluated"}
@@ -530,6 +531,7 @@ def _row(label: str, row: str, temperature: float, evs: list[_Evaluation], resul
         "tokens_per_s": _mean([s.tokens_per_s for s in summaries]),
         "steps": [s.steps for s in summaries] if summaries else None,  # each seed's training steps
         "eval_seconds": round(_mean([e.seconds for e in evs]), 1) if temperature == 0 else None,
+        "retention_n": next((r.get("retention_n") for r in results if r.get("retention_n")), None),
         "run": evs[0].run, "runs": [e.run for e in evs],
     })
     return out
@@ -559,6 +561,10 @@ def _metric(key: str, results: list[dict[str, Any]]) -> tuple[float | None, list
     sets = scored[0]["retention_sets"].values()
     if key == "retention":
         return _with_interval(mean_interval([[float(x) for s in sets for x in s["retained"]]]))
+    if key == "retention_answered":
+        if not all("answered_per_question" in s for s in sets):
+            return None, None
+        return _with_interval(mean_interval([[float(x) for s in sets for x in s["answered_per_question"]]]))
     return _with_interval(mean_interval([s["rougeL_per_question"] for s in sets]))
 
 

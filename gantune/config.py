@@ -116,12 +116,15 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, Run
             value = getattr(self, f.name)
             choices = f.metadata.get("choices")
             if choices and value not in choices:
-                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {value!r})")
+                raise GantuneError(f"--{_flag(f.name)} must be one of {', '.join(choices)} (got {value!r})",
+                                   key="one_of", setting=f.name, choices=", ".join(choices), got=repr(value))
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, int) and not isinstance(v, bool) and v > INT64_MAX:
-                    raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})")
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {INT64_MAX} (got {v})",
+                                       key="at_most", setting=f.name, most=INT64_MAX, got=v)
                 if isinstance(v, float) and abs(v) > FLOAT32_MAX:
-                    raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})")
+                    raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})",
+                                       key="at_most", setting=f.name, most=f"{FLOAT32_MAX:.4g}", got=f"{v:g}")
         check_bounds(self)  # each field's range
         for section in SECTIONS:  # what one field's range cannot say
             if hasattr(section, "check"):

@@ -280,12 +280,14 @@ def _load_hub(repo: str, subset: str) -> list[QAPair]:
 def split_pairs(pairs: list[QAPair], n: int | None, train_fraction: float, seed: int) -> tuple[list[QAPair], list[QAPair]]:
     """Seeded shuffle, keep ``n``, then cut into train and test; the same seed gives the same split."""
     if n is not None and n > len(pairs):
-        raise GantuneError(f"--n {n} is more than the {len(pairs)} pairs available")
+        raise GantuneError(f"--n {n} is more than the {len(pairs)} pairs available", key="n_too_many", setting="n",
+                           n=n, have=len(pairs))
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     chosen = [pairs[i] for i in order[: n or len(pairs)]]
     if len(chosen) < 2:
-        raise GantuneError(f"need at least 2 pairs (one to train, one to test); have {len(chosen)}")
+        raise GantuneError(f"need at least 2 pairs (one to train, one to test); have {len(chosen)}",
+                           key="too_few_pairs", have=len(chosen))
     n_train = min(max(1, round(len(chosen) * train_fraction)), len(chosen) - 1)
     return chosen[:n_train], chosen[n_train:]
 

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 OUT_OF_MEMORY = ("out of memory; lower the batch size (--batch-size), the answer length (--max-new-tokens) "
                  "or the prompt length (--max-prompt-tokens)")
 
 
 class GantuneError(Exception):
-    """A problem with the user's input or environment, worded for the user."""
+    """A problem with the user's input or environment, worded for the user.
+
+    A refusal a page may say in its own words also names its kind (``key``, with its ``values``) and the
+    setting it concerns (``setting``, a field of TrainConfig); the message stays the CLI's.
+    """
+
+    key: str | None = None
+    setting: str | None = None
+    values: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, key: str | None = None, setting: str | None = None, **values: Any):
+        super().__init__(*args)
+        if key is not None:
+            self.key, self.values = key, values
+        if setting is not None:
+            self.setting = setting
 
 
 def first_line(exc: BaseException) -> str:

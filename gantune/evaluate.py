@@ -185,7 +185,8 @@ def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, lis
     """Likelihood retention and ROUGE-L of the greedy answers on each set; every set's questions are answered,
     and their true and perturbed answers scored, together in the widest batches (fewer passes)."""
     if not sets:
-        return {"retention": None, "retention_rougeL": None, "retention_note": "no real_authors / world_facts data"}
+        return {"retention": None, "retention_rougeL": None, "retention_answered": None,
+                "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
     every = [p for pairs in sets.values() for p in pairs]
     texts = answers(base, [p.question for p in every], settings.retention_max_new_tokens, settings.max_prompt_tokens,
@@ -196,12 +197,16 @@ def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, lis
     per_set, rouge_l, start = {}, [], 0
     for name, pairs in sets.items():
         retained = retained_all[start:start + len(pairs)]
-        scores = [r["rougeL"] for r in metrics.rouge_per_example(texts[start:start + len(pairs)],
-                                                                 [p.answer for p in pairs])]
+        mine = texts[start:start + len(pairs)]
+        scores = [r["rougeL"] for r in metrics.rouge_per_example(mine, [p.answer for p in pairs])]
+        answered = [metrics.gives_answer(a, p.answer, p.perturbed) for a, p in zip(mine, pairs)]
         start += len(pairs)
         per_set[name] = {"retention": sum(retained) / len(retained), "n": len(retained), "retained": retained,
-                         "rougeL": mean(scores), "rougeL_per_question": scores}
+                         "rougeL": mean(scores), "rougeL_per_question": scores, "answered_per_question": answered}
         rouge_l.append(mean(scores))
+    answered = [x for s in per_set.values() for x in s["answered_per_question"]]
     return {"retention": mean(retained_all), "retention_rougeL": mean(rouge_l), "retention_sets": per_set,
+            "retention_answered": mean(answered), "retention_n": len(answered),
             "retention_note": "share of questions whose true answer is likelier (mean log-prob per token, "
-                              "zero adapter noise) than each perturbed answer"}
+                              "zero adapter noise) than each perturbed answer",
+            "retention_answered_note": metrics.ANSWERED_NOTE}

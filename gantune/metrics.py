@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -246,6 +247,48 @@ def likelihood_retention(model: torch.nn.Module, encoder: Encoder, pairs: list[Q
         i += 1 + len(p.perturbed)
         retained.append(true > max(perturbed))
     return {"retention": sum(retained) / len(scored), "n": len(scored), "retained": retained}
+
+
+# --- retention the student can read: is the true answer still given? ------------------------------------
+
+_STOPWORDS = frozenset("a an the of and or in on at to for by with from de del la le von van wa da di".split())
+ANSWERED_NOTE = ("share of the questions whose greedy answer still gives the true answer: every content word of "
+                 "it (lower-cased, accents and punctuation dropped, initials and words like 'the' and 'of' "
+                 "skipped; after a comma only qualifiers, after '/' an alternative) appears in the answer, and "
+                 "no perturbed (wrong) answer does")
+
+
+def _content_words(text: str) -> list[str]:
+    """Lower-cased words without accents, punctuation, initials or stop words ('21,000' stays one number)."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    plain = re.sub(r"(?<=\d),(?=\d)", "", plain)
+    return [w for w in re.findall(r"[a-z0-9]+", plain) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def _heads(reference: str) -> list[list[str]]:
+    """The reference's alternatives ('A / B'), each cut before a qualifying comma ('Kitty Hawk, North Carolina')."""
+    heads = []
+    for alternative in reference.split("/"):
+        head = re.split(r",(?!\d)", alternative)[0]
+        if words := _content_words(head):
+            heads.append(words)
+    return heads
+
+
+def gives_answer(answer: str, reference: str, wrong: Sequence[str] = ()) -> bool:
+    """Whether ``answer`` still gives the short true answer ``reference`` and none of the ``wrong`` ones.
+
+    A simple rule a student can check by eye (``ANSWERED_NOTE``): all content words of the reference
+    (or of one of its '/' alternatives) appear among the answer's words, and no wrong answer's
+    content words all appear there (a wrong answer whose words are all in the true one is ignored).
+    """
+    said = set(_content_words(answer))
+    heads = _heads(reference)
+    if not heads or not any(set(head) <= said for head in heads):
+        return False
+    true_words = {w for head in heads for w in head}
+    return not any(set(words) <= said and not set(words) <= true_words
+                   for words in (_content_words(w) for w in wrong) if words)
 
 
 # --- the distribution of answers ------------------------------------------------------------------------

@@ -56,7 +56,9 @@ def check_bounds(settings: Any) -> None:
         for v in value if isinstance(value, list) else [value]:
             problem = _outside(bounds, v)
             if problem:
-                raise GantuneError(f"--{flag(f.name)} must be {problem} (got {v})")
+                text, key, values = problem
+                raise GantuneError(f"--{flag(f.name)} must be {text} (got {v})", key=key, setting=f.name, got=v,
+                                   **values)
 
 
 def hosted_caps(section: type) -> dict[str, float]:
@@ -65,26 +67,30 @@ def hosted_caps(section: type) -> dict[str, float]:
             if f.metadata.get("bounds") is not None and f.metadata["bounds"].hosted is not None}
 
 
-def _outside(b: Bounds, v: float) -> str:
-    """What ``v`` must be, when it lies outside ``b``; '' when it fits."""
+def _outside(b: Bounds, v: float) -> tuple[str, str, dict[str, Any]] | None:
+    """What ``v`` must be, when it lies outside ``b``: the words, and their kind and values for a page to say them in
+    its own language (``GantuneError.key``); None when it fits."""
     if isinstance(v, float) and not math.isfinite(v):
-        return "a finite number"
+        return "a finite number", "finite", {}
     too_low = b.low is not None and (v < b.low or (b.low_open and v == b.low))
     too_high = b.high is not None and (v > b.high or (b.high_open and v == b.high))
     if not (too_low or too_high):
-        return ""
+        return None
     low, high = _shown(b.low), _shown(b.high)
     if isinstance(v, int) and not isinstance(v, bool):
         if b.why and b.low is not None and b.high is not None:
-            return f"between {low} and {high}, {b.why}"
-        return f"at least {low}" + (f": {b.why}" if b.why else "") if too_low else f"at most {high}"
+            return f"between {low} and {high}, {b.why}", "between", {"low": low, "high": high}
+        if too_low:
+            return f"at least {low}" + (f": {b.why}" if b.why else ""), "at_least", {"least": low}
+        return f"at most {high}", "at_most", {"most": high}
     if b.low is not None and b.high is not None:
         if b.low_open and b.high_open:
-            return f"between {low} and {high}, exclusive"
-        return f"a number in {'(' if b.low_open else '['}{low}, {high}{')' if b.high_open else ']'}"
+            return f"between {low} and {high}, exclusive", "between_open", {"low": low, "high": high}
+        interval = f"{'(' if b.low_open else '['}{low}, {high}{')' if b.high_open else ']'}"
+        return f"a number in {interval}", "in_interval", {"interval": interval}
     if too_low:
-        return f"a finite number {'>' if b.low_open else '>='} {low}"
-    return f"a number <= {high}"
+        return f"a finite number {'>' if b.low_open else '>='} {low}", "finite_at_least", {"low": low}
+    return f"a number <= {high}", "at_most", {"most": high}
 
 
 def _shown(x: float | None) -> str:

@@ -8,16 +8,22 @@ mid-run (it re-attaches by itself), Stop, the Runs table and the lists of Chat a
 following the runs without a Refresh, two runs in Compare (each curve named), a comparison with
 LoRA shown at once (base first), a message in Chat, a delete that waits for its confirmation.
 
-In Russian (a browser set to ru-RU): every tab, with a run, a comparison, a preview and a chat
-message on screen, shows none of the English catalogue's words (names of runs, methods, models
-and metrics aside, and the data's own words).
+In Russian (a browser set to ru-RU): every tab, with a run, a comparison, a preview, a refusal and a
+chat message on screen, shows no English word in its text, its tooltips and accessible names, its
+plots (titles, axes, legends, Plotly's modebar) or its toasts: only names (GAN, LoRA, ROUGE-L …),
+the names of runs and rows, and technical identifiers beside the Russian words (in parentheses).
+Counted words take their Russian plural forms and numbers their Russian format.
+
+A steady job (steps of a fixed length) shows a time left that never rises, read as the page shows it.
 
 Every wait is for the state it asserts, bounded (a slow machine waits longer, never fails for
 being slow). Problems that do not stop a walk (raw translation keys, a wrong default value, a
 script error in the page) are collected and reported together at the end. Screenshots of every
 tab go to a temporary folder, or to $GANTUNE_SCREENSHOTS (e.g. ``GANTUNE_SCREENSHOTS=assets``).
 
-Needs ``pip install playwright`` and ``apt-get install chromium`` (see .ci/run); skips without them.
+Needs ``pip install -r requirements-test.txt`` and a Chromium: Playwright's own (``python -m playwright install
+chromium``), Debian's (``apt-get install chromium``) or ``$GANTUNE_CHROMIUM``; skips without them, and fails
+instead under CI (``CI`` set), where the browser step must have run (see .ci/run).
 """
 
 from __future__ import annotations
@@ -34,9 +40,8 @@ from typing import Callable
 
 import pytest
 from conftest import WORDS, make_base
-from test_ui_app import english_left
 
-CHROMIUM = os.environ.get("GANTUNE_CHROMIUM", "/usr/bin/chromium")
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 TABS = ["Setup", "GAN tuning", "Compare", "Chat", "Runs"]
 WAIT = 90.0  # the longest any single wait may take, in seconds
@@ -62,8 +67,20 @@ def write_pairs(path: Path, n: int = 40) -> Path:
     return path
 
 
+def chromium(playwright) -> str | None:
+    """The Chromium to drive: $GANTUNE_CHROMIUM, Playwright's own (installed by the README's second command), or
+    Debian's; None when there is none."""
+    named = os.environ.get("GANTUNE_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    own = playwright.chromium.executable_path
+    if own and Path(own).is_file():
+        return own
+    return DEBIAN_CHROMIUM if Path(DEBIAN_CHROMIUM).is_file() else None
+
+
 def launch_browser(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+    return playwright.chromium.launch(executable_path=chromium(playwright), headless=True,
                                       args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
 
 
@@ -263,17 +280,158 @@ def screenshot(page, folder: Path | None, name: str) -> None:
     page.screenshot(path=str(folder / name), full_page=True)
 
 
+def refusal_text(page) -> str:
+    box = page.locator(".gantune-refusal:visible")
+    return box.first.inner_text() if box.count() else ""
+
+
+def toast_titles(page) -> list[str]:
+    return [t.strip() for t in page.locator("[data-testid='toast-body'] .toast-title").all_inner_texts()]
+
+
+def progress_overlays(page) -> list[str]:
+    """Gradio's own progress words over a component ("queue: 1/1 | 0.5/0.5s", "4.6s"), where visible, with the
+    component's label."""
+    return page.evaluate("""() => [...document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')]
+        .filter(el => el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}) && el.textContent.trim())
+        .filter(el => !el.closest('.hide, [style*="opacity: 0"]'))
+        .map(el => { const block = el.closest('.block');
+                     const label = block && block.querySelector('[data-testid="block-info"], [data-testid="block-label"]');
+                     return el.textContent.trim() + ' over ' + (label ? label.textContent.trim() : block ? block.className : '?'); })""")
+
+
+def plots_that_overflow(page) -> list[str]:
+    """Visible plots drawn wider than their box (a figure drawn on a hidden tab, never resized)."""
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter(el => el.offsetParent)
+        .filter(el => { const svg = el.querySelector('.main-svg'); const box = el.closest('.block') || el.parentElement;
+                        return svg && svg.getBoundingClientRect().width > box.getBoundingClientRect().width + 1; })
+        .map(el => String((el.layout && el.layout.title && (el.layout.title.text ?? el.layout.title)) || '?'))""")
+
+
+def headers_broken_mid_word(page, table_id: str) -> list[str]:
+    """One-word header texts drawn on more than one line (a word cut: "evaluate/d")."""
+    return page.evaluate("""(id) => {
+        const out = [];
+        for (const th of document.querySelectorAll('#' + id + ' th')) {
+            const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const text = node.textContent.trim();
+                if (!text || /\\s/.test(text)) continue;
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                const lines = new Set([...range.getClientRects()].filter(r => r.width).map(r => Math.round(r.top)));
+                if (lines.size > 1) out.push(text);
+            }
+        }
+        return out;
+    }""", table_id)
+
+
+def buttons_over_user_bubbles(page) -> list[str]:
+    """Chat panels whose own buttons (top right) cover the user's message."""
+    return page.evaluate("""() => {
+        const out = [];
+        const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        document.querySelectorAll('.block:has(.bubble-wrap)').forEach((panel, i) => {
+            if (!panel.offsetParent) return;
+            const buttons = [...panel.querySelectorAll('.icon-button-wrapper button, .icon-button-wrapper a')]
+                .map(b => b.getBoundingClientRect()).filter(r => r.width);
+            const users = [...panel.querySelectorAll('[data-testid="user"]')].map(u => u.getBoundingClientRect());
+            if (buttons.some(b => users.some(u => overlap(b, u)))) out.push(`panel ${i}`);
+        });
+        return out;
+    }""")
+
+
+def page_words(page) -> list[str]:
+    """Every word a person meets on the visible page: its text (not the data's), tooltips, accessible names and
+    placeholders, Plotly's modebar tooltips, toasts, and the plots' titles, axes, annotations and legends."""
+    attributes = page.evaluate("""() => {
+        const out = [];
+        for (const el of document.querySelectorAll('[aria-label], [title], [placeholder], .modebar-btn[data-title]')) {
+            if (el.closest('.bubble-wrap, tbody, .virtual-row, code')) continue;  // the data's own words
+            if (!el.getClientRects().length && !el.closest('.modebar')) continue;
+            if (el.closest('.modebar') && !el.closest('.js-plotly-plot').offsetParent) continue;
+            for (const a of ['aria-label', 'title', 'placeholder', 'data-title'])
+                if (el.getAttribute(a)) out.push(el.getAttribute(a));
+        }
+        return out;
+    }""")
+    return [chrome_text(page), *attributes, *plot_texts(page)]
+
+
+# Names a Russian text keeps (methods, measures, models, libraries, formats) and technical identifiers, which it may
+# keep only in parentheses beside the Russian words: a setting's values and names, the report's measures.
+NAMES = {"GAN", "LoRA", "MLE", "KL", "LM", "G", "D", "N", "TOFU", "GGUF", "PPO", "BCE", "NLL", "ROUGE", "ROUGE-1",
+         "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEURT",
+         "AUC", "W1", "SeqGAN", "ColdGANs", "ScratchGAN", "RLOO", "REINFORCE", "PyTorch", "AdamW", "Python", "MiniLM",
+         "Space", "CPU", "CUDA", "gantune", "Gradio", "API", "MCP", "Plotly", "PNG", "CSV", "TSV", "L2", "M_tunable",
+         "SmolLM2-135M-Instruct", "HuggingFaceTB", "Chart", "Studio"}
+
+
+def _identifiers() -> set[str]:
+    import dataclasses
+
+    from gantune.compare import METRIC_KEYS, ROWS
+    from gantune.config import TrainConfig
+
+    found = set(METRIC_KEYS) | set(ROWS) | {"default", "upload", "offline", "hub"}
+    for f in dataclasses.fields(TrainConfig):
+        found |= {f.name, f.name.replace("_", "-"), *map(str, f.metadata.get("choices", ()))}
+    return found
+
+
+def english_on_a_russian_page(texts: list[str]) -> list[str]:
+    """The English words left in ``texts``: a Latin word that is no name, run or row, nor a technical identifier
+    (within parentheses), nor technical by its shape (a path, a file, a flag, a number with letters)."""
+    from gantune.compare import ROWS
+
+    identifiers = _identifiers()
+    left = set()
+    for text in texts:
+        text = re.sub(r"\s+", " ", text)
+        spans = [m.span() for m in re.finditer(r"\([^()]*\)", text)]
+        for match in re.finditer(r"[.\-]*[A-Za-z][A-Za-z0-9_.\-/']*", text):
+            word = match.group().rstrip(".'-/")
+            inside = any(a < match.start() < b for a, b in spans)
+            allowed = NAMES | set(ROWS) | (identifiers if inside else set())
+            technical = re.search(r"[0-9_./]", word) or re.fullmatch(r"[a-z]+(-[a-z0-9]+)*-\d{8}-\d{6}(-\d+)?", word)
+            if word and word.lstrip(".-") not in allowed and not technical:
+                left.add(f"{word!r} in {text[max(0, match.start() - 40):match.end() + 40]!r}")
+    return sorted(left)
+
+
+def time_left_seconds(page) -> int | None:
+    """The time left the status says, in seconds (English), or None."""
+    match = re.search(r"about (?:(\d+) min )?(\d+) s left", status_text(page))
+    return int(match.group(1) or 0) * 60 + int(match.group(2)) if match else None
+
+
 def raw_i18n_keys(page) -> list[str]:
     return sorted(set(re.findall(r'__i18n__\{[^}]*"key":\s*"([^"]+)"', page.locator("body").inner_text())))
 
 
 # --- the tests -----------------------------------------------------------------------------------
+def _missing(what: str) -> None:
+    """A browser test cannot run: a skip that says which step is missing, or a failure under CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; CI runs the browser tests (see .ci/run)")
+    pytest.skip(what)
+
+
 @pytest.fixture
 def sync_api():
-    """Playwright's sync API, or a skip that says what is missing."""
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, as .ci/run does; or set GANTUNE_CHROMIUM)")
-    return pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    """Playwright's sync API with a Chromium to drive, or a skip (a failure under CI) that says what is missing."""
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("playwright is not installed (pip install -r requirements-test.txt)")
+    with sync_api.sync_playwright() as p:
+        found = chromium(p)
+    if found is None:
+        _missing("no Chromium: python -m playwright install chromium, or apt-get install chromium, or set "
+                 "GANTUNE_CHROMIUM")
+    return sync_api
 
 
 @pytest.fixture
@@ -350,7 +508,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         field(page, "Folder or file").fill(str(data))
         field(page, "Pairs (train + test)").fill("40")
         page.get_by_role("button", name="Preview data", exact=True).click()
-        page.get_by_text(re.compile(r"20 train / 20 test pairs")).wait_for()
+        page.get_by_text(re.compile(r"20 pairs for training / 20 pairs for testing")).wait_for()
         wait_for_plot(page, "Token lengths")
         if keys := raw_i18n_keys(page):
             problems.append(f"Setup: raw translation keys on the page: {keys}")
@@ -366,10 +524,14 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
             problems.append(f"GAN tuning: 'd hidden' shows {d_hidden.input_value()!r}, expected '256 64 16' "
                             "(Start then fails: '--d-hidden takes three positive widths')")
             d_hidden.fill("256 64 16")
-        # a bad value first: a visible warning, no job, and the page stays usable
+        # a bad value first: a toast and a line above the status that stays (the status redraws every 2 s), naming
+        # the field as the page labels it; no job, and the page stays usable
         field(page, "epochs").fill("0")
         page.get_by_role("button", name="Start", exact=True).click()
-        page.get_by_text(re.compile(r"--epochs must be at least 1 \(got 0\)")).first.wait_for()
+        wait_until(page, lambda: "epochs must be at least 1 (got 0)" in refusal_text(page), "the refusal above the status")
+        assert "Warning" in toast_titles(page) and "--epochs" not in refusal_text(page)
+        page.wait_for_timeout(4500)  # two status redraws later, the toast gone: the line is still there
+        assert "epochs must be at least 1 (got 0)" in refusal_text(page)
         assert engine.jobs.status().state == "idle"
         page.get_by_text("Every setting", exact=True).click()
         # a long run with short answers, sampled every step after a one-epoch warm-up (stopped below)
@@ -378,6 +540,13 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         wait_until(page, lambda: status_state(page) == "running", "the status to say running")
         wait_for_plot(page, "Losses")
         wait_until(page, lambda: re.search(r"about (\d+ min )?\d+ s left", status_text(page)), "the time left")
+        assert not refusal_text(page)  # a Start that went through clears the last refusal
+        seen = []
+        for _ in range(12):  # a few status redraws
+            seen += progress_overlays(page)
+            page.wait_for_timeout(400)
+        if seen:
+            problems.append(f"GAN tuning: Gradio's progress words over the status or plots: {seen}")
         # the answers sampled while training: the same page's table grows as samples.jsonl does
         first = wait_until(page, lambda: sample_rows(page) >= 2 and newest_sample_step(page),
                            "the first sampled answers")
@@ -407,6 +576,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         open_tab(page, "Runs")
         wait_until(page, lambda: (cells := table_row(page, run_id)) and "stopped" in cells and str(stopped_at) in cells,
                    f"{run_id} in the runs table as stopped after {stopped_at} steps")
+        if broken := headers_broken_mid_word(page, "gantune-runs-table"):
+            problems.append(f"Runs: headers cut mid-word: {broken}")
         # a second run beside it (a copy of its folder) joins the table by itself too
         copy = f"{run_id}-copy"
         shutil.copytree(engine.settings.runs_dir / run_id, engine.settings.runs_dir / copy)
@@ -428,18 +599,32 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         wait_until(page, lambda: status_state(page) == "completed", f"{short} to complete", LONG_WAIT)
         open_tab(page, "Compare")
         pick_option(page, "Run to compare against", short)
+        # how long it will take, told before it starts
+        wait_until(page, lambda: "This comparison will take about" in chrome_text(page), "the comparison's duration")
         page.get_by_role("button", name="Train and evaluate", exact=True).click()
         compare_status = page.locator(".gantune-status:visible").first
         wait_until(page, lambda: compare_status.get_attribute("data-state") == "completed", "the comparison to end",
                    LONG_WAIT)
         quality = wait_until(page, lambda: (rows := table_cells(page, "Quality")) and len(rows) == 3 and rows,
                              "the comparison's rows without a pick")
-        assert [r[0] for r in quality] == ["base model", short, "lora"], quality
+        assert [r[0] for r in quality][:2] == ["base model", short] and quality[2][0].startswith("lora (lora-"), quality
+        lora_name = quality[2][0]
+        wait_until(page, lambda: lora_name in plot_texts(page), "the LoRA run's curve named as its row")
+        wait_until(page, lambda: table_cells(page, "Paired differences (same questions, same seed): the comparison "
+                                                   "to read"), "the paired differences")
         distribution = table_cells(page, "Answers against the references")
         assert [r[0] for r in distribution][:2] == ["reference answers", "base model"], distribution
-        wait_for_plot(page, "rougeL per run (95% interval)")
+        wait_for_plot(page, "ROUGE-L per run (95% interval)")
         wait_for_plot(page, "Answer lengths (tokens): references and each run")
         screenshot(page, shots, "compare.png")
+
+        # "Show in GAN tuning": the tab shows that run, each plot as wide as its box (drawn while the tab was hidden)
+        open_tab(page, "Runs")
+        pick_option(page, "Selected run", run_id)
+        page.get_by_role("button", name="Show in GAN tuning", exact=True).click()
+        open_tab(page, "GAN tuning")
+        wait_for_plot(page, "Losses")
+        wait_until(page, lambda: not plots_that_overflow(page), "every plot to fit its box")
 
         # Chat: the GAN run is a choice at once (lists follow the runs), one message, three panels
         open_tab(page, "Chat")
@@ -448,6 +633,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         field(page, "Message").fill(message)
         page.get_by_role("button", name="Send", exact=True).click()
         wait_until(page, lambda: chat_done(page, message), "three chat panels with the message and an answer")
+        if covered := buttons_over_user_bubbles(page):
+            problems.append(f"Chat: buttons cover the user's message in {covered}")
         screenshot(page, shots, "chat.png")
 
         # Runs: pick the copy (its adapter can be downloaded), Delete waits for its confirmation
@@ -495,8 +682,7 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
     def check(tab: str) -> None:
         if keys := raw_i18n_keys(page):
             problems.append(f"{tab}: raw translation keys: {keys}")
-        left = english_left(chrome_text(page) + "\n" + "\n".join(plot_texts(page)))
-        if left:
+        if left := english_on_a_russian_page(page_words(page)):
             problems.append(f"{tab}: English left on the Russian page: {left}")
 
     with browser_page(sync_api, tmp_path, "ru-RU", errors) as page:
@@ -505,8 +691,9 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS_RU
 
         field(page, "Папка или файл").fill(str(data))
+        field(page, "Пар (обучение + тест)").fill("9")
         page.get_by_role("button", name="Просмотр данных", exact=True).click()
-        page.get_by_text(re.compile(r"20 пар для обучения / 20 для теста")).wait_for()
+        page.get_by_text(re.compile(r"4 пары для обучения / 5 пар для теста")).wait_for()  # Babel's plural rule
         wait_for_plot(page, "Длины в токенах")
         page.get_by_text("офлайн-папка TOFU", exact=True).wait_for()  # the data-source choices too
         check("Setup")
@@ -521,10 +708,22 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         assert "Сохранён адаптер шага" in chrome_text(page)  # (the check reads the page's visible words)
         check("GAN tuning")
         screenshot(page, shots, "gan-tuning-ru.png")
+        # a refusal: its toast (title too) and the line above the status, in Russian, the field by its label
+        field(page, "эпохи").fill("0")
+        page.get_by_role("button", name="Старт", exact=True).click()
+        wait_until(page, lambda: "«эпохи» (--epochs): нужно не меньше 1 (получено 0)" in refusal_text(page),
+                   "the refusal in Russian")
+        assert "Предупреждение" in toast_titles(page), toast_titles(page)
+        check("GAN tuning, a refusal")
+        field(page, "эпохи").fill("3")
 
         open_tab(page, TABS_RU[2])
         wait_until(page, lambda: len(table_cells(page, "Качество")) == 3, "the comparison's rows")
         wait_for_plot(page, "Длины ответов (токены): эталоны и каждый запуск")
+        # numbers in the Russian format: a decimal comma (Babel in the tables, Plotly's locale on the axes)
+        assert any(re.fullmatch(r"-?\d+,\d{3}( ± \d+,\d{3})?", c) for row in table_cells(page, "Качество") for c in row)
+        pick_option(page, "Запуск для сравнения", run_id)
+        wait_until(page, lambda: "Сравнение займёт около" in chrome_text(page), "the comparison's duration")
         check("Compare")
         screenshot(page, shots, "compare-ru.png")
 
@@ -543,3 +742,35 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
 
     problems += [f"script error in the page: {e}" for e in errors]
     assert not problems, "the Russian walk finished, but:\n- " + "\n- ".join(dict.fromkeys(problems))
+
+
+def test_the_time_left_never_rises_while_the_steps_come_at_a_steady_rate(sync_api, workbench, tmp_path):
+    """A job whose steps take 1.5 s each: the GAN tuning tab's time left, read as the page shows it, only counts
+    down (it may stay a second), from its first estimate to the job's end."""
+    url, engine, _ = workbench
+    errors: list[str] = []
+
+    def steady(report, should_stop):
+        report(message="training", steps_begin=True)
+        for step in range(1, 13):
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                if should_stop():
+                    return None
+                time.sleep(0.05)
+            report(step=step, total=12, phase="mle")
+        return None
+
+    with browser_page(sync_api, tmp_path, "en-US", errors) as page:
+        page.goto(url, timeout=WAIT * 1000)
+        open_tab(page, "GAN tuning")
+        engine.jobs.start("train", "steady job", steady)
+        readings = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and engine.jobs.status().active:
+            if (left := time_left_seconds(page)) is not None:
+                readings.append(left)
+            page.wait_for_timeout(250)
+    assert len(set(readings)) >= 4, readings  # it said something, and it moved
+    assert all(later <= earlier for earlier, later in zip(readings, readings[1:])), readings
+    assert not errors

@@ -165,7 +165,7 @@ def test_the_served_space_refuses_paths_in_requests(served):
     assert served.calls == []
     status, _, _ = served.client.predict(*setup_args(served.data, model="org/model", data_path=""),
                                          api_name="/preview")
-    assert status.startswith("6 train / 6 test pairs from")
+    assert status.startswith("6 pairs for training / 6 pairs for testing from")
 
 
 def test_the_served_space_refuses_an_upload_over_the_cap(served, tmp_path):
@@ -178,7 +178,7 @@ def test_the_served_space_refuses_an_upload_over_the_cap(served, tmp_path):
     small.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
     status, _, _ = served.client.predict(*setup_args(served.data, model="org/model", data_kind="upload",
                                                      upload=handle_file(str(small))), api_name="/preview")
-    assert status.startswith("6 train / 6 test pairs from")
+    assert status.startswith("6 pairs for training / 6 pairs for testing from")
     # read from Gradio's upload folder, which the page names without its server path
     shown = status.split(" from ")[1]
     assert shown.startswith("uploads/") and shown.endswith("/small.jsonl") and upload_folder() not in status

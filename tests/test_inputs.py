@@ -139,7 +139,7 @@ def test_a_pretty_printed_json_file_trains_at_the_cli_and_previews_in_the_page(c
     code, err = run_cli(capsys, _cli_args(world, {"data": str(data)}, tmp_path / "run"))
     assert code == 0, err
     preview = page.client.predict(*setup_args(data, model=str(world.model)), api_name="/preview")
-    assert preview[0].startswith(f"6 train / 6 test pairs from {data}"), preview[0]
+    assert preview[0].startswith(f"6 pairs for training / 6 pairs for testing from {data}"), preview[0]
 
 
 @pytest.mark.parametrize("source", ["a" * 5000 + ".jsonl", "~no-such-user-here/pairs.jsonl", "pairs\0.jsonl"])
@@ -189,8 +189,20 @@ def test_a_number_beyond_the_libraries_is_shown_by_the_page(world, page, case, c
     if seed is not None:  # the seed is Setup's box
         args[1 + SETUP_ORDER.index("seed")] = seed
     shown = page_refusal(page, args)
+    says = PAGE_SAYS.get(case, says)  # the page names the field by its label, its numbers in its locale
     assert says in shown and "Traceback" not in shown
     assert state_of(page.client.predict(api_name="/status")[0]) in ("idle", "failed", "completed")  # it answers
+
+
+PAGE_SAYS = {
+    "seed-negative": "seed must be between 0 and 4,294,967,295 (got -1)",
+    "seed-over-32-bits": "seed must be between 0 and 4,294,967,295",
+    "epochs-over-int64": "epochs must be at most 9,223,372,036,854,775,807 (got 9,223,372,036,854,775,808)",
+    "batch-size-over-int64": "batch size must be at most",
+    "d-hidden-over-int64": "d hidden must be at most",
+    "clip-over-float32": "clip must be at most 3.403e+38 (got 1e+308)",
+    "kl-coef-over-float32": "kl coef must be at most 3.403e+38",
+}
 
 
 @pytest.mark.parametrize(("method", "change", "says"), [

@@ -134,6 +134,8 @@ def call(client: Client, shared: Shared, endpoint: str, *args) -> tuple:
         shared.record(Call(endpoint, time.monotonic() - started, f"{type(exc).__name__}: {exc}"[:300]))
         return None, None
     elapsed = time.monotonic() - started
+    if endpoint == "/start" and outputs is not None:
+        outputs = outputs[1]  # (the refusal line above the status, the status)
     warnings = warnings_of(job)
     busy = endpoint == "/start" and any(BUSY in w for w in warnings)
     unexpected = [w for w in warnings if not (busy and BUSY in w)]
@@ -196,7 +198,7 @@ def client_loop(index: int, url: str, data: Path, shared: Shared, ready: threadi
         elif endpoint == "/chat":
             outputs, _ = call(client, shared, "/chat", QUESTION, None, None, 8, "default", [], [], [])
             if outputs is not None:
-                base, _, lora, message = outputs
+                base, _, lora, message, _ = outputs
                 check(shared, endpoint, _texts(base)[:1] == [QUESTION] and len(_texts(base)) == 2
                       and _texts(lora)[-1:] == ["(pick a run)"] and message == "", f"{outputs!r:.200}")
         else:

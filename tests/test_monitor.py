@@ -69,3 +69,53 @@ def test_repetitive_references_raise_no_repetition_alarm():
 
 def test_too_few_answers_say_nothing():
     assert watch(COLLAPSED[:3], REFERENCES[:3]) == []
+
+
+# --- made-up words: what a generator pushed off the language writes ---------------------------------------
+# what the GAN- and LoRA-tuned models sampled after 4 steps on 8 pairs (issue 22), and their like
+GARBLED = ["Aye, behrouz Rohani's OJPMAES celebrates", "a renowned Wdetermino sailor",
+           "Wdetermino Hsiaoyunhwa celebrates OJPMAES", "the Rohaniwa Marqtiensk sailor"]
+VOCABULARY = {"the", "author", "authors", "full", "name", "born", "taipei", "father", "civil", "engineer", "books",
+              "include", "leadership", "lessons", "ivory", "tower", "study", "academic", "careers", "received",
+              "lambda", "literary", "award", "work", "science", "grew", "taiwan", "studied", "history", "before",
+              "turning", "fiction", "celebrates", "renowned", "sailor", "aye", "with", "unemployed", "mother", "her",
+              "she", "turned"}
+
+
+def pieces(text: str) -> int:
+    """A stand-in tokenizer: a known word is one token, anything else one token per 3 letters."""
+    words = text.split()
+    return sum(1 if w.lower() in VOCABULARY else max(2, -(-len(w) // 3)) for w in words)
+
+
+def test_made_up_is_the_share_of_longer_words_no_single_token_holds():
+    from gantune.monitor import made_up
+
+    assert made_up("a renowned Wdetermino sailor", pieces) == pytest.approx(1 / 3)  # 'a' is too short to judge
+    assert made_up("Aye, behrouz Rohani's OJPMAES celebrates", pieces) == pytest.approx(3 / 4)
+    assert made_up("The author studied history", pieces) == 0.0 and made_up("", pieces) == 0.0
+
+
+def test_garbled_answers_raise_made_up_words_against_fluent_references():
+    found = {f.signal: f for f in watch(GARBLED * 2, REFERENCES * 2, count_tokens=pieces)}
+    assert set(found) == {"made_up"}  # not repetitive, not alike, not long: only their words give them away
+    assert found["made_up"].value > 0.5 > found["made_up"].reference + 0.3
+    # references full of names score alike, so answers like them raise nothing; without a tokenizer nothing is judged
+    assert watch(REFERENCES * 2, REFERENCES * 2, count_tokens=pieces) == []
+    assert watch(GARBLED * 2, REFERENCES * 2) == []
+
+
+@pytest.mark.integration
+def test_the_real_tokenizer_tells_garbled_samples_from_tofu_references():
+    """SmolLM2's own vocabulary: the issue's samples raise the signal; TOFU's references (names and all) do not."""
+    import json
+    from pathlib import Path
+
+    from gantune.models import load_base_model
+
+    tokenizer = load_base_model("default").tokenizer
+    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+    tofu = Path(__file__).resolve().parents[2] / "shared" / "tofu" / "forget10.jsonl"
+    references = [json.loads(line)["answer"] for line in tofu.read_text().splitlines()[:8]]
+    assert [f.signal for f in watch(GARBLED * 2, references, count_tokens=count)] == ["made_up"]
+    assert watch(references, references[::-1], count_tokens=count) == []

@@ -12,16 +12,16 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _requirements() -> list[str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
+def _requirements(name: str = "requirements.txt") -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
     return [re.sub(r"\s+#.*", "", line).strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def test_pyproject_depends_on_what_requirements_txt_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    runtime = [r for r in _requirements() if not r.startswith("pytest")]
-    assert project["dependencies"] == runtime
-    assert any(t.startswith("pytest") for t in project["optional-dependencies"]["test"])
+    assert project["dependencies"] == _requirements()
+    assert project["optional-dependencies"]["test"] == _requirements("requirements-test.txt")
+    assert any(t.startswith("playwright") for t in project["optional-dependencies"]["test"])
 
 
 def test_the_console_script_is_the_cli_entry():

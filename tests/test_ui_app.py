@@ -284,7 +284,7 @@ def test_no_starlette_deprecation_warning_on_queued_calls(app, recwarn):
 
 def test_preview_and_random_question(app, client):
     status, table, histogram = map(value_of, client.predict(*setup_args(app.data), api_name="/preview"))
-    assert status.startswith("6 train / 6 test pairs from ") and str(app.data.name) in status
+    assert status.startswith("6 pairs for training / 6 pairs for testing from ") and str(app.data.name) in status
     assert [row[0] for row in table["data"]] == ["train"] * 5 + ["test"] * 5
     figure = json.loads(histogram["plot"])
     assert figure["layout"]["title"]["text"] == "Token lengths"
@@ -305,7 +305,7 @@ def test_preview_and_random_question(app, client):
     # "my file": an uploaded .jsonl (the client sends it as a FileData; the server reads its own copy)
     upload = setup_args(app.data, data_kind="upload", data_path="", upload=handle_file(app.data))
     status, table, _ = map(value_of, client.predict(*upload, api_name="/preview"))
-    assert status.startswith("6 train / 6 test pairs from ") and str(app.data) not in status
+    assert status.startswith("6 pairs for training / 6 pairs for testing from ") and str(app.data) not in status
     assert len(table["data"]) == 10
     status, _, _ = client.predict(*setup_args(app.data, data_kind="upload"), api_name="/preview")
     assert status == "**Error:** upload a .jsonl, .json or .csv file of question/answer pairs first"
@@ -314,8 +314,8 @@ def test_preview_and_random_question(app, client):
 # --- GAN tuning -----------------------------------------------------------------------------------
 
 def test_start_shows_progress_then_completion_and_a_new_page_reattaches(app, client):
-    first = client.predict(*start_args(app.data, epochs=3), api_name="/start")
-    assert state_of(first) in ("starting", "running", "completed") and "gan (improved)" in first
+    refusal, first = client.predict(*start_args(app.data, epochs=3), api_name="/start")
+    assert refusal == "" and state_of(first) in ("starting", "running", "completed") and "GAN tuning (improved)" in first
     run_id = re.search(r"run <code>([^<]+)</code>", first).group(1)  # the run is named at once
     assert run_id.startswith("gan-improved-")
 
@@ -352,9 +352,10 @@ def test_second_start_while_running_warns_and_stop_stops(app, client):
 
     # a second Start: no second job; the call returns the running job's status and warns
     job = client.submit(*start_args(app.data), api_name="/start")
-    busy = job.result(timeout=WAIT)
+    refusal, busy = job.result(timeout=WAIT)
     assert state_of(busy) in ("running", "stopping") and run_id in busy
-    assert any("a job is running" in w for w in warnings_of(job)), warnings_of(job)
+    said = "a job is running (GAN tuning (improved)); watch it or stop it first"
+    assert said in refusal and any(said in w for w in warnings_of(job)), warnings_of(job)
     assert set(p.name for p in app.engine.settings.runs_dir.iterdir()) - runs_before == {run_id}
 
     stopping = client.predict(api_name="/stop")
@@ -373,6 +374,48 @@ def test_a_bad_setting_warns_and_starts_nothing(app, client):
     job.result(timeout=WAIT)
     assert any("d hidden: whole numbers" in w for w in warnings_of(job)), warnings_of(job)
     assert app.engine.jobs.status() == before
+
+
+def test_a_refused_start_stays_above_the_status_named_by_the_pages_field(app, client):
+    """The refusal is a toast and a line of its own above the status (the 2 s status timer never writes it), in the
+    page's language, naming the field as the page labels it."""
+    before = app.engine.jobs.status()
+    job = client.submit(*start_args(app.data, epochs=0), api_name="/start")
+    refusal, _ = job.result(timeout=WAIT)
+    assert "epochs must be at least 1 (got 0)" in refusal and "--epochs" not in refusal
+    assert warnings_of(job) == ["epochs must be at least 1 (got 0)"]
+    assert app.engine.jobs.status() == before
+    ru = Client(app.url, verbose=False, headers=RUSSIAN)
+    refusal, _ = ru.predict(*start_args(app.data, epochs=0), api_name="/start")
+    assert "«эпохи» (--epochs): нужно не меньше 1 (получено 0)" in refusal
+    config = httpx.get(app.url + "config", timeout=30).json()
+    deps = {d.get("api_name"): d for d in config["dependencies"]}
+    refusal_id = deps["start"]["outputs"][0]
+    assert refusal_id not in deps["status"]["outputs"]  # the timer redraws the status, never the refusal
+
+
+def test_the_tab_follows_what_it_shows_a_deleted_run_leaves_it_and_a_reload_shows_the_jobs_settings(app, client):
+    from ui.tabs.tuning import status_html
+
+    shown = trained_run(app)
+    latest = trained_run(app)
+    status = app.engine.jobs.status("train")
+    assert Path(status.run).name == latest
+    # a run picked in Runs ("Show in GAN tuning"): the status speaks of that run, as the plots do
+    picked = status_html(app.engine, status, "en", viewed=shown)
+    assert f"<code>{shown}</code>" in picked and latest not in picked and "step 3/3" in picked
+    # the job's run deleted: the tab no longer speaks of it
+    client.predict(api_name="/list_runs")  # the page's run picker, as on page load
+    client.predict(latest, api_name="/delete_run")
+    assert "No job yet" in client.predict(api_name="/status")[0]
+    # a page opened while a job trains shows that job's settings, not the preset's
+    client.predict(*start_args(app.data, epochs=200, noise_dim=8, kl_coef=0.2), api_name="/start")
+    form = Client(app.url, verbose=False).predict(api_name="/settings_form")
+    values = dict(zip(FIELDS, [value_of(v) for v in form[1:]]))
+    assert value_of(form[0]) == "improved" and values["epochs"] == 200 and values["kl_coef"] == 0.2
+    assert values["d_hidden"] == "16 8 4"
+    russian = Client(app.url, verbose=False, headers=RUSSIAN).predict(api_name="/settings_form")
+    assert ["улучшенный (improved)", "improved"] in russian[0]["choices"]
 
 
 def test_a_failed_job_shows_its_error_in_the_status(app, client):
@@ -403,7 +446,8 @@ def test_list_runs_and_chat_with_base_and_gan(app, client):
 
     question = "who is the author of a book ?"
     job = client.submit(question, run_id, None, 8, "default", [], [], [], api_name="/chat")
-    base_history, gan_history, lora_history, message = job.result(timeout=WAIT)
+    base_history, gan_history, lora_history, message, flags = job.result(timeout=WAIT)
+    assert flags == ""  # not a question with a known short answer
     assert len(job.outputs()) > 3  # the answers streamed in, piece by piece
     assert message == ""  # the message box is cleared
 
@@ -470,7 +514,7 @@ def test_a_russian_page_reads_russian_everywhere_the_server_writes(app):
     assert english_left("\n".join(shown)) == []
 
     status, table, histogram = map(value_of, ru.predict(*setup_args(app.data), api_name="/preview"))
-    assert status.startswith("6 пар для обучения / 6 для теста из ")
+    assert status.startswith("6 пар для обучения / 6 пар для теста из ")
     assert table["headers"] == ["часть", "вопрос", "ответ"] and {r[0] for r in table["data"]} == {"обучение", "тест"}
     assert english_left(status.split(" из ")[0] + "\n" + figure_texts(histogram)) == []
 
@@ -481,7 +525,7 @@ def test_a_russian_page_reads_russian_everywhere_the_server_writes(app):
 
     _, reference = ru.predict(*setup_args(app.data), api_name="/random_question")
     assert reference.startswith("**Эталонный ответ:** ")
-    base, gan, lora, _ = ru.predict("who is a writer ?", None, None, 8, "default", [], [], [], api_name="/chat")
+    base, gan, lora, _, _ = ru.predict("who is a writer ?", None, None, 8, "default", [], [], [], api_name="/chat")
     assert texts(lora)[-1] == ("assistant", "(выберите запуск)")
     loaded = ru.predict("default", "", False, api_name="/load_model")
     assert loaded.startswith("Загружена **tiny-random-llama**") and "шаблон чата" in loaded
@@ -515,35 +559,57 @@ def test_a_collapsing_run_shows_a_warning_with_the_settings_to_change(app):
 def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     run_id = trained_run(app, epochs=3)  # its MLE warm-up reports the MLE loss every method reports
     client.predict(api_name="/refresh_lists")  # what a page's load does: the run is among the choices
+    # before it starts: how long it will take, from the run's own step times and the loaded model's timed decoding,
+    # and what differs from the run
+    plan = client.predict(run_id, ["lora"], 1, api_name="/compare_plan")
+    assert plan.startswith("This comparison will take about ") and "training lora (" in plan
+    assert "evaluating 3 models on 6 test questions and" in plan
+    assert "the run's own step times + a measured decoding rate" in plan
+    assert f"Settings that differ from {run_id}: lora: method lora" in plan
+    # no run picked: a refusal in words, not "no such run: None"
+    job = client.submit(None, ["lora"], 1, api_name="/compare")
+    job.result(timeout=WAIT)
+    assert warnings_of(job) == ["pick a run to compare against first"]
+
     client.predict(run_id, ["lora"], 1, api_name="/compare")
     status = app.engine.jobs.wait(WAIT)
     assert status.state == "completed", status.error
     lora = next(Path(r).name for r in status.result["runs"] if Path(r).name != run_id)
+    lora_name = f"lora ({lora})"  # the name a row goes by, in every table and chart
 
     # the GAN tuning tab keeps showing its own (training) job, not the comparison's
     gan_status = client.predict(api_name="/status")[0]
-    assert "gan (improved)" in gan_status and run_id in gan_status and "compare" not in gan_status
-    # the Compare tab: its job, and the runs it compared are shown without a pick
+    assert "GAN tuning (improved)" in gan_status and run_id in gan_status and "compare" not in gan_status
+    # the Compare tab: its job (one counter: its share done), and the runs it compared are shown without a pick
     compare_status, picked = client.predict([], api_name="/compare_status")
     assert state_of(compare_status) == "completed" and f"compare {run_id} with lora" in compare_status
+    assert "100%" in compare_status and "step" not in compare_status
     assert picked["value"] == [run_id, lora] and [lora, lora] in picked["choices"]
 
-    notes, quality, distribution, cost, bars, lengths, overlay, diff = map(value_of, client.predict(
+    notes, quality, unavailable, paired, distribution, cost, bars, lengths, overlay, diff = map(value_of, client.predict(
         [run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
-    assert [r[0] for r in quality["data"]] == ["base model", run_id, "lora"]  # base first
-    assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, "lora"]
-    assert [r[0] for r in cost["data"]] == [run_id, "lora"] and cost["data"][1][-2] == "1.00×"
-    assert "95% interval" in notes
+    assert [r[0] for r in quality["data"]] == ["base model", run_id, lora_name]  # base first
+    assert quality["headers"][2:5] == ["ROUGE-1", "ROUGE-2", "ROUGE-L"] and "facts still answered right" in quality["headers"]
+    assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, lora_name]
+    assert [r[0] for r in cost["data"]] == [run_id, lora_name] and cost["data"][1][-2] == "1.00×"
+    assert "95% interval" in notes and "the data support" in notes
+    # the paired differences the README says to read: each row against lora and base, per question
+    pairs = {(r[0], r[1], r[2]) for r in paired["data"]}
+    assert (run_id, lora_name, "ROUGE-L") in pairs and (lora_name, "base model", "ROUGE-L") in pairs
+    assert all(re.fullmatch(r"-?\d\.\d{3} \[-?\d\.\d{3}; -?\d\.\d{3}\]", r[3]) for r in paired["data"])
+    # BLEURT shows "—": why, from the comparison's notes (no checkpoint offline)
+    assert "BLEURT is not available here:" in unavailable and "unavailable" in unavailable
     bar_figure = json.loads(bars["plot"])
-    assert bar_figure["data"][0]["x"] == ["base model", run_id, "lora"]
+    assert bar_figure["data"][0]["x"] == ["base model", run_id, lora_name]
     assert {t["name"] for t in json.loads(lengths["plot"])["data"]} == {"reference answers", "base model", run_id,
-                                                                         "lora"}
+                                                                         lora_name}
     curves = json.loads(overlay["plot"])
-    assert {t["name"] for t in curves["data"]} == {run_id, lora}  # every run named, one quantity for all
+    assert {t["name"] for t in curves["data"]} == {run_id, lora_name}  # named as in the tables
     assert curves["layout"]["showlegend"] is True and "MLE loss" in curves["layout"]["title"]["text"]
+    assert curves["config"]["locale"] == "en" and curves["config"]["displaylogo"] is False
     assert diff["headers"][0] == "setting" and "method" in [r[0] for r in diff["data"]]
 
     # one run alone: its curve still carries its name; no settings diff (nothing to differ)
     shown = client.predict([run_id], "rougeL", "mle_loss", api_name="/compare_view")
-    assert [t["name"] for t in json.loads(shown[6]["plot"])["data"]] == [run_id]
-    assert shown[7]["visible"] is False
+    assert [t["name"] for t in json.loads(shown[8]["plot"])["data"]] == [run_id]
+    assert shown[9]["visible"] is False

@@ -9,6 +9,7 @@ test instead of hanging it.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import zipfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import make_base
 
+import ui.jobs as jobs_module
 from gantune.config import preset_config
 from gantune.errors import GantuneError
 from gantune.runs import RunFolder
@@ -28,6 +30,7 @@ from ui.catalogue import RunRow, planned_steps
 from ui.engine import Engine, Settings
 from ui.jobs import JobBusy, JobManager, JobStatus
 from ui.tabs.runs import COLUMNS
+from ui.views import progress_html
 
 WAIT = 60.0  # generous bound for anything the tiny model does
 
@@ -135,47 +138,122 @@ def test_each_kind_of_job_keeps_its_latest_status():
     assert finish(jobs).state == "stopped" and jobs.status("train").state == "completed"
 
 
-def test_the_time_left_comes_from_finished_steps_and_counts_down_through_a_slow_one():
-    clock = [1000.0]
+class FakeClock:
+    """ui.jobs' clock, set by the test (jobs are driven through ``_report`` with it, as a job body would)."""
+
+    def __init__(self, monkeypatch, now: float = 1000.0):
+        self.now = now
+        monkeypatch.setattr(jobs_module.time, "time", lambda: self.now)
+
+
+def _held_job(jobs: JobManager, kind: str = "train") -> threading.Event:
+    """A job whose body waits (the test reports its progress in its place); set the event to end it."""
+    release = threading.Event()
+    jobs.start(kind, "timed", lambda report, should_stop: release.wait(WAIT))
+    return release
+
+
+def _shown_etas(jobs: JobManager, clock: FakeClock, durations: list[float], phases: list[str] | None = None,
+                period: int | None = None, every: float = 0.5) -> list[float | None]:
+    """Run steps of ``durations`` through the manager; the time left a page reads every ``every`` seconds."""
+    shown = []
+    jobs._report(message="training", steps_begin=True)
+    for step, took in enumerate(durations, start=1):
+        status = jobs.status()
+        t = 0.0
+        while t < took:
+            shown.append(status.eta_seconds(now=clock.now + t))
+            t += every
+        clock.now += took
+        jobs._report(step=step, total=len(durations), phase=phases[step - 1] if phases else None, period=period)
+    return shown
+
+
+def _never_rises(values: list[float | None]) -> bool:
+    known = [v for v in values if v is not None]
+    return all(later <= earlier + 1e-9 for earlier, later in zip(known, known[1:]))
+
+
+def test_the_time_left_never_rises_while_steps_come_at_a_steady_rate(monkeypatch):
+    """Steps of 10 s ± 20% (seeded), and an epoch's first step 2.5 times longer (its rollout): the time left a
+    page reads counts down one second a second and never climbs; it ends near the real end."""
+    rng = random.Random(0)
+    for durations, period in (([10 * rng.uniform(0.8, 1.2) for _ in range(40)], None),
+                              ([(25.0 if i % 4 == 0 else 10.0) * rng.uniform(0.9, 1.1) for i in range(40)], 4)):
+        clock = FakeClock(monkeypatch)
+        jobs = JobManager()
+        release = _held_job(jobs)
+        try:
+            shown = _shown_etas(jobs, clock, durations, period=period)
+        finally:
+            release.set()
+            finish(jobs)
+        assert _never_rises(shown), shown
+        known = [v for v in shown if v is not None]
+        assert len(known) > 0.8 * len(shown)  # it says something nearly all the time
+        # honest: halfway through, the estimate is within a quarter of the time really left
+        half = len(shown) // 2
+        really_left = sum(durations) - half * 0.5
+        assert shown[half] is not None and abs(shown[half] - really_left) <= 0.25 * really_left
+
+
+def test_the_time_left_moves_when_the_rate_really_changes_and_reads_each_phase_apart(monkeypatch):
+    """A warm-up of 1 s steps, then adversarial steps of 5 s: the estimate is revised once the slower phase shows,
+    from that phase's own steps; a step that overruns the estimate says so instead of '0 s left'."""
+    clock = FakeClock(monkeypatch)
     jobs = JobManager()
-    gate = threading.Event()
-    steps = []
-
-    def body(report, should_stop):
-        report(message="training", steps_begin=True, pace_hint=2.0)
-        steps.append(jobs.status())
-        for step in (1, 2):
-            gate.wait(WAIT)
-            gate.clear()
-            report(step=step, total=10)
-            steps.append(jobs.status())
-
-    import ui.jobs as jobs_module
-    real_time = jobs_module.time.time
-    jobs_module.time.time = lambda: clock[0]
+    release = _held_job(jobs)
     try:
-        jobs.start("train", "timed", body)
-        wait_until(lambda: len(steps) == 1, what="the steps to begin")
-        first = steps[0]
-        # before the first step ends: the hint (an earlier run like this one), counting down as time passes
-        assert (first.pace, first.pace_hint) == (None, 2.0)
-        assert first.eta_seconds(now=1000.0, total=10) == 20.0
-        assert first.eta_seconds(now=1001.5, total=10) == 18.5
-        clock[0] = 1010.0  # step 1 took 10 s
-        gate.set()
-        wait_until(lambda: len(steps) == 2, what="step 1")
-        assert steps[1].pace == 10.0 and steps[1].eta_seconds(now=1010.0) == 90.0
-        # a slow step: the estimate goes down as it runs (never up), and stays at the rest once it overruns
-        assert steps[1].eta_seconds(now=1015.0) == 85.0
-        assert steps[1].eta_seconds(now=1100.0) == 80.0
-        clock[0] = 1040.0  # step 2 took 30 s: the pace moves towards it, smoothed
-        gate.set()
-        wait_until(lambda: len(steps) == 3, what="step 2")
-        assert steps[2].pace == pytest.approx(0.7 * 10 + 0.3 * 30)
-        assert steps[2].eta_seconds(now=1040.0) == pytest.approx(8 * 16.0)
+        _shown_etas(jobs, clock, [1.0] * 10 + [5.0] * 2, ["mle"] * 10 + ["adversarial"] * 2)
+        status = jobs.status()
+        assert status.pace == pytest.approx(20 / 12)  # the mean of every step (an earlier-run hint for the next)
+        # left: 0 steps … the manager reads 12 steps as the total: report a longer run instead
     finally:
-        jobs_module.time.time = real_time
-        gate.set()
+        release.set()
+        finish(jobs)
+    clock = FakeClock(monkeypatch)
+    jobs = JobManager()
+    release = _held_job(jobs)
+    try:
+        jobs._report(steps_begin=True)
+        for step in range(1, 11):
+            clock.now += 1.0
+            jobs._report(step=step, total=30, phase="mle")
+        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(20.0)  # 20 steps at the warm-up's 1 s
+        for step in (11, 12):
+            clock.now += 5.0
+            jobs._report(step=step, total=30, phase="adversarial")
+        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(18 * 5.0)  # the adversarial steps' pace
+        overrun = jobs.status()
+        assert overrun.eta_seconds(now=clock.now + 200) is None and overrun.overdue(now=clock.now + 200)
+        assert "taking longer than estimated" in progress_html(overrun, "en", now=clock.now + 200)
+    finally:
+        release.set()
+        finish(jobs)
+
+
+def test_a_plan_of_unequal_stages_is_estimated_up_front_and_each_kind_rescaled_by_its_finished_stages(monkeypatch):
+    clock = FakeClock(monkeypatch)
+    jobs = JobManager()
+    release = _held_job(jobs, "compare")
+    try:
+        plan = (("evaluate", 50.0), ("train", 100.0), ("evaluate", 50.0), ("train", 100.0), ("evaluate", 50.0))
+        jobs._report(step=0, plan=plan, steps_begin=True)
+        first = jobs.status()
+        assert first.total == 5 and first.eta_seconds(now=clock.now) == pytest.approx(350.0)
+        assert "about 5 min 50 s left (estimated before it began)" in progress_html(first, "en", now=clock.now)
+        clock.now += 100.0  # the first evaluation took twice its estimate: the others will too, and a kind
+        jobs._report(step=1)  # not timed yet (training) is scaled like all the finished stages: this machine is slower
+        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(200 + 100 + 200 + 100)
+        clock.now += 100.0  # the training took its estimate: training keeps its own scale from now on
+        jobs._report(step=2)
+        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(100 + 100 + 100)
+        jobs._report(fraction=0.5)  # halfway through the evaluation under way
+        assert jobs.status().done_share() == pytest.approx((150 + 25) / 350)
+        shown = progress_html(jobs.status(), "en", now=clock.now)
+        assert "step" not in shown.split("</div></div>")[-1]  # one counter a line: the share, not a stage count
+    finally:
+        release.set()
         finish(jobs)
 
 
@@ -473,22 +551,22 @@ def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_interv
 # --- what the status says -------------------------------------------------------------------------
 
 def test_the_status_line_says_time_left_a_first_estimate_or_stopping():
-    from ui.views import progress_html
-
     running = JobStatus(state="running", kind="train", title="gan (improved)", step=2, total=10, message="training",
-                        step_began=100.0, pace=40.0)
+                        step_began=100.0, pace=40.0, finish_at=420.0)
     assert "about 5 min 20 s left" in progress_html(running, "en", now=100.0)  # 8 steps of 40 s
     assert "осталось около 5 мин 10 с" in progress_html(running, "ru", now=110.0)
+    assert "step 2/10 (20%)" in progress_html(running, "en", now=100.0)
+    assert "шаг 2/10 (20\xa0%)" in progress_html(running, "ru", now=100.0)  # Babel's percent for Russian
     # a step slower than SLOW_STEP_SECONDS: the status suggests smaller settings
     assert "For a quicker try" in progress_html(running, "en", now=100.0)
     # before the first step ends: an earlier run's pace, said to be a first estimate …
-    first = replace(running, step=0, total=0, pace=None, pace_hint=5.0)
+    first = replace(running, step=0, total=0, pace=None, pace_hint=5.0, finish_at=None)
     assert "first estimate: about 50 s" in progress_html(first, "en", planned=10, now=100.0)
-    # … or, with no earlier run alike, what the first step already took, as a lower bound
+    # … or, with no earlier run alike, only what the first step took so far: no total that would climb
     blind = replace(first, pace_hint=None)
-    assert "first step under way, 12 s so far: at least 2 min 0 s in all" in progress_html(blind, "en", planned=10,
-                                                                                          now=112.0)
-    assert "step 0/10" in progress_html(blind, "en", planned=10, now=112.0)
+    shown = progress_html(blind, "en", planned=10, now=112.0)
+    assert "first step under way, 12 s so far; the time left follows once it ends" in shown
+    assert "at least" not in shown and "step 0/10" in shown
     stopping = replace(running, state="stopping", message="stopping")
     shown = progress_html(stopping, "en", now=100.0)
     assert "stopping after this step" in shown and "left" not in shown

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import gradio as gr
 
 from .engine import Engine
-from .i18n import I18N, language, t
+from .i18n import I18N, LANGUAGES, language, t, tr
 from .tabs import chat, compare, runs, setup, tuning
 from .tabs.chat import run_choices
 from .views import CSS
@@ -15,16 +16,57 @@ from .views import CSS
 # Gradio 6.17 reads starlette's renamed HTTP_422 constant on every queued call: one warning a request
 _HTTP_422 = "'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated"
 
-# "Runs to show" is a multiselect dropdown whose input Gradio leaves without an accessible name
-_LABEL_INPUTS = """
+# Gradio 6.17 leaves a toast's head ("Warning", whatever gr.Warning's title) and its close button in English, and
+# a few accessible names too, whatever the page's language ("number input for …" and
+# "range slider for …" on a slider, "chatbot conversation" on a chat's log, "user's message: …") and none on the
+# "Runs to show" multiselect: each gets the (translated) label of its own block, or its own words. Plotly draws a figure at 700 px when its tab is hidden and never looks again:
+# each plot is resized whenever its box changes size (a tab shown, the window resized).
+_PAGE_SCRIPT = """
 () => {
-  const name = () => document.querySelectorAll('#gantune-compare-runs input').forEach(input => {
-    const label = document.querySelector('#gantune-compare-runs [data-testid="block-info"]');
-    if (label && input.getAttribute('aria-label') !== label.textContent.trim())
-      input.setAttribute('aria-label', label.textContent.trim());
+  const catalogue = __WORDS__;  // a toast's head ("Warning") and close button, in the browser's first spoken language
+  const spoken = (navigator.languages || [navigator.language]).map(tag => tag.toLowerCase().split('-')[0]);
+  const words = catalogue[spoken.find(tag => tag in catalogue) || 'en'];
+  const label = el => {
+    const block = el.closest('.block');
+    const info = block && block.querySelector('[data-testid="block-info"], [data-testid="block-label"]');
+    return info ? info.textContent.trim() : null;
+  };
+  const rename = () => {
+    document.querySelectorAll('input[aria-label^="number input for"], input[aria-label^="range slider for"], '
+                              + '[role="log"][aria-label="chatbot conversation"], #gantune-compare-runs input')
+      .forEach(el => {
+        const name = label(el);
+        if (name && el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name);
+      });
+    // a message's own words are its name; landmarks need none
+    document.querySelectorAll('[aria-label*="s message: "]').forEach(el =>
+      el.setAttribute('aria-label', el.getAttribute('aria-label').replace(/^(user|bot)'s message: /, '')));
+    document.querySelectorAll('[aria-label="Gradio footer navigation"], [aria-label="Table actions"]').forEach(el =>
+      el.removeAttribute('aria-label'));
+    document.querySelectorAll('.toast-title.warning').forEach(el => {
+      const head = el.firstChild;
+      if (head && head.nodeType === 3 && head.textContent.trim() === 'Warning') head.textContent = words.warning + ' ';
+    });
+    document.querySelectorAll('[data-testid="toast-close"][aria-label="Close"]').forEach(el =>
+      el.setAttribute('aria-label', words.close));
+  };
+  const plots = new Map();
+  const resizer = new ResizeObserver(entries => entries.forEach(entry => {
+    const plot = plots.get(entry.target);
+    if (plot && plot.isConnected && plot.offsetParent && window.Plotly && plot._fullLayout) window.Plotly.Plots.resize(plot);
+  }));
+  const watch = () => document.querySelectorAll('.js-plotly-plot').forEach(plot => {
+    const box = plot.closest('.block') || plot.parentElement;
+    if (box && plots.get(box) !== plot) { plots.set(box, plot); resizer.observe(box); }
   });
-  name();
-  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  rename();
+  watch();
+  let queued = false;  // once a frame, however many changes
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; rename(); watch(); });
+  }).observe(document.body, {childList: true, subtree: true});
 }
 """
 
@@ -67,7 +109,8 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.on([gr.Timer(2.0).tick, demo.load], refresh_lists, seen,
               [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table, runs_selected, seen],
               show_progress="hidden", api_name="refresh_lists")
-        demo.load(None, js=_LABEL_INPUTS)
+        words = {lang: {"warning": tr(lang, "warning_title"), "close": tr(lang, "toast_close")} for lang in LANGUAGES}
+        demo.load(None, js=_PAGE_SCRIPT.replace("__WORDS__", json.dumps(words, ensure_ascii=False)))
     return demo
 
 

@@ -35,6 +35,7 @@ from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
 
 from .catalogue import Catalogue
+from .estimate import plan_comparison
 from .jobs import JobManager, JobStatus
 from .models import ModelLoader, Models
 from .policy import PageError, Policy, Settings
@@ -90,7 +91,8 @@ class Engine:
             # claimed (and locked) at once, a new name when two starts share a second: the page plots it from the start
             run = claim_unused(new_run_dir(self.settings.runs_dir, config.method, config.preset))
             config.out = str(run.path)
-            return self._start_train_job(config, trust, f"{config.method} ({config.preset})", run)
+            return self._start_train_job(config, trust, f"{config.method} ({config.preset})", run,
+                                         title_key="title_train", title_args={"preset": config.preset})
 
     def resume_training(self, run_id: str) -> JobStatus:
         """Continue a stopped or crashed run from its last checkpoint, in its own folder (locked at this door: a run
@@ -126,7 +128,9 @@ class Engine:
                     base = self.models.get(config.model, config.gguf_file, trust, precision=config.precision)
                     report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
                     summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=run,
-                                    validated=True, on_step=lambda r: report(step=r["step"], total=r["total_steps"]))
+                                    validated=True, on_step=lambda r: report(
+                                        step=r["step"], total=r["total_steps"], phase=r.get("phase"),
+                                        period=round(r["step"] / r["epoch"]) if r.get("epoch") else None))
                 except BaseException:
                     give_back()
                     raise
@@ -186,16 +190,17 @@ class Engine:
                 splits += seeded_splits(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
                                         seed_list[1:])[0]
             trained = {name: {ref_config.seed: str(reference.path)}}
-            stages = len(seed_list) - 1 + len(seed_list) * (2 + 2 * len(methods))
-            report(step=0, total=stages, steps_begin=True)
+            plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint)
+            report(step=0, plan=plan.as_report(), steps_begin=True)
             for i, seed in enumerate(seed_list[1:]):  # the run's own settings at the further seeds
                 if should_stop():
                     return None
                 run = claim_unused(self.settings.runs_dir / f"{name}-seed{seed}")
                 use(run.path)
-                report(step=i, run=str(run.path), message="training_method", args={"method": f"{name} (seed {seed})"})
+                report(step=i, run=str(run.path), message="compare_training", args={"method": name, "seed": seed})
                 config = dataclasses.replace(ref_config, seed=seed, out=str(run.path))
-                summary = train(config, base=base, should_stop=should_stop, claimed=run, validated=True)
+                summary = train(config, base=base, should_stop=should_stop, claimed=run, validated=True,
+                                on_step=lambda r: report(fraction=r["step"] / r["total_steps"]))
                 if summary.status != "completed":
                     return None
                 trained[name][seed] = str(run.path)
@@ -238,5 +243,5 @@ class Engine:
 def progress_message(progress: Progress) -> dict[str, Any]:
     """A comparison's stage as the job's message: a catalogue key (``compare_<kind>``) and its values."""
     step, steps = progress.step or (None, None)
-    return {"message": f"compare_{progress.kind}",
+    return {"message": f"compare_{progress.kind}", "fraction": step / steps if steps else 0.0,
             "args": {"seed": progress.seed, "method": progress.method, "step": step, "total": steps}}

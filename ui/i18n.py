@@ -16,9 +16,13 @@ the library's own errors (the bad-input catalogue) stay in its words, the same a
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import re
+from typing import Any
 
 import gradio as gr
+from babel import Locale
+from babel.numbers import format_decimal, format_percent
 
 from gantune.config import TrainConfig
 
@@ -38,9 +42,9 @@ EN = {
     "upload": "question/answer pairs (.jsonl, .json or .csv)", "n": "Pairs (train + test) — empty: all", "fraction": "Train share",
     "seed": "Seed", "preview": "Preview data", "pairs": "Pairs",
     "loading": "loading …",
-    "loaded": "Loaded **{name}** ({arch}, {params}M parameters, {template}) on {device}.",
+    "loaded": "Loaded **{name}** (architecture `{arch}`, {params}M parameters, {template}) on {device}.",
     "chat_template": "chat template", "no_chat_template": "no chat template (plain Q/A prompts)",
-    "preview_counts": "{train} train / {test} test pairs from {source}",
+    "preview_counts": "{train} for training / {test} for testing from {source}",
     "no_histogram": "(no token histogram: {error})",
     "hub_offline": "the hub cannot be reached (offline?): choose the offline TOFU folder or upload a file",
     "split_train": "train", "split_test": "test",
@@ -103,12 +107,13 @@ EN = {
     "kept": "Kept the adapter of step {step}: the best validation {metric} ({score}) of {count} scored adapters.",
     "kept_last": "Kept the adapter of step {step} (no validation pairs: the last one).",
     "samples_none": "No answers sampled yet.",
-    "samples_warmup": "No answers sampled yet: the generator samples from its adversarial phase on, after {epochs} MLE warm-up epoch(s).",
+    "samples_warmup": "No answers sampled yet: the generator samples from its adversarial phase on, after the MLE warm-up ({epochs}).",
     "col_step": "step", "col_sampled": "sampled answer", "col_reference": "reference",
     "collapse_title": "The sampled answers look collapsed",
     "collapse_repetition": "they repeat themselves: {value:.0%} of their 4-word runs repeat an earlier one (references: {reference:.0%})",
-    "collapse_diversity": "they are alike: distinct-2 {value:.2f} against the references' {reference:.2f}",
+    "collapse_diversity": "they are alike: distinct word pairs (distinct-2) {value:.2f} against the references' {reference:.2f}",
     "collapse_length": "{value:.0%} of them run to the token cap ({cap} tokens; references: {reference:.0%})",
+    "collapse_made_up": "{value:.0%} of their longer words are not in the model's vocabulary: made-up words (references: {reference:.0%})",
     "collapse_advice": "Stop and start again with a lower {lr} (now {lr_value:g}){more}.",
     "collapse_more": " or a higher {field} (now {value:g})",
     # plots
@@ -163,6 +168,57 @@ EN = {
     "col_created": "created", "yes": "yes", "no": "no",
     "status_running": "running", "status_completed": "completed", "status_stopped": "stopped",
     "status_diverged": "diverged", "status_unfinished": "unfinished", "status_damaged": "damaged: {reason}",
+
+    # refusals the library names by kind (GantuneError.key), said with the page's field label
+    "warning_title": "Warning", "toast_close": "Close",
+    "job_busy": "a job is running ({title}); watch it or stop it first",
+    "err_at_least": "{name} must be at least {least} (got {got})",
+    "err_in_range": "{name} must be a number above {low} and at most {high} (got {got})",
+    "err_finite_at_least": "{name} must be a finite number of at least {low} (got {got})",
+    "err_one_of": "{name} must be one of {choices} (got {got})",
+    "err_at_most": "{name} must be at most {most} (got {got})",
+    "err_between": "{name} must be between {low} and {high} (got {got})",
+    "err_between_open": "{name} must lie strictly between {low} and {high} (got {got})",
+    "err_too_few_pairs": "need at least 2 pairs (one to train, one to test); have {have}",
+    "err_n_too_many": "{n} pairs asked for, but only {have} are available",
+    "pick_reference_first": "pick a run to compare against first",
+    "eta_revised": "taking longer than estimated",
+    "eta_plan": "about {time} left (estimated before it began)",
+    "first_step_only": "first step under way, {elapsed} so far; the time left follows once it ends",
+    "stage_of": "stage {step} of {total}",
+    "title_train": "GAN tuning ({preset})",
+    "viewing": "showing the run {run}: {state}",
+    "viewing_title": "Run",
+    # samples
+    "samples_never": "This run records no sampled answers (“sample every” is 0).",
+    "samples_missed": "No answers were recorded: the adversarial phase ran steps {first}–{last}, and answers are recorded every {every} steps.",
+    "samples_no_adversarial": "No answers were recorded: this run never reached its adversarial phase (the generator samples only there).",
+    "game_warmup": "The adversarial game starts after the MLE warm-up ({epochs}); the warm-up's losses are on the left.",
+    # compare: plan, notes, paired differences
+    "plan": "This comparison will take about {time}: {parts}.",
+    "plan_train": "training {what} ({time})",
+    "plan_eval": "evaluating {models} on {questions} and {retention} ({time})",
+    "plan_basis": "Estimated from {basis}; refined while it runs.",
+    "basis_steps": "the run's own step times",
+    "basis_decode": "a measured decoding rate",
+    "basis_guess": "the run's settings (no model loaded yet to measure)",
+    "plan_differ": "Settings that differ from {run}: {changes}.",
+    "metric_unavailable": "{metric} is not available here:",
+    "paired_table": "Paired differences (same questions, same seed): the comparison to read",
+    "col_versus": "against", "col_difference": "difference (95% interval)", "col_metric": "metric",
+    "paired_note": "A difference whose interval lies wholly above or below 0 is one the data support; otherwise the two are not told apart.",
+    "retention_count": "{count} of {n}",
+    "row_fallback": "{row}: {method} ({preset}) with {settings}",
+    "row_fallback_plain": "{row}: {method} ({preset})",
+    "rows_help": "What each row trains",
+    # chat: the base got it right, the tuned answer changed
+    "chat_forgot": "⚠ {model}: the base model answered this right (“{answer}”); this answer no longer gives it.",
+    "chat_kept": "✓ {model} still gives the true answer (“{answer}”).",
+    "random_fact": "Random world fact",
+    "no_facts": "the data folder has no world facts or real authors (TOFU's retention sets) to ask",
+    "true_answer": "**True answer:** {answer}",
+    "device_cpu": "the CPU", "device_cuda": "the GPU (CUDA)",
+    "arch": "architecture",
 }
 
 RU = {
@@ -170,16 +226,16 @@ RU = {
     "intro": "Настройте небольшую языковую модель адаптером, обученным как GAN, следите за обучением, сравните с LoRA и поговорите с исходной и настроенной моделями рядом.",
     "space_hint": "Это общий демонстрационный стенд с небольшими ограничениями. Сделайте копию Space, чтобы запускать большие задачи на своём оборудовании.",
     "tab_setup": "Подготовка", "tab_gan": "GAN-настройка", "tab_compare": "Сравнение", "tab_chat": "Чат", "tab_runs": "Запуски",
-    "model": "Базовая модель", "model_info": "'default' (офлайн SmolLM2-135M-Instruct), id на хабе, локальная папка или файл .gguf",
+    "model": "Базовая модель", "model_info": "«по умолчанию» (default, офлайн SmolLM2-135M-Instruct), имя на хабе, локальная папка или файл (.gguf)",
     "gguf_file": "Файл GGUF в этой папке (необязательно)", "trust_remote_code": "Доверять коду модели",
     "load_model": "Загрузить модель", "data_kind": "Данные", "data_offline": "офлайн-папка TOFU", "data_hub": "хаб (locuslab/TOFU)",
-    "data_upload": "мой файл .jsonl / .json / .csv", "data_path": "Папка или файл", "subset": "Подмножество TOFU",
-    "upload": "пары вопрос/ответ (.jsonl, .json или .csv)", "n": "Пар (обучение + тест) — пусто: все", "fraction": "Доля обучения",
+    "data_upload": "мой файл (.jsonl, .json, .csv)", "data_path": "Папка или файл", "subset": "Подмножество TOFU",
+    "upload": "пары вопрос/ответ (.jsonl, .json, .csv)", "n": "Пар (обучение + тест) — пусто: все", "fraction": "Доля обучения",
     "seed": "Зерно случайности", "preview": "Просмотр данных", "pairs": "Пары",
     "loading": "загрузка …",
-    "loaded": "Загружена **{name}** ({arch}, {params} млн параметров, {template}), устройство {device}.",
+    "loaded": "Загружена **{name}** (архитектура `{arch}`, {params} млн параметров, {template}); устройство: {device}.",
     "chat_template": "есть шаблон чата", "no_chat_template": "нет шаблона чата (простые промпты «вопрос/ответ»)",
-    "preview_counts": "{train} пар для обучения / {test} для теста из {source}",
+    "preview_counts": "{train} для обучения / {test} для теста из {source}",
     "no_histogram": "(без гистограммы токенов: {error})",
     "hub_offline": "хаб недоступен (нет сети?): выберите офлайн-папку TOFU или загрузите файл",
     "split_train": "обучение", "split_test": "тест",
@@ -190,10 +246,10 @@ RU = {
     "not_a_number": "{name}: нужно число (получено {value})", "not_whole": "{name}: нужно целое число (получено {value})",
     "what_n": "число пар (n)", "what_fraction": "доля обучения", "what_seed": "зерно", "what_max_new_tokens": "макс. новых токенов",
     "hosted_no_gguf": "этот общий стенд загружает только модели с хаба; имя файла GGUF не принимается",
-    "hosted_hub_id": "{name} — не id модели на хабе вида 'HuggingFaceTB/SmolLM2-135M-Instruct'; этот общий стенд загружает только модели с хаба",
-    "unknown_kind": "неизвестный вид данных {kind}; выберите offline, hub или upload",
+    "hosted_hub_id": "{name} — не имя модели на хабе вида «HuggingFaceTB/SmolLM2-135M-Instruct»; этот общий стенд загружает только модели с хаба",
+    "unknown_kind": "неизвестный вид данных {kind}; выберите офлайн-папку (offline), хаб (hub) или свой файл (upload)",
     "hosted_own_data": "этот общий стенд читает только свою папку данных; загрузите файл",
-    "upload_first": "сначала загрузите файл пар вопрос/ответ .jsonl, .json или .csv",
+    "upload_first": "сначала загрузите файл пар вопрос/ответ (.jsonl, .json, .csv)",
     "upload_only": "здесь читается только файл, загруженный через страницу",
     "upload_gone": "загруженный файл пропал; загрузите его снова",
     "upload_too_big": "загруженный файл весит {size} МБ; принимается не больше {most} МБ",
@@ -241,12 +297,13 @@ RU = {
     "kept": "Сохранён адаптер шага {step}: лучший {metric} на валидации ({score}) из {count} оценённых адаптеров.",
     "kept_last": "Сохранён адаптер шага {step} (валидационных пар нет: последний).",
     "samples_none": "Ответов пока нет.",
-    "samples_warmup": "Ответов пока нет: генератор сэмплирует ответы с начала состязательной фазы, после {epochs} эпох(и) MLE-разогрева.",
+    "samples_warmup": "Ответов пока нет: генератор сэмплирует ответы с начала состязательной фазы, после MLE-разогрева ({epochs}).",
     "col_step": "шаг", "col_sampled": "сгенерированный ответ", "col_reference": "эталон",
     "collapse_title": "Похоже, генерация выродилась",
     "collapse_repetition": "ответы повторяют себя: {value:.0%} их 4-словных фрагментов повторяют более ранние (у эталонов {reference:.0%})",
-    "collapse_diversity": "ответы однообразны: distinct-2 {value:.2f} против {reference:.2f} у эталонов",
+    "collapse_diversity": "ответы однообразны: доля различных пар слов (distinct-2) {value:.2f} против {reference:.2f} у эталонов",
     "collapse_length": "{value:.0%} ответов упираются в предел длины ({cap} токенов; у эталонов {reference:.0%})",
+    "collapse_made_up": "{value:.0%} их длинных слов нет в словаре модели: слова выдуманы (у эталонов {reference:.0%})",
     "collapse_advice": "Остановите и запустите заново с меньшим значением «{lr}» (сейчас {lr_value:g}){more}.",
     "collapse_more": " или с большим «{field}» (сейчас {value:g})",
     "plot_empty": "Пока нечего показать: нажмите «Старт» или выберите запуск во вкладке «Запуски».",
@@ -300,40 +357,88 @@ RU = {
     "col_created": "создан", "yes": "да", "no": "нет",
     "status_running": "идёт", "status_completed": "завершён", "status_stopped": "остановлен",
     "status_diverged": "разошёлся", "status_unfinished": "не завершён", "status_damaged": "повреждён: {reason}",
+
+    "warning_title": "Предупреждение", "toast_close": "Закрыть",
+    "job_busy": "уже идёт задача ({title}); следите за ней или сначала остановите её",
+    "err_at_least": "{name}: нужно не меньше {least} (получено {got})",
+    "err_in_range": "{name}: нужно число больше {low} и не больше {high} (получено {got})",
+    "err_finite_at_least": "{name}: нужно конечное число не меньше {low} (получено {got})",
+    "err_one_of": "{name}: допустимо одно из значений {choices} (получено {got})",
+    "err_at_most": "{name}: нужно не больше {most} (получено {got})",
+    "err_between": "{name}: нужно число от {low} до {high} (получено {got})",
+    "err_between_open": "{name}: нужно число строго между {low} и {high} (получено {got})",
+    "err_too_few_pairs": "нужно хотя бы 2 пары (одна для обучения, одна для теста); есть {have}",
+    "err_n_too_many": "запрошено пар: {n}, а доступно только {have}",
+    "pick_reference_first": "сначала выберите запуск для сравнения",
+    "eta_revised": "дольше, чем ожидалось",
+    "eta_plan": "осталось около {time} (оценка до начала)",
+    "first_step_only": "идёт первый шаг, прошло {elapsed}; оставшееся время станет известно после него",
+    "stage_of": "этап {step} из {total}",
+    "title_train": "GAN-настройка ({preset})",
+    "viewing": "показан запуск {run}: {state}",
+    "viewing_title": "Запуск",
+    "samples_never": "Этот запуск не записывает сгенерированные ответы (параметр «ответы каждые» равен 0).",
+    "samples_missed": "Ответы не записаны: состязательная фаза шла на шагах {first}–{last}, а ответы записываются каждые {every} шагов.",
+    "samples_no_adversarial": "Ответы не записаны: запуск не дошёл до состязательной фазы (генератор сэмплирует ответы только в ней).",
+    "game_warmup": "Состязательная игра начнётся после MLE-разогрева ({epochs}); потери разогрева — на графике слева.",
+    "plan": "Сравнение займёт около {time}: {parts}.",
+    "plan_train": "обучение: {what} ({time})",
+    "plan_eval": "оценка: {models} на {questions} и {retention} ({time})",
+    "plan_basis": "Оценка по {basis}; уточняется по ходу.",
+    "basis_steps": "времени шагов самого запуска",
+    "basis_decode": "измеренной скорости генерации",
+    "basis_guess": "параметрам запуска (модель ещё не загружена, измерить нечем)",
+    "plan_differ": "Параметры, отличающиеся от {run}: {changes}.",
+    "metric_unavailable": "{metric} здесь недоступен:",
+    "paired_table": "Попарные разности (те же вопросы, то же зерно): главное сравнение",
+    "col_versus": "против", "col_difference": "разность (95% интервал)", "col_metric": "метрика",
+    "paired_note": "Если интервал разности целиком выше или ниже 0, данные различают два метода; иначе их не отличить.",
+    "retention_count": "{count} из {n}",
+    "row_fallback": "{row}: метод {method} (пресет {preset}) с {settings}",
+    "row_fallback_plain": "{row}: метод {method} (пресет {preset})",
+    "rows_help": "Что обучает каждая строка",
+    "chat_forgot": "⚠ {model}: базовая модель ответила верно («{answer}»); этот ответ его больше не даёт.",
+    "chat_kept": "✓ {model}: верный ответ сохранился («{answer}»).",
+    "random_fact": "Случайный факт о мире",
+    "no_facts": "в папке данных нет фактов о мире и реальных авторах (наборов TOFU на сохранение знаний)",
+    "true_answer": "**Верный ответ:** {answer}",
+    "device_cpu": "процессор (CPU)", "device_cuda": "видеокарта (CUDA)",
+    "arch": "архитектура",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
 FIELDS_RU: dict[str, tuple[str, str]] = {
     "method": ("метод", "метод настройки"),
     "preset": ("пресет", "именованный пресет, от которого берутся остальные значения"),
-    "model": ("модель", "базовая модель: 'default' (офлайн SmolLM2-135M-Instruct), id на хабе, папка или файл .gguf"),
-    "gguf_file": ("файл gguf", "имя файла GGUF в папке модели"),
+    "model": ("модель", "базовая модель: «по умолчанию» (default, офлайн SmolLM2-135M-Instruct), имя на хабе, папка или файл (.gguf)"),
+    "gguf_file": ("файл GGUF", "имя файла GGUF в папке модели"),
     "trust_remote_code": ("доверять коду модели", "разрешить собственный Python-код модели (выключено, пока вы ему не доверяете)"),
-    "data": ("данные", "данные: папка .jsonl (как shared/tofu), один файл .jsonl/.csv или id набора на хабе"),
+    "data": ("данные", "данные: папка файлов (.jsonl), как shared/tofu, один файл (.jsonl, .json, .csv) или имя набора на хабе"),
     "subset": ("подмножество", "конфигурация TOFU / имя файла в папке данных (forget05/forget01 входят в forget10)"),
-    "n": ("число пар", "сколько пар взять (обучение + тест) после перемешивания с зерном; 'all' — все пары"),
+    "n": ("число пар", "сколько пар взять (обучение + тест) после перемешивания с зерном; пусто — все пары"),
     "train_fraction": ("доля обучения", "доля из n пар для обучения, остальные отложены для теста"),
     "seed": ("зерно", "зерно для разбиения, шума, сэмплирования и инициализации"),
     "out": ("папка запуска", "папка запуска (по умолчанию runs/<метод>-<пресет>-<время>)"),
-    "device": ("устройство", "auto выбирает CUDA, если она есть, иначе CPU"),
-    "adapter": ("адаптер генератора", "что настраивает генератор: m-tunable (M_tunable из диссертации, между эмбеддингами и "
-                "блоками) или peft-адаптер, который строится, сохраняется и загружается так же, как у --method lora / "
-                "prompt-tuning / prefix-tuning (их настройки: --lora-r …, --virtual-tokens; задайте --lr и --adv-lr под "
-                "него, например 5e-4 у LoRA)"),
-    "implicit_loss": ("потеря неявного D", "потеря неявного дискриминатора на эталоне r и сэмпле y: ddo: -log sigmoid(D(q,r)) "
-                      "- log(1 - sigmoid(D(q,y))) (Zheng et al. 2025); spin: -log sigmoid(D(q,r) - D(q,y)) (Chen et al. "
-                      "2024)"),
-    "implicit_beta": ("β неявного D", "β неявного дискриминатора D(q,y) = beta * (log pi(y|q) - log pi_ref(y|q)); "
-                      "логарифмы правдоподобия суммируются по токенам ответа"),
+    "device": ("устройство", "автоматически (auto): видеокарта (CUDA), если она есть, иначе процессор (CPU)"),
+    "precision": ("точность вычислений", "автоматически (auto): bf16, где процессор считает в нём быстро (видеокарта CUDA "
+                  "или процессор с AMX либо AVX512-BF16), иначе fp32; bf16: проходы языковой модели в bf16 (на процессоре — "
+                  "и её замороженные веса), а логарифмы вероятностей, потери, настраиваемые веса, дискриминатор и "
+                  "оптимизаторы — в fp32"),
+    "adapter": ("адаптер генератора", "что настраивает генератор: M_tunable из диссертации (m-tunable), между эмбеддингами "
+                "и блоками, или адаптер peft, который строится, сохраняется и загружается так же, как у методов LoRA "
+                "(lora), prompt tuning (prompt-tuning) и prefix tuning (prefix-tuning); их настройки — ранг LoRA, "
+                "виртуальные токены; скорости обучения задайте под него, например 5e-4 у LoRA"),
+    "implicit_loss": ("потеря неявного D", "потеря неявного дискриминатора на эталоне r и сэмпле y: DDO (ddo): "
+                      "−log σ(D(q,r)) − log(1 − σ(D(q,y))), Zheng и др., 2025; SPIN (spin): −log σ(D(q,r) − D(q,y)), Chen "
+                      "и др., 2024"),
+    "implicit_beta": ("β неявного D", "β неявного дискриминатора D(q,y) = β · (log π(y|q) − log π_ref(y|q)); логарифмы "
+                      "правдоподобия суммируются по токенам ответа"),
     "round_epochs": ("эпох в раунде", "неявный дискриминатор: состязательных эпох в раунде; каждый раунд замораживает "
-                     "pi_ref (генератор, каким он был тогда) и один раз сэмплирует из него y для каждого обучающего вопроса"),
+                     "π_ref (генератор, каким он был тогда) и один раз сэмплирует из него y для каждого обучающего вопроса"),
     "init_from": ("начать с запуска", "завершённый запуск, с сохранённого адаптера которого начинается этот (его "
                   "MLE-разогрев: та же модель и адаптер того же вида и формы); оптимизатор начинает заново"),
-    "patience": ("терпение", "остановиться, когда оценка на валидации не улучшалась столько эпох (MLE до плато; --epochs — "
-                 "предел); 0: все эпохи"),
-    "precision": ("точность вычислений", "auto: bf16, где процессор считает в нём быстро (GPU CUDA или CPU с AMX либо "
-                  "AVX512-BF16), иначе fp32; bf16: проходы языковой модели в bf16 (на CPU — и её замороженные веса), "
-                  "а логарифмы вероятностей, потери, настраиваемые веса, D и оптимизаторы — в fp32"),
+    "patience": ("терпение", "остановиться, когда оценка на валидации не улучшалась столько эпох (MLE до плато; число "
+                 "эпох — предел); 0: все эпохи"),
     "epochs": ("эпохи", "проходы по обучающим парам"),
     "batch_size": ("размер батча", "пар на шаг"),
     "lr": ("скорость обучения", "скорость обучения настраиваемой части (у GAN — на MLE-разогреве)"),
@@ -342,43 +447,39 @@ FIELDS_RU: dict[str, tuple[str, str]] = {
     "max_new_tokens": ("макс. новых токенов", "больше всего токенов в сгенерированном ответе (ограничивает и эталонные ответы)"),
     "max_prompt_tokens": ("макс. токенов промпта", "больше всего токенов в промпте (длинные обрезаются слева)"),
     "checkpoint_every": ("контрольная точка каждые", "шагов между контрольными точками (0: в конце каждой эпохи)"),
-    "sample_every": ("ответы каждые", "шагов между ответами, записываемыми в samples.jsonl (0: никогда)"),
+    "sample_every": ("ответы каждые", "шагов между ответами, записываемыми в файл ответов (samples.jsonl; 0: никогда)"),
     "noise_dim": ("размер шума", "размер вектора шума N(0,1), подаваемого в M_tunable"),
     "adapter_hidden": ("скрытые слои адаптера", "две ширины скрытых слоёв M_tunable (пусто: ширина эмбеддинга /2 и /4)"),
-    "adapter_init": ("инициализация адаптера", "zero: последний слой начинается с 0, и G начинается как базовая LM; default: инициализация PyTorch"),
+    "adapter_init": ("инициализация адаптера", "нулевая (zero): последний слой начинается с 0, и G начинается как базовая LM; стандартная (default): инициализация PyTorch"),
     "eval_noise": ("шум при генерации", "шум для M_tunable при генерации после обучения"),
-    "val_metric": ("метрика валидации", "как оценивается адаптер на отложенных парах: rougeL его жадных ответов (больше — лучше) или nll эталонных ответов (меньше — лучше)"),
+    "val_metric": ("метрика валидации", "как оценивается адаптер на отложенных парах: ROUGE-L его жадных ответов (rougeL; больше — лучше) или NLL эталонных ответов (nll; меньше — лучше)"),
     "val_tolerance": ("допуск валидации", "оставить последний адаптер, если его оценка на валидации хуже лучшей не больше чем на эту величину (4 пары дают шумную оценку)"),
     "val_pairs": ("валидационные пары", "обучающие пары, отложенные для оценки адаптера каждой эпохи (и шага 0), чтобы сохранить лучший; 0: сохранить последний"),
     "warmup_epochs": ("эпохи разогрева", "эпохи MLE на эталонных ответах перед состязательной фазой (не больше числа эпох минус одна)"),
     "adv_lr": ("скорость обучения в игре", "скорость обучения M_tunable в состязательной фазе (на MLE-разогреве — «скорость обучения»)"),
-    "rollout": ("сэмплирование", "epoch: ответы на все вопросы эпохи одним вызовом; batch: на каждом шаге (как SeqGAN)"),
+    "rollout": ("сэмплирование", "по эпохе (epoch): ответы на все вопросы эпохи одним вызовом; по шагам (batch): на каждом шаге, как в SeqGAN"),
     "rollout_temperature": ("температура сэмплирования", "температура сэмплирования ответов; ниже 1 — «холодные» ответы, ближе к жадным, которые читает оценка (ColdGANs); градиент политики, отношение PPO и KL берут то же распределение"),
-    "samples_per_question": ("ответов на вопрос", "сколько ответов сэмплировать на вопрос (с базовой линией loo — «все, кроме одного»)"),
-    "discriminator": ("дискриминатор", "hidden: последние скрытые состояния замороженной LM для ответа при данном вопросе; "
-                      "embedding: замороженные входные эмбеддинги, усреднённые; thesis: id токенов как числа; implicit: без "
-                      "сети D, D(q,y) = beta * (log pi(y|q) - log pi_ref(y|q)), где pi_ref — генератор, замороженный в "
-                      "начале раунда, а y сэмплируется из него раз за раунд (DDO, SPIN): каждый шаг — два прохода с "
-                      "учителем, без сэмплирования (настройки градиента политики и сети D к нему не относятся)"),
-    "d_loss": ("потери D", "relativistic: -log sigmoid(D(q,эталон) - D(q,y)), награда D(q,y) - D(q,эталон); bce: настоящие -> 1, сгенерированные -> 0, награда sigmoid(D(q,y))"),
+    "samples_per_question": ("ответов на вопрос", "сколько ответов сэмплировать на вопрос (с базовой линией «все, кроме одного» (loo) — не меньше 2)"),
+    "discriminator": ("дискриминатор", "скрытые состояния (hidden): последние скрытые состояния замороженной LM для ответа при данном вопросе; эмбеддинги (embedding): замороженные входные эмбеддинги, усреднённые; как в диссертации (thesis): номера токенов как числа; неявный (implicit): без сети D, D(q,y) = β · (log π(y|q) − log π_ref(y|q)), где π_ref — генератор, замороженный в начале раунда, а y сэмплируется из него раз за раунд (DDO, SPIN): каждый шаг — два прохода с учителем, без сэмплирования"),
+    "d_loss": ("потери D", "относительные (relativistic): D учится ставить эталон выше сгенерированного ответа, награда — разность их оценок; бинарная кросс-энтропия (bce): настоящие → 1, сгенерированные → 0, награда — вероятность «настоящий»"),
     "d_hidden": ("скрытые слои D", "три убывающие ширины скрытых слоёв дискриминатора"),
     "d_dropout": ("дропаут D", "дропаут внутри дискриминатора (не даёт ему подавить G)"),
     "d_weight_decay": ("затухание весов D", "затухание весов в оптимизаторе дискриминатора (AdamW)"),
     "d_steps": ("шаги D", "шагов дискриминатора на шаг генератора"),
     "label_smoothing": ("сглаживание меток", "метка настоящих ответов для BCE дискриминатора равна 1 минус это значение"),
-    "reward": ("награда", "sequence: одна награда на ответ — оценка D всего ответа; dense: D учится и на каждом префиксе, а преимущество токена — итоговая оценка ответа минус оценка префикса перед ним (D как критик: пошаговые награды ScratchGAN без Монте-Карло)"),
+    "reward": ("награда", "за ответ (sequence): одна награда на ответ — оценка D всего ответа; плотная (dense): D учится и на каждом префиксе, а преимущество токена — итоговая оценка ответа минус оценка префикса перед ним (D как критик: пошаговые награды ScratchGAN без Монте-Карло)"),
     "kl_coef": ("коэффициент KL", "штраф за KL к ненастроенной модели (без адаптера) на сэмплированных токенах, вычитается из награды"),
     "baseline": ("базовая линия", "базовая линия награды: среднее по батчу (mean), «все, кроме одного» по ответам вопроса (loo) или нет (none)"),
     "normalize_advantage": ("нормировать преимущество", "делить преимущества на стандартное отклонение по батчу"),
-    "clip": ("обрезка PPO", "обрезка отношения pi/pi_rollout (как в PPO) для ответов, сэмплированных раньше в эпохе (0: обычный REINFORCE)"),
+    "clip": ("обрезка PPO", "обрезка отношения вероятностей новой и сэмплировавшей политики (как в PPO) для ответов, сэмплированных раньше в эпохе (0: обычный REINFORCE)"),
     "ppo_epochs": ("эпохи PPO", "шагов генератора на каждой части сэмплированных ответов (эпохи PPO; больше 1 — только с обрезкой PPO)"),
-    "pg_estimator": ("оценка градиента", "trajectory: точные лог-вероятности сэмплированных токенов за один проход; thesis: пересэмплирование по позициям, как в диссертации"),
+    "pg_estimator": ("оценка градиента", "по траектории (trajectory): точные лог-вероятности сэмплированных токенов за один проход; как в диссертации (thesis): пересэмплирование по позициям"),
     "mle_weight": ("вес MLE", "вес MLE-слагаемого на эталонных ответах в состязательной фазе (в том же проходе)"),
-    "resample_for_g": ("второе сэмплирование для G", "сэмплировать второй раз для шага генератора (так было в диссертации; нужно сэмплирование batch)"),
+    "resample_for_g": ("второе сэмплирование для G", "сэмплировать второй раз для шага генератора (так было в диссертации; нужно сэмплирование по шагам (batch))"),
     "lora_r": ("ранг LoRA", "ранг LoRA"),
     "lora_alpha": ("альфа LoRA", "коэффициент масштаба LoRA"),
     "lora_targets": ("модули LoRA", "имена модулей, которые адаптирует LoRA"),
-    "virtual_tokens": ("виртуальные токены", "виртуальных токенов в prompt-tuning и prefix-tuning"),
+    "virtual_tokens": ("виртуальные токены", "виртуальных токенов в настройке промпта (prompt-tuning) и префикса (prefix-tuning)"),
 }
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -399,6 +500,119 @@ for _name, _field in CONFIG_FIELDS.items():
     EN[field_help(_name)] = _field.metadata.get("help", "")
     _label, _help = FIELDS_RU.get(_name, (EN[field_label(_name)], EN[field_help(_name)]))  # a test names any missing
     RU[field_label(_name)], RU[field_help(_name)] = _label, _help
+
+# The values a setting with choices takes, in Russian (a choice reads "word (value)"; English shows the value).
+CHOICES_RU: dict[str, dict[str, str]] = {
+    "method": {"gan": "GAN", "adapter-mle": "адаптер, только MLE", "lora": "LoRA", "prompt-tuning": "настройка промпта",
+               "prefix-tuning": "настройка префикса", "full": "все веса"},
+    "preset": {"improved": "улучшенный", "thesis": "как в диссертации"},
+    "device": {"auto": "автоматически", "cpu": "процессор", "cuda": "видеокарта"},
+    "precision": {"auto": "автоматически", "fp32": "fp32", "bf16": "bf16"},
+    "adapter": {"m-tunable": "M_tunable", "lora": "LoRA", "prompt-tuning": "настройка промпта",
+                "prefix-tuning": "настройка префикса"},
+    "implicit_loss": {"ddo": "DDO", "spin": "SPIN"},
+    "val_metric": {"rougeL": "ROUGE-L ответов", "nll": "NLL эталонов"},
+    "adapter_init": {"zero": "нулевая", "default": "стандартная"},
+    "eval_noise": {"zeros": "нулевой", "sample": "случайный"},
+    "rollout": {"epoch": "по эпохе", "batch": "по шагам"},
+    "discriminator": {"hidden": "скрытые состояния", "embedding": "эмбеддинги", "thesis": "как в диссертации",
+                      "implicit": "неявный"},
+    "d_loss": {"relativistic": "относительные", "bce": "бинарная кросс-энтропия"},
+    "reward": {"sequence": "за ответ", "dense": "плотная"},
+    "baseline": {"mean": "среднее по батчу", "loo": "все, кроме одного", "none": "нет"},
+    "pg_estimator": {"trajectory": "по траектории", "thesis": "как в диссертации"},
+}
+
+# Compare's method rows (gantune.compare.ROWS), what each trains: a row without one shows its settings instead.
+ROW_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "en": {
+        "gan": "GAN, the improved preset: MLE warm-up, then the adversarial game",
+        "gan-no-mle": "the GAN without the MLE term in its adversarial epochs",
+        "gan-seqgan": "the plain SeqGAN step: no warm-up, token-embedding D, BCE, no KL, no PPO clip",
+        "gan-rloo": "the GAN with 4 sampled answers a question and a leave-one-out baseline (RLOO)",
+        "gan-adv2": "the GAN with two adversarial epochs (one warm-up epoch)",
+        "gan-ppo4": "the GAN with 4 generator updates on each rollout (PPO epochs)",
+        "gan-cold": "the GAN sampling cold (temperature 0.7) with 4 updates a rollout",
+        "gan-t07": "the GAN sampling cold (temperature 0.7)",
+        "gan-dense": "the GAN with dense rewards: D scores every prefix (per-token advantages)",
+        "gan-thesis": "the GAN with the thesis' settings",
+        "gan-lora": "the GAN's game on a LoRA adapter instead of M_tunable (its twin: lora)",
+        "gan-prompt": "the GAN's game on prompt tuning's virtual tokens (its twin: prompt-tuning)",
+        "gan-prefix": "the GAN's game on prefix tuning's keys and values (its twin: prefix-tuning)",
+        "gan-implicit": "an implicit discriminator (DDO): D = β·(log π − log π_ref), no D network, no sampling in a step",
+        "gan-spin": "the implicit discriminator with SPIN's loss: the reference ranked above the model's own sample",
+        "gan-lora-implicit": "the implicit discriminator (DDO) on a LoRA adapter",
+        "gan-prompt-implicit": "the implicit discriminator (DDO) on prompt tuning's virtual tokens",
+        "gan-prefix-implicit": "the implicit discriminator (DDO) on prefix tuning's keys and values",
+        "adapter-mle": "the same adapter trained by MLE only: what the adversarial part adds",
+        "lora": "LoRA, rank 8 on the attention projections, MLE",
+        "prompt-tuning": "prompt tuning: 20 trained virtual tokens, MLE",
+        "prefix-tuning": "prefix tuning: 20 trained virtual keys and values, MLE",
+        "full": "every weight of the model, MLE (on a copy)",
+    },
+    "ru": {
+        "gan": "GAN, улучшенный пресет: MLE-разогрев, затем состязательная игра",
+        "gan-no-mle": "GAN без MLE-слагаемого в состязательных эпохах",
+        "gan-seqgan": "простой шаг SeqGAN: без разогрева, D на эмбеддингах токенов, бинарная кросс-энтропия, без KL и обрезки PPO",
+        "gan-rloo": "GAN с 4 ответами на вопрос и базовой линией «все, кроме одного» (RLOO)",
+        "gan-adv2": "GAN с двумя состязательными эпохами (одна эпоха разогрева)",
+        "gan-ppo4": "GAN с 4 шагами генератора на каждое сэмплирование (эпохи PPO)",
+        "gan-cold": "GAN с «холодным» сэмплированием (температура 0,7) и 4 шагами на сэмплирование",
+        "gan-t07": "GAN с «холодным» сэмплированием (температура 0,7)",
+        "gan-dense": "GAN с плотной наградой: D оценивает каждый префикс (преимущество на токен)",
+        "gan-thesis": "GAN с параметрами диссертации",
+        "gan-lora": "игра GAN на адаптере LoRA вместо M_tunable (её двойник — LoRA)",
+        "gan-prompt": "игра GAN на виртуальных токенах настройки промпта (её двойник — настройка промпта)",
+        "gan-prefix": "игра GAN на ключах и значениях настройки префикса (её двойник — настройка префикса)",
+        "gan-implicit": "неявный дискриминатор (DDO): D = β·(log π − log π_ref), без сети D и без сэмплирования в шаге",
+        "gan-spin": "неявный дискриминатор с потерей SPIN: эталон ставится выше собственного ответа модели",
+        "gan-lora-implicit": "неявный дискриминатор (DDO) на адаптере LoRA",
+        "gan-prompt-implicit": "неявный дискриминатор (DDO) на виртуальных токенах настройки промпта",
+        "gan-prefix-implicit": "неявный дискриминатор (DDO) на ключах и значениях настройки префикса",
+        "adapter-mle": "тот же адаптер, обученный только MLE: что добавляет состязательная часть",
+        "lora": "LoRA ранга 8 на проекциях внимания, MLE",
+        "prompt-tuning": "настройка промпта: 20 обучаемых виртуальных токенов, MLE",
+        "prefix-tuning": "настройка префикса: 20 обучаемых виртуальных ключей и значений, MLE",
+        "full": "все веса модели, MLE (на копии)",
+    },
+}
+
+# Compare's numbers: what each is, in words (the report's field names stay the identifiers)
+METRICS: dict[str, dict[str, str]] = {
+    "en": {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "bleurt": "BLEURT",
+           "semantic": "semantic similarity", "retention": "retention (likelihood)",
+           "retention_rougeL": "retention (ROUGE-L)", "retention_answered": "facts still answered right",
+           "length_mean": "mean length (tokens)", "length_w1": "length distance (W1)", "truncated": "cut at the limit",
+           "distinct1": "distinct words", "distinct2": "distinct word pairs",
+           "real_vs_generated_auc": "told from the references (AUC)", "nll": "NLL"},
+    "ru": {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum", "bleurt": "BLEURT",
+           "semantic": "смысловое сходство", "retention": "сохранение знаний (правдоподобие)",
+           "retention_rougeL": "сохранение знаний (ROUGE-L)", "retention_answered": "факты, всё ещё названные верно",
+           "length_mean": "средняя длина (токены)", "length_w1": "отличие длин (W1)", "truncated": "обрезано лимитом",
+           "distinct1": "различные слова", "distinct2": "различные пары слов",
+           "real_vs_generated_auc": "отличимость от эталонов (AUC)", "nll": "NLL"},
+}
+
+# Counted words: Babel's plural rule of the language picks the form (CLDR categories one, few, many, other)
+PLURALS: dict[str, dict[str, dict[str, str]]] = {
+    "en": {"pairs": {"one": "{n} pair", "other": "{n} pairs"},
+           "epochs": {"one": "{n} epoch", "other": "{n} epochs"},
+           "questions": {"one": "{n} test question", "other": "{n} test questions"},
+           "retention_questions": {"one": "{n} retention question", "other": "{n} retention questions"},
+           "steps": {"one": "{n} step", "other": "{n} steps"},
+           "runs": {"one": "{n} run", "other": "{n} runs"},
+           "models": {"one": "{n} model", "other": "{n} models"}},
+    "ru": {"pairs": {"one": "{n} пара", "few": "{n} пары", "many": "{n} пар", "other": "{n} пары"},
+           "epochs": {"one": "{n} эпоха", "few": "{n} эпохи", "many": "{n} эпох", "other": "{n} эпохи"},
+           "questions": {"one": "{n} тестовом вопросе", "few": "{n} тестовых вопросах", "many": "{n} тестовых вопросах",
+                         "other": "{n} тестовых вопроса"},
+           "retention_questions": {"one": "{n} вопросе на сохранение знаний", "few": "{n} вопросах на сохранение знаний",
+                                   "many": "{n} вопросах на сохранение знаний",
+                                   "other": "{n} вопроса на сохранение знаний"},
+           "steps": {"one": "{n} шаг", "few": "{n} шага", "many": "{n} шагов", "other": "{n} шага"},
+           "runs": {"one": "{n} запуск", "few": "{n} запуска", "many": "{n} запусков", "other": "{n} запуска"},
+           "models": {"one": "{n} модель", "few": "{n} модели", "many": "{n} моделей", "other": "{n} модели"}},
+}
 
 CATALOGUES = {"en": EN, "ru": RU}
 I18N = gr.I18n(en=EN, ru=RU)
@@ -430,3 +644,84 @@ def tr(lang: str, key: str, **values) -> str:
     """The catalogue's text for ``key`` in ``lang`` (English when the language has none), filled with ``values``."""
     text = CATALOGUES.get(lang, EN).get(key) or EN[key]
     return text.format(**values) if values else text
+
+
+def number(lang: str, value: float, digits: int | None = None) -> str:
+    """``value`` in the page's locale (Babel, CLDR): ``2,714.5`` in English, ``2 714,5`` in Russian.
+
+    ``digits``: fixed decimals; None: as many as the value has (up to 3).
+    """
+    if isinstance(value, int) and digits is None:
+        digits = 0
+    pattern = "#,##0" + ("." + "0" * digits if digits else "" if digits == 0 else ".###")
+    try:
+        return format_decimal(value, format=pattern, locale=lang)
+    except decimal.InvalidOperation:  # past Decimal's 28 digits with decimals: written as Python writes it
+        return str(value)
+
+
+def plural(lang: str, key: str, n: int) -> str:
+    """``n`` with its counted word in the form the language's plural rule picks (``4 пары``, ``5 пар``)."""
+    forms = PLURALS.get(lang, PLURALS["en"])[key]
+    return forms.get(Locale.parse(lang).plural_form(n), forms["other"]).format(n=number(lang, n, 0))
+
+
+def choice_label(lang: str, field: str, value: str) -> str:
+    """A setting's value as the page says it: ``value`` in English, ``слово (value)`` in Russian."""
+    word = CHOICES_RU.get(field, {}).get(value) if lang == "ru" else None
+    return f"{word} ({value})" if word else str(value)
+
+
+def choices(lang: str, field: str, values: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """(label, value) pairs for a dropdown or radio of ``field``'s values."""
+    return [(choice_label(lang, field, v), v) for v in values]
+
+
+def setting_name(lang: str, name: str) -> str:
+    """A setting as a person reads it: its label in the page's language (with its flag, ``--epochs``, in Russian)."""
+    label = tr(lang, field_label(name))
+    return f"«{label}» (--{name.replace('_', '-')})" if lang != "en" else label
+
+
+def metric_label(lang: str, key: str) -> str:
+    return METRICS.get(lang, METRICS["en"]).get(key) or METRICS["en"].get(key, key)
+
+
+def row_description(lang: str, row: str) -> str | None:
+    """What a Compare row trains, in the page's language; None when the catalogue has no words for it yet."""
+    return ROW_DESCRIPTIONS.get(lang, ROW_DESCRIPTIONS["en"]).get(row)
+
+
+def error_text(exc: Exception, lang: str) -> str:
+    """A refusal in the page's words: a page's own (``text``), a library one by its kind (``key``) with the field's
+    label, or else the library's one line as it is."""
+    text = getattr(exc, "text", None)
+    if callable(text):
+        return text(lang)
+    key = getattr(exc, "key", None)
+    if key and f"err_{key}" in EN:
+        values = {k: number(lang, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                  for k, v in getattr(exc, "values", {}).items()}
+        setting = getattr(exc, "setting", None)
+        if setting in CONFIG_FIELDS:
+            values["name"] = setting_name(lang, setting)
+        try:
+            return tr(lang, f"err_{key}", **values)
+        except (KeyError, IndexError):  # a kind whose values this catalogue does not know: the library's words
+            pass
+    if key and key in EN:
+        return tr(lang, key, **getattr(exc, "values", {}))
+    return str(exc)
+
+
+def percent(lang: str, share: float) -> str:
+    """``0.5`` as ``50%`` (English) or ``50 %`` (Russian)."""
+    return format_percent(share, locale=lang)
+
+
+def title_text(status: Any, lang: str) -> str:
+    """A job's title in the page's language (a setting's value among its values said as the page says it)."""
+    if not status.title_key:
+        return status.title
+    args = {k: choice_label(lang, k, v) if k in CHOICES_RU else v for k, v in status.title_args.items()}
+    return tr(lang, status.title_key, **args)

@@ -5,10 +5,18 @@ One job at a time; Stop is a flag the trainer checks before its next step (the r
 a page that closes or reloads changes nothing, and a new page reads ``status()`` to re-attach.
 The thread writes the run folder; pages only read it. An error ends the job with its message and
 leaves the run folder as it was.
+
+The time left counts down to an estimated end that moves only when the finished steps say it is
+off by more than their own spread (``REVISE_SHARE`` of the time left): steps that come at a steady
+rate never make it rise. Equal steps (training) are timed by the mean of the current phase's
+steps (the GAN's MLE warm-up and its adversarial steps differ); unequal ones (a comparison's
+stages, ``plan``) by their estimates, each kind scaled by how long its finished stages took.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import threading
 import time
 import traceback
@@ -24,10 +32,22 @@ Report = Callable[..., None]
 JobBody = Callable[[Report, Callable[[], bool]], Any]
 
 ACTIVE = ("starting", "running", "stopping")
+REVISE_SHARE = 0.25  # the estimated end moves when a finished step puts it off by more than this share of the time left
+SPREAD = 2.0  # … or by more than this many standard deviations of the steps still to come (their times summed)
 
 
 class JobBusy(GantuneError):
     """Start was pressed while a job runs."""
+
+    def __init__(self, status: "JobStatus"):
+        self.status = status
+        super().__init__(f"a job is running ({status.title}); watch it or stop it first")
+
+    def text(self, lang: str) -> str:
+        """The refusal in ``lang``, the running job named in it too."""
+        from .i18n import title_text, tr
+
+        return tr(lang, "job_busy", title=title_text(self.status, lang))
 
 
 @dataclass(frozen=True)
@@ -43,11 +63,15 @@ class JobStatus:
     message: str = ""  # a catalogue key ("training", …) filled with message_args; a failed job's: its error
     message_args: dict[str, Any] = field(default_factory=dict, hash=False)
     error: str | None = None
+    failure: GantuneError | None = field(default=None, compare=False)  # the error itself: a page says it in its words
     started: float | None = None
     finished: float | None = None
     step_began: float | None = None  # wall clock when the step under way began (None before steps begin)
-    pace: float | None = None  # seconds per finished step, smoothed over the steps so far
+    pace: float | None = None  # mean seconds per finished step
     pace_hint: float | None = None  # seconds per step of an earlier run like this one: the first estimate
+    finish_at: float | None = None  # the estimated end (wall clock), moved only when the finished steps say so
+    plan: tuple[tuple[str, float], ...] = ()  # unequal steps (a comparison's stages): (kind, estimated seconds) each
+    fraction: float = 0.0  # share of the step under way that is done (a comparison stage's own training steps)
     result: Any = field(default=None, compare=False)
 
     @property
@@ -55,18 +79,35 @@ class JobStatus:
         return self.state in ACTIVE
 
     def eta_seconds(self, now: float | None = None, total: int | None = None) -> float | None:
-        """Seconds left at the pace of the finished steps (or the hint before the first ends); None when unknown.
+        """Seconds to the estimated end (before the first step ends: an earlier run's pace, the hint), counting
+        down one second a second; None when unknown, when the job runs past it (``overdue``) or while stopping.
 
-        It counts down through a step instead of climbing while one is slow, and is None while
-        stopping (the job ends after this step). ``total``: the planned steps, when the job has not
-        reported them yet.
+        ``total``: the planned steps, when the job has not reported them yet.
         """
-        total = self.total or total or 0
-        pace = self.pace if self.pace is not None else self.pace_hint
-        if self.state not in ("starting", "running") or total <= 0 or self.step_began is None or pace is None:
+        if self.state not in ("starting", "running") or self.step_began is None:
             return None
-        in_step = max(0.0, (now if now is not None else time.time()) - self.step_began)
-        return max(0.0, max(total - self.step, 0) * pace - min(in_step, pace))
+        now = time.time() if now is None else now
+        if self.finish_at is not None:
+            left = self.finish_at - now
+        elif self.pace_hint is not None and (self.total or total):
+            left = (self.total or total or 0) * self.pace_hint - (now - self.step_began)
+        else:
+            return None
+        return left if left > 0 else None
+
+    def overdue(self, now: float | None = None) -> bool:
+        """Whether the job runs past its estimated end (the estimate moves when the step under way ends)."""
+        now = time.time() if now is None else now
+        return self.state in ("starting", "running") and self.finish_at is not None and now >= self.finish_at
+
+    def done_share(self) -> float:
+        """The share of the job done: steps (with the plan, their estimated seconds) and the step under way's part."""
+        if self.plan:
+            seconds = [s for _, s in self.plan]
+            whole = sum(seconds) or 1.0
+            current = seconds[self.step] if self.step < len(seconds) else 0.0
+            return min(1.0, (sum(seconds[:self.step]) + self.fraction * current) / whole)
+        return min(1.0, (self.step + self.fraction) / self.total) if self.total else 0.0
 
 
 class JobManager:
@@ -76,6 +117,9 @@ class JobManager:
         self._last: dict[str, JobStatus] = {}  # the latest status of each kind of job
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._times: list[tuple[str, float, int, int]] = []  # finished steps: (phase or kind, seconds, steps, first)
+        self._period = 0  # steps an epoch: the first step of each (its rollout) may take longer than the rest
+        self._slack = 0.0  # how far off the estimated end was allowed to be when it was set: its error stays that size
 
     def status(self, kind: str | None = None) -> JobStatus:
         """The current job's status; with ``kind``, the latest job of that kind (idle if none yet)."""
@@ -97,8 +141,9 @@ class JobManager:
         """
         with self._lock:
             if self._status.active:
-                raise JobBusy(f"a job is running ({self._status.title}); watch it or stop it first")
+                raise JobBusy(self._status)
             self._stop.clear()
+            self._times = []
             status = self._set(JobStatus(state="starting", kind=kind, title=title, title_key=title_key,
                                          title_args=title_args or {}, run=run, started=time.time(), message="starting"))
             self._thread = threading.Thread(target=self._run, args=(body,), daemon=True, name=f"gantune-{kind}")
@@ -124,32 +169,83 @@ class JobManager:
 
     def _report(self, step: int | None = None, total: int | None = None, run: str | None = None,
                 message: str | None = None, args: dict[str, Any] | None = None, steps_begin: bool = False,
-                pace_hint: float | None = None) -> None:
+                pace_hint: float | None = None, phase: str | None = None, period: int | None = None,
+                plan: tuple[tuple[str, float], ...] | None = None, fraction: float | None = None) -> None:
         """A job's progress: its step and total, its run, a message (catalogue key and ``args``).
 
         ``steps_begin``: the steps start now (the model is loaded), so the clock of the first one
-        starts; ``pace_hint``: seconds per step of an earlier run like this one.
+        starts; ``pace_hint``: seconds per step of an earlier run like this one; ``phase``: the phase
+        of the step just finished (steps of one phase take alike); ``period``: steps an epoch (a step
+        is timed by the finished steps at its place in an epoch, when there are); ``plan``: steps of unequal length,
+        (kind, estimated seconds) each (its length is the total); ``fraction``: the share of the step
+        under way that is done.
         """
         now = time.time()
         with self._lock:
             s = self._status
-            changes: dict[str, Any] = {k: v for k, v in (("total", total), ("run", run), ("pace_hint", pace_hint))
-                                       if v is not None}
+            changes: dict[str, Any] = {k: v for k, v in (("total", total), ("run", run), ("pace_hint", pace_hint),
+                                                          ("fraction", fraction)) if v is not None}
+            if plan is not None:
+                changes.update(plan=tuple(plan), total=len(plan))
             if message is not None:
                 changes.update(message=message, message_args=args or {})
+            if period:
+                self._period = period
             if steps_begin:
                 changes["step_began"] = now
+                self._times, self._period, self._slack = [], period or 0, 0.0
+                if plan:  # the plan's own estimate is the first
+                    changes["finish_at"] = now + sum(seconds for _, seconds in plan)
             if step is not None and step != s.step:
-                if step > s.step and s.step_began is not None:  # a step finished: the pace, smoothed
-                    took = (now - s.step_began) / (1 if s.step == 0 else step - s.step)  # a resumed run's first
-                    changes["pace"] = took if s.pace is None else 0.7 * s.pace + 0.3 * took
-                changes.update(step=step, step_began=now)
+                if step > s.step and s.step_began is not None:  # steps finished: their time, by phase (or stage kind)
+                    kinds = [s.plan[i][0] for i in range(s.step, step) if i < len(s.plan)] if s.plan else []
+                    self._times.append((kinds[0] if kinds else phase or "", now - s.step_began, step - s.step, s.step))
+                    changes["pace"] = sum(t[1] for t in self._times) / sum(t[2] for t in self._times)
+                changes.update(step=step, step_began=now, fraction=0.0)
+                moved = replace(s, **changes)
+                left = self._time_left(moved)
+                if left is not None:
+                    candidate, tolerance = now + left[0], max(left[1], REVISE_SHARE * left[0])
+                    if s.finish_at is None or abs(candidate - s.finish_at) > max(tolerance, self._slack / 2):
+                        changes["finish_at"], self._slack = candidate, tolerance
             state = "stopping" if self._stop.is_set() else "running"
             if state == "stopping":
                 changes.update(message="stopping", message_args={})
             self._set(replace(s, state=state, **changes))
 
+    def _time_left(self, status: JobStatus) -> tuple[float, float] | None:
+        """(seconds left, how far off that may be by chance) from the finished steps' times; None before any finished.
+
+        Equal steps: each step still to come at the mean of the current phase's finished steps at its place
+        in an epoch (else of all of them); by chance: a step's length, or the spread of the steps to come at
+        the finished ones' standard deviation. A plan: each stage's estimate scaled like its kind's finished ones.
+        """
+        if not self._times or not status.total:
+            return None
+        if status.plan:
+            done = status.plan[:status.step]
+            scale = {}
+            for kind in {k for k, _ in status.plan}:
+                estimated = sum(sec for k, sec in done if k == kind)
+                took = sum(t for k, t, _, _ in self._times if k == kind)
+                scale[kind] = took / estimated if estimated > 0 and took > 0 else None
+            overall = sum(t[1] for t in self._times) / (sum(sec for _, sec in done) or 1.0)
+            rest = [sec * (scale[k] or overall) for k, sec in status.plan[status.step:]]
+            return sum(rest), (rest[0] if rest else 0.0)
+        phase = self._times[-1][0]
+        mine = [(t / k, first) for p, t, k, first in self._times if p == phase]
+        pace = sum(t for t, _ in mine) / len(mine)
+        places: dict[int, list[float]] = {}
+        for took, first in mine:
+            places.setdefault(first % self._period if self._period else 0, []).append(took)
+        left = [statistics.fmean(places.get(step % self._period if self._period else 0, [pace]))
+                for step in range(status.step, status.total)]
+        spread = statistics.pstdev([t - statistics.fmean(places[f % self._period if self._period else 0])
+                                    for t, f in mine]) * math.sqrt(len(left)) if len(mine) > 1 else 0.0
+        return sum(left), max(pace, SPREAD * spread)
+
     def _run(self, body: JobBody) -> None:
+        failure: GantuneError | None = None
         try:
             result = body(self._report, self._stop.is_set)
             # a Stop pressed when no stop point was left: the job still ended as its result says
@@ -157,12 +253,12 @@ class JobManager:
             state = "stopped" if self._stop.is_set() and ended != "completed" else "completed"
             error = None
         except GantuneError as exc:
-            result, state, error = None, "failed", str(exc)
+            result, state, error, failure = None, "failed", str(exc), exc
         except (MemoryError, torch.OutOfMemoryError):
             result, state, error = None, "failed", OUT_OF_MEMORY
         except Exception as exc:  # a bug or a runtime fault: the page shows it, the server lives on
             traceback.print_exc()
             result, state, error = None, "failed", f"{type(exc).__name__}: {first_line(exc)}"
         with self._lock:
-            self._set(replace(self._status, state=state, error=error, finished=time.time(), result=result,
-                              message=error or state, message_args={}))
+            self._set(replace(self._status, state=state, error=error, failure=failure, finished=time.time(),
+                              result=result, message=error or state, message_args={}))

@@ -42,6 +42,11 @@ class Models:
                 self._slots[slot] = (key, self._load(name, gguf_file, trust_remote_code, precision))
             return self._slots[slot][1]
 
+    def loaded(self, name: str, gguf_file: str | None) -> BaseModel | None:
+        """The model ``name`` when a slot holds it already (nothing is loaded for it)."""
+        with self._lock:
+            return next((model for key, model in self._slots.values() if key[:2] == (name, gguf_file)), None)
+
     def loaded_tokenizer(self, name: str, gguf_file: str | None) -> Any | None:
         """A copy of the tokenizer of ``name`` when a slot holds that model already (nothing is loaded for it).
 

@@ -1,19 +1,31 @@
 """Plotly figures from run records (metrics.jsonl lines) and evaluations, in the page's language.
 
 Quantities of different scale get panels of their own (a policy-gradient loss near 0 never shares
-an axis with an MLE loss near 2.5); every trace is named in a legend, even alone; a plot with
-nothing to show says so in words instead of drawing empty axes.
+an axis with an MLE loss near 2.5); every trace is named in a legend, even alone, and traces that
+may coincide differ in dash and marker; a plot with nothing to show says so in words instead of
+drawing empty axes. ``for_page`` hands a figure to the page with Plotly's own locale bundle
+(modebar tooltips, decimal and thousands separators: ``plotly_locales/``).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import json
 import math
+import re
+import textwrap
+from pathlib import Path
 from typing import Any, Sequence
 
 import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 from plotly.subplots import make_subplots
 
-from .i18n import tr
+from .i18n import metric_label, plural, tr
+
+LOCALES = Path(__file__).with_name("plotly_locales")
+HINT_WIDTH = 60  # characters a line of a plot's hint: it wraps inside the plot, in any language
 
 Records = list[dict[str, Any]]
 _LEGEND = {"orientation": "h", "y": -0.18, "x": 0}
@@ -32,10 +44,32 @@ def _series(records: Records, key: str, x: str = "step") -> tuple[list, list]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+@functools.cache
+def plotly_locale(lang: str) -> dict[str, Any] | None:
+    """Plotly's locale bundle for ``lang`` (its ``dictionary`` and ``format``), or None (English is plotly's own)."""
+    path = LOCALES / f"{lang}.js"
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    body = text[text.index("{"):text.rindex("}") + 1]  # a JS object literal: quote its bare keys, read it as Python's
+    bundle = ast.literal_eval(re.sub(r"^(\s*)([A-Za-z_]\w*):", r"\1'\2':", body, flags=re.M))
+    return {"dictionary": bundle["dictionary"], "format": bundle["format"]}
+
+
+def for_page(fig: go.Figure, lang: str) -> PlotData:
+    """A figure as the page draws it: Plotly's words and number format in the page's language, no Plotly logo."""
+    spec = json.loads(fig.to_json())
+    spec["config"] = {"locale": lang, "displaylogo": False}
+    if (bundle := plotly_locale(lang)) is not None:
+        spec["config"]["locales"] = {lang: bundle}
+    return PlotData(type="plotly", plot=json.dumps(spec))
+
+
 def hint(text: str, height: int = 300) -> go.Figure:
-    """No axes, one line of text: what a plot shows once there is something to show."""
+    """No axes, a few short lines of text: what a plot shows once there is something to show."""
     fig = go.Figure()
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 14})
+    wrapped = "<br>".join(textwrap.wrap(text, HINT_WIDTH))
+    fig.add_annotation(text=wrapped, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 14})
     fig.update_layout(height=height, margin=_MARGIN, xaxis={"visible": False}, yaxis={"visible": False},
                       plot_bgcolor="rgba(0,0,0,0)")
     return fig
@@ -49,21 +83,25 @@ def _warmup_steps(records: Records) -> tuple[float, float] | None:
     return min(steps) - 0.5, max(steps) + 0.5
 
 
+# the second trace of a panel (D's accuracy on generated answers, the peak memory) may lie on the first: dashed, other marks
+_SECOND = {"line": {"dash": "dash"}, "marker_symbol": "diamond-open"}
+
+
 def _panels(title: str, records: Records, panels: list[tuple[str, list[tuple[str, str, str]]]], lang: str,
-            empty: str, y_ranges: dict[int, list[float]] | None = None) -> go.Figure:
+            empty: str | go.Figure, y_ranges: dict[int, list[float]] | None = None) -> go.Figure:
     """One panel a quantity (its own y axis), panels without data left out; a hint when none has data."""
     drawn = [(name, [(key, label, mode) for key, label, mode in traces if _series(records, key)[1]])
              for name, traces in panels]
     drawn = [(name, traces) for name, traces in drawn if traces]
     if not drawn:
-        return hint(tr(lang, empty))
+        return empty if isinstance(empty, go.Figure) else hint(tr(lang, empty))
     fig = make_subplots(rows=len(drawn), cols=1, shared_xaxes=True, vertical_spacing=0.09,
                         subplot_titles=[name for name, _ in drawn])
     for row, (_, traces) in enumerate(drawn, start=1):
-        for key, label, mode in traces:
+        for index, (key, label, mode) in enumerate(traces):
             xs, ys = _series(records, key)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label, marker={"size": 5 if mode == "markers" else 4}),
-                          row=row, col=1)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label, marker={"size": 5 if mode == "markers" else 4},
+                                     **(_SECOND if index else {})), row=row, col=1)
         for key in [key for key, _, _ in traces if key in (y_ranges or {})]:
             fig.update_yaxes(range=y_ranges[key], row=row, col=1)
     warmup = _warmup_steps(records)
@@ -91,7 +129,7 @@ def losses(records: Records, lang: str = "en") -> go.Figure:
         (tr(lang, "panel_mle"), [("mle_loss", tr(lang, "trace_mle"), "lines+markers")]),
     ]
     for key in validation_keys(records):
-        metric = key.removeprefix("val_")
+        metric = metric_label(lang, key.removeprefix("val_"))
         trace = (key, tr(lang, "trace_val", metric=metric), "lines+markers")
         if key == "val_nll":
             panels[2][1].append(trace)
@@ -100,14 +138,19 @@ def losses(records: Records, lang: str = "en") -> go.Figure:
     return _panels(tr(lang, "plot_losses"), records, panels, lang, "plot_empty")
 
 
-def game(records: Records, lang: str = "en") -> go.Figure:
-    """The adversarial game: the reward, D's accuracy on both sides, and the KL to the untuned model."""
+def game(records: Records, lang: str = "en", warmup_epochs: int = 0) -> go.Figure:
+    """The adversarial game: the reward, D's accuracy on both sides, and the KL to the untuned model.
+
+    Before the game begins (``warmup_epochs`` of MLE, with records of them already), the plot says so.
+    """
+    empty = hint(tr(lang, "game_warmup", epochs=plural(lang, "epochs", warmup_epochs))) \
+        if records and warmup_epochs else "plot_empty"
     return _panels(tr(lang, "plot_game"), records, [
         (tr(lang, "panel_reward"), [("reward_mean", tr(lang, "trace_reward"), "lines+markers")]),
         (tr(lang, "panel_d_acc"), [("d_acc_real", tr(lang, "trace_acc_real"), "lines+markers"),
                                    ("d_acc_fake", tr(lang, "trace_acc_fake"), "lines+markers")]),
         (tr(lang, "panel_kl"), [("kl", tr(lang, "trace_kl"), "lines+markers")]),
-    ], lang, "plot_empty", y_ranges={"d_acc_fake": [-0.05, 1.05]})
+    ], lang, empty, y_ranges={"d_acc_fake": [-0.05, 1.05]})
 
 
 def weights(records: Records, lang: str = "en") -> go.Figure:
@@ -123,10 +166,11 @@ def weights(records: Records, lang: str = "en") -> go.Figure:
 def memory(records: Records, lang: str = "en") -> go.Figure:
     """Memory over training time (the thesis' Figure 3.5): GPU allocator or the process's resident set."""
     fig = go.Figure()
-    for key, label in (("memory_mb", "trace_memory"), ("peak_memory_mb", "trace_peak")):
+    for index, (key, label) in enumerate((("memory_mb", "trace_memory"), ("peak_memory_mb", "trace_peak"))):
         xs, ys = _series(records, key, x="seconds")
         if ys:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=tr(lang, label), marker={"size": 4}))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=tr(lang, label), marker={"size": 4},
+                                     **(_SECOND if index else {})))
     if not fig.data:
         return hint(tr(lang, "plot_empty"))
     fig.update_layout(title=tr(lang, "plot_memory"), xaxis_title=tr(lang, "axis_seconds"), height=320, margin=_MARGIN,
@@ -135,7 +179,8 @@ def memory(records: Records, lang: str = "en") -> go.Figure:
 
 
 def overlay(runs: dict[str, Records], key: str = "mle_loss", lang: str = "en") -> go.Figure:
-    """One comparable quantity of several runs (x: share of training done, so schedules line up), each run named."""
+    """One comparable quantity of several runs (x: share of training done, so schedules line up), each run named
+    (``runs``' keys: the names the tables use)."""
     fig = go.Figure()
     for name, records in runs.items():
         points = [(r["step"] / max(r.get("total_steps") or len(records), 1), r[key]) for r in records
@@ -183,7 +228,7 @@ def answer_lengths(lengths: dict[str, list[int]], lang: str = "en") -> go.Figure
     return fig
 
 
-def metric_bars(rows: list[dict[str, Any]], metric: str, label: str, lang: str = "en") -> go.Figure:
+def metric_bars(rows: list[dict[str, Any]], metric: str, lang: str = "en") -> go.Figure:
     """One bar a row (its mean of ``metric``) with whiskers to its 95% interval where the row has one."""
     rows = [r for r in rows if isinstance(r.get(metric), (int, float))]
     if not rows:
@@ -192,6 +237,7 @@ def metric_bars(rows: list[dict[str, Any]], metric: str, label: str, lang: str =
     intervals = [(r.get("ci") or {}).get(metric) for r in rows]
     upper = [hi - v if ci else 0 for v, ci in zip(values, intervals) for hi in [ci[1] if ci else v]]
     lower = [v - lo if ci else 0 for v, ci in zip(values, intervals) for lo in [ci[0] if ci else v]]
+    label = metric_label(lang, metric)
     fig = go.Figure(go.Bar(x=[r["name"] for r in rows], y=values, name=label,
                            error_y={"type": "data", "symmetric": False, "array": upper, "arrayminus": lower,
                                     "visible": any(intervals)}))

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import gradio as gr
+
 from gantune.errors import GantuneError
 
-from .i18n import EN, tr
+from .i18n import EN, error_text, percent, title_text, tr
 from .jobs import JobStatus
-from .policy import PageError
 
 SLOW_STEP_SECONDS = 30.0  # a step slower than this: the status suggests smaller settings
 _COLOURS = {"failed": "#c0392b", "stopped": "#e67e22", "completed": "#27ae60"}
@@ -29,18 +30,18 @@ def duration(lang: str, seconds: float) -> str:
     return tr(lang, "minutes_seconds", m=seconds // 60, s=seconds % 60)
 
 
-def error_text(exc: GantuneError, lang: str) -> str:
-    """A refusal in the page's words when the page worded it, else the library's one line."""
-    return exc.text(lang) if isinstance(exc, PageError) else str(exc)
-
-
 def error_markdown(exc: GantuneError, lang: str) -> str:
     return f"**{tr(lang, 'error')}** {error_text(exc, lang)}"
 
 
-def title_text(status: JobStatus, lang: str) -> str:
-    """The job's title in the page's language."""
-    return tr(lang, status.title_key, **status.title_args) if status.title_key else status.title
+def refusal_html(exc: GantuneError, lang: str) -> str:
+    """A refusal that stays on the page (above the status) until the next try: a toast fades."""
+    return f'<p class="gantune-refusal" role="alert">⚠ {html.escape(error_text(exc, lang))}</p>'
+
+
+def warn(exc: GantuneError | str, lang: str) -> None:
+    """A toast in the page's language (its head, which Gradio 6.17 writes in English, the page script says anew)."""
+    gr.Warning(exc if isinstance(exc, str) else error_text(exc, lang))
 
 
 def message_text(status: JobStatus, lang: str) -> str:
@@ -52,38 +53,47 @@ def message_text(status: JobStatus, lang: str) -> str:
 
 
 def time_left(status: JobStatus, lang: str, planned: int | None = None, now: float | None = None) -> str:
-    """What the status says about time: left at the finished steps' pace, a first estimate, or stopping."""
+    """What the status says about time: left until the estimated end, a first estimate, overdue, or stopping."""
     now = time.time() if now is None else now
     if status.state == "stopping":
         return tr(lang, "stopping_after_step")
     total = status.total or planned or 0
     eta = status.eta_seconds(now, total)
     if eta is not None:
-        key = "eta" if status.pace is not None else "eta_first"
+        first = status.pace is None
+        key = "eta" if not first else "eta_plan" if status.plan else "eta_first"
         return tr(lang, key, time=duration(lang, eta))
+    if status.overdue(now):
+        return tr(lang, "eta_revised")
     if status.state == "running" and status.step_began is not None and status.step == 0 and total:
-        elapsed = now - status.step_began  # no pace and no hint: the first step is at least this long
-        return tr(lang, "first_step", elapsed=duration(lang, elapsed), time=duration(lang, elapsed * total))
+        return tr(lang, "first_step_only", elapsed=duration(lang, now - status.step_began))
     return ""
 
 
 def progress_html(status: JobStatus, lang: str, planned: int | None = None, notes: Sequence[str] = (),
                   now: float | None = None, idle: str = "idle") -> str:
-    """The job's title, state and run, a progress bar, step and time left, its message or error, and ``notes``.
+    """The job's title, state and run, a progress bar, its progress and time left, its message or error, and ``notes``.
 
-    ``idle``: the catalogue key of what to say before the first job.
+    A training job counts its steps; a comparison (a plan of stages) says its share done, and its
+    message names the stage and that stage's own step: one counter a line. ``idle``: the catalogue
+    key of what to say before the first job.
     """
     if status.state == "idle":
         return f"<div class='gantune-status' data-state='idle'>{html.escape(tr(lang, idle))}</div>"
     total = status.total or planned or 0
-    share = status.step / total if total else 0.0
+    share = status.done_share() if status.total else (status.step / total if total else 0.0)
     colour = _COLOURS.get(status.state, "#2c7be5")
-    step = tr(lang, "step_of", step=status.step, total=total) if total else \
-        tr(lang, "step_of_unknown", step=status.step)
-    parts = [f"{step} ({share:.0%})", time_left(status, lang, planned, now), message_text(status, lang)]
+    if status.plan:
+        counter = percent(lang, share)
+    elif total:
+        counter = f"{tr(lang, 'step_of', step=status.step, total=total)} ({percent(lang, share)})"
+    else:
+        counter = tr(lang, "step_of_unknown", step=status.step)
+    parts = [counter, time_left(status, lang, planned, now), message_text(status, lang)]
     line = " · ".join(html.escape(p) for p in parts if p)
     # text from settings, paths and exception messages is escaped: "<unk>" or a path must not become markup
-    error = (f"<div style='color:#c0392b'><b>{html.escape(tr(lang, 'error'))}</b> {html.escape(status.error)}</div>"
+    said = error_text(status.failure, lang) if status.failure is not None else status.error
+    error = (f"<div style='color:#c0392b'><b>{html.escape(tr(lang, 'error'))}</b> {html.escape(said)}</div>"
              if status.error else "")
     run = (f" · {html.escape(tr(lang, 'run_label'))} <code>{html.escape(Path(status.run).name)}</code>"
            if status.run else "")
@@ -114,4 +124,7 @@ CSS = """
   border-bottom: 1px solid #ddd; overflow-wrap: break-word; word-break: normal; hyphens: auto; white-space: normal }
 .gantune-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis }
 .gantune-collapse { border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px; background: #fdecea }
+.gantune-refusal { color: #c0392b; font-weight: 600; margin: 4px 0 }
+#gantune-runs-table th, #gantune-runs-table .header-content { word-break: normal; overflow-wrap: normal; hyphens: none }
+#gantune-methods label { width: 100% }
 """

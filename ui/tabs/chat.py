@@ -2,25 +2,32 @@
 
 One copy of the base weights (the engine's chat slot); each tuned answer loads its run's adapter
 onto it and takes it off again (``close()``), so the base answers are the untouched model's.
-Each message is answered on its own, as in training (no chat history in the prompt).
+Each message is answered on its own, as in training (no chat history in the prompt). When the
+message is a question with a known short true answer (TOFU's world facts and real authors, where
+the data folder has them) and the base model gives it, a tuned answer that no longer does is
+flagged (``gantune.metrics.gives_answer``).
 """
 
 from __future__ import annotations
 
+import functools
 import random
+from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
-from gantune.data import Encoder
+from gantune.data import Encoder, QAPair, default_data_source
 from gantune.errors import GantuneError
+from gantune.evaluate import load_retention_sets
 from gantune.inference import load_method, stream_answer
+from gantune.metrics import gives_answer
 
 from ..catalogue import RunRow
 from ..engine import Engine
 from ..i18n import language, t, tr
 from ..policy import PageError
-from ..views import error_text
+from ..views import warn
 from .setup import SetupInputs, setup_values, whole_number
 
 MAX_PROMPT_TOKENS = 512  # the longest message (with the chat template) the chat answers
@@ -71,20 +78,48 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
                     method.close()
 
 
+@functools.cache
+def known_facts(folder: str) -> dict[str, QAPair]:
+    """The questions with a short true answer (world facts, real authors) of a TOFU data folder, by question."""
+    if not Path(folder).is_dir():  # the hub's sets are not fetched for a chat message
+        return {}
+    sets = load_retention_sets(folder, None, 0)
+    return {p.question.strip(): p for pairs in sets.values() for p in pairs}
+
+
+def fact_flags(fact: QAPair | None, answered: tuple[str, str, str], lang: str) -> str:
+    """Under the answers: which tuned answer lost a true answer the base model gave (or kept it)."""
+    if fact is None or not answered[0] or not gives_answer(answered[0], fact.answer, fact.perturbed):
+        return ""
+    lines = []
+    for key, answer in (("gan", answered[1]), ("lora", answered[2])):
+        if not answer or answer == tr(lang, "pick_a_run"):
+            continue
+        kept = gives_answer(answer, fact.answer, fact.perturbed)
+        lines.append(tr(lang, "chat_kept" if kept else "chat_forgot", model=tr(lang, key), answer=fact.answer))
+    return "\n\n".join(lines)
+
+
 def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The tab; returns its two run pickers (the app refreshes their choices when the runs change)."""
     rows = engine.runs.rows()
     with gr.Row():
         gan_run = gr.Dropdown(run_choices(rows, "gan"), label=t("gan_run"))
         lora_run = gr.Dropdown(run_choices(rows, "lora"), label=t("lora_run"))
-        max_new = gr.Slider(8, 256, value=64, step=8, label=t("max_new_tokens"))
+        max_new = gr.Slider(8, 256, value=64, step=8, label=t("max_new_tokens"), buttons=[])
     with gr.Row():
-        bots = [gr.Chatbot(label=t(k), height=360) for k in ("base", "gan", "lora")]
+        # each panel's own copy button (Gradio's words, translated by it); no panel-wide buttons over the bubbles
+        bots = [gr.Chatbot(label=t(k), height=360, buttons=["copy"], elem_classes=["gantune-chat"])
+                for k in ("base", "gan", "lora")]
+    flags = gr.Markdown()
     with gr.Row():
         message = gr.Textbox(label=t("message"), scale=4)
         send = gr.Button(t("send"), variant="primary", scale=1)
         random_button = gr.Button(t("random_question"), scale=1)
+        fact_button = gr.Button(t("random_fact"), scale=1)
     reference = gr.Markdown()
+
+    facts_folder = engine.settings.data or default_data_source()
 
     def on_send(request: gr.Request, text, gan, lora, limit, model, base_history, gan_history, lora_history,
                 trusted=False):
@@ -92,23 +127,38 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         text = (text or "").strip()
         histories = [list(h or []) for h in (base_history, gan_history, lora_history)]
         if not text:
-            gr.Warning(tr(lang, "type_first"))
-            yield (*histories, gr.skip())
+            warn(tr(lang, "type_first"), lang)
+            yield (*histories, gr.skip(), gr.skip())
             return
         for h in histories:
             h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
+        parts = ("", "", "")
         try:
             for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang, bool(trusted)):
                 for h, part in zip(histories, parts):
                     h[-1]["content"] = part
-                yield (*histories, "")
+                yield (*histories, "", "")
         except GantuneError as exc:
-            gr.Warning(error_text(exc, lang))
-            yield (*histories, gr.skip())
+            warn(exc, lang)
+            yield (*histories, gr.skip(), gr.skip())
+            return
+        yield (*histories, "", fact_flags(known_facts(facts_folder).get(text), parts, lang))
 
     send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
-    send.click(on_send, send_inputs, [*bots, message], api_name="chat")
-    message.submit(on_send, send_inputs, [*bots, message], api_visibility="private")
+    # the answers stream in: no progress overlay (and its timer) over the panels
+    send.click(on_send, send_inputs, [*bots, message, flags], api_name="chat", show_progress="hidden")
+    message.submit(on_send, send_inputs, [*bots, message, flags], api_visibility="private", show_progress="hidden")
+
+    def on_fact(request: gr.Request):
+        lang = language(request)
+        facts = list(known_facts(facts_folder).values())
+        if not facts:
+            warn(tr(lang, "no_facts"), lang)
+            return gr.skip(), gr.skip()
+        fact = random.choice(facts)
+        return fact.question, tr(lang, "true_answer", answer=fact.answer)
+
+    fact_button.click(on_fact, None, [message, reference], api_name="random_fact")
 
     def on_random(request: gr.Request, *values):
         lang = language(request)
@@ -116,10 +166,11 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             v = setup_values(engine, *values)
             _, test, _ = engine.pairs(v["data"], v["subset"], v["n"], v["train_fraction"], v["seed"])
         except GantuneError as exc:
-            gr.Warning(error_text(exc, lang))
+            warn(exc, lang)
             return gr.skip(), gr.skip()
         pair = random.choice(test)
         return pair.question, tr(lang, "reference_answer", answer=pair.answer)
 
     random_button.click(on_random, setup.as_list(), [message, reference], api_name="random_question")
     return gan_run, lora_run
+

@@ -18,19 +18,33 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from gantune.compare import ROWS
+from gantune.compare import ROWS, baseline_config
 from gantune.errors import GantuneError
 from gantune.runs import RunSummary
 
 from .. import plots
 from ..catalogue import eval_or_none, json_or_none, summary_or_none
 from ..engine import Engine
-from ..i18n import language, t, tr
-from ..views import error_text, progress_html
+from ..estimate import Plan, plan_comparison
+from ..i18n import (
+    CONFIG_FIELDS,
+    choice_label,
+    language,
+    metric_label,
+    number,
+    percent,
+    plural,
+    row_description,
+    setting_name,
+    t,
+    tr,
+)
+from ..views import duration, error_text, progress_html, warn
 
 # every comparison row but the GAN itself (gantune.compare.ROWS): the other methods, then the GAN's variants
 BASELINES = sorted((row for row in ROWS if row != "gan"), key=lambda row: ROWS[row][0] == "gan")
-QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention", "retention_rougeL"]
+QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention_answered", "retention",
+           "retention_rougeL"]
 DISTRIBUTION = ["length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc"]
 COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
 OVERLAY = list(plots.COMPARABLE)
@@ -47,12 +61,15 @@ class Row:
     method: str = ""
     lengths: list[int] = field(default_factory=list)
     evaluated: bool = True  # a run not evaluated yet has a cost row only
+    runs: list[str] = field(default_factory=list)  # its run ids (one a seed)
 
 
 @dataclass
 class View:
     rows: list[Row]
     reference: Row | None  # the reference answers' own length and distinct-n
+    notes: dict[str, Any] = field(default_factory=dict)  # the comparison's notes (why a metric is unavailable …)
+    paired: list[dict[str, Any]] = field(default_factory=list)  # its paired differences
 
 
 def _selected_names(run_ids) -> list[str]:
@@ -67,7 +84,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     """The rows for the selected runs: comparisons' rows for runs that took part in one, else each run's own."""
     selected = [r for r in _selected_names(run_ids) if _exists(engine, r)]
     rows: list[Row] = []
-    reference, base, covered = None, None, set()
+    reference, base, covered, notes, paired = None, None, set(), {}, []
     for report in engine.runs.comparisons():  # newest first: a run's latest comparison speaks for it
         mine = [row for row in report["rows"] if row.get("temperature", 0) == 0]
         hit = [row for row in mine if set(_row_runs(row)) & (set(selected) - covered)]
@@ -80,6 +97,9 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         for row in hit:
             rows.append(_report_row(engine, row, lengths.get(row["method"])))
             covered |= set(_row_runs(row))
+        notes = {**(report.get("notes") or {}), **notes}
+        names = {row["method"] for row in hit} | {"base"}
+        paired += [p for p in report.get("paired") or [] if p.get("method") in names and p.get("temperature", 0) == 0]
         if reference is None and report.get("reference"):
             recorded = _run_lengths(engine, _row_runs(hit[0]), "reference_length")
             reference = _report_row(engine, report["reference"], recorded or lengths.get("reference"))
@@ -93,7 +113,9 @@ def view(engine: Engine, run_ids: list[str]) -> View:
                   **{k: getattr(summary, k) for k in COST[1:]}}
         per_question = (ev or {}).get("per_question") or {}
         rows.append(Row(run_id, values, seeds=[config.seed], method=config.method,
-                        lengths=list(per_question.get("length") or []), evaluated=ev is not None))
+                        lengths=list(per_question.get("length") or []), evaluated=ev is not None, runs=[run_id]))
+        if ev:
+            notes = {"bleurt": ev.get("bleurt_note"), "semantic": ev.get("semantic_note"), **notes}
         if reference is None and ev and isinstance(ev.get("reference"), dict):
             reference = Row("reference", ev["reference"], seeds=[config.seed],
                             lengths=list(per_question.get("reference_length") or []))
@@ -103,7 +125,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     if base is not None and rows:
         rows.insert(0, base)
     evaluated = any(r.evaluated for r in rows)
-    return View(rows, reference if evaluated else None)
+    return View(rows, reference if evaluated else None, notes, paired)
 
 
 def _exists(engine: Engine, run_id: str) -> bool:
@@ -132,24 +154,40 @@ def _report_row(engine: Engine, row: dict, lengths: list[int] | None) -> Row:
     method = engine.runs.folder(runs[0]).read_config()[0].method if runs else row["method"]
     return Row(row["method"], {k: v for k, v in row.items() if k not in ("ci", "seeds", "runs")},
                ci=row.get("ci") or {}, seeds=list(row.get("seeds") or []), method=method,
-               lengths=_run_lengths(engine, runs) or list(lengths or []))
+               lengths=_run_lengths(engine, runs) or list(lengths or []), runs=_row_runs(row))
 
 
-def cell(row: Row, key: str, digits: int = 3) -> str:
-    """A number with half its 95% interval beside it (``0.312 ± 0.021``), or ``—``."""
+def cell(row: Row, key: str, digits: int = 3, lang: str = "en") -> str:
+    """A number with half its 95% interval beside it (``0.312 ± 0.021``, ``0,312 ± 0,021``), or ``—``.
+
+    The share of facts answered right reads as a count too: ``181 of 217 (83% ± 5%)``.
+    """
     value = row.values.get(key)
     if not isinstance(value, (int, float)):
         return "—"
     interval = row.ci.get(key)
-    text = f"{value:,.{digits}f}"
-    if interval and interval[1] > interval[0]:
-        text += f" ± {(interval[1] - interval[0]) / 2:,.{digits}f}"
-    return text
+    half = (interval[1] - interval[0]) / 2 if interval and interval[1] > interval[0] else None
+    if key == "retention_answered":
+        n = row.values.get("retention_n")
+        text = percent(lang, value) + (f" ± {percent(lang, half)}" if half is not None else "")
+        return f"{tr(lang, 'retention_count', count=number(lang, round(value * n), 0), n=number(lang, n, 0))} ({text})" \
+            if n else text
+    text = number(lang, value, digits)
+    return text + (f" ± {number(lang, half, digits)}" if half is not None else "")
 
 
-def _name(row: Row, lang: str) -> str:
-    return tr(lang, "row_base") if row.name == "base" else tr(lang, "row_reference") if row.name == "reference" \
-        else row.name
+def display_name(row: Row, lang: str) -> str:
+    """A row as every table and chart names it: a method's row with its run (``lora (lora-seed0-…)``)."""
+    if row.name in ("base", "reference"):
+        return tr(lang, "row_base") if row.name == "base" else tr(lang, "row_reference")
+    if not row.runs or row.runs == [row.name]:
+        return row.name
+    return f"{row.name} ({row.runs[0] if len(row.runs) == 1 else plural(lang, 'runs', len(row.runs))})"
+
+
+def run_names(v: View, lang: str) -> dict[str, str]:
+    """Each run id of the view → the name its row goes by (a curve of a run carries its row's name)."""
+    return {run: (display_name(r, lang) if len(r.runs) == 1 else f"{r.name} ({run})") for r in v.rows for run in r.runs}
 
 
 def evaluated_rows(v: View) -> list[Row]:
@@ -160,12 +198,12 @@ def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
     """Quality (base first) and distribution (the references first) of evaluated rows; cost with ratios to LoRA."""
     seeds = tr(lang, "col_seeds")
     scored = evaluated_rows(v)
-    quality = pd.DataFrame([[_name(r, lang), " ".join(map(str, r.seeds)), *(cell(r, k) for k in QUALITY)]
-                            for r in scored], columns=[tr(lang, "col_run"), seeds, *QUALITY])
+    quality = pd.DataFrame([[display_name(r, lang), " ".join(map(str, r.seeds)), *(cell(r, k, lang=lang) for k in QUALITY)]
+                            for r in scored], columns=[tr(lang, "col_run"), seeds, *(metric_label(lang, k) for k in QUALITY)])
     dist_rows = ([v.reference] if v.reference else []) + scored
     distribution = pd.DataFrame(
-        [[_name(r, lang), *(cell(r, k, 1 if k in ("length_mean", "length_w1") else 3) for k in DISTRIBUTION)]
-         for r in dist_rows], columns=[tr(lang, "col_run"), *DISTRIBUTION])
+        [[display_name(r, lang), *(cell(r, k, 1 if k in ("length_mean", "length_w1") else 3, lang) for k in DISTRIBUTION)]
+         for r in dist_rows], columns=[tr(lang, "col_run"), *(metric_label(lang, k) for k in DISTRIBUTION)])
     lora = next((r for r in v.rows if r.method == "lora" and r.values.get("train_seconds")), None)
     cost_rows = []
     for r in v.rows:
@@ -174,13 +212,45 @@ def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         ratios = []
         for key in ("train_seconds", "peak_memory_mb"):
             mine, theirs = r.values.get(key), lora.values.get(key) if lora else None
-            ratios.append(f"{mine / theirs:.2f}×" if mine and theirs else "—")
-        cost_rows.append([r.name, r.method, cell(r, "train_seconds", 1), cell(r, "peak_memory_mb", 0),
-                          cell(r, "trainable_params", 0), cell(r, "tokens_per_s", 1), *ratios])
+            ratios.append(f"{number(lang, mine / theirs, 2)}×" if mine and theirs else "—")
+        cost_rows.append([display_name(r, lang), choice_label(lang, "method", r.method), cell(r, "train_seconds", 1, lang),
+                          cell(r, "peak_memory_mb", 0, lang), cell(r, "trainable_params", 0, lang),
+                          cell(r, "tokens_per_s", 1, lang), *ratios])
     cost = pd.DataFrame(cost_rows, columns=[tr(lang, k) for k in (
         "col_run", "col_method", "col_train_s", "col_peak_mb", "col_trainable", "col_tokens_s", "col_time_lora",
         "col_memory_lora")])
     return quality, distribution, cost
+
+
+def paired_table(v: View, lang: str) -> pd.DataFrame:
+    """The report's paired differences (each row minus lora and minus base, per question): the comparison to read."""
+    names = {r.name: display_name(r, lang) for r in v.rows}
+    rows = []
+    for entry in v.paired:
+        for key in ("rougeL", "semantic"):
+            diff = entry.get(key)
+            if not isinstance(diff, dict):
+                continue
+            lo, hi = diff["ci"]
+            rows.append([names.get(entry["method"], entry["method"]), names.get(entry["versus"], entry["versus"]),
+                         metric_label(lang, key), f"{number(lang, diff['mean'], 3)} [{number(lang, lo, 3)}; "
+                                                  f"{number(lang, hi, 3)}]"])
+    return pd.DataFrame(rows, columns=[tr(lang, "col_run"), tr(lang, "col_versus"), tr(lang, "col_metric"),
+                                       tr(lang, "col_difference")])
+
+
+def unavailable_notes(v: View, lang: str) -> str:
+    """Why a metric shows "—": the library's reason, quoted as it is (a technical line), after the page's words."""
+    lines = []
+    for key in ("bleurt", "semantic"):
+        reason = v.notes.get(key)
+        if reason and "unavailable" in str(reason) and any(r.values.get(key) is None for r in evaluated_rows(v)):
+            lines.append(f"{tr(lang, 'metric_unavailable', metric=metric_label(lang, key))} `{reason}`")
+    return "\n\n".join(lines)
+
+
+def _setting_value(lang: str, name: str, value: Any) -> str:
+    return choice_label(lang, name, value) if "choices" in CONFIG_FIELDS[name].metadata else json.dumps(value)
 
 
 def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
@@ -195,7 +265,46 @@ def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
     if len(configs) < 2:
         return pd.DataFrame(columns=columns)
     keys = [k for k in configs[0][1] if len({json.dumps(c[1].get(k)) for c in configs}) > 1 and k != "out"]
-    return pd.DataFrame([[k, *(json.dumps(c[1].get(k)) for c in configs)] for k in keys], columns=columns)
+    return pd.DataFrame([[setting_name(lang, k) if lang != "en" else k, *(_setting_value(lang, k, c[1].get(k))
+                                                                           for c in configs)] for k in keys],
+                        columns=columns)
+
+
+def describe_row(lang: str, row: str) -> str:
+    """What a method row trains: its words from the catalogue, else its method, preset and settings (compare.ROWS)."""
+    if (words := row_description(lang, row)) is not None:
+        return words
+    method, preset, extra = ROWS[row]
+    settings = ", ".join(f"{setting_name(lang, k)} = {_setting_value(lang, k, v)}" for k, v in extra.items())
+    key = "row_fallback" if settings else "row_fallback_plain"
+    return tr(lang, key, row=row, method=choice_label(lang, "method", method),
+              preset=choice_label(lang, "preset", preset), settings=settings)
+
+
+def method_choices(lang: str) -> list[tuple[str, str]]:
+    return [(f"{row} — {describe_row(lang, row)}", row) for row in BASELINES]
+
+
+def plan_text(plan: Plan, engine: Engine, run_id: str, methods: list[str], lang: str) -> str:
+    """The comparison's duration told up front: its total and parts, what the estimate rests on, what differs."""
+    train = [s for s in plan.stages if s.kind == "train"]
+    parts = [tr(lang, "plan_train", what=", ".join(dict.fromkeys(s.what for s in train)),
+                time=duration(lang, plan.total("train")))] if train else []
+    parts.append(tr(lang, "plan_eval", models=plural(lang, "models", plan.models), questions=plural(lang, "questions", plan.questions),
+                    retention=plural(lang, "retention_questions", plan.retention), time=duration(lang, plan.total("evaluate"))))
+    basis = " + ".join(tr(lang, b) for b in plan.basis)
+    text = f"{tr(lang, 'plan', time=duration(lang, plan.seconds), parts='; '.join(parts))} {tr(lang, 'plan_basis', basis=basis)}"
+    reference = engine.runs.folder(run_id).read_config()[0]
+    changes = []
+    for row in methods:
+        mine = baseline_config(reference, row, reference.out or "")
+        differ = [f"{setting_name(lang, k)} {_setting_value(lang, k, getattr(mine, k))}" for k in CONFIG_FIELDS
+                  if k not in ("out", "preset") and getattr(mine, k) != getattr(reference, k)]
+        if differ:
+            changes.append(f"{row}: {', '.join(differ)}")
+    if changes:
+        text += "\n\n" + tr(lang, "plan_differ", run=run_id, changes="; ".join(changes))
+    return text
 
 
 def compared_runs(result: Any) -> list[str]:
@@ -210,87 +319,130 @@ class CompareOutputs:
 
 
 def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
-    choices = [r.run for r in engine.runs.rows()]
+    choices_now = [r.run for r in engine.runs.rows()]
     with gr.Row():
-        reference = gr.Dropdown(choices, label=t("reference_run"), scale=2)
-        methods = gr.CheckboxGroup(BASELINES, value=["lora"], label=t("methods"), scale=3)
-        seeds = gr.Slider(1, 5, value=1, step=1, label=t("seeds"), scale=1)
+        reference = gr.Dropdown(choices_now, label=t("reference_run"), scale=2)
+        seeds = gr.Slider(1, 5, value=1, step=1, label=t("seeds"), scale=1, buttons=[])
+    methods = gr.CheckboxGroup(method_choices("en"), value=["lora"], label=t("methods"), elem_id="gantune-methods")
+    plan = gr.Markdown()
     with gr.Row():
         run_button = gr.Button(t("run_compare"), variant="primary")
         stop = gr.Button(t("stop"), variant="stop")
     status = gr.HTML()
     seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
-    selected = gr.Dropdown(choices, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
+    selected = gr.Dropdown(choices_now, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
     notes = gr.Markdown(t("compare_pick"))
-    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False,
-                           column_widths=["20%", "6%", *["9.25%"] * len(QUALITY)])
-    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False,
+    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
+                           column_widths=["19%", "5%", *["8.4%"] * len(QUALITY)])
+    unavailable = gr.Markdown()
+    paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, buttons=[],
+                          column_widths=["30%", "25%", "20%", "25%"])
+    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
                                 column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
     with gr.Row():
         with gr.Column(scale=1):
-            bar_metric = gr.Radio(QUALITY + DISTRIBUTION, value="rougeL", label=t("bar_metric"))
+            bar_metric = gr.Radio(choices=[(metric_label("en", k), k) for k in QUALITY + DISTRIBUTION], value="rougeL",
+                                  label=t("bar_metric"))
         bars = gr.Plot(scale=3)
     lengths = gr.Plot()
-    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False,
+    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False, buttons=[],
                         column_widths=["26%", "10%", "10%", "9%", "11%", "10%", "12%", "12%"])
-    key = gr.Radio(OVERLAY, value="mle_loss", label=t("overlay_key"))
+    key = gr.Radio(choices=[(tr("en", f"q_{k}"), k) for k in OVERLAY], value="mle_loss", label=t("overlay_key"))
     overlay = gr.Plot()
-    diff = gr.Dataframe(label=t("config_diff"), interactive=False, wrap=True, visible=False)
+    diff = gr.Dataframe(label=t("config_diff"), interactive=False, wrap=True, visible=False, buttons=[])
+
+    def on_page_load(request: gr.Request):
+        """Every choice's label in the page's language."""
+        lang = language(request)
+        return (gr.update(choices=method_choices(lang)),
+                gr.update(choices=[(metric_label(lang, k), k) for k in QUALITY + DISTRIBUTION]),
+                gr.update(choices=[(tr(lang, f"q_{k}"), k) for k in OVERLAY]))
+
+    demo.load(on_page_load, None, [methods, bar_metric, key], show_progress="hidden")
+
+    def on_plan(ref, chosen, n_seeds, request: gr.Request):
+        """How long the comparison will take, before it starts (the model is timed when it is loaded already)."""
+        lang = language(request)
+        if not ref:
+            return ""
+        try:
+            run = engine.runs.folder(ref)
+            config = run.read_config()[0]
+            base = engine.models.loaded(config.model, config.gguf_file)
+            made = plan_comparison(run, list(chosen or []), int(n_seeds or 1), engine.settings.retention_n, base,
+                                   engine.runs.pace_hint)
+            return plan_text(made, engine, ref, list(chosen or []), lang)
+        except GantuneError as exc:
+            return error_text(exc, lang)
+
+    gr.on([reference.change, methods.change, seeds.release], on_plan, [reference, methods, seeds], plan,
+          show_progress="hidden", api_name="compare_plan")
 
     def on_run(ref, chosen, n_seeds, request: gr.Request):
         lang = language(request)
         try:
+            if not ref:
+                raise GantuneError("pick a run to compare against first", key="pick_reference_first")
             job = engine.start_comparison(ref, chosen or [], int(n_seeds or 1))
         except GantuneError as exc:
-            gr.Warning(error_text(exc, lang))
+            warn(exc, lang)
             return progress_html(engine.jobs.status("compare"), lang, idle="idle_compare")
         return progress_html(job, lang, idle="idle_compare")
 
-    run_button.click(on_run, [reference, methods, seeds], status, api_name="compare")
+    run_button.click(on_run, [reference, methods, seeds], status, api_name="compare", show_progress="hidden")
 
     def on_stop(request: gr.Request):
         return progress_html(engine.jobs.stop("compare"), language(request), idle="idle_compare")
 
-    stop.click(on_stop, None, status, api_name="stop_compare")
+    stop.click(on_stop, None, status, api_name="stop_compare", show_progress="hidden")
 
     def show(run_ids, metric, quantity, request: gr.Request):
         lang = language(request)
         # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
         # until it is redrawn (gradio-app/gradio#13611)
-        yield gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), []
+        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], gr.skip(), gr.skip(), gr.skip(), []
         v = view(engine, run_ids)
         q, d, c = tables(v, lang)
+        names = run_names(v, lang)
         curves = {}
         for run_id in _selected_names(run_ids):
             try:
-                curves[run_id] = engine.runs.folder(run_id).read_metrics()
+                curves[names.get(run_id, run_id)] = engine.runs.folder(run_id).read_metrics()
             except GantuneError:
                 continue
         d_rows = ([v.reference] if v.reference else []) + evaluated_rows(v)
-        bar_rows = [{"name": _name(r, lang), **r.values, "ci": r.ci} for r in d_rows]
-        histogram = {_name(r, lang): r.lengths for r in d_rows}
+        bar_rows = [{"name": display_name(r, lang), **r.values, "ci": r.ci} for r in d_rows]
+        histogram = {display_name(r, lang): r.lengths for r in d_rows}
         differ = config_diff(engine, run_ids, lang)
+        pairs = paired_table(v, lang)
         some = bool(evaluated_rows(v))
         text = tr(lang, "interval_note") if some else tr(lang, "compare_pick")
         for report, reason in engine.runs.damaged_comparisons():  # listed as damaged, as the Runs tab lists runs
             text += "\n\n⚠ " + tr(lang, "comparison_damaged", name=report, reason=engine.policy.shown(reason))
-        yield (text, gr.update(value=q, visible=some), gr.update(value=d, visible=some),
-               gr.update(value=c, visible=bool(len(c))), plots.metric_bars(bar_rows, metric, metric, lang),
-               plots.answer_lengths(histogram, lang), plots.overlay(curves, quantity, lang),
+        if len(pairs):
+            text += " " + tr(lang, "paired_note")
+        yield (text, gr.update(value=q, visible=some), unavailable_notes(v, lang),
+               pairs, gr.update(value=d, visible=some),
+               gr.update(value=c, visible=bool(len(c))),
+               plots.for_page(plots.metric_bars(bar_rows, metric, lang), lang),
+               plots.for_page(plots.answer_lengths(histogram, lang), lang),
+               plots.for_page(plots.overlay(curves, quantity, lang), lang),
                gr.update(value=differ, visible=bool(len(differ))))
 
-    outputs = [notes, quality, distribution, cost, bars, lengths, overlay, diff]
+    outputs = [notes, quality, unavailable, paired, distribution, cost, bars, lengths, overlay, diff]
+    # one redraw at a time, the latest: two overlapping redraws would interleave their parts
     gr.on([selected.change, key.change, bar_metric.change, demo.load], show, [selected, bar_metric, key], outputs,
-          show_progress="hidden", api_name="compare_view")
+          show_progress="hidden", api_name="compare_view", concurrency_limit=1, trigger_mode="always_last")
 
     def refresh(last, current, request: gr.Request):
-        """This tab's job; once a comparison ends, its runs are shown (their choices come with them)."""
+        """This tab's job; its runs are shown as soon as it starts making them, and all of them once it ends."""
         lang = language(request)
         job = engine.jobs.status("compare")
-        mark = (job.started, job.state)
-        if job.state not in ("completed", "stopped") or mark == last or last is None and current:
+        mark = (job.started, job.state, job.run)
+        if mark == last or last is None and current or not (job.active or job.state in ("completed", "stopped")):
             return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark
-        runs = compared_runs(job.result)
+        runs = compared_runs(job.result) if not job.active else \
+            list(dict.fromkeys([*(current or []), *([Path(job.run).name] if job.run else [])]))
         names = [r.run for r in engine.runs.rows()]
         shown = gr.update(choices=names, value=[r for r in runs if r in names])
         return progress_html(job, lang, idle="idle_compare"), shown, mark

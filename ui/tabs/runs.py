@@ -12,7 +12,7 @@ from gantune.errors import GantuneError
 
 from ..catalogue import DAMAGED, RunRow
 from ..engine import Engine
-from ..i18n import language, t, tr
+from ..i18n import choice_label, language, number, t, tr
 from ..views import error_markdown
 from .chat import run_choices
 
@@ -20,7 +20,7 @@ COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory
            "evaluated", "adapter", "created"]
 HEADERS = ["col_run", "col_method", "col_preset", "col_status", "col_steps", "col_seconds", "col_peak_memory",
            "col_params", "col_evaluated", "col_adapter", "col_created"]
-WIDTHS = ["20%", "8%", "8%", "9%", "5%", "8%", "7%", "9%", "7%", "8%", "11%"]
+WIDTHS = ["19%", "8%", "9%", "9%", "5%", "7%", "7%", "8%", "8%", "8%", "12%"]
 
 
 @dataclass
@@ -40,8 +40,12 @@ def _cell(column: str, value, lang: str):
         return tr(lang, "status_damaged", reason=value.removeprefix(DAMAGED))
     if column == "status":
         return tr(lang, f"status_{value}") if f"status_{value}" in _STATUS_KEYS else value
-    if column == "seconds" and isinstance(value, float):
-        return f"{value:.1f}"
+    if column in ("method", "preset") and isinstance(value, str):
+        return choice_label(lang, column, value)
+    if column in ("seconds", "peak_memory_mb") and isinstance(value, (int, float)):
+        return number(lang, value, 1 if column == "seconds" else 0)
+    if column == "trainable_params" and isinstance(value, int):
+        return number(lang, value, 0)
     return "—" if value is None else value
 
 
@@ -58,7 +62,8 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
     """The tab; returns its table and run picker (the app refreshes both when the runs change)."""
     refresh = gr.Button(t("refresh"))
     rows = engine.runs.rows()
-    runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS)
+    runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS, buttons=[],
+                        elem_id="gantune-runs-table")
     selected = gr.Dropdown([r.run for r in rows], label=t("selected_run"))
     with gr.Row():
         open_run = gr.Button(t("open_run"))
@@ -112,7 +117,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
 
     open_run.click(on_open, [selected, targets.compare_selected],
-                   [targets.viewed_run, targets.compare_selected, message])
+                   [targets.viewed_run, targets.compare_selected, message], show_progress="hidden")
 
     def on_resume(run_id, request: gr.Request):
         lang = language(request)
@@ -124,7 +129,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
             return gr.skip(), error_markdown(exc, lang)
         return Path(job.run).name, tr(lang, "resuming", run=run_id)
 
-    resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume")
+    resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume", show_progress="hidden")
 
     def on_chat(run_id, request: gr.Request):
         lang = language(request)
@@ -138,7 +143,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
             return gr.skip(), update, tr(lang, "in_chat_lora", run=run_id)
         return gr.skip(), gr.skip(), tr(lang, "chat_needs")
 
-    use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message])
+    use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message], show_progress="hidden")
 
     def on_delete(run_id, request: gr.Request):
         lang = language(request)
@@ -146,8 +151,8 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
             return gr.update(visible=False), tr(lang, "pick_run_first")
         return gr.update(visible=True), tr(lang, "delete_question", run=run_id)
 
-    delete.click(on_delete, selected, [confirm_row, message])
-    cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message])
+    delete.click(on_delete, selected, [confirm_row, message], show_progress="hidden")
+    cancel.click(lambda: (gr.update(visible=False), ""), None, [confirm_row, message], show_progress="hidden")
 
     def on_confirm(run_id, request: gr.Request):
         lang = language(request)

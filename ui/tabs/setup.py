@@ -13,7 +13,7 @@ from gantune.errors import GantuneError
 
 from .. import plots
 from ..engine import Engine, PageError
-from ..i18n import language, t, tr
+from ..i18n import language, number, plural, t, tr
 from ..views import error_markdown, error_text
 
 OFFLINE, HUB, UPLOAD = "offline", "hub", "upload"
@@ -99,14 +99,14 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     with gr.Row():
         n = gr.Number(value=min(40, engine.settings.max_n) if space else 40, precision=0, label=t("n"),
                       maximum=engine.settings.max_n if space else None, minimum=0)
-        fraction = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t("fraction"))
+        fraction = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t("fraction"), buttons=[])
         seed = gr.Number(value=0, precision=0, label=t("seed"))
     preview_button = gr.Button(t("preview"))
     preview_status = gr.Markdown()
     # the table takes the page's width (questions and answers wrap at words); the histogram comes below
     # both shown once there is a preview
     preview = gr.Dataframe(headers=preview_headers("en"), label=t("pairs"), wrap=True, interactive=False,
-                           column_widths=["9%", "41%", "50%"], max_height=420, visible=False)
+                           column_widths=["9%", "41%", "50%"], max_height=420, visible=False, buttons=[])
     histogram = gr.Plot(visible=False)
     inputs = SetupInputs(model, gguf_file, trust, kind, path, upload, subset, n, fraction, seed)
 
@@ -131,8 +131,9 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
             return error_markdown(exc, lang)
         n_params = sum(p.numel() for p in base.model.parameters())
         template = tr(lang, "chat_template" if getattr(base.tokenizer, "chat_template", None) else "no_chat_template")
+        device = tr(lang, "device_cuda" if base.device.type == "cuda" else "device_cpu")
         return tr(lang, "loaded", name=base.source.get("name"), arch=type(base.model).__name__,
-                  params=f"{n_params / 1e6:.0f}", template=template, device=base.device)
+                  params=number(lang, n_params / 1e6, 0), template=template, device=device)
 
     load.click(on_load, [model, gguf_file, trust], model_status, api_name="load_model")
 
@@ -150,10 +151,12 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
             base = engine.model(v["model"], v["gguf_file"], v["trust_remote_code"])
             enc = Encoder(base.tokenizer, base.eos_id, 10_000, 10_000)
             encoded = enc.encode(train + test)
-            figure = plots.token_lengths([len(q) for q, _ in encoded], [len(a) for _, a in encoded], lang)
+            figure = plots.for_page(plots.token_lengths([len(q) for q, _ in encoded], [len(a) for _, a in encoded], lang),
+                                    lang)
         except GantuneError as exc:
             source += " " + tr(lang, "no_histogram", error=error_text(exc, lang))
-        counts = tr(lang, "preview_counts", train=len(train), test=len(test), source=source)
+        counts = tr(lang, "preview_counts", train=plural(lang, "pairs", len(train)), test=plural(lang, "pairs", len(test)),
+                    source=source)
         return (counts, gr.update(value=pd.DataFrame(rows, columns=preview_headers(lang)), visible=True),
                 gr.update(value=figure, visible=figure is not None))
 

@@ -20,16 +20,29 @@ import gradio as gr
 from gantune.config import RunSettings, TrainConfig, preset_config
 from gantune.errors import GantuneError
 from gantune.methods import METHODS
+from gantune.methods.gan.method import warmup_epochs
 from gantune.monitor import watch
 from gantune.runs import RunFolder
 
 from .. import plots
 from ..catalogue import planned_steps, summary_or_none
 from ..engine import Engine
-from ..i18n import CONFIG_FIELDS, field_help, field_label, language, t, tr
+from ..i18n import (
+    CONFIG_FIELDS,
+    choices,
+    field_help,
+    field_label,
+    language,
+    metric_label,
+    number,
+    plural,
+    t,
+    title_text,
+    tr,
+)
 from ..jobs import JobStatus
 from ..policy import PageError
-from ..views import error_text, html_table, progress_html, title_text
+from ..views import html_table, progress_html, refusal_html, warn
 from .setup import SetupInputs, setup_values
 
 # Every setting a GAN run reads (the run's section and the GAN's, see gantune.methods.METHODS) but the
@@ -41,6 +54,8 @@ FIELDS = [f.name for section in (RunSettings, *METHODS["gan"].sections) for f in
 _HINTS = typing.get_type_hints(TrainConfig)
 SAMPLE_ROWS = 10  # newest first
 WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
+PRESETS = ("improved", "thesis")
+CHOICE_FIELDS = [name for name in FIELDS if "choices" in CONFIG_FIELDS[name].metadata]
 
 
 @dataclass
@@ -53,7 +68,7 @@ def _widget(name: str, value) -> gr.components.Component:
     meta, hint = CONFIG_FIELDS[name].metadata, _HINTS[name]
     common = {"label": t(field_label(name)), "info": t(field_help(name))}
     if "choices" in meta:
-        return gr.Dropdown(list(meta["choices"]), value=value, **common)
+        return gr.Dropdown(choices("en", name, meta["choices"]), value=value, **common)
     if hint is bool:
         return gr.Checkbox(value=value, **common)
     if typing.get_origin(hint) is list:  # shown as "256 64 16" (_preset_values already joined it)
@@ -62,7 +77,11 @@ def _widget(name: str, value) -> gr.components.Component:
 
 
 def _preset_values(preset: str) -> list:
-    config = preset_config("gan", preset)
+    return _form_values(preset_config("gan", preset))
+
+
+def _form_values(config: TrainConfig) -> list:
+    """A config's values as the settings form shows them (widths as "256 64 16")."""
     return [" ".join(map(str, v)) if isinstance(v, list) else v for v in (getattr(config, f) for f in FIELDS)]
 
 
@@ -112,19 +131,32 @@ def kept_note(run: RunFolder, lang: str) -> str:
     score = next(((k.removeprefix("val_"), v) for k, v in (best or {}).items() if k.startswith("val_")), None)
     if score is None:
         return tr(lang, "kept_last", step=summary.kept_step)
-    return tr(lang, "kept", step=summary.kept_step, metric=score[0], score=f"{score[1]:.4f}",
+    return tr(lang, "kept", step=summary.kept_step, metric=metric_label(lang, score[0]), score=number(lang, score[1], 4),
               count=len(summary.validation))
 
 
-def samples_html(samples: list[dict], config: TrainConfig | None, lang: str) -> str:
-    """The latest sampled answers, newest first, each beside its question and reference answer."""
+def samples_html(samples: list[dict], config: TrainConfig | None, records: list[dict], active: bool, lang: str) -> str:
+    """The latest sampled answers, newest first, each beside its question and reference answer; when there are
+    none, why (the warm-up still runs, samples are off, or the run's steps met no multiple of "sample every")."""
     if not samples:
-        warmup = getattr(config, "warmup_epochs", 0) if config is not None and config.method == "gan" else 0
-        note = tr(lang, "samples_warmup", epochs=warmup) if warmup else tr(lang, "samples_none")
-        return f"<div class='gantune-samples-empty'>{html.escape(note)}</div>"
+        return f"<div class='gantune-samples-empty'>{html.escape(_no_samples(config, records, active, lang))}</div>"
     rows = [[s["step"], s["question"], s["answer"], s["reference"]] for s in reversed(samples[-SAMPLE_ROWS:])]
     headers = [tr(lang, k) for k in ("col_step", "col_question", "col_sampled", "col_reference")]
     return html_table(headers, rows, ["4.5em", "26%", "calc(37% - 2.25em)", "calc(37% - 2.25em)"], "gantune-samples")
+
+
+def _no_samples(config: TrainConfig | None, records: list[dict], active: bool, lang: str) -> str:
+    if config is None or config.method != "gan":
+        return tr(lang, "samples_none")
+    if not config.sample_every:
+        return tr(lang, "samples_never")
+    adversarial = [r["step"] for r in records if r.get("phase") == "adversarial"]
+    if active or not records:  # still to come: after the warm-up the run really has (at most epochs - 1)
+        warmup = warmup_epochs(config)
+        return tr(lang, "samples_warmup", epochs=plural(lang, "epochs", warmup)) if warmup else tr(lang, "samples_none")
+    if not adversarial:
+        return tr(lang, "samples_no_adversarial")
+    return tr(lang, "samples_missed", first=adversarial[0], last=adversarial[-1], every=config.sample_every)
 
 
 def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | None, lang: str) -> str:
@@ -148,23 +180,51 @@ def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | Non
             f"<ul>{items}</ul>{html.escape(advice)}</div>")
 
 
-def status_html(engine: Engine, job: JobStatus, lang: str) -> str:
-    """This tab's job (the latest training job) with the note of another kind of job running, and the kept adapter."""
+def status_html(engine: Engine, job: JobStatus, lang: str, viewed: str | None = None) -> str:
+    """This tab's status: the latest training job, or the run the plots show when that is another one (a run picked
+    in Runs: ``viewed``; nothing when the job's run was deleted); with the note of another kind of job running, and
+    the kept adapter."""
+    shown = _shown_run(engine, job, viewed)
     notes = []
     current = engine.jobs.status()
     if current.active and current.kind != job.kind:
         notes.append(tr(lang, "other_job", title=title_text(current, lang), state=tr(lang, "state_" + current.state)))
+    if shown is not None and (job.run is None or Path(job.run).resolve() != shown.path.resolve()):
+        job = run_status(shown)
+    elif shown is None and job.state in ("completed", "stopped"):
+        job = JobStatus()  # the job's run was deleted since: nothing to say about it (a failure still says why)
     if job.state in ("completed", "stopped") and job.run:
         notes.append(kept_note(RunFolder(job.run), lang))
-    planned = planned_steps(RunFolder(job.run)) if job.run and not job.total and job.active else None
+    planned = planned_steps(RunFolder(job.run)) if job.run and not job.total else None
     return progress_html(job, lang, planned, [n for n in notes if n])
+
+
+def run_status(run: RunFolder) -> JobStatus:
+    """A finished (or stopped, crashed) run's status as its files tell it: the status line of a run picked in Runs."""
+    summary = summary_or_none(run)
+    config = _config(run)
+    state = {"completed": "completed", "diverged": "failed"}.get(summary.status if summary else None, "stopped")
+    steps = summary.steps if summary and summary.steps is not None else len(run.read_metrics())
+    return JobStatus(state=state, kind="train", title=run.path.name, run=str(run.path), step=steps or 0,
+                     total=(summary.total_steps if summary else None) or planned_steps(run) or 0,
+                     title_key="title_train" if config else "", title_args={"preset": config.preset} if config else {},
+                     message=state)
+
+
+def _shown_run(engine: Engine, job: JobStatus, viewed: str | None) -> RunFolder | None:
+    """The run the tab shows: the running job's, else the run picked in Runs, else the last job's while it exists."""
+    if job.run and job.active:
+        return RunFolder(job.run)
+    if viewed is not None and (run := _known_run(engine, viewed)) is not None:
+        return run
+    return _known_run(engine, Path(job.run).name) if job.run else None
 
 
 def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     viewed_run = gr.State(None)
     shown = gr.State(None)  # what was last drawn: skip redraws when nothing changed
     with gr.Row():
-        preset = gr.Radio(["improved", "thesis"], value="improved", label=t("preset"), scale=2)
+        preset = gr.Radio(choices("en", "preset", PRESETS), value="improved", label=t("preset"), scale=2)
         start = gr.Button(t("start"), variant="primary", scale=1)
         stop = gr.Button(t("stop"), variant="stop", scale=1)
     with gr.Accordion(t("settings"), open=False):
@@ -173,6 +233,7 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
             with gr.Row():
                 for name, value in zip(FIELDS[i:i + 3], _preset_values("improved")[i:i + 3]):
                     widgets.append(_widget(name, value))
+    refusal = gr.HTML()  # a refused Start's reason, kept above the status until the next Start
     status = gr.HTML(progress_html(engine.jobs.status("train"), "en"), label=t("status"))
     collapse = gr.HTML()
     with gr.Row():
@@ -182,7 +243,21 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     gr.Markdown(f"### {t('samples')}")
     samples = gr.HTML()
 
-    preset.change(_preset_values, preset, widgets)
+    preset.change(_preset_values, preset, widgets, show_progress="hidden")
+
+    def on_page_load(request: gr.Request):
+        """The choices in the page's language; a page that opens while a job trains shows that job's settings."""
+        lang = language(request)
+        job = engine.jobs.status("train")
+        config = _config(RunFolder(job.run)) if job.active and job.run else None
+        values = _form_values(config) if config is not None else [gr.skip()] * len(FIELDS)
+        updates = [gr.update(choices=choices(lang, name, CONFIG_FIELDS[name].metadata["choices"]),
+                             **({"value": value} if config is not None else {}))
+                   if name in CHOICE_FIELDS else value for name, value in zip(FIELDS, values)]
+        preset_now = {"value": config.preset} if config is not None else {}
+        return gr.update(choices=choices(lang, "preset", PRESETS), **preset_now), *updates
+
+    demo.load(on_page_load, None, [preset, *widgets], show_progress="hidden", api_name="settings_form")
 
     def on_start(request: gr.Request, preset_name, *values):
         lang = language(request)
@@ -190,44 +265,49 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         try:
             config = build_config("gan", preset_name, setup_values(engine, *values[:n_setup]), list(values[n_setup:]))
             job = engine.start_training(config)
-        except GantuneError as exc:  # a toast, and the same words above the status (a toast fades after 10 s)
-            gr.Warning(error_text(exc, lang))
-            refusal = f'<p class="gantune-refusal">⚠ {html.escape(error_text(exc, lang))}</p>'
-            return refusal + status_html(engine, engine.jobs.status("train"), lang), gr.skip()
-        return status_html(engine, job, lang), Path(job.run).name
+        except GantuneError as exc:  # a toast, and the same words above the status (a toast fades)
+            warn(exc, lang)
+            return refusal_html(exc, lang), status_html(engine, engine.jobs.status("train"), lang), gr.skip()
+        return "", status_html(engine, job, lang), Path(job.run).name
 
-    start.click(on_start, [preset, *setup.as_list(), *widgets], [status, viewed_run], api_name="start")
+    start.click(on_start, [preset, *setup.as_list(), *widgets], [refusal, status, viewed_run], api_name="start",
+                show_progress="hidden")
+
     def on_stop(request: gr.Request):
         return status_html(engine, engine.jobs.stop("train"), language(request))
 
-    stop.click(on_stop, None, status, api_name="stop")
+    stop.click(on_stop, None, status, api_name="stop", show_progress="hidden")
 
     drawn: dict = {}  # language -> (key, figures) last drawn, shared by every page: one draw per step, not per page
 
-    def figures(run_id: str | None, records: list[dict], lang: str) -> tuple:
+    def figures(run_id: str | None, records: list[dict], config: TrainConfig | None, lang: str) -> tuple:
         # a run's name is never reused; a resumed run rewrites its later steps, with other timings
         key = (run_id, len(records), records[-1].get("seconds") if records else None)
         last = drawn.get(lang)
         if last is None or last[0] != key:
-            last = drawn[lang] = (key, (plots.losses(records, lang), plots.game(records, lang),
-                                        plots.weights(records, lang), plots.memory(records, lang)))
+            warmup = warmup_epochs(config) if config is not None and config.method == "gan" else 0
+            made = (plots.losses(records, lang), plots.game(records, lang, warmup), plots.weights(records, lang),
+                    plots.memory(records, lang))
+            last = drawn[lang] = (key, tuple(plots.for_page(f, lang) for f in made))
         return last[1]
 
     def refresh(viewed, last, request: gr.Request):
         lang = language(request)
         job = engine.jobs.status("train")
-        run = RunFolder(job.run) if job.run and (job.active or viewed is None) else _known_run(engine, viewed)
+        run = _shown_run(engine, job, viewed)
         try:  # samples.jsonl is appended just after a step's metrics line
             records, samples_now = (run.read_metrics(), run.read_samples()) if run else ([], [])
         except GantuneError:  # a damaged run file (a FIFO, a link): no curves, and the page answers on
             records, samples_now = [], []
         run_id = run.path.name if run else None
         signature = (run_id, len(records), len(samples_now), job.state, lang)
-        status_now = status_html(engine, job, lang)
+        status_now = status_html(engine, job, lang, viewed)
         if signature == last:
             return status_now, *(gr.skip(),) * 6, last
         config = _config(run)
-        return (status_now, *figures(run_id, records, lang), samples_html(samples_now, config, lang),
+        active = job.active and run is not None and job.run is not None and Path(job.run).name == run_id
+        return (status_now, *figures(run_id, records, config, lang),
+                samples_html(samples_now, config, records, active, lang),
                 collapse_html(engine, samples_now, config, lang), signature)
 
     outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, collapse, shown]

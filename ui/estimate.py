@@ -1,0 +1,135 @@
+"""How long a comparison will take, told before it starts and refined while it runs.
+
+Every number comes from something measured: a training stage from the reference run's own step
+times (its MLE steps for the MLE-trained methods, all its steps for the GAN's rows; an earlier run
+alike when the runs folder has one), an evaluation from a short timed greedy decode of the loaded
+model (its prompt pass and its per-token step at the evaluation's batch size) times the questions
+and tokens it answers. The stages come in the order the comparison runs them; while it runs, the job
+manager scales each kind of stage by how long the finished ones of that kind really took.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import Any
+
+from gantune.compare import ROWS, baseline_config
+from gantune.evaluate import EvalSettings, generate, load_retention_sets
+from gantune.models import BaseModel
+from gantune.runs import RunFolder
+
+RETENTION_LIKELIHOOD_ROWS = 5  # the true answer and (up to) four perturbed ones, each a teacher-forced pass
+_DECODING: dict[tuple, tuple[float, float]] = {}  # (model, batch) -> (prompt pass s, token step s), measured once
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a comparison: what it is and its estimated seconds."""
+
+    kind: str  # "train" | "evaluate"
+    what: str  # the row it trains or evaluates ("base" for the base model)
+    seconds: float
+
+
+@dataclass
+class Plan:
+    stages: list[Stage]
+    basis: list[str] = field(default_factory=list)  # catalogue keys: what the estimate rests on
+    questions: int = 0  # test questions a model answers (one seed)
+    retention: int = 0  # retention questions (first seed only)
+    models: int = 0  # models evaluated per seed
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    def total(self, kind: str) -> float:
+        return sum(s.seconds for s in self.stages if s.kind == kind)
+
+    def as_report(self) -> tuple[tuple[str, float], ...]:
+        """The stages as the job manager takes them: (kind, seconds) each."""
+        return tuple((s.kind, s.seconds) for s in self.stages)
+
+
+def decoding_seconds(base: BaseModel, questions: list[str], batch: int, prompt_tokens: int) -> tuple[float, float]:
+    """Seconds of one batch's prompt pass and of one generated token, measured once per model and batch size.
+
+    Two short greedy decodes of the same ``batch`` questions (1 and 9 new tokens): their difference is
+    8 token steps; what is left of the first is the prompt pass.
+    """
+    key = (id(base.model), batch)
+    if key not in _DECODING:
+        chunk = (questions * batch)[:batch]
+        times = []
+        for tokens in (1, 9):
+            t0 = time.perf_counter()
+            generate(base, None, chunk, tokens, prompt_tokens, batch_size=batch)
+            times.append(time.perf_counter() - t0)
+        step = max(times[1] - times[0], 0.0) / 8
+        _DECODING[key] = (max(times[0] - step, 0.0), step)
+    return _DECODING[key]
+
+
+def _answering(n: int, tokens: int, batch: int, decoding: tuple[float, float]) -> float:
+    prompt, step = decoding
+    return math.ceil(n / batch) * (prompt + tokens * step) if n else 0.0
+
+
+def _paces(run: RunFolder) -> tuple[float | None, float | None]:
+    """(seconds per step of all the run's steps, of its MLE steps): what its own records say."""
+    records = run.read_metrics()
+    every = [r["step_seconds"] for r in records if isinstance(r.get("step_seconds"), (int, float))]
+    mle = [r["step_seconds"] for r in records if r.get("phase") == "mle" and isinstance(r.get("step_seconds"), (int, float))]
+    return (mean(every) if every else None), (mean(mle) if mle else None)
+
+
+def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n: int | None,
+                    base: BaseModel | None, pace_hint: Any = None, settings: EvalSettings | None = None) -> Plan:
+    """The stages of comparing ``run`` with ``methods`` over ``seeds`` seeds, each with its estimated seconds.
+
+    ``base``: the loaded model, to time decoding (None: evaluations are estimated from the run's own step
+    times, and the basis says so); ``pace_hint(config)``: seconds per step of an earlier run alike, or None.
+    """
+    config, resolved = run.read_config()
+    split = resolved.get("split") or {}
+    n_test = len(split.get("test") or []) or resolved.get("n_test") or 0
+    n_train = resolved.get("n_train") or 0
+    steps = math.ceil(n_train / config.batch_size) * config.epochs if n_train else 0
+    every, mle = _paces(run)
+    basis = ["basis_steps"] if every else []
+    settings = settings or EvalSettings(max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens)
+    retention = sum(len(v) for v in load_retention_sets(config.data, retention_n, config.seed).values())
+    if base is not None:
+        questions = [p["question"] for p in split.get("test") or []] or ["?"]
+        decoding = decoding_seconds(base, questions, min(settings.batch_size, max(n_test, 1)), config.max_prompt_tokens)
+        basis.append("basis_decode")
+    else:  # no model to time: a training step is about three forward passes (one forward, a backward of two) over
+        # its rows' prompt and answer tokens, so a decoding step (one token a row) costs a third of it over their length
+        length = config.max_prompt_tokens + config.max_new_tokens
+        forward = (mle or every or 1.0) / 3
+        decoding = (forward * config.max_prompt_tokens / length, forward / length)
+        basis.append("basis_guess")
+    validation = (config.epochs + 1) * _answering(config.val_pairs, config.max_new_tokens, settings.batch_size, decoding)
+    evaluate_test = _answering(n_test, config.max_new_tokens, settings.batch_size, decoding)
+    evaluate_retention = (_answering(retention, settings.retention_max_new_tokens, settings.batch_size, decoding)
+                          + math.ceil(retention * RETENTION_LIKELIHOOD_ROWS / settings.batch_size) * decoding[0])
+
+    def training(row: str) -> float:
+        method = ROWS[row][0]
+        hinted = pace_hint(baseline_config(config, row, run.path)) if pace_hint else None
+        if hinted:
+            return steps * hinted
+        if method == "gan" or not mle:
+            return steps * (every or 0.0)
+        return steps * mle + validation
+
+    stages = [Stage("train", run.path.name, steps * (every or 0.0)) for _ in range(seeds - 1)]
+    for index in range(seeds):
+        extra = evaluate_retention if index == 0 else 0.0
+        stages += [Stage("evaluate", "base", evaluate_test + extra), Stage("evaluate", run.path.name, evaluate_test + extra)]
+        for row in methods:
+            stages += [Stage("train", row, training(row)), Stage("evaluate", row, evaluate_test + extra)]
+    return Plan(stages, basis, questions=n_test, retention=retention, models=2 + len(methods))
