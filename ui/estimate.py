@@ -17,7 +17,8 @@ from statistics import mean
 from typing import Any
 
 from gantune.compare import ROWS, baseline_config
-from gantune.evaluate import EvalSettings, generate, load_retention_sets
+from gantune.evaluate import EvalSettings, load_retention_sets
+from gantune.inference import MAX_DECODE_ROWS, answers, decode_rows
 from gantune.models import BaseModel
 from gantune.runs import RunFolder
 
@@ -66,7 +67,7 @@ def decoding_seconds(base: BaseModel, questions: list[str], batch: int, prompt_t
         times = []
         for tokens in (1, 9):
             t0 = time.perf_counter()
-            generate(base, None, chunk, tokens, prompt_tokens, batch_size=batch)
+            answers(base, chunk, tokens, prompt_tokens)
             times.append(time.perf_counter() - t0)
         step = max(times[1] - times[0], 0.0) / 8
         _DECODING[key] = (max(times[0] - step, 0.0), step)
@@ -102,9 +103,10 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
     basis = ["basis_steps"] if every else []
     settings = settings or EvalSettings(max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens)
     retention = sum(len(v) for v in load_retention_sets(config.data, retention_n, config.seed).values())
+    batch = decode_rows(base, config.max_prompt_tokens, config.max_new_tokens) if base is not None else MAX_DECODE_ROWS
     if base is not None:
         questions = [p["question"] for p in split.get("test") or []] or ["?"]
-        decoding = decoding_seconds(base, questions, min(settings.batch_size, max(n_test, 1)), config.max_prompt_tokens)
+        decoding = decoding_seconds(base, questions, min(batch, max(n_test, 1)), config.max_prompt_tokens)
         basis.append("basis_decode")
     else:  # no model to time: a training step is about three forward passes (one forward, a backward of two) over
         # its rows' prompt and answer tokens, so a decoding step (one token a row) costs a third of it over their length
@@ -112,10 +114,10 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
         forward = (mle or every or 1.0) / 3
         decoding = (forward * config.max_prompt_tokens / length, forward / length)
         basis.append("basis_guess")
-    validation = (config.epochs + 1) * _answering(config.val_pairs, config.max_new_tokens, settings.batch_size, decoding)
-    evaluate_test = _answering(n_test, config.max_new_tokens, settings.batch_size, decoding)
-    evaluate_retention = (_answering(retention, settings.retention_max_new_tokens, settings.batch_size, decoding)
-                          + math.ceil(retention * RETENTION_LIKELIHOOD_ROWS / settings.batch_size) * decoding[0])
+    validation = (config.epochs + 1) * _answering(config.val_pairs, config.max_new_tokens, batch, decoding)
+    evaluate_test = _answering(n_test, config.max_new_tokens, batch, decoding)
+    evaluate_retention = (_answering(retention, settings.retention_max_new_tokens, batch, decoding)
+                          + math.ceil(retention * RETENTION_LIKELIHOOD_ROWS / batch) * decoding[0])
 
     def training(row: str) -> float:
         method = ROWS[row][0]
