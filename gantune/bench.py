@@ -249,6 +249,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             versus = f"{p['versus']} (twin)" if p.get("twin") else p["versus"]
             lines.append("| " + " | ".join([p["method"], versus, *(_difference(p.get(k)) for k in ("rougeL", "semantic"))]) + " |")
         lines.append("")
+    lines += _objective_grid(report.get("objectives") or [])
     notes = report["notes"]
     explained = [("ROUGE", "rouge"), ("BLEURT", "bleurt"), ("semantic", "semantic"), ("retention", "retention"),
                  ("retention, seeds", "retention_seeds"), *((h, k) for k, h in DISTRIBUTION), ("±", "ci"),
@@ -256,6 +257,31 @@ def report_markdown(report: dict[str, Any]) -> str:
                  ("memory", "memory")]
     lines += [f"- {label}: {notes[key]}" for label, key in explained if notes.get(key)]
     return "\n".join(lines) + "\n"
+
+
+OBJECTIVE_NAMES = {"mle": "MLE", "explicit": "GAN, D network", "implicit": "GAN, implicit D"}
+
+
+def _objective_grid(cells: list[dict[str, Any]]) -> list[str]:
+    """The objective × adapter table (greedy): each cell's row, its ROUGE-L and its paired difference to its twin."""
+    if not cells or len({c["objective"] for c in cells}) < 2:
+        return []
+    adapters = list(dict.fromkeys(c["adapter"] for c in cells))
+    lines = ["**Objective × adapter** (greedy ROUGE-L; Δ: the paired difference to the twin, the MLE row of the same "
+             "adapter, with its 95% interval)", "", *_table_head(["objective", *adapters])]
+    for kind, name in OBJECTIVE_NAMES.items():
+        mine = {c["adapter"]: c for c in cells if c["objective"] == kind}
+        if not mine:
+            continue
+        shown = []
+        for adapter in adapters:
+            c = mine.get(adapter)
+            text = "—" if c is None else f"{c['row']}: {_num(c.get('rougeL'))}"
+            if c is not None and (c.get("vs_twin") or {}).get("rougeL"):
+                text += f", Δ {_difference(c['vs_twin']['rougeL'])}"
+            shown.append(text)
+        lines.append("| " + " | ".join([name, *shown]) + " |")
+    return [*lines, ""]
 
 
 def _detectable(paired: list[dict[str, Any]]) -> list[str]:

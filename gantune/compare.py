@@ -209,6 +209,23 @@ def row_adapter(row: str) -> str:
     return adapter_kind(method, extra.get("adapter", "m-tunable"))
 
 
+OBJECTIVES = ("mle", "explicit", "implicit")  # MLE alone; the GAN with a D network; with the implicit D
+
+
+def objective(method: str, discriminator: str) -> str | None:
+    """What a run of ``method`` optimises: ``mle``, the ``explicit`` GAN or the ``implicit`` one (None: full)."""
+    if method == "gan":
+        return "implicit" if discriminator == "implicit" else "explicit"
+    return "mle" if method in GENERATOR_METHODS.values() else None
+
+
+def row_cell(row: str) -> tuple[str, str] | None:
+    """(objective, adapter) of a comparison row: its cell in the objective × adapter table."""
+    method, preset, extra = ROWS[row]
+    kind = objective(method, extra.get("discriminator", preset_config(method, preset).discriminator))
+    return (kind, row_adapter(row)) if kind else None
+
+
 def twin(row: str) -> str | None:
     """An adversarial row's twin: the MLE row of the same adapter (``gan-lora`` → ``lora``); None for the others."""
     return GENERATOR_METHODS[row_adapter(row)] if ROWS[row][0] == "gan" else None
@@ -338,6 +355,7 @@ def compare_methods(
         raise GantuneError("full fine-tuning has no adapter to continue from a warm-up; leave it out of this comparison")
     total = len(splits) * (1 + len(trained) + 2 * len(rows) + len(kinds))
     twins = _twins(rows, trained)
+    cells = {r: row_cell(r) for r in rows} | {name: _run_cell(runs) for name, runs in trained.items()}
     warmups: list[dict[str, Any]] = []
     done, evaluations, stopped = 0, [], False
     say = progress or (lambda _: None)
@@ -434,15 +452,22 @@ def compare_methods(
     except GantuneError as exc:
         if not evaluations:
             raise
-        report = _report(evaluations, splits, temperatures, False, twins)
+        report = _report(evaluations, splits, temperatures, False, twins, cells)
         report.update(status="failed", error=str(exc))
         raise ComparisonFailed(str(exc), report) from exc
     say(Progress("stopped" if stopped else "done", "stopped" if stopped else "done", done, total))
-    report = _report(evaluations, splits, temperatures, stopped, twins)
+    report = _report(evaluations, splits, temperatures, stopped, twins, cells)
     if continuation:
         report["continuation"] = {"max_epochs": continuation.max_epochs, "patience": continuation.patience,
                                   "warmups": warmups}
     return report
+
+
+def _run_cell(runs: dict[int, str | Path]) -> tuple[str, str] | None:
+    """A trained run's (objective, adapter), from its config."""
+    config, _ = RunFolder(next(iter(runs.values()))).read_config()
+    kind = objective(config.method, config.discriminator)
+    return (kind, adapter_kind(config.method, config.adapter)) if kind else None
 
 
 def _twins(rows: Sequence[str], trained: dict[str, dict[int, str | Path]]) -> dict[str, str]:
@@ -470,10 +495,13 @@ def _label(row: str, temperature: float) -> str:
 
 
 def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperatures: Sequence[float],
-            stopped: bool, twins: dict[str, str]) -> dict[str, Any]:
-    """Rows (means over seeds, intervals), the reference row, paired differences and the answers.
+            stopped: bool, twins: dict[str, str], cells: dict[str, tuple[str, str] | None] | None = None
+            ) -> dict[str, Any]:
+    """Rows (means over seeds, intervals), the reference row, paired differences, the objective × adapter table
+    and the answers.
 
-    ``twins``: adversarial row -> its twin (the MLE row of the same adapter), paired with it too."""
+    ``twins``: adversarial row -> its twin (the MLE row of the same adapter), paired with it too; ``cells``: row ->
+    its (objective, adapter)."""
     order = list(dict.fromkeys(e.row for e in evaluations))
     by_row = {row: [e for e in evaluations if e.row == row] for row in order}
     rows, per_question = [], {}
@@ -496,9 +524,27 @@ def _report(evaluations: list[_Evaluation], splits: Sequence[Split], temperature
     return {
         "seeds": [s.seed for s in splits], "n_train": len(splits[0].train), "n_test": len(splits[0].test),
         "temperatures": [0.0, *temperatures], "status": "stopped" if stopped else "completed", "notes": notes,
-        "rows": rows, "reference": _reference_row(greedy), "paired": _paired(rows, per_question, twins),
+        "rows": rows, "reference": _reference_row(greedy), "paired": (paired := _paired(rows, per_question, twins)),
+        "objectives": _objectives(rows, paired, cells or {}),
         "generations": _generations(evaluations, temperatures),
     }
+
+
+def _objectives(rows: list[dict[str, Any]], paired: list[dict[str, Any]],
+                cells: dict[str, tuple[str, str] | None]) -> list[dict[str, Any]]:
+    """The objective × adapter table, one entry a filled cell (greedy answers): which row, its ROUGE-L and semantic
+    similarity, and its paired difference to its twin (an adversarial row's MLE row of the same adapter)."""
+    against_twin = {p["method"]: p for p in paired if p.get("twin") and not p["temperature"]}
+    out = []
+    for row in rows:
+        cell = cells.get(row["method"]) if not row["temperature"] else None
+        if cell is None:
+            continue
+        vs = against_twin.get(row["method"])
+        out.append({"objective": cell[0], "adapter": cell[1], "row": row["method"], "rougeL": row.get("rougeL"),
+                    "semantic": row.get("semantic"),
+                    "twin": vs and vs["versus"], "vs_twin": vs and {k: vs.get(k) for k in PAIRED_KEYS}})
+    return out
 
 
 def _generations(evaluations: list[_Evaluation], temperatures: Sequence[float]) -> list[dict[str, Any]]:

@@ -43,7 +43,8 @@ class RunSettings:
                                "dataset id")
     subset: str = setting("forget10", "TOFU config / file name inside --data (forget05/forget01 nest in forget10)")
     n: int | None = setting(40, "how many pairs to use (train + test) after a seeded shuffle; 'all' for every pair",
-                            bounds=Bounds(low=2, hosted=40, why="one pair to train on and one to test"))
+                            bounds=Bounds(low=2, hosted=40, why="one pair to train on and one to test",
+                                          key="too_few_pairs"))
     train_fraction: float = setting(0.5, "share of the n pairs used for training, the rest held out",
                                     bounds=Bounds(low=0.0, high=1.0, low_open=True, high_open=True))
     seed: int = setting(0, "seed for the split, noise, sampling and initialisation",

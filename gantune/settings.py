@@ -27,6 +27,7 @@ class Bounds:
     high_open: bool = False  # ``high`` itself is refused
     hosted: float | None = None  # the most a hosted workbench (a Space) allows: the setting sizes a job's cost
     why: str = ""  # said with the range (the seed's: "the seeds numpy and torch take")
+    key: str = ""  # what a page calls this refusal, when not the range's own kind (n's: "too_few_pairs")
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, bounds: Bounds | None = None) -> Any:
@@ -77,20 +78,27 @@ def _outside(b: Bounds, v: float) -> tuple[str, str, dict[str, Any]] | None:
     if not (too_low or too_high):
         return None
     low, high = _shown(b.low), _shown(b.high)
+    values = {"low": _plain(b.low), "high": _plain(b.high), "least": _plain(b.low), "most": _plain(b.high), "have": v}
     if isinstance(v, int) and not isinstance(v, bool):
         if b.why and b.low is not None and b.high is not None:
-            return f"between {low} and {high}, {b.why}", "between", {"low": low, "high": high}
+            return f"between {low} and {high}, {b.why}", b.key or "between", values
         if too_low:
-            return f"at least {low}" + (f": {b.why}" if b.why else ""), "at_least", {"least": low}
-        return f"at most {high}", "at_most", {"most": high}
+            return f"at least {low}" + (f": {b.why}" if b.why else ""), b.key or "at_least", values
+        return f"at most {high}", b.key or "at_most", values
     if b.low is not None and b.high is not None:
         if b.low_open and b.high_open:
-            return f"between {low} and {high}, exclusive", "between_open", {"low": low, "high": high}
+            return f"between {low} and {high}, exclusive", "between_open", values
         interval = f"{'(' if b.low_open else '['}{low}, {high}{')' if b.high_open else ']'}"
-        return f"a number in {interval}", "in_interval", {"interval": interval}
+        return f"a number in {interval}", "in_range" if b.low_open and not b.high_open else "in_interval", \
+            {**values, "interval": interval}
     if too_low:
-        return f"a finite number {'>' if b.low_open else '>='} {low}", "finite_at_least", {"low": low}
-    return f"a number <= {high}", "at_most", {"most": high}
+        return f"a finite number {'>' if b.low_open else '>='} {low}", "finite_at_least", values
+    return f"a number <= {high}", "at_most", values
+
+
+def _plain(x: float | None) -> float | int | None:
+    """A bound as a number a page formats in its own way (a whole one as an int)."""
+    return int(x) if x is not None and float(x).is_integer() else x
 
 
 def _shown(x: float | None) -> str:

@@ -203,3 +203,12 @@ def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_
     assert "**Smallest detectable difference**: ROUGE-L ±" in md and "adversarial rows against their twins" in md
     assert "**Equal-compute continuation**" in md and "| 0 | lora | " in md
     assert "| gan-lora | lora | 3 / 3 |" in md and "| gan-implicit | adapter-mle (twin) |" in md
+    # the objective × adapter table: each row in its cell, an adversarial one with its difference to its twin
+    cells = {(c["objective"], c["adapter"]): c for c in report["objectives"]}
+    assert {k: c["row"] for k, c in cells.items()} == {("mle", "m-tunable"): "adapter-mle", ("mle", "lora"): "lora",
+                                                      ("implicit", "m-tunable"): "gan-implicit",
+                                                      ("explicit", "lora"): "gan-lora"}
+    by_pair = {p["method"]: p for p in report["paired"] if p["twin"]}
+    assert cells["explicit", "lora"]["vs_twin"]["rougeL"] == by_pair["gan-lora"]["rougeL"]
+    assert cells["mle", "lora"]["vs_twin"] is None and cells["mle", "lora"]["rougeL"] == rows["lora"]["rougeL"]
+    assert "**Objective × adapter**" in md and "| GAN, implicit D | gan-implicit: " in md

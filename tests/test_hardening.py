@@ -638,7 +638,7 @@ def test_11_a_hosted_page_shows_no_server_path(space, tmp_path):
     for folder in (space.data, space.engine.settings.runs_dir, Path.cwd()):
         assert str(folder.resolve()) not in text
     status, _, _ = space.client.predict(*setup_args(space.data, model="org/model", data_path=""), api_name="/preview")
-    assert status.startswith("6 train / 6 test pairs from data/forget10.jsonl")
+    assert status.startswith("6 pairs for training / 6 pairs for testing from data/forget10.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("this is not json\n")
     status, _, _ = space.client.predict(*setup_args(space.data, model="org/model", data_kind="upload",

@@ -202,6 +202,7 @@ PAGE_SAYS = {
     "d-hidden-over-int64": "d hidden must be at most",
     "clip-over-float32": "clip must be at most 3.403e+38 (got 1e+308)",
     "kl-coef-over-float32": "kl coef must be at most 3.403e+38",
+    "samples-beyond-their-bound": "samples per question must be at most 64 (got 1,000,000,000,000)",
 }
 
 

@@ -162,3 +162,22 @@ def test_no_samples_says_why(settings, records, active, says):
 
 def test_the_english_and_russian_catalogues_say_every_key():
     assert set(EN) == set(RU)
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_the_objective_by_adapter_table_reads_each_cell_and_its_twin(lang):
+    from ui.tabs.compare import Row, View, objective_table
+
+    diff = {"mean": 0.0123, "ci": [-0.004, 0.031]}
+    cells = [{"objective": "mle", "adapter": "m-tunable", "row": "adapter-mle", "rougeL": 0.301, "vs_twin": None},
+             {"objective": "implicit", "adapter": "m-tunable", "row": "gan-implicit", "rougeL": 0.313,
+              "vs_twin": {"rougeL": diff, "semantic": None}},
+             {"objective": "mle", "adapter": "lora", "row": "lora", "rougeL": 0.322, "vs_twin": None}]
+    rows = [Row(c["row"], {"rougeL": c["rougeL"]}, seeds=[0], method="gan", runs=[]) for c in cells]
+    table = objective_table(View(rows, None, {}, [], cells), lang)
+    assert list(table.columns) == [("objective" if lang == "en" else "цель обучения"),
+                                   choice_label(lang, "adapter", "m-tunable"), choice_label(lang, "adapter", "lora")]
+    mle, implicit = table.values.tolist()
+    assert mle[1].endswith(number(lang, 0.301, 3)) and mle[2].endswith(number(lang, 0.322, 3))
+    assert implicit[2] == "—" and number(lang, 0.0123, 3) in implicit[1] and number(lang, -0.004, 3) in implicit[1]
+    assert objective_table(View(rows, None, {}, [], cells[::2]), lang).empty  # one objective: nothing to compare

@@ -54,7 +54,7 @@ def test_a_comparison_counts_the_facts_answered_right_with_an_interval(tmp_path)
     sets = load_retention_sets(str(TOFU), 4, seed=0)
     test = [QAPair("who is the author ?", "the author was a writer ."), QAPair("what genre ?", "fiction .")]
     report = compare_methods(base, [], [Split(0, [], test)], {}, tmp_path, Scorers.load(None),
-                             EvalSettings(max_new_tokens=4, batch_size=4), retention=sets)
+                             EvalSettings(max_new_tokens=4), retention=sets)
     row = report["rows"][0]
     assert row["retention_n"] == 8 and 0.0 <= row["retention_answered"] <= 1.0
     lo, hi = row["ci"]["retention_answered"]

@@ -126,6 +126,14 @@ EN = {
     "panel_adapter": "tuned part: L2 norm", "panel_frozen": "frozen LM weights: L2 norm",
     "trace_g": "G loss", "trace_d": "D loss", "trace_mle": "MLE loss (training batch)", "trace_val": "validation {metric} (epoch end)",
     "trace_reward": "mean reward", "trace_acc_real": "D accuracy, real", "trace_acc_fake": "D accuracy, generated",
+    "trace_acc_pairs": "pairs with D(real) > D(sample)",
+    "objective_table": "What the adversarial objective adds, on each adapter (greedy ROUGE-L)",
+    "col_objective": "objective", "objective_mle": "MLE", "objective_explicit": "GAN with a D network",
+    "objective_implicit": "GAN with the implicit D",
+    "vs_twin": "vs. its MLE twin {diff} [{lo}; {hi}]",
+    "panel_margin": "implicit D: β·log-ratio to π_ref", "trace_margin": "margin D(q,r) − D(q,y)",
+    "trace_d_real": "D(q, reference)", "trace_d_fake": "D(q, sample)",
+    "panel_round": "round (π_ref renewed at its start)", "trace_round": "round",
     "trace_kl": "KL", "trace_adapter": "adapter", "trace_frozen": "frozen LM", "trace_memory": "in use", "trace_peak": "peak",
     "warmup": "MLE warm-up",
     "axis_step": "step", "axis_seconds": "training seconds", "axis_share": "share of training", "axis_tokens": "tokens",
@@ -180,6 +188,8 @@ EN = {
     "err_between": "{name} must be between {low} and {high} (got {got})",
     "err_between_open": "{name} must lie strictly between {low} and {high} (got {got})",
     "err_too_few_pairs": "need at least 2 pairs (one to train, one to test); have {have}",
+    "err_in_interval": "{name} must be a number in {interval} (got {got})",
+    "err_finite": "{name} must be a finite number (got {got})",
     "err_n_too_many": "{n} pairs asked for, but only {have} are available",
     "pick_reference_first": "pick a run to compare against first",
     "eta_revised": "taking longer than estimated",
@@ -317,6 +327,14 @@ RU = {
     "trace_g": "потери G", "trace_d": "потери D", "trace_mle": "MLE-потери (обучающий батч)",
     "trace_val": "{metric} на валидации (конец эпохи)",
     "trace_reward": "средняя награда", "trace_acc_real": "точность D, настоящие", "trace_acc_fake": "точность D, сгенерированные",
+    "trace_acc_pairs": "пары с D(эталон) > D(сэмпл)",
+    "objective_table": "Что добавляет состязательная цель на каждом адаптере (ROUGE-L жадных ответов)",
+    "col_objective": "цель обучения", "objective_mle": "MLE", "objective_explicit": "GAN с сетью D",
+    "objective_implicit": "GAN с неявным D",
+    "vs_twin": "против MLE-двойника {diff} [{lo}; {hi}]",
+    "panel_margin": "неявный D: β·логарифм отношения к π_ref", "trace_margin": "разрыв D(q,r) − D(q,y)",
+    "trace_d_real": "D(q, эталон)", "trace_d_fake": "D(q, сэмпл)",
+    "panel_round": "раунд (π_ref обновляется в его начале)", "trace_round": "раунд",
     "trace_kl": "KL", "trace_adapter": "адаптер", "trace_frozen": "замороженная LM", "trace_memory": "занято", "trace_peak": "пик",
     "warmup": "MLE-разогрев",
     "axis_step": "шаг", "axis_seconds": "секунды обучения", "axis_share": "доля обучения", "axis_tokens": "токены",
@@ -368,6 +386,8 @@ RU = {
     "err_between": "{name}: нужно число от {low} до {high} (получено {got})",
     "err_between_open": "{name}: нужно число строго между {low} и {high} (получено {got})",
     "err_too_few_pairs": "нужно хотя бы 2 пары (одна для обучения, одна для теста); есть {have}",
+    "err_in_interval": "{name}: нужно число в промежутке {interval} (получено {got})",
+    "err_finite": "{name}: нужно конечное число (получено {got})",
     "err_n_too_many": "запрошено пар: {n}, а доступно только {have}",
     "pick_reference_first": "сначала выберите запуск для сравнения",
     "eta_revised": "дольше, чем ожидалось",
@@ -425,12 +445,12 @@ FIELDS_RU: dict[str, tuple[str, str]] = {
                   "и её замороженные веса), а логарифмы вероятностей, потери, настраиваемые веса, дискриминатор и "
                   "оптимизаторы — в fp32"),
     "adapter": ("адаптер генератора", "что настраивает генератор: M_tunable из диссертации (m-tunable), между эмбеддингами "
-                "и блоками, или адаптер peft, который строится, сохраняется и загружается так же, как у методов LoRA "
-                "(lora), prompt tuning (prompt-tuning) и prefix tuning (prefix-tuning); их настройки — ранг LoRA, "
-                "виртуальные токены; скорости обучения задайте под него, например 5e-4 у LoRA"),
+                "и блоками, или адаптер PEFT, который строится, сохраняется и загружается так же, как у методов LoRA "
+                "(lora), настройки промпта (prompt-tuning) и настройки префикса (prefix-tuning); их настройки — ранг "
+                "LoRA, виртуальные токены; скорости обучения задайте под него, например 5e-4 у LoRA"),
     "implicit_loss": ("потеря неявного D", "потеря неявного дискриминатора на эталоне r и сэмпле y: DDO (ddo): "
-                      "−log σ(D(q,r)) − log(1 − σ(D(q,y))), Zheng и др., 2025; SPIN (spin): −log σ(D(q,r) − D(q,y)), Chen "
-                      "и др., 2024"),
+                      "−log σ(D(q,r)) − log(1 − σ(D(q,y))), по статье 2025 года; SPIN (spin): −log σ(D(q,r) − D(q,y)), по "
+                      "статье 2024 года"),
     "implicit_beta": ("β неявного D", "β неявного дискриминатора D(q,y) = β · (log π(y|q) − log π_ref(y|q)); логарифмы "
                       "правдоподобия суммируются по токенам ответа"),
     "round_epochs": ("эпох в раунде", "неявный дискриминатор: состязательных эпох в раунде; каждый раунд замораживает "
@@ -507,10 +527,10 @@ CHOICES_RU: dict[str, dict[str, str]] = {
                "prefix-tuning": "настройка префикса", "full": "все веса"},
     "preset": {"improved": "улучшенный", "thesis": "как в диссертации"},
     "device": {"auto": "автоматически", "cpu": "процессор", "cuda": "видеокарта"},
-    "precision": {"auto": "автоматически", "fp32": "fp32", "bf16": "bf16"},
-    "adapter": {"m-tunable": "M_tunable", "lora": "LoRA", "prompt-tuning": "настройка промпта",
+    "precision": {"auto": "автоматически", "fp32": "одинарная точность", "bf16": "половинная точность"},
+    "adapter": {"m-tunable": "адаптер M_tunable", "lora": "LoRA", "prompt-tuning": "настройка промпта",
                 "prefix-tuning": "настройка префикса"},
-    "implicit_loss": {"ddo": "DDO", "spin": "SPIN"},
+    "implicit_loss": {"ddo": "DDO: каждая сторона отдельно", "spin": "SPIN: разность двух оценок"},
     "val_metric": {"rougeL": "ROUGE-L ответов", "nll": "NLL эталонов"},
     "adapter_init": {"zero": "нулевая", "default": "стандартная"},
     "eval_noise": {"zeros": "нулевой", "sample": "случайный"},

@@ -139,7 +139,8 @@ def losses(records: Records, lang: str = "en") -> go.Figure:
 
 
 def game(records: Records, lang: str = "en", warmup_epochs: int = 0) -> go.Figure:
-    """The adversarial game: the reward, D's accuracy on both sides, and the KL to the untuned model.
+    """The adversarial game: the reward, D's accuracy on both sides, and the KL to the untuned model; for the
+    implicit discriminator (no D network) its margin D(q,r) − D(q,y), both sides' scores and the round.
 
     Before the game begins (``warmup_epochs`` of MLE, with records of them already), the plot says so.
     """
@@ -148,8 +149,13 @@ def game(records: Records, lang: str = "en", warmup_epochs: int = 0) -> go.Figur
     return _panels(tr(lang, "plot_game"), records, [
         (tr(lang, "panel_reward"), [("reward_mean", tr(lang, "trace_reward"), "lines+markers")]),
         (tr(lang, "panel_d_acc"), [("d_acc_real", tr(lang, "trace_acc_real"), "lines+markers"),
-                                   ("d_acc_fake", tr(lang, "trace_acc_fake"), "lines+markers")]),
+                                   ("d_acc_fake", tr(lang, "trace_acc_fake"), "lines+markers"),
+                                   ("d_acc_pairs", tr(lang, "trace_acc_pairs"), "lines+markers")]),
         (tr(lang, "panel_kl"), [("kl", tr(lang, "trace_kl"), "lines+markers")]),
+        (tr(lang, "panel_margin"), [("d_margin", tr(lang, "trace_margin"), "lines+markers"),
+                                    ("d_real", tr(lang, "trace_d_real"), "lines+markers"),
+                                    ("d_fake", tr(lang, "trace_d_fake"), "lines+markers")]),
+        (tr(lang, "panel_round"), [("round", tr(lang, "trace_round"), "lines+markers")]),
     ], lang, empty, y_ranges={"d_acc_fake": [-0.05, 1.05]})
 
 

@@ -70,6 +70,7 @@ class View:
     reference: Row | None  # the reference answers' own length and distinct-n
     notes: dict[str, Any] = field(default_factory=dict)  # the comparison's notes (why a metric is unavailable …)
     paired: list[dict[str, Any]] = field(default_factory=list)  # its paired differences
+    objectives: list[dict[str, Any]] = field(default_factory=list)  # its objective × adapter cells
 
 
 def _selected_names(run_ids) -> list[str]:
@@ -84,7 +85,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     """The rows for the selected runs: comparisons' rows for runs that took part in one, else each run's own."""
     selected = [r for r in _selected_names(run_ids) if _exists(engine, r)]
     rows: list[Row] = []
-    reference, base, covered, notes, paired = None, None, set(), {}, []
+    reference, base, covered, notes, paired, objectives = None, None, set(), {}, [], []
     for report in engine.runs.comparisons():  # newest first: a run's latest comparison speaks for it
         mine = [row for row in report["rows"] if row.get("temperature", 0) == 0]
         hit = [row for row in mine if set(_row_runs(row)) & (set(selected) - covered)]
@@ -100,6 +101,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         notes = {**(report.get("notes") or {}), **notes}
         names = {row["method"] for row in hit} | {"base"}
         paired += [p for p in report.get("paired") or [] if p.get("method") in names and p.get("temperature", 0) == 0]
+        objectives += [c for c in report.get("objectives") or [] if c.get("row") in names]
         if reference is None and report.get("reference"):
             recorded = _run_lengths(engine, _row_runs(hit[0]), "reference_length")
             reference = _report_row(engine, report["reference"], recorded or lengths.get("reference"))
@@ -125,7 +127,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     if base is not None and rows:
         rows.insert(0, base)
     evaluated = any(r.evaluated for r in rows)
-    return View(rows, reference if evaluated else None, notes, paired)
+    return View(rows, reference if evaluated else None, notes, paired, objectives)
 
 
 def _exists(engine: Engine, run_id: str) -> bool:
@@ -239,6 +241,35 @@ def paired_table(v: View, lang: str) -> pd.DataFrame:
                                        tr(lang, "col_difference")])
 
 
+def objective_table(v: View, lang: str) -> pd.DataFrame:
+    """The objective × adapter table (greedy ROUGE-L, and an adversarial row's paired difference to its twin): what
+    the adversarial objective adds, on which adapter. Empty unless two objectives were compared."""
+    if len({c["objective"] for c in v.objectives}) < 2:
+        return pd.DataFrame()
+    names = {r.name: display_name(r, lang) for r in v.rows}
+    adapters = list(dict.fromkeys(c["adapter"] for c in v.objectives))
+    table = []
+    for kind in ("mle", "explicit", "implicit"):
+        mine = {c["adapter"]: c for c in v.objectives if c["objective"] == kind}
+        if not mine:
+            continue
+        cells = []
+        for adapter in adapters:
+            c = mine.get(adapter)
+            if c is None or c.get("rougeL") is None:
+                cells.append("—")
+                continue
+            text = f"{names.get(c['row'], c['row'])}: {number(lang, c['rougeL'], 3)}"
+            diff = (c.get("vs_twin") or {}).get("rougeL")
+            if diff:
+                lo, hi = diff["ci"]
+                text += " · " + tr(lang, "vs_twin", diff=number(lang, diff["mean"], 3), lo=number(lang, lo, 3),
+                                   hi=number(lang, hi, 3))
+            cells.append(text)
+        table.append([tr(lang, f"objective_{kind}"), *cells])
+    return pd.DataFrame(table, columns=[tr(lang, "col_objective"), *(choice_label(lang, "adapter", a) for a in adapters)])
+
+
 def unavailable_notes(v: View, lang: str) -> str:
     """Why a metric shows "—": the library's reason, quoted as it is (a technical line), after the page's words."""
     lines = []
@@ -337,6 +368,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     unavailable = gr.Markdown()
     paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, buttons=[],
                           column_widths=["30%", "25%", "20%", "25%"])
+    objectives = gr.Dataframe(label=t("objective_table"), interactive=False, wrap=True, visible=False, buttons=[])
     distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
                                 column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
     with gr.Row():
@@ -400,7 +432,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         lang = language(request)
         # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
         # until it is redrawn (gradio-app/gradio#13611)
-        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], gr.skip(), gr.skip(), gr.skip(), []
+        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), []
         v = view(engine, run_ids)
         q, d, c = tables(v, lang)
         names = run_names(v, lang)
@@ -421,15 +453,16 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
             text += "\n\n⚠ " + tr(lang, "comparison_damaged", name=report, reason=engine.policy.shown(reason))
         if len(pairs):
             text += " " + tr(lang, "paired_note")
+        grid = objective_table(v, lang)
         yield (text, gr.update(value=q, visible=some), unavailable_notes(v, lang),
-               pairs, gr.update(value=d, visible=some),
+               pairs, gr.update(value=grid, visible=bool(len(grid))), gr.update(value=d, visible=some),
                gr.update(value=c, visible=bool(len(c))),
                plots.for_page(plots.metric_bars(bar_rows, metric, lang), lang),
                plots.for_page(plots.answer_lengths(histogram, lang), lang),
                plots.for_page(plots.overlay(curves, quantity, lang), lang),
                gr.update(value=differ, visible=bool(len(differ))))
 
-    outputs = [notes, quality, unavailable, paired, distribution, cost, bars, lengths, overlay, diff]
+    outputs = [notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff]
     # one redraw at a time, the latest: two overlapping redraws would interleave their parts
     gr.on([selected.change, key.change, bar_metric.change, demo.load], show, [selected, bar_metric, key], outputs,
           show_progress="hidden", api_name="compare_view", concurrency_limit=1, trigger_mode="always_last")
