@@ -195,10 +195,11 @@ def plot_texts(page) -> list[str]:
 
 
 def chrome_text(page) -> str:
-    """The page's own visible words: not the data's (table bodies, chat messages, code), not hidden tabs'."""
+    """The page's own visible words: not the data's (table bodies, chat messages, code), not hidden tabs', not
+    Gradio's transient progress timers ("0.0s": ``progress_overlays`` watches those)."""
     return page.evaluate("""() => {
         const skip = 'tbody, .virtual-row, .body-cell, .bubble-wrap, code, textarea, input, script, style, '
-                     + '.js-plotly-plot';
+                     + '.js-plotly-plot, .progress-text, .meta-text, .meta-text-center';
         const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
         const out = [];
         for (let node = walker.nextNode(); node; node = walker.nextNode()) {
