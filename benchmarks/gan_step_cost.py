@@ -46,7 +46,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     # whole-run ratio (warm-up epochs, one rollout per epoch) is what `gantune bench` reports as time/LoRA
     config = preset_config(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, warmup_epochs=0,
                            rollout="batch")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = base.autocast()  # the precision --precision auto picks for this chip (bf16 on AMX / AVX512-BF16 CPUs)
 
     if mode == "gan":
         method = GanMethod(base, config)

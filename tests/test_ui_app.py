@@ -586,8 +586,11 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     assert "100%" in compare_status and "step" not in compare_status
     assert picked["value"] == [run_id, lora] and [lora, lora] in picked["choices"]
 
-    notes, quality, unavailable, paired, distribution, cost, bars, lengths, overlay, diff = map(value_of, client.predict(
-        [run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
+    notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff = map(
+        value_of, client.predict([run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
+    # the objective × adapter table: the GAN run (explicit D on M_tunable) and LoRA (MLE) in their cells
+    assert objectives["headers"] == ["objective", "m-tunable", "lora"]
+    assert [r[0] for r in objectives["data"]] == ["MLE", "GAN with a D network"]
     assert [r[0] for r in quality["data"]] == ["base model", run_id, lora_name]  # base first
     assert quality["headers"][2:5] == ["ROUGE-1", "ROUGE-2", "ROUGE-L"] and "facts still answered right" in quality["headers"]
     assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, lora_name]
@@ -611,5 +614,5 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
 
     # one run alone: its curve still carries its name; no settings diff (nothing to differ)
     shown = client.predict([run_id], "rougeL", "mle_loss", api_name="/compare_view")
-    assert [t["name"] for t in json.loads(shown[8]["plot"])["data"]] == [run_id]
-    assert shown[9]["visible"] is False
+    assert [t["name"] for t in json.loads(shown[9]["plot"])["data"]] == [run_id]
+    assert shown[10]["visible"] is False
