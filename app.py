@@ -4,6 +4,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from gantune.cpu import keep_freed_pages
 from gantune.errors import GantuneError
 from ui.app import launch
 from ui.engine import Engine, Settings
@@ -24,6 +25,7 @@ if __name__ == "__main__":
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; 0.0.0.0 on a Space)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     args = parser.parse_args()
+    keep_freed_pages()
     settings = Settings.from_env(runs_dir=Path(args.runs))
     settings.space = settings.space or args.space
     engine = Engine(settings)

@@ -86,7 +86,12 @@ def _load(new: bool):
 
     from gantune.models import load_base_model, pick_device
 
-    kwargs = {"precision": "auto"} if new else {}  # today's code: fp32, transformers' sdpa
+    kwargs = {}  # today's code: fp32, transformers' sdpa
+    if new:  # as `python -m gantune` and `python app.py` start
+        from gantune.cpu import keep_freed_pages
+
+        keep_freed_pages()
+        kwargs = {"precision": "auto"}
     base = load_base_model("default", device=pick_device("auto"), **kwargs)
     torch.manual_seed(0)
     return base
@@ -180,7 +185,10 @@ def main() -> None:
     if args.child:
         values = json.loads(args.child)
         kind = values.pop("kind")
-        sys.path.insert(0, values.pop("tree", str(ROOT)))  # whose gantune this measurement imports
+        tree = values.pop("tree", str(ROOT))
+        sys.path.insert(0, tree)  # whose gantune this measurement imports
+        if kind == "bench":
+            values["tree"] = tree
         result = {"peaks": measure_peaks, "decode": measure_decoding, "step": measure_step,
                   "bench": measure_bench}[kind](**values)
         print(json.dumps(result))

@@ -242,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     import transformers
 
+    from .cpu import keep_freed_pages
+
+    keep_freed_pages()
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
         code = {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)

@@ -39,7 +39,7 @@ from transformers import (
 )
 from transformers.modeling_utils import no_init_weights
 
-from .attention import ATTENTION
+from . import cpu
 from .config import TrainConfig
 from .errors import GantuneError, first_line
 
@@ -376,8 +376,8 @@ def prepare_base_model(
     """Freeze every LM weight, set eval mode, fix padding and find the answer-ending token.
 
     ``precision`` "bf16" (resolved) on the CPU casts the weights to bf16 once, here, instead of in every
-    autocast pass (the CPU's autocast re-casts weights that need no gradient at each use). On the CPU,
-    grouped-query attention runs without copying the key/value heads (``gantune.attention``).
+    autocast pass (the CPU's autocast re-casts weights that need no gradient at each use). A CPU model is put
+    on the CPU's fast paths (``gantune.cpu``).
     """
     model.requires_grad_(False)
     model.eval()
@@ -385,8 +385,7 @@ def prepare_base_model(
     if torch.device(device).type == "cpu":
         if precision == "bf16":
             model.to(torch.bfloat16)
-        if getattr(model.config, "_attn_implementation", None) == "sdpa":
-            model.set_attn_implementation(ATTENTION)
+        cpu.prepare(model)
     eos_id = answer_eos_id(model, tokenizer)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
