@@ -298,3 +298,22 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
                                        check=True).stdout.split()[-1]) for mode in ("keep", "default")}
     assert faults["default"] > 100_000  # 10 × 64 MB of fresh 4 KB pages: glibc hands each one back when freed
     assert faults["keep"] < faults["default"] / 4  # measured: 15,625 against 156,260
+
+
+def test_bf16_linear_layers_use_their_packed_weight_only_without_gradients():
+    """Without gradients a frozen bf16 linear layer multiplies by its packed weight (oneDNN's layout, made once):
+    bf16's rounding apart, the plain product; with gradients it is the plain product itself."""
+    from gantune import cpu
+
+    if not cpu._CAN_PACK:
+        pytest.skip("this torch has no oneDNN packed linear")
+    base = _bf16_base()
+    layer = next(m for m in base.model.modules() if type(m) is torch.nn.Linear)
+    x = torch.randn(5, 3, layer.in_features, dtype=torch.bfloat16)
+    with torch.no_grad():
+        packed = layer(x)
+        assert id(layer.weight) in cpu._PACKED
+        plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    assert packed.shape == plain.shape and torch.allclose(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
+    y = x.clone().requires_grad_(True)
+    assert torch.equal(layer(y), torch.nn.functional.linear(y, layer.weight, layer.bias))
