@@ -137,7 +137,6 @@ def measure_decoding(new: bool, rows: int) -> dict:
 
 
 def measure_step(new: bool, method: str) -> dict:
-    import torch
 
     from gantune.config import preset_config
     from gantune.data import Encoder, load_pairs
@@ -163,6 +162,7 @@ def measure_step(new: bool, method: str) -> dict:
 
 
 def measure_bench(tree: str, out: str, args: list[str]) -> dict:
+    Path(out).parent.mkdir(parents=True)  # a folder of its own: bench never writes beside another's files
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "gantune", "bench", *args, "--data", str(TOFU), "--out", out], cwd=tree,
                    check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -179,6 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="66bacc6", help="the git commit whose code is 'today' in sections 4 and 5")
     ap.add_argument("--skip-compare", action="store_true", help="leave out section 4")
+    ap.add_argument("--only-benches", action="store_true", help="sections 4 and 5 only")
     ap.add_argument("--quick-bench", action="store_true", help="also run section 5 (about 10 minutes)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -211,6 +212,8 @@ def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
     print(f"\n1. peaks: matmul 2048² fp32 {peaks['gflops']['fp32']:.0f} GFLOPS, bf16 {peaks['gflops']['bf16']:.0f} GFLOPS; "
           f"memory read {peaks['gb_per_s']:.1f} GB/s")
 
+    if args.only_benches:
+        return benches(args, baseline, tmp)
     print(f"\n2. decoding, {STEPS} tokens after the prompt (SmolLM2-135M): tokens/s")
     print("| rows | today (generate, fp32) | new (decode loop, auto) | new/today | floor at new precision | "
           "new / floor |")
@@ -233,6 +236,10 @@ def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
         print(f"| {method}{' (adversarial step, own sampling)' if method == 'gan' else ''} | {old['seconds']:.2f} | "
               f"{new['seconds']:.2f} ({new['precision']}) | {old['seconds'] / new['seconds']:.2f}× |", flush=True)
 
+    benches(args, baseline, tmp)
+
+
+def benches(args: argparse.Namespace, baseline: str, tmp: str) -> None:
     trees = (("today", baseline), ("new", str(ROOT)))
     if not args.skip_compare:
         small = ["--preset", "quick", "--n", "8", "--epochs", "2", "--batch-size", "2", "--max-new-tokens", "16",
@@ -242,7 +249,7 @@ def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
         print("|---|---|---|---|---|---|---|")
         results = {}
         for name, tree in trees:
-            r = results[name] = child("bench", tree=tree, out=str(Path(tmp) / f"{name}-small.json"), args=small)
+            r = results[name] = child("bench", tree=tree, out=str(Path(tmp) / f"{name}-small" / "report.json"), args=small)
             print(f"| {name} | {r['wall']:.0f} | {r['train']['gan']:.1f} | {r['train']['lora']:.1f} | "
                   f"{r['eval']['base']:.1f} | {r['eval']['gan']:.1f} | {r['eval']['lora']:.1f} |", flush=True)
         print(f"new/today wall: {results['new']['wall'] / results['today']['wall']:.2f}×")
@@ -253,7 +260,7 @@ def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
         print("|---|---|---|---|---|")
         results = {}
         for name, tree in trees:
-            r = results[name] = child("bench", tree=tree, out=str(Path(tmp) / f"{name}-quick.json"), args=quick)
+            r = results[name] = child("bench", tree=tree, out=str(Path(tmp) / f"{name}-quick" / "report.json"), args=quick)
             print(f"| {name} | {r['train']['gan']:.1f} | {r['train']['lora']:.1f} | "
                   f"{r['train']['gan'] / r['train']['lora']:.2f}× | {r['wall']:.0f} |", flush=True)
         print(f"gan new/today: {results['new']['train']['gan'] / results['today']['train']['gan']:.2f}×")

@@ -5,8 +5,12 @@ Shared by every method's training step and by evaluation (likelihood of true vs 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from transformers import PreTrainedModel
+
+Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # prompt ids, prompt mask, answer ids, answer mask
 
 
 def joined(prompt_ids, prompt_mask, answer_ids, answer_mask):
@@ -23,15 +27,20 @@ def answer_logprobs(
     prompt_mask: torch.Tensor,
     answer_ids: torch.Tensor,
     answer_mask: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """log π(answer_t | prompt, answer_<t) for every answer position (B×T, fp32, 0 where masked);
-    π is softmax(logits / temperature)."""
+    π is softmax(logits / temperature), ``temperature`` one for all rows or one a row (B,)."""
     ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
     t = answer_ids.shape[1]
     # logits only for positions P-1 … P+T-1 (the answer slice); drop the last, which predicts past the end
     logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False).logits
-    logp = (logits[:, :-1].float() / temperature).log_softmax(dim=-1)
+    logits = logits[:, :-1].float()
+    if isinstance(temperature, torch.Tensor):
+        logits = logits / temperature.to(logits.device).view(-1, 1, 1)
+    elif temperature != 1.0:
+        logits = logits / temperature
+    logp = logits.log_softmax(dim=-1)
     del logits
     picked = logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
     return picked * answer_mask
@@ -40,3 +49,27 @@ def answer_logprobs(
 def mle_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the real answer tokens."""
     return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def stacked(parts: Sequence[Rows]) -> Rows:
+    """Several batches' rows as one batch (prompts left-padded, answers right-padded to the widest): one pass
+    over it, and one backward through it, costs less than a pass a batch. ``unstacked`` takes it apart."""
+    width_p, width_a = max(p[0].shape[1] for p in parts), max(p[2].shape[1] for p in parts)
+
+    def left(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (width_p - x.shape[1], 0))  # masked positions: their ids do not matter
+
+    def right(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width_a - x.shape[1]))
+
+    return (torch.cat([left(p[0]) for p in parts]), torch.cat([left(p[1]) for p in parts]),
+            torch.cat([right(p[2]) for p in parts]), torch.cat([right(p[3]) for p in parts]))
+
+
+def unstacked(values: torch.Tensor, parts: Sequence[Rows]) -> list[torch.Tensor]:
+    """Per-answer-token ``values`` (N×T…) of a ``stacked`` batch, back as each part's (its rows, its answers' width)."""
+    out, start = [], 0
+    for p in parts:
+        out.append(values[start:start + len(p[0]), :p[2].shape[1]])
+        start += len(p[0])
+    return out

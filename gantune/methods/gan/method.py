@@ -43,7 +43,7 @@ from ...config import TrainConfig
 from ...data import Batch
 from ...generation import Stopped
 from ...models import BaseModel
-from ...scoring import answer_logprobs, mle_loss
+from ...scoring import answer_logprobs, mle_loss, stacked, unstacked
 from .. import get_method
 from ..base import StepInterrupted, TuningMethod, load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
 from .discriminator import (
@@ -179,6 +179,17 @@ class GanMethod(TuningMethod):
             return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
                                self.config.rollout_temperature)
 
+    def _frozen(self, roll: Rollout, batch: Batch | None) -> tuple[torch.Tensor | None, ...]:
+        """The untuned LM over the samples [q ; y] and, when D reads states and ``batch`` is given, the references
+        [q ; r], in one pass: log π_ref of the samples, and the samples' and the references' states for D."""
+        fake = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+        if batch is None or not self.discriminator.needs_states:
+            return (*self._features(*fake), None)
+        parts = [fake, (batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)]
+        logp, states = self._features(*stacked(parts))
+        fake_states, real_states = unstacked(states, parts)
+        return unstacked(logp, parts)[0], fake_states, real_states
+
     def _d(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states) -> torch.Tensor:
         with self.accelerator.autocast():
             return self.discriminator(prompt_ids, prompt_mask, answer_ids, answer_mask, states).float()
@@ -195,10 +206,9 @@ class GanMethod(TuningMethod):
         roll = self._pending.pop(0) if self._pending else self._rollout(batch, undo)
         t1 = time.perf_counter()
 
-        # phase 2: D learns to tell the references from the samples, given the question
-        ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
-        _, real_states = (self._features(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
-                          if self.discriminator.needs_states else (None, None))
+        # phase 2: D learns to tell the references from the samples, given the question (the untuned LM reads both
+        # in one pass)
+        ref_logp, fake_states, real_states = self._frozen(roll, batch)
         real_rows = (batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask, real_states)
         fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
         self.discriminator.train()
@@ -216,7 +226,7 @@ class GanMethod(TuningMethod):
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
             self.stop_point(undo)
             roll = self._rollout(batch, undo)
-            ref_logp, fake_states = self._features(roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+            ref_logp, fake_states, _ = self._frozen(roll, None)
             fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
 
         # phase 3: reward and advantage, with D after its step (dropout off)
@@ -274,27 +284,39 @@ class GanMethod(TuningMethod):
 
     def _generator_update(self, batch: Batch, roll: Rollout, adv: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float], float]:
-        """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE).
-        Returns G's loss, its policy-gradient part, the clipped share, the MLE loss and the gradient norm."""
+        """One G step on a rollout's answers with their advantages: the policy-gradient loss (+ λ · MLE on the
+        references, whose rows go through the same pass as the samples'). Returns G's loss, its policy-gradient
+        part, the clipped share, the MLE loss and the gradient norm."""
         cfg, gen = self.config, self.generator
         clipped, stats = torch.zeros(()), {}
-        with gen.policy(roll.noise) as model, self.accelerator.autocast():
-            if cfg.pg_estimator == "thesis":
-                logp = thesis_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
-                pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+        samples = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
+        if cfg.pg_estimator == "thesis":
+            with gen.policy(roll.noise) as model, self.accelerator.autocast():
+                logp = thesis_logprobs(model, *samples)
+            pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+        else:
+            parts, noise = [samples], roll.noise
+            temperature = torch.full((len(roll.prompt_ids),), cfg.rollout_temperature)
+            if cfg.mle_weight > 0:  # the references: fresh noise, the plain softmax
+                parts.append((batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask))
+                noise = torch.cat([noise, gen.sample_noise(len(batch))])
+                temperature = torch.cat([temperature, torch.ones(len(batch))])
+            with gen.policy(noise) as model, self.accelerator.autocast():
+                logps = unstacked(answer_logprobs(model, *stacked(parts), temperature), parts)
+            logp = logps[0]
+            if cfg.clip > 0:
+                pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
             else:
-                logp = answer_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids,
-                                       roll.answer_mask, cfg.rollout_temperature)
-                if cfg.clip > 0:
-                    pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
-                else:
-                    pg = policy_gradient_loss(logp, roll.answer_mask, adv)
+                pg = policy_gradient_loss(logp, roll.answer_mask, adv)
         g_loss = pg
         if cfg.mle_weight > 0:
-            with gen.policy(gen.sample_noise(len(batch))) as model, self.accelerator.autocast():
-                real_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
-                                            batch.answer_mask)
-                mle = mle_loss(real_logp, batch.answer_mask)
+            if cfg.pg_estimator == "thesis":
+                with gen.policy(gen.sample_noise(len(batch))) as model, self.accelerator.autocast():
+                    real_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids,
+                                                batch.answer_mask)
+            else:
+                real_logp = logps[1]
+            mle = mle_loss(real_logp, batch.answer_mask)
             g_loss = pg + cfg.mle_weight * mle
             stats["mle_loss"] = mle.item()
         gen.optimizer.zero_grad(set_to_none=True)
@@ -333,12 +355,14 @@ class GanMethod(TuningMethod):
 
     def implicit_scores(self, model: PreTrainedModel, batch: Batch, rows: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The two teacher-forced passes of π_θ (``model``): D(q, r), D(q, y) (B each, with gradients) and
-        log π_θ of each reference token (B×T, for the MLE term), and the samples' mask."""
+        """π_θ (``model``, fed each question's noise twice: 2B rows) teacher-forced over the references and the
+        samples in one pass: D(q, r), D(q, y) (B each, with gradients), log π_θ of each reference token (B×T, for
+        the MLE term), and the samples' mask."""
         rnd, beta = self._round, self.config.implicit_beta
         fake_ids, fake_mask = rnd.fakes(rows)
-        real_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
-        fake_logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, fake_ids, fake_mask)
+        parts = [(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask),
+                 (batch.prompt_ids, batch.prompt_mask, fake_ids, fake_mask)]
+        real_logp, fake_logp = unstacked(answer_logprobs(model, *stacked(parts)), parts)
         real = beta * (real_logp.sum(1) - rnd.ref_real[rows])
         fake = beta * (fake_logp.sum(1) - rnd.ref_fake[rows])
         return real, fake, real_logp, fake_mask
@@ -350,7 +374,7 @@ class GanMethod(TuningMethod):
         self._rollout_seconds = 0.0
         rows = rnd.rows_of(batch)
         t1 = time.perf_counter()
-        with gen.policy(rnd.noise[rows]) as model, self.accelerator.autocast():
+        with gen.policy(rnd.noise[rows].repeat(2, 1)) as model, self.accelerator.autocast():
             real, fake, real_logp, fake_mask = self.implicit_scores(model, batch, rows)
         loss_d = implicit_d_loss(cfg.implicit_loss, real, fake)
         loss, stats = loss_d, {}
