@@ -244,10 +244,12 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report.get("paired"):
         lines += ["**Paired differences** (mean per-question difference, same questions and seed; 95% bootstrap "
                   "interval; *twin*: the MLE row of the same adapter)", "",
-                  *_table_head(["method", "versus", "Δ ROUGE-L", "Δ semantic"])]
+                  *_table_head(["method", "versus", "Δ ROUGE-L", "Δ semantic", "Δ length W1 (twin)", "Δ AUC (twin)"])]
         for p in report["paired"]:
             versus = f"{p['versus']} (twin)" if p.get("twin") else p["versus"]
-            lines.append("| " + " | ".join([p["method"], versus, *(_difference(p.get(k)) for k in ("rougeL", "semantic"))]) + " |")
+            lines.append("| " + " | ".join([p["method"], versus, *(_difference(p.get(k)) for k in
+                                                                   ("rougeL", "semantic", "length_w1",
+                                                                    "real_vs_generated_auc"))]) + " |")
         lines.append("")
     lines += _objective_grid(report.get("objectives") or [])
     notes = report["notes"]

@@ -658,7 +658,30 @@ def _paired(rows: list[dict[str, Any]], per_question: dict[str, dict[int, dict[s
                     continue
                 diff, interval = paired_difference([mine[s][key] for s in seeds], [theirs[s][key] for s in seeds])
                 entry[key] = {"mean": diff, "ci": list(interval)}
+            if entry["twin"]:  # what a GAN is for: the answers' distribution against the twin's, on the same resamples
+                entry.update(_distribution_differences([mine[s] for s in seeds], [theirs[s] for s in seeds]))
             out.append(entry)
+    return out
+
+
+def _distribution_differences(mine: list[dict[str, list]], theirs: list[dict[str, list]]) -> dict[str, Any]:
+    """Length W1 and real-vs-generated AUC of a row minus its twin's, each seed's questions resampled together
+    for both (a paired bootstrap of a set statistic): negative is nearer the references for both."""
+    sizes = [len(m["length"]) for m in mine]
+
+    def w1(pq: dict[str, list], i: np.ndarray) -> np.ndarray:
+        return w1_equal_size(np.asarray(pq["length"], dtype=float)[i], np.asarray(pq["reference_length"], dtype=float)[i])
+
+    def auc_of(pq: dict[str, list], i: np.ndarray) -> np.ndarray:
+        return auc(np.asarray(pq["real_score"])[i], np.asarray(pq["generated_score"])[i])
+
+    out: dict[str, Any] = {}
+    for key, statistic, needs in (("length_w1", w1, "length"), ("real_vs_generated_auc", auc_of, "real_score")):
+        if not all(needs in pq for pq in (*mine, *theirs)):
+            out[key] = None
+            continue
+        diff, interval = statistic_interval(sizes, lambda g, i, f=statistic: f(mine[g], i) - f(theirs[g], i))
+        out[key] = {"mean": diff, "ci": list(interval)}
     return out
 
 

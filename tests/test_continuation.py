@@ -198,6 +198,13 @@ def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_
         assert rows[row]["steps"] == [3]  # the same number of steps, twin and adversarial row alike
     pairs = {(p["method"], p["versus"]) for p in report["paired"] if p["twin"]}
     assert pairs == {("gan-implicit", "adapter-mle"), ("gan-lora", "lora")}
+    for p in report["paired"]:  # against the twin only: the answers' distribution too, paired
+        for key in ("length_w1", "real_vs_generated_auc"):
+            if p["twin"]:
+                lo, hi = p[key]["ci"]
+                assert lo - 1e-9 <= p[key]["mean"] <= hi + 1e-9
+            else:
+                assert key not in p
     md = report_markdown({**report, "preset": "plateau", "model": {"name": "tiny"}, "device": "cpu",
                           "schedule": {"epochs": 1, "batch_size": 4, "max_new_tokens": 6}})
     assert "**Smallest detectable difference**: ROUGE-L ±" in md and "adversarial rows against their twins" in md
