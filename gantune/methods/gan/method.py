@@ -288,7 +288,7 @@ class GanMethod(TuningMethod):
         references, whose rows go through the same pass as the samples'). Returns G's loss, its policy-gradient
         part, the clipped share, the MLE loss and the gradient norm."""
         cfg, gen = self.config, self.generator
-        clipped, stats = torch.zeros(()), {}
+        clipped = torch.zeros(())
         samples = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
         if cfg.pg_estimator == "thesis":
             with gen.policy(roll.noise) as model, self.accelerator.autocast():
@@ -308,7 +308,7 @@ class GanMethod(TuningMethod):
                 pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
             else:
                 pg = policy_gradient_loss(logp, roll.answer_mask, adv)
-        g_loss = pg
+        real_logp = None
         if cfg.mle_weight > 0:
             if cfg.pg_estimator == "thesis":
                 with gen.policy(gen.sample_noise(len(batch))) as model, self.accelerator.autocast():
@@ -316,13 +316,22 @@ class GanMethod(TuningMethod):
                                                 batch.answer_mask)
             else:
                 real_logp = logps[1]
+        g_loss, stats, grad_norm = self._update(pg, real_logp if cfg.mle_weight > 0 else None, batch)
+        return g_loss, pg, clipped, stats, grad_norm
+
+    def _update(self, loss: torch.Tensor, real_logp: torch.Tensor | None, batch: Batch
+                ) -> tuple[torch.Tensor, dict[str, float], float]:
+        """The generator's update on ``loss`` (+ λ · MLE of the references' log-probs ``real_logp``, when given):
+        one backward (clipped) and optimiser step. Returns the whole loss, its MLE part and the gradient norm."""
+        gen, stats = self.generator, {}
+        if real_logp is not None:
             mle = mle_loss(real_logp, batch.answer_mask)
-            g_loss = pg + cfg.mle_weight * mle
+            loss = loss + self.config.mle_weight * mle
             stats["mle_loss"] = mle.item()
         gen.optimizer.zero_grad(set_to_none=True)
-        grad_norm = self.backward(g_loss, gen.trainable_parameters())
+        grad_norm = self.backward(loss, gen.trainable_parameters())
         gen.optimizer.step()
-        return g_loss, pg, clipped, stats, grad_norm
+        return loss, stats, grad_norm
 
     # --- the implicit discriminator (implicit.py) ------------------------------------------------------
     def _start_round(self, number: int, batches: list[Batch]) -> None:
@@ -377,14 +386,7 @@ class GanMethod(TuningMethod):
         with gen.policy(rnd.noise[rows].repeat(2, 1)) as model, self.accelerator.autocast():
             real, fake, real_logp, fake_mask = self.implicit_scores(model, batch, rows)
         loss_d = implicit_d_loss(cfg.implicit_loss, real, fake)
-        loss, stats = loss_d, {}
-        if cfg.mle_weight > 0:
-            mle = mle_loss(real_logp, batch.answer_mask)
-            loss = loss_d + cfg.mle_weight * mle
-            stats["mle_loss"] = mle.item()
-        gen.optimizer.zero_grad(set_to_none=True)
-        grad_norm = self.backward(loss, gen.trainable_parameters())
-        gen.optimizer.step()
+        loss, stats, grad_norm = self._update(loss_d, real_logp if cfg.mle_weight > 0 else None, batch)
         t2 = time.perf_counter()
 
         real, fake = real.detach(), fake.detach()
