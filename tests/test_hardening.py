@@ -49,7 +49,9 @@ from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of
 import gantune.compare as compare_module
 import gantune.methods.gan.method as gan_method
 from gantune.errors import GantuneError
+from gantune.methods.gan.implicit import Round
 from gantune.methods.gan.method import GanMethod
+from gantune.methods.gan.rollout import Rollout
 from gantune.runs import RunFolder
 from gantune.trainer import train
 from ui.engine import Engine, Settings
@@ -537,6 +539,34 @@ def test_9_a_damaged_checkpoint_is_one_line_at_the_cli_and_in_the_page(capsys, w
     status = page.engine.jobs.wait(WAIT)
     assert status.state == "failed" and says in status.error and "RuntimeError" not in status.error
     assert [r["step"] for r in RunFolder(run).read_metrics()] == [1, 2, 3]  # nothing was redone
+
+
+def _saved_round() -> dict[str, torch.Tensor]:
+    ids, mask = torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.long)
+    parts = Round(ids, mask, ids + 1, mask, ids + 2, mask, torch.zeros(3, 5), torch.zeros(3), torch.zeros(3),
+                  torch.tensor([0]))
+    return parts.tensors("round")
+
+
+@pytest.mark.parametrize(("part", "value", "says"), [
+    ("round.fake_mask", torch.ones(3, 2, dtype=torch.long), "round's fake_ids, fake_mask do not fit together"),
+    ("round.ref_fake", torch.zeros(2), "round's ref_real, ref_fake do not fit together"),
+    ("round.noise", torch.zeros(2, 5), "round's parts have different numbers of rows .*noise 2"),
+    ("round.answer_ids", torch.ones(3, 4), "round.answer_ids holds no token ids of this model"),
+    ("round.fake_ids", torch.full((3, 4), 10), r"round.fake_ids holds no token ids of this model \(ids 0 to 9\)"),
+])
+def test_9_a_saved_round_or_rollout_whose_parts_do_not_fit_is_refused_before_training(part, value, says):
+    tensors = _saved_round()
+    Round.from_tensors("round", tensors, torch.device("cpu"), 10)  # as saved: it fits
+    tensors[part] = value
+    with pytest.raises(ValueError, match=says):  # the trainer says it in one line (the test above)
+        Round.from_tensors("round", tensors, torch.device("cpu"), 10)
+    ids = torch.ones(2, 3, dtype=torch.long)
+    rollout = Rollout(ids, ids, ids, ids, torch.zeros(2, 3), torch.zeros(2, 5)).tensors("rollout.0")
+    Rollout.from_tensors("rollout.0", rollout, torch.device("cpu"), 10)
+    rollout["rollout.0.logp"] = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="answer_ids, answer_mask, logp do not fit together"):
+        Rollout.from_tensors("rollout.0", rollout, torch.device("cpu"), 10)
 
 
 # --- 10. symbolic links and FIFOs ------------------------------------------------------------------------

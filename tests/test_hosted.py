@@ -203,3 +203,13 @@ def test_a_hub_id_shaped_like_a_local_folder_is_not_read_from_disk(tmp_path, mon
     hosted = Engine(Settings(runs_dir=tmp_path / "runs-hosted", data=str(data_folder), space=True))
     with pytest.raises(GantuneError, match="hub cannot be reached .* 'org/model' is not in the local hub cache"):
         hosted.model("org/model")
+
+
+def test_a_chat_message_on_a_space_takes_no_more_tokens_than_a_job(space):
+    from ui.tabs import chat
+    cap = int(policy.HOSTED_CAPS["max_new_tokens"])
+    with pytest.raises(GantuneError, match=f"at most {cap} new tokens"):
+        next(chat.answers(space.engine, "org/model", "who is it?", None, None, cap + 1))
+    assert space.calls == []  # refused before any model loads
+    base, _, _ = next(chat.answers(space.engine, "org/model", "who is it?", None, None, cap))
+    assert isinstance(base, str)

@@ -114,6 +114,11 @@ class Policy:
             return self.trust(config.model, config.gguf_file, config.trust_remote_code)
         return self.run_trust(config, run)
 
+    def check_chat_tokens(self, limit: int) -> None:
+        """Hosted mode: a chat message's answers take no more new tokens than a job's (three answers each)."""
+        if self.settings.space and limit > HOSTED_CAPS["max_new_tokens"]:
+            raise PageError("hosted_max_tokens", n=int(HOSTED_CAPS["max_new_tokens"]))
+
     def check_limits(self, config: TrainConfig) -> None:
         """Hosted mode: every setting within its hosted bound, and the heaviest step within the step budget."""
         if not self.settings.space:

@@ -49,6 +49,7 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
     limit = whole_number(max_new_tokens, "what_max_new_tokens")
     if not 1 <= limit <= MAX_NEW_TOKENS:
         raise PageError("chat_max_tokens", most=MAX_NEW_TOKENS, got=limit)
+    engine.policy.check_chat_tokens(limit)
     out = ["", "", ""]
     # the runs' own base model (the adapters fit it); the Setup tab's when no run is picked
     runs = {r: engine.runs.folder(r) for r in (gan_run, lora_run) if r}

@@ -32,6 +32,7 @@ from torch import nn
 from ...data import Batch
 from ...scoring import answer_logprobs
 from .generator import Generator
+from .rollout import check_saved
 
 
 def implicit_d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -105,5 +106,8 @@ class Round:
         return {f"{prefix}.{f.name}": getattr(self, f.name).detach().cpu().clone() for f in fields(self)}
 
     @classmethod
-    def from_tensors(cls, prefix: str, tensors: dict[str, torch.Tensor], device: torch.device) -> "Round":
-        return cls(**{f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)})
+    def from_tensors(cls, prefix: str, tensors: dict[str, torch.Tensor], device: torch.device, vocab: int) -> "Round":
+        parts = {f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)}
+        check_saved(prefix, parts, (("prompt_ids", "prompt_mask"), ("answer_ids", "answer_mask"),
+                                    ("fake_ids", "fake_mask"), ("noise",), ("ref_real", "ref_fake")), vocab)
+        return cls(**parts)

@@ -478,5 +478,6 @@ class GanMethod(TuningMethod):
         value = float(tensors["reward_mean"][0])
         self.reward_mean = None if value != value else value
         parts = sorted({int(name.split(".")[1]) for name in tensors if name.startswith("rollout.")})
-        self._pending = [Rollout.from_tensors(f"rollout.{i}", tensors, self.base.device) for i in parts]
-        self._round = Round.from_tensors("round", tensors, self.base.device) if "round.number" in tensors else None
+        vocab = self.base.model.get_input_embeddings().num_embeddings
+        self._pending = [Rollout.from_tensors(f"rollout.{i}", tensors, self.base.device, vocab) for i in parts]
+        self._round = Round.from_tensors("round", tensors, self.base.device, vocab) if "round.number" in tensors else None

@@ -44,8 +44,31 @@ class Rollout:
         return {f"{prefix}.{f.name}": getattr(self, f.name).detach().cpu().clone() for f in fields(self)}
 
     @classmethod
-    def from_tensors(cls, prefix: str, tensors: dict[str, torch.Tensor], device: torch.device) -> "Rollout":
-        return cls(**{f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)})
+    def from_tensors(cls, prefix: str, tensors: dict[str, torch.Tensor], device: torch.device,
+                     vocab: int) -> "Rollout":
+        parts = {f.name: tensors[f"{prefix}.{f.name}"].to(device) for f in fields(cls)}
+        check_saved(prefix, parts, (("prompt_ids", "prompt_mask"), ("answer_ids", "answer_mask", "logp"), ("noise",)),
+                    vocab)
+        return cls(**parts)
+
+
+def check_saved(prefix: str, parts: dict[str, torch.Tensor], same_shape: tuple[tuple[str, ...], ...],
+                vocab: int) -> None:
+    """Refuse saved rows that do not fit together (a damaged checkpoint): each group of ``same_shape`` is of one
+    2-D shape (1-D for a group named ``ref_*``), every group has the same number of rows, and token ids are
+    integers below ``vocab``."""
+    for group in same_shape:
+        dims = 1 if group[0].startswith("ref_") else 2
+        if len({tuple(parts[name].shape) for name in group}) > 1 or parts[group[0]].dim() != dims:
+            raise ValueError(f"the saved {prefix}'s {', '.join(group)} do not fit together "
+                             f"(shapes {', '.join(str(list(parts[n].shape)) for n in group)})")
+    rows = {group[0]: parts[group[0]].shape[0] for group in same_shape}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"the saved {prefix}'s parts have different numbers of rows "
+                         f"({', '.join(f'{name} {n}' for name, n in rows.items())})")
+    for name, value in parts.items():
+        if name.endswith("_ids") and (value.dtype.is_floating_point or value.numel() and not 0 <= value.min() <= value.max() < vocab):
+            raise ValueError(f"the saved {prefix}.{name} holds no token ids of this model (ids 0 to {vocab - 1})")
 
 
 def merge(batches: list[Batch], pad_id: int) -> Batch:
