@@ -297,7 +297,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     faults = {mode: int(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
                                        check=True).stdout.split()[-1]) for mode in ("keep", "default")}
     assert faults["default"] > 100_000  # 10 × 64 MB of fresh 4 KB pages: glibc hands each one back when freed
-    assert faults["keep"] < faults["default"] / 4  # measured: 15,625 against 156,260
+    # measured 15,625 against 156,260 on a quiet machine, 46,875 once beside a bench: most pages are reused
+    assert faults["keep"] < faults["default"] / 2
 
 
 def test_bf16_linear_layers_use_their_packed_weight_only_without_gradients():
