@@ -162,11 +162,20 @@ def stream_answer(
     max_prompt_tokens: int = 512,
     method: TuningMethod | None = None,
 ) -> Iterator[str]:
-    """The greedy answer to one question, yielded as it grows (the text so far, each time)."""
+    """The greedy answer to one question, yielded as it grows (the text so far, each time).
+
+    Each step runs under the base model's autocast of its own: autocast is per thread, and a consumer (Gradio)
+    may take each piece from another thread.
+    """
     encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
     ids, mask = (t.to(base.device) for t in encoder.prompts([question]))
     tokens: list[int] = []
-    with method.enabled(1) if method is not None else nullcontext(base.model) as model, base.autocast():
-        for step, _ in decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens):
-            tokens.append(int(step[0]))
+    with method.enabled(1) if method is not None else nullcontext(base.model) as model:
+        steps = decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens)
+        while True:
+            with base.autocast():
+                step = next(steps, None)
+            if step is None:
+                return
+            tokens.append(int(step[0][0]))
             yield base.tokenizer.decode(tokens, skip_special_tokens=True).strip()

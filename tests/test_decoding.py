@@ -182,6 +182,25 @@ def test_a_bf16_base_holds_bf16_weights_and_autocasts():
     assert make_accelerator(base.device, "fp32").mixed_precision == "no"
 
 
+@pytest.mark.parametrize("method", ["adapter-mle", "lora"])
+def test_a_bf16_stream_taken_piece_by_piece_from_other_threads_answers_as_in_one(method):
+    """Gradio takes each piece of a chat answer from a worker thread of its own, and autocast is per thread:
+    a bf16 base with a tuned method streams the same answer that way as in one thread (it raised a dtype error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = _bf16_base()
+    m = _tuned(method, base)
+    whole = list(stream_answer(base, QUESTIONS[1], 8, method=m))
+    stream, pieces = stream_answer(base, QUESTIONS[1], 8, method=m), []
+    with ThreadPoolExecutor(max_workers=1) as first, ThreadPoolExecutor(max_workers=1) as second:
+        for i in range(len(whole) + 1):
+            piece = (first if i % 2 else second).submit(next, stream, None).result()
+            if piece is None:
+                break
+            pieces.append(piece)
+    assert pieces == whole and whole
+
+
 def test_bf16_answers_mostly_agree_with_fp32():
     """bf16 changes numbers a little, not the model: greedy first tokens agree with fp32's on most questions."""
     fp32 = _lively(make_base(1))
