@@ -99,9 +99,16 @@ def main() -> None:
             page.get_by_role("tab", name="Setup", exact=True).wait_for()
 
             field(page, "Folder or file").fill(data)
-            field(page, "Pairs (train + test)").fill(str(args.n))
-            page.get_by_role("button", name="Preview data", exact=True).click()
-            page.get_by_text(" for testing from ").wait_for()
+            train = round(args.n * 0.5)
+            counts = page.get_by_text(f"{train} pairs for training / {args.n - train} pairs for testing from ")
+
+            def preview() -> bool:  # the data folder's own change may reset n after it was typed: type it again
+                field(page, "Pairs (train + test)").fill(str(args.n))
+                page.get_by_role("button", name="Preview data", exact=True).click()
+                time.sleep(3)
+                return counts.is_visible()
+
+            wait_until(page, preview, f"the preview of {args.n} pairs", every=1.0)
             wait_for_plot(page, "Token lengths")
             screenshot(page, out, "setup.png")
             done("setup.png")
