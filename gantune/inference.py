@@ -177,5 +177,6 @@ def stream_answer(
                 step = next(steps, None)
             if step is None:
                 return
-            tokens.append(int(step[0][0]))
+            chosen, _ = step
+            tokens.append(int(chosen[0]))
             yield base.tokenizer.decode(tokens, skip_special_tokens=True).strip()

@@ -67,7 +67,9 @@ def check_saved(prefix: str, parts: dict[str, torch.Tensor], same_shape: tuple[t
         raise ValueError(f"the saved {prefix}'s parts have different numbers of rows "
                          f"({', '.join(f'{name} {n}' for name, n in rows.items())})")
     for name, value in parts.items():
-        if name.endswith("_ids") and (value.dtype.is_floating_point or value.numel() and not 0 <= value.min() <= value.max() < vocab):
+        if not name.endswith("_ids"):
+            continue
+        if value.dtype.is_floating_point or (value.numel() and not 0 <= value.min() <= value.max() < vocab):
             raise ValueError(f"the saved {prefix}.{name} holds no token ids of this model (ids 0 to {vocab - 1})")
 
 
