@@ -28,7 +28,7 @@ from gantune.generation import decode
 from gantune.inference import answer_questions, load_method
 from gantune.methods import METHODS, get_method
 from gantune.methods.adapter_mle import AdapterMleMethod
-from gantune.methods.base import TuningMethod
+from gantune.methods.base import TuningMethod, fused
 from gantune.methods.full import FullMethod, estimate_full_finetune_bytes
 from gantune.methods.gan.method import GanMethod
 from gantune.methods.peft_methods import LoraMethod, PrefixTuningMethod, PromptTuningMethod, init_token_ids
@@ -221,6 +221,31 @@ def test_backward_clips_gradients_and_returns_their_norm_before_clipping(base):
     assert unclipped.backward((10.0 * w).sum(), [w]) == pytest.approx(20.0)
     assert float(torch.linalg.vector_norm(w.grad)) == pytest.approx(20.0)
     unclipped.close()
+
+
+@pytest.mark.parametrize("method", [*ALL, "gan"])
+def test_every_optimiser_takes_the_fused_kernel_on_the_cpu(method, base):
+    m = _make(method, base) if method != "gan" else GanMethod(base, preset_config("gan", n=None, noise_dim=8,
+                                                                                  d_hidden=[16, 8, 4]).validate())
+    owners = [m, getattr(m, "generator", None)]  # the GAN's generator holds its optimiser, the method D's
+    optimisers = [v for o in owners if o is not None for v in vars(o).values() if isinstance(v, torch.optim.Optimizer)]
+    assert len(optimisers) == (2 if method == "gan" else 1)
+    assert all(opt.defaults["fused"] for opt in optimisers)
+    m.close()
+
+
+def test_the_fused_update_is_the_loop_s_update():
+    torch.manual_seed(0)
+    start = torch.randn(64, 32)
+    loop, fast = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opts = [torch.optim.AdamW([loop], lr=1e-2), torch.optim.AdamW([fast], lr=1e-2, **fused([fast]))]
+    for _ in range(5):
+        grad = torch.randn(64, 32)
+        for p, opt in zip((loop, fast), opts):
+            p.grad = grad.clone()
+            opt.step()
+    assert not torch.equal(loop, start) and torch.allclose(loop, fast, rtol=0, atol=1e-6)
+    assert fused([torch.nn.Parameter(torch.zeros(2, device="meta"))]) == {}  # no fused kernel there: the loop
 
 
 # --- what peft does with positions, logits_to_keep and generate() -----------------------------------

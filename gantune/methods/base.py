@@ -137,6 +137,13 @@ def l2_norm(tensors: Iterable[torch.Tensor]) -> float:
         return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
+def fused(params: Iterable[torch.nn.Parameter]) -> dict[str, bool]:
+    """Keyword arguments for torch's Adam and AdamW: their fused kernel (one pass over each tensor where the loop
+    makes a dozen) where every parameter is a floating tensor on a device that has it (CPU, CUDA)."""
+    ok = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return {"fused": True} if ok else {}
+
+
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """An optimiser's per-parameter state as flat named tensors (safetensors holds no pickles)."""
     out = {}

@@ -25,6 +25,7 @@ from ..models import BaseModel
 from ..runs import read_json_file
 from .base import (
     TuningMethod,
+    fused,
     l2_norm,
     load_optimizer_tensors,
     load_param_tensors,
@@ -75,7 +76,7 @@ class FullMethod(TuningMethod):
         self.model.requires_grad_(True)
         self.named_params = list(self.model.named_parameters())  # tied weights once
         self.params = [p for _, p in self.named_params]
-        self.opt = torch.optim.AdamW(self.params, lr=config.lr)
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, **fused(self.params))
         self._closed = False
 
     def _check_open(self) -> None:

@@ -57,6 +57,7 @@ from ..models import BaseModel
 from ..scoring import answer_logprobs, mle_loss
 from .base import (
     TuningMethod,
+    fused,
     l2_norm,
     load_optimizer_tensors,
     load_param_tensors,
@@ -101,7 +102,7 @@ class PeftMethod(TuningMethod):
         self.peft_model.eval()  # the LM stays in eval mode, as for every method; the adapters have no dropout
         self.named_params = [(n, p) for n, p in self.peft_model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
-        self.opt = torch.optim.AdamW(self.params, lr=config.lr)
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, **fused(self.params))
         self._closed = False
 
     # --- what a subclass provides -----------------------------------------------------------------

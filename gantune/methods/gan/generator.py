@@ -24,6 +24,7 @@ from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss
 from ..base import (
     TuningMethod,
+    fused,
     load_module_tensors,
     load_optimizer_tensors,
     module_tensors,
@@ -55,7 +56,8 @@ class AdapterMethod(TuningMethod):
             AdapterConfig(embed_dim, config.noise_dim, list(config.adapter_hidden), config.adapter_init)
         )
         self.adapter.to(base.device)
-        self.opt_g = torch.optim.Adam(self.adapter.parameters(), lr=config.lr)
+        params = list(self.adapter.parameters())
+        self.opt_g = torch.optim.Adam(params, lr=config.lr, **fused(params))
         self.pad_id = base.tokenizer.pad_token_id
 
     @property

@@ -45,7 +45,15 @@ from ...generation import Stopped
 from ...models import BaseModel
 from ...scoring import answer_logprobs, mle_loss, stacked, unstacked
 from .. import get_method
-from ..base import StepInterrupted, TuningMethod, load_module_tensors, load_optimizer_tensors, module_tensors, optimizer_tensors
+from ..base import (
+    StepInterrupted,
+    TuningMethod,
+    fused,
+    load_module_tensors,
+    load_optimizer_tensors,
+    module_tensors,
+    optimizer_tensors,
+)
 from .discriminator import (
     EmbeddingDiscriminator,
     HiddenStateDiscriminator,
@@ -101,8 +109,8 @@ class GanMethod(TuningMethod):
         self.opt_d = None
         if self.discriminator is not None:
             self.discriminator.to(base.device)
-            self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=config.d_lr,
-                                           weight_decay=config.d_weight_decay)
+            params = list(self.discriminator.parameters())
+            self.opt_d = torch.optim.AdamW(params, lr=config.d_lr, weight_decay=config.d_weight_decay, **fused(params))
         self.reward_mean: float | None = None  # running mean, the baseline of one-row batches
         self.adversarial = warmup_epochs(config) == 0
         self._pending: list[Rollout] = []  # this epoch's rollout, one part per remaining step
