@@ -2,7 +2,8 @@
 
 ``decode_steps`` is a lean loop over the model's forward: each step prepares the inputs the way the
 model itself does for generation (its ``prepare_inputs_for_generation``: peft's, for prompt learning),
-runs one forward over the new token with the cache, and picks the next token greedily or samples it
+runs one forward over the new token with the cache (its keys and values written into room reserved for
+the whole answer, not concatenated at every token), and picks the next token greedily or samples it
 from softmax(logits / T), with that token's log-probability. It is what ``model.generate`` does for
 these settings, token for token (tests compare the two), without its logits processors, stopping
 criteria and configuration checks, and it can be stopped between tokens. The sampler knows nothing of
@@ -17,7 +18,8 @@ from typing import Callable, Iterator
 
 import torch
 from peft import PeftModel
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 
 class Stopped(Exception):
@@ -29,6 +31,40 @@ def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     is_eos = (answer_ids == eos_id).long()
     ended_before = is_eos.cumsum(dim=1) - is_eos  # EOS tokens strictly before each position
     return (ended_before == 0).long()
+
+
+class _ReservedLayer(DynamicLayer):
+    """A cache layer that holds its keys and values in room reserved for the whole answer, where transformers'
+    ``DynamicLayer`` concatenates (copies) the whole cache at every token; it gives the same tensors' values."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, cache_kwargs: dict | None = None):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states)
+            self.room_k = self.room_v = None
+        end = self.length + key_states.shape[-2]
+        if self.room_k is None or end > self.room_k.shape[-2]:  # the prompt's pass, or past the room: more room
+            size = max(self.capacity, end) if self.room_k is None else 2 * end
+            shape = (*key_states.shape[:2], size, key_states.shape[-1])
+            room_k, room_v = key_states.new_empty(shape), value_states.new_empty(shape)
+            if self.length:
+                room_k[..., : self.length, :], room_v[..., : self.length, :] = self.keys, self.values
+            self.room_k, self.room_v = room_k, room_v
+        self.room_k[..., self.length : end, :] = key_states
+        self.room_v[..., self.length : end, :] = value_states
+        self.length = end
+        self.keys, self.values = self.room_k[..., :end, :], self.room_v[..., :end, :]
+        return self.keys, self.values
+
+
+def reserved_cache(config: PretrainedConfig, capacity: int) -> DynamicCache:
+    """The model's ``DynamicCache`` with each full-attention layer's room reserved for ``capacity`` tokens."""
+    cache = DynamicCache(config=config)
+    cache.layers = [_ReservedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 @dataclass
@@ -60,7 +96,7 @@ def decode_steps(
     lm = model.get_base_model() if isinstance(model, PeftModel) else model  # peft's generate steps the LM too
     prepare = model.prepare_inputs_for_generation
     ids, mask = prompt_ids, prompt_mask
-    kwargs = {"past_key_values": DynamicCache(config=lm.config), "use_cache": True,
+    kwargs = {"past_key_values": reserved_cache(lm.config, ids.shape[1] + max_new_tokens), "use_cache": True,
               "cache_position": torch.arange(ids.shape[1], device=ids.device)}
     if "logits_to_keep" in inspect.signature(lm.forward).parameters:  # only the last position's logits are needed
         kwargs["logits_to_keep"] = 1

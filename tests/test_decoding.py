@@ -10,13 +10,13 @@ from contextlib import nullcontext
 import pytest
 import torch
 from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_base, make_tokenizer
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
 
 from gantune.config import preset_config
 from gantune.cpu import ATTENTION
 from gantune.data import Encoder, QAPair
 from gantune.errors import GantuneError
-from gantune.generation import Stopped, decode
+from gantune.generation import Stopped, decode, reserved_cache
 from gantune.inference import answers, stream_answer
 from gantune.methods import get_method
 from gantune.methods.base import StepInterrupted
@@ -100,6 +100,20 @@ def test_recorded_logprobs_are_the_tempered_policys(temperature):
         forced = answer_logprobs(base.model, ids, mask, out.ids, out.mask, temperature)
     assert torch.allclose(out.logp, forced, atol=1e-5)
     assert (out.logp[out.mask == 0] == 0).all()
+
+
+def test_the_reserved_cache_holds_what_transformers_cache_holds_even_past_its_room():
+    config = make_base().model.config
+    reserved, dynamic = reserved_cache(config, capacity=6), DynamicCache(config=config)
+    torch.manual_seed(0)
+    places = []
+    for length in (4, 1, 1, 1, 1):  # a prompt of 4, then a token at a time: the third token is past the room
+        k, v = torch.randn(2, 1, length, 8), torch.randn(2, 1, length, 8)
+        got, want = reserved.update(k, v, 0), dynamic.update(k.clone(), v.clone(), 0)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        places.append(got[0].data_ptr())
+    assert reserved.get_seq_length() == dynamic.get_seq_length() == 8
+    assert places[0] == places[1] == places[2] != places[3] == places[4]  # written in place until the room ran out
 
 
 def test_stop_is_honoured_between_tokens():
