@@ -532,7 +532,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         field(page, "epochs").fill("0")
         page.get_by_role("button", name="Start", exact=True).click()
         wait_until(page, lambda: "epochs must be at least 1 (got 0)" in refusal_text(page), "the refusal above the status")
-        assert "Warning" in toast_titles(page) and "--epochs" not in refusal_text(page)
+        wait_until(page, lambda: "Warning" in toast_titles(page), "the refusal's toast")  # drawn apart from the line
+        assert "--epochs" not in refusal_text(page)
         page.wait_for_timeout(4500)  # two status redraws later, the toast gone: the line is still there
         assert "epochs must be at least 1 (got 0)" in refusal_text(page)
         assert engine.jobs.status().state == "idle"
@@ -716,7 +717,7 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         page.get_by_role("button", name="Старт", exact=True).click()
         wait_until(page, lambda: "«эпохи» (--epochs): нужно не меньше 1 (получено 0)" in refusal_text(page),
                    "the refusal in Russian")
-        assert "Предупреждение" in toast_titles(page), toast_titles(page)
+        wait_until(page, lambda: "Предупреждение" in toast_titles(page), "the refusal's toast, in Russian")
         check("GAN tuning, a refusal")
         field(page, "эпохи").fill("3")
 
