@@ -46,7 +46,8 @@ class _ReservedLayer(DynamicLayer):
             self.lazy_initialization(key_states)
             self.room_k = self.room_v = None
         end = self.length + key_states.shape[-2]
-        if self.room_k is None or end > self.room_k.shape[-2]:  # the prompt's pass, or past the room: more room
+        # the prompt's pass, or past the room (peft's prompt tuning also caches its virtual tokens): more room
+        if self.room_k is None or end > self.room_k.shape[-2]:
             size = max(self.capacity, end) if self.room_k is None else 2 * end
             shape = (*key_states.shape[:2], size, key_states.shape[-1])
             room_k, room_v = key_states.new_empty(shape), value_states.new_empty(shape)
