@@ -111,7 +111,7 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, Run
         """Refuse values that cannot make a run, with one line a user can act on.
 
         Sizes that depend on the model (the context, memory) are checked once it is loaded:
-        ``gantune.models.check_settings_fit``.
+        ``gantune.budget.check_settings_fit``.
         """
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

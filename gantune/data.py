@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .errors import GantuneError, first_line
-from .models import hub_reachable
+from .hub import hub_reachable
 
 HUB_DATASET = "locuslab/TOFU"
 # offline subset -> (file, keep only the last k rows)

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from .data import Encoder, pad
 from .errors import GantuneError, first_line
 from .generation import decode, decode_steps
+from .memory import available_memory_bytes
 from .methods import get_method
 from .methods.base import TuningMethod
 from .models import BaseModel, load_base_model, pick_device
@@ -84,8 +85,6 @@ class Answers:
 def decode_rows(base: BaseModel, prompt_tokens: int, new_tokens: int) -> int:
     """How many prompts one decoding call takes: what a quarter of free memory holds (each row's key/value
     cache, a layer's activations over its prompt and one row of logits), at most ``MAX_DECODE_ROWS``."""
-    from .methods.full import available_memory_bytes
-
     text = base.model.config.get_text_config()
     hidden = getattr(text, "hidden_size", 1)
     width = max(hidden, getattr(text, "intermediate_size", None) or 4 * hidden)
@@ -100,8 +99,6 @@ def decode_rows(base: BaseModel, prompt_tokens: int, new_tokens: int) -> int:
 def scoring_rows(base: BaseModel, answer_tokens: int) -> int:
     """How many (question, answer) rows one teacher-forced scoring pass takes: what a quarter of free memory
     holds of their answers' logits (and their fp32 log-softmax), at most ``MAX_DECODE_ROWS``."""
-    from .methods.full import available_memory_bytes
-
     row = 3 * 4 * answer_tokens * base.model.get_input_embeddings().num_embeddings
     return max(1, min(MAX_DECODE_ROWS, available_memory_bytes(base.device) // 4 // row))
 

@@ -1,4 +1,4 @@
-"""Memory in use and its peak: GPU allocator counters on CUDA, the process's resident set on CPU."""
+"""Memory free, in use and at its peak: GPU allocator counters on CUDA, the system's RAM and the process's resident set on CPU."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ import psutil
 import torch
 
 MB = 1024 * 1024
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory where the model trains: the GPU's free memory on CUDA, the system's available RAM on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)
 
 
 def release_freed_memory() -> None:

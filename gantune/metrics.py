@@ -22,7 +22,7 @@ from transformers.utils import is_offline_mode
 from .data import Encoder, QAPair
 from .errors import GantuneError, first_line
 from .generation import Stopped
-from .models import hub_reachable
+from .hub import hub_reachable
 from .scoring import answer_logprobs
 from .stats import auc
 

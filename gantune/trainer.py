@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
+from .budget import check_settings_fit
 from .config import TrainConfig, resumed_config
 from .data import Encoder, QAPair, load_pairs, split_pairs
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
@@ -31,7 +32,6 @@ from .methods.base import StepInterrupted, TuningMethod
 from .metrics import rouge
 from .models import (
     BaseModel,
-    check_settings_fit,
     frozen_norm,
     load_base_model,
     make_accelerator,

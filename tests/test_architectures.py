@@ -20,7 +20,7 @@ from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_tokeni
 from test_methods import _module_layout
 from transformers.pytorch_utils import Conv1D
 
-import gantune.methods.peft_methods as peft_methods
+import gantune.methods.lora_targets as lora_targets
 from gantune.cli import main
 from gantune.config import TrainConfig, preset_config
 from gantune.data import Encoder, QAPair
@@ -29,7 +29,8 @@ from gantune.inference import answer_questions, load_method, stream_answer
 from gantune.methods import get_method
 from gantune.methods.gan.adapter import AdapterConfig, MTunable
 from gantune.methods.gan.settings import GENERATOR_METHODS
-from gantune.methods.peft_methods import LoraMethod, default_lora_targets, init_token_ids, linear_modules
+from gantune.methods.lora_targets import default_lora_targets, linear_modules
+from gantune.methods.peft_methods import LoraMethod, init_token_ids
 from gantune.runs import RunFolder
 from gantune.scoring import answer_logprobs, mle_loss
 from gantune.trainer import train
@@ -111,7 +112,7 @@ def test_lora_without_targets_adapts_the_architectures_default_modules(arch):
 
 @pytest.mark.parametrize("mapping", [{}, {"llama": ["c_attn"]}], ids=["type-unknown-to-peft", "names-not-in-model"])
 def test_lora_falls_back_to_every_linear_layer_but_the_head(mapping, monkeypatch):
-    monkeypatch.setattr(peft_methods, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", mapping)
+    monkeypatch.setattr(lora_targets, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", mapping)
     base = make_arch_base("llama")
     targets = default_lora_targets(base.model)
     assert targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]

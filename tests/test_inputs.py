@@ -19,11 +19,11 @@ from test_catalogue import ROWS, _cli_args, _page_args, assert_one_line, page_re
 from test_ui_app import SETUP_ORDER, WAIT, setup_args, state_of
 
 from gantune import compare
+from gantune.budget import check_settings_fit
 from gantune.config import INT64_MAX, SEED_MAX, TrainConfig, preset_config
 from gantune.data import QAPair, load_pairs
 from gantune.errors import GantuneError
 from gantune.evaluate import EvalSettings, Scorers, Stopped, evaluate
-from gantune.models import check_settings_fit
 from gantune.runs import RunFolder
 
 world, page = test_catalogue.world, test_catalogue.page  # its fixtures: the files and models, the served workbench

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import GantuneError
 from .gan.settings import GENERATOR_METHODS, AdapterSettings, GanSettings
 from .peft_settings import PeftSettings
-
-if TYPE_CHECKING:
-    from .base import TuningMethod
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,10 @@ def adapter_kind(method: str, adapter: str = "m-tunable") -> str:
     return next((kind for kind, name in GENERATOR_METHODS.items() if name == method), method)
 
 
-def get_method(name: str) -> type[TuningMethod]:
-    """The method class named ``name`` (its module is imported now, the first time)."""
+def get_method(name: str) -> type:
+    """The ``TuningMethod`` subclass named ``name`` (its module is imported now, the first time).
+
+    Typed ``type``: this registry sits below ``methods/base.py`` (the config is built from it), so it names no class there."""
     if name not in METHODS:
         raise GantuneError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     module, cls = METHODS[name].code.split(":")

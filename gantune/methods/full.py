@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import psutil
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
@@ -21,6 +20,7 @@ from transformers import PreTrainedModel
 from ..config import TrainConfig
 from ..data import Batch
 from ..errors import GantuneError
+from ..memory import available_memory_bytes
 from ..models import BaseModel
 from ..runs import read_json_file
 from .base import (
@@ -41,13 +41,6 @@ COPIES = 4  # the trained copy of the weights, its gradients, AdamW's two moment
 def estimate_full_finetune_bytes(model: torch.nn.Module) -> int:
     """Bytes full fine-tuning needs beyond the loaded model and activations: the copy, gradients, AdamW states (all fp32)."""
     return COPIES * 4 * sum(p.numel() for p in model.parameters())  # tied weights counted once
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    """Free memory where the model trains: the GPU's free memory on CUDA, the system's available RAM on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return int(psutil.virtual_memory().available)
 
 
 def _gb(n: int) -> str:

@@ -46,7 +46,6 @@ from peft import (
     PromptTuningConfig,
     get_peft_model,
 )
-from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
@@ -65,6 +64,7 @@ from .base import (
     param_tensors,
     weight_sharing_copy,
 )
+from .lora_targets import matches, resolve_lora_targets
 
 
 def mle_step(method: TuningMethod, model: torch.nn.Module, params: list[torch.nn.Parameter],
@@ -185,53 +185,6 @@ class PeftMethod(TuningMethod):
             del self.lm, self.peft_model, self.named_params, self.params, self.opt
 
 
-LINEAR_TYPES = (torch.nn.Linear, Conv1D)  # what LoRA adapts here: GPT-2's layers are Conv1D
-
-
-def linear_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """The model's linear layers (nn.Linear and transformers' Conv1D) by full name, the output head left out."""
-    head = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
-    return {n: m for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES) and m is not head}
-
-
-def _matches(name: str, target: str) -> bool:
-    """peft's rule for a list of target names: the full module name, or its last dotted parts."""
-    return name == target or name.endswith("." + target)
-
-
-def default_lora_targets(model: PreTrainedModel) -> list[str]:
-    """peft's default LoRA targets for this model type; every linear layer's name where it has none (or none fit)."""
-    layers = linear_modules(model)
-    mapped = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(getattr(model.config, "model_type", None)) or []
-    found = [t for t in mapped if any(_matches(n, t) for n in layers)]
-    return found or sorted({n.rsplit(".", 1)[-1] for n in layers})
-
-
-def resolve_lora_targets(model: PreTrainedModel, targets: list[str]) -> list[str]:
-    """The module names LoRA adapts: ``targets`` when given, else the architecture's default.
-
-    A given name must match at least one module, and only layers LoRA can adapt (linear layers,
-    Conv1D, embeddings); otherwise the one-line error names the model's linear layers.
-    """
-    if not targets:
-        return default_lora_targets(model)
-    adaptable = (*LINEAR_TYPES, torch.nn.Embedding)
-
-    def fits(target: str) -> bool:
-        hits = [m for n, m in model.named_modules() if _matches(n, target)]
-        return bool(hits) and all(isinstance(m, adaptable) for m in hits)
-
-    bad = [t for t in targets if not fits(t)]
-    if bad:
-        names = sorted({n.rsplit(".", 1)[-1] for n in linear_modules(model)})
-        raise GantuneError(
-            f"--lora-targets {' '.join(targets)}: no such modules in this model; its linear layers are named "
-            f"{', '.join(names) or '(none)'} ({', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not one of them); "
-            f"leave --lora-targets empty for the {model.config.model_type} default: "
-            f"{', '.join(default_lora_targets(model)) or '(none)'}")
-    return list(targets)
-
-
 class LoraMethod(PeftMethod):
     """LoRA on the named modules, or on the architecture's default ones when none are named."""
 
@@ -242,7 +195,7 @@ class LoraMethod(PeftMethod):
         targets = resolve_lora_targets(base.model, config.lora_targets)
         if not targets:
             raise GantuneError("LoRA found no linear layers (nn.Linear or Conv1D) to adapt in this model")
-        chosen = [m for n, m in base.model.named_modules() if any(_matches(n, t) for t in targets)]
+        chosen = [m for n, m in base.model.named_modules() if any(matches(n, t) for t in targets)]
         return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0,
                           fan_in_fan_out=all(isinstance(m, Conv1D) for m in chosen), task_type="CAUSAL_LM")
 
@@ -332,5 +285,4 @@ class PrefixTuningMethod(PeftMethod):
             embedding.weight.copy_(table.to(embedding.weight.dtype))
 
 
-__all__ = ["PeftMethod", "LoraMethod", "PromptTuningMethod", "PrefixTuningMethod", "mle_step", "default_lora_targets",
-           "linear_modules", "resolve_lora_targets"]
+__all__ = ["PeftMethod", "LoraMethod", "PromptTuningMethod", "PrefixTuningMethod", "mle_step"]

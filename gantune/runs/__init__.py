@@ -19,9 +19,9 @@ Where each part lives:
     summary.py   summary.json: ``RunSummary`` and its reader
 """
 
-from .claims import MARKER, claim_unused
+from .claims import MARKER
 from .files import read_json_file, recover_dir, replace_dir_atomic, saving, write_json_atomic, write_text_atomic, write_text_new
-from .folder import RunFolder, new_run_dir
+from .folder import RunFolder, claim_unused, new_run_dir
 from .lock import LOCK
 from .summary import STATUSES, RunSummary
 

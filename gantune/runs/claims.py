@@ -9,7 +9,6 @@ until it is done.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import secrets
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from ..errors import GantuneError
 from .files import read_json_file
-from .lock import LOCK, RunInUse, RunLock
+from .lock import LOCK, RunLock
 
 MARKER = "gantune-run.json"
 
@@ -181,29 +180,6 @@ class Claims:
                 self.path.rmdir()  # what else the folder holds is not gantune's: it stays
         finally:
             self.unlock()
-
-
-def claim_unused(path: str | Path) -> "Claims":
-    """A new run folder at ``path``, or ``path-2``, ``path-3`` … when that name is taken, made, locked and marked
-    atomically."""
-    from .folder import RunFolder
-
-    path = Path(path)
-    for i in itertools.count(1):
-        run = RunFolder(path if i == 1 else path.with_name(f"{path.name}-{i}"))
-        try:
-            run.path.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(run.path)
-            run.lock("training")
-            if run._mark(made=True):
-                return run
-            run.unlock()
-        except (FileExistsError, RunInUse):
-            continue
-        except OSError as exc:
-            run.unlock()
-            raise GantuneError(f"cannot create run folder {run.path}: {exc.strerror}") from exc
-    raise AssertionError("unreachable")
 
 
 def _holds_run_settings(config_path: Path) -> bool:

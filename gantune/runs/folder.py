@@ -6,7 +6,9 @@ kind (``readers``, ``summary``) and opens only regular files inside the folder.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +33,7 @@ from .files import (
     write_json_atomic,
     write_text_atomic,
 )
-from .lock import RunLock
+from .lock import RunInUse, RunLock
 from .summary import RunSummary
 
 
@@ -165,3 +167,24 @@ class RunFolder(Claims):
         if not (self.eval_path.exists() or self.eval_path.is_symlink()):
             return None
         return readers.evaluation(self.eval_path, read_json_file(self.eval_path, self.path))
+
+
+def claim_unused(path: str | Path) -> RunFolder:
+    """A new run folder at ``path``, or ``path-2``, ``path-3`` … when that name is taken, made, locked and marked
+    atomically."""
+    path = Path(path)
+    for i in itertools.count(1):
+        run = RunFolder(path if i == 1 else path.with_name(f"{path.name}-{i}"))
+        try:
+            run.path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(run.path)
+            run.lock("training")
+            if run._mark(made=True):
+                return run
+            run.unlock()
+        except (FileExistsError, RunInUse):
+            continue
+        except OSError as exc:
+            run.unlock()
+            raise GantuneError(f"cannot create run folder {run.path}: {exc.strerror}") from exc
+    raise AssertionError("unreachable")
