@@ -92,7 +92,7 @@ def test_every_choice_of_every_setting_has_russian_words_beside_its_value():
 
 def test_every_compare_row_says_what_it_trains_in_both_languages():
     missing = {lang: sorted(set(ROWS) - set(words)) for lang, words in ROW_DESCRIPTIONS.items()}
-    assert missing == {"en": [], "ru": []}, f"add these rows of gantune.compare.ROWS to ui/i18n.py ROW_DESCRIPTIONS: {missing}"
+    assert missing == {"en": [], "ru": []}, f"add these rows of gantune.compare.ROWS to ui/locales/*.json 'rows': {missing}"
     assert [value for _, value in method_choices("ru")] == BASELINES
     assert all(re.search("[а-яё]", label) for label, _ in method_choices("ru"))
 

@@ -247,7 +247,7 @@ def test_a_loading_page_refreshes_the_status_and_every_list_of_runs(app):
 def test_every_setting_has_a_russian_label_and_help():
     """Labels and help of the settings come from TrainConfig's fields; a field added there needs its Russian here."""
     missing = sorted(set(CONFIG_FIELDS) - set(FIELDS_RU))
-    assert not missing, f"add these TrainConfig fields to ui/i18n.py FIELDS_RU (label, help): {missing}"
+    assert not missing, f"add these TrainConfig fields to ui/locales/ru.json 'fields' (label, help): {missing}"
     assert not set(FIELDS_RU) - set(CONFIG_FIELDS), "FIELDS_RU names fields TrainConfig no longer has"
     for name, (label, help_text) in FIELDS_RU.items():
         assert re.search("[а-я]", label) and re.search("[а-я]", help_text), name
