@@ -179,7 +179,7 @@ def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base,
 
 
 def test_compare_stops_when_asked_and_reports_what_it_finished(tmp_path, base, tiny_data, scorers, monkeypatch):
-    from gantune import compare
+    from gantune.compare import evaluation as compare
 
     config = preset_config("gan", data=str(tiny_data), **SMALL)
     splits = [Split(s, *recorded_pairs) for s, recorded_pairs in
@@ -226,7 +226,7 @@ def test_compare_refuses_bad_requests(tmp_path, base, scorers):
 
 
 def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, monkeypatch):
-    from gantune import compare
+    from gantune.compare import evaluation as compare
 
     calls = []
     real_evaluate = compare.evaluate

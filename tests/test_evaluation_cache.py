@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_base
 
-import gantune.compare as compare
+import gantune.compare.evaluation as compare
 from gantune.compare import EVALUATIONS, Split, compare_methods, evaluate_base, evaluate_run
 from gantune.config import preset_config
 from gantune.data import QAPair

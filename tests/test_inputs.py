@@ -18,8 +18,8 @@ from conftest import make_base
 from test_catalogue import ROWS, _cli_args, _page_args, assert_one_line, page_refusal, run_cli
 from test_ui_app import SETUP_ORDER, WAIT, setup_args, state_of
 
-from gantune import compare
 from gantune.budget import check_settings_fit
+from gantune.compare import evaluation as compare
 from gantune.config import INT64_MAX, SEED_MAX, TrainConfig, preset_config
 from gantune.data import QAPair, load_pairs
 from gantune.errors import GantuneError
