@@ -1,11 +1,10 @@
 """What the tabs talk to: the workbench's jobs (train, resume, compare), each checked once at its door.
 
-A job's door checks the request (its settings, the hosted rules, consent to a model's own code)
-and claims or locks what it writes (a run another process writes is refused there); the job
-manager then runs it in the background, and the job gives its locks back when it ends. The tabs use
-the parts for everything else: ``policy`` (what a request may ask, ``ui.policy``), ``models`` (the
-loaded models, ``ui.models``), ``runs`` (the runs folder, ``ui.catalogue``) and ``jobs``. What a
-hosted page says names no server path (``Engine.shown``).
+A job's door checks the request (its settings, the hosted rules, consent to a model's own code) and claims or locks
+what it writes (a run another process writes is refused there); the job manager then runs it in the background, and
+the job gives its locks back when it ends. The work itself is the library's. The tabs use the parts for everything
+else: ``policy`` (``ui.policy``), ``models`` (``ui.models``), ``runs`` (``ui.catalogue``) and ``jobs``. What a hosted
+page says names no server path (``Engine.shown``).
 """
 
 from __future__ import annotations
@@ -16,20 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from gantune.compare import (
-    ComparisonFailed,
-    Progress,
-    compare_methods,
-    recorded_split,
-    row_config,
-    seeded_splits,
-    shared_settings,
-)
+from gantune.compare import ComparisonFailed, Progress, answer_lengths, baseline_config, compare_with_run
 from gantune.config import TrainConfig
 from gantune.data import QAPair, load_pairs, split_pairs
 from gantune.errors import GantuneError
-from gantune.evaluate import EvalSettings, load_retention_sets
-from gantune.metrics import token_lengths
 from gantune.models import BaseModel
 from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
@@ -148,94 +137,58 @@ class Engine:
 
     # --- comparison --------------------------------------------------------------------------------
     def start_comparison(self, run_id: str, methods: list[str], seeds: int = 1) -> JobStatus:
-        """Train ``methods`` beside a run, on its data, split and schedule, and evaluate them, it and base.
-
-        ``seeds``: how many seeds, from the run's own: each further seed has its own split, on which
-        the run's settings are trained again, then every method; the report gives means over the
-        seeds with 95% intervals (``gantune.compare.compare_methods``, as the bench). The report is
-        kept in ``<runs>/comparisons/`` and is the job's result. Each run it trains gets a new folder of its own.
-        """
+        """Train ``methods`` beside a run on its data, split and schedule over ``seeds`` seeds from its own, and evaluate
+        them, it and base (``gantune.compare.compare_with_run``); the report, kept in ``<runs>/comparisons/``, is the result."""
         with self.shown():
             reference = self.runs.folder(run_id)
             ref_config, _ = reference.read_config()
             name = reference.path.name
             self.policy.check_comparison(methods, seeds)
-            seed_list = [ref_config.seed + i for i in range(seeds)]
             if seeds > 1:  # the runs at the further seeds: checked here, not in the job
-                dataclasses.replace(ref_config, seed=seed_list[-1]).validate()
+                dataclasses.replace(ref_config, seed=ref_config.seed + seeds - 1).validate()
             self.policy.check_model(ref_config.model, ref_config.gguf_file)
             for row in methods:  # each row it trains: within a Space's caps and step budget too
-                self.policy.check_limits(row_config(row, shared_settings(ref_config), ref_config.seed, ref_config.out))
+                self.policy.check_limits(baseline_config(ref_config, row, ref_config.out))
             trust = self.policy.run_trust(ref_config, name)
             reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")
 
-        def use(run: str | Path | None) -> None:
+        def using(run: str | Path | None) -> None:
             if run:
                 self.runs.in_use.add(Path(run).resolve())  # no run this job reads or writes may be deleted meanwhile
 
         def body(report, should_stop):
-            use(reference.path)
+            using(reference.path)
             try:
                 with self.shown():
-                    return compare(report, should_stop)
+                    base = self.models.get(ref_config.model, ref_config.gguf_file, trust, precision=ref_config.precision)
+                    plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint)
+                    report(step=0, plan=plan.as_report(), steps_begin=True)
+                    try:
+                        result = compare_with_run(
+                            base, reference.path, methods, seeds, self.models.scorers(), self.settings.runs_dir,
+                            self.settings.retention_n, run_suffix=f"-{stamp}", new_folders=True, should_stop=should_stop,
+                            progress=lambda p: (using(p.run), report(step=p.done, run=p.run, **progress_message(p))))
+                    except ComparisonFailed as exc:  # the rows finished before the one that failed are kept
+                        self._keep_comparison(exc.report, base, stamp)
+                        raise GantuneError(f"{exc} (the comparison's report keeps the rows finished before it)") from exc
+                    return self._keep_comparison(result, base, stamp) if result["rows"] else None  # none finished
             finally:
                 reference.unlock()
                 self.runs.in_use.clear()
 
-        def compare(report, should_stop):
-            base = self.models.get(ref_config.model, ref_config.gguf_file, trust, precision=ref_config.precision)
-            splits = [recorded_split(reference.path)]
-            if seeds > 1:
-                splits += seeded_splits(ref_config.data, ref_config.subset, ref_config.n, ref_config.train_fraction,
-                                        seed_list[1:])[0]
-            trained = {name: {ref_config.seed: str(reference.path)}}
-            plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint)
-            report(step=0, plan=plan.as_report(), steps_begin=True)
-            for i, seed in enumerate(seed_list[1:]):  # the run's own settings at the further seeds
-                if should_stop():
-                    return None
-                run = claim_unused(self.settings.runs_dir / f"{name}-seed{seed}")
-                use(run.path)
-                report(step=i, run=str(run.path), message="compare_training", args={"method": name, "seed": seed})
-                config = dataclasses.replace(ref_config, seed=seed, out=str(run.path))
-                summary = train(config, base=base, should_stop=should_stop, claimed=run, validated=True,
-                                on_step=lambda r: report(fraction=r["step"] / r["total_steps"]))
-                if summary.status != "completed":
-                    return None
-                trained[name][seed] = str(run.path)
-            offset = len(seed_list) - 1
-            settings = EvalSettings(max_new_tokens=ref_config.max_new_tokens,
-                                    max_prompt_tokens=ref_config.max_prompt_tokens,
-                                    retention_n=self.settings.retention_n, seed=ref_config.seed)
-            try:
-                result = compare_methods(
-                    base, methods, splits, shared_settings(ref_config), self.settings.runs_dir, self.models.scorers(),
-                    settings, retention=load_retention_sets(ref_config.data, settings.retention_n, settings.seed),
-                    trained=trained, run_suffix=f"-{stamp}", new_folders=True, should_stop=should_stop,
-                    progress=lambda p: (use(p.run), report(step=offset + p.done, run=p.run, **progress_message(p))))
-            except ComparisonFailed as exc:  # the rows finished before the one that failed are kept
-                self._keep_comparison(exc.report, base, stamp)
-                raise GantuneError(f"{exc} (the comparison's report keeps the rows finished before it)") from exc
-            return self._keep_comparison(result, base, stamp)
-
         try:
-            return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body,
-                                   run=str(reference.path), title_key="title_compare",
-                                   title_args={"run": name, "methods": ", ".join(methods)})
+            return self.jobs.start("compare", f"compare {name} with {', '.join(methods)}", body, run=str(reference.path),
+                                   title_key="title_compare", title_args={"run": name, "methods": ", ".join(methods)})
         except BaseException:
             reference.unlock()
             raise
 
     def _keep_comparison(self, result: dict[str, Any], base: BaseModel, stamp: str) -> dict[str, Any]:
         """The report, with every row's answer lengths in tokens (the page's histogram), saved under comparisons/."""
-        generations = result.pop("generations", [])
-        labels = [row["method"] for row in result["rows"]]
-        result["lengths"] = {label: token_lengths(base.tokenizer, [g["answers"][label] for g in generations
-                                                                   if label in g["answers"]]) for label in labels}
-        result["lengths"]["reference"] = token_lengths(base.tokenizer, [g["reference"] for g in generations])
-        result["runs"] = [r for row in result["rows"] for r in row.get("runs") or [] if r]
-        result["created"] = stamp
+        runs = [r for row in result["rows"] for r in row.get("runs") or [] if r]
+        result.update(lengths=answer_lengths(result, base.tokenizer), runs=runs, created=stamp)
+        result.pop("generations", None)
         self.runs.save_comparison(result, stamp)
         return result
 
