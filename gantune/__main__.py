@@ -1,3 +1,5 @@
+"""python -m gantune: the command line (gantune.cli)."""
+
 import sys
 
 from .cli import main

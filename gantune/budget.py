@@ -22,7 +22,6 @@ def check_settings_fit(config: TrainConfig, base: BaseModel, n_train: int) -> No
     """
     virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
     check_context(base.model, config.max_prompt_tokens, config.max_new_tokens, virtual)
-
     need = training_memory(config, base, n_train)
     have = available_memory_bytes(base.device)
     total = sum(size for size, _, _ in need)

@@ -1,0 +1,1 @@
+"""The Gradio workbench: a page over the gantune library (app.py builds it; engine.py starts its jobs)."""
