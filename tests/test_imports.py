@@ -7,6 +7,7 @@ so a circle hidden from Python by a lazy import still fails here, named module b
 from __future__ import annotations
 
 import ast
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,28 @@ def test_the_shared_facts_are_leaves():
     for leaf in ("gantune.hub", "gantune.memory", "gantune.methods.lora_targets"):
         assert graph[leaf] <= {"gantune", "gantune.errors", "gantune.methods"}, leaf
     assert not any(t.startswith("gantune.methods.") for t in graph["gantune.models"])
+
+
+# the library's layers, lowest first (README's Layout): a module imports only from its own layer and those below it
+LAYERS = [
+    ["gantune", "gantune.errors", "gantune.settings", "gantune.hub", "gantune.memory", "gantune.cpu", "gantune.stats",
+     "gantune.scoring", "gantune.generation", "gantune.methods", "gantune.methods.gan", "gantune.methods.gan.settings",
+     "gantune.methods.peft_settings", "gantune.methods.lora_targets"],
+    ["gantune.config"],
+    ["gantune.data", "gantune.models", "gantune.runs", "gantune.runs.*", "gantune.metrics", "gantune.monitor",
+     "gantune.budget"],
+    ["gantune.methods.*", "gantune.inference"],
+    ["gantune.trainer"],
+    ["gantune.evaluate", "gantune.compare", "gantune.compare.*"],
+    ["gantune.bench", "gantune.cli", "gantune.__main__"],
+]
+
+
+def _layer(module: str) -> int:
+    return next(i for i, patterns in enumerate(LAYERS) if any(module == p or fnmatch(module, p) for p in patterns))
+
+
+def test_the_arrows_run_one_way():
+    graph = import_graph("gantune")
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if _layer(t) > _layer(m))
+    assert not upward, "imports against the layers: " + "; ".join(upward)
