@@ -44,7 +44,7 @@ from gradio_client import Client, handle_file
 from safetensors.torch import load_file, save_file
 from test_catalogue import _save_model, assert_one_line, page_refusal, run_cli, served
 from test_run_safety import ROWS, TINY, _config, copy_run, edit_json, snapshot
-from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of
+from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of, warnings_of
 
 import gantune.compare as compare_module
 import gantune.methods.gan.method as gan_method
@@ -710,3 +710,133 @@ def wait_for_state(client: Client, state: str) -> str:
             return status_html
         time.sleep(0.2)
     pytest.fail(f"the job never became {state}")
+
+
+# === Hardening IV (issue 27) ==============================================================================
+
+def _gan_chat(page, run: str) -> tuple[object, list[str]]:
+    """Chat's answers with ``run`` as its GAN run (the page's generate), and its warnings."""
+    chat = page.client.submit("who is the author ?", run, None, 8, "default", [], [], [], api_name="/chat")
+    result = chat.result(timeout=WAIT)
+    return result, warnings_of(chat)
+
+
+def test_27_1_refused_and_reading_commands_never_touch_a_writer_s_half_written_checkpoint(capsys, world, page,
+                                                                                       monkeypatch):
+    """A writer holds the lock and is filling ``.checkpoint.*.tmp`` (its tensors written, its state not yet); meanwhile
+    a refused --resume, a refused page resume (after /refresh_lists), generate, the page's Chat and --init-from from
+    the run: each only reads; the temporary folder is still there, and the writer's save completes."""
+    from gantune.runs import folder as folder_module
+    from gantune.runs.files import last_complete
+
+    run = RunFolder(resumable(world, page.engine.settings.runs_dir / "being-saved"))
+    tensors, state = run.load_checkpoint()
+    seen: dict[str, object] = {}
+    real_save = folder_module.save_file
+
+    def save_then_interlope(values, path):
+        real_save(values, path)
+        tmp = Path(path).parent
+        if tmp.parent != run.path:  # a save of the run started from it
+            return
+        assert tmp.name.startswith(".checkpoint.") and tmp.name.endswith(".tmp")
+        (run.path / ".adapter.0000.tmp").mkdir()  # an adapter being saved too
+        seen["resume"] = assert_one_line(*run_cli(capsys, ["train", "--resume", str(run.path), "--quiet"]))
+        refresh(page)
+        seen["page"] = page.client.predict(run.path.name, api_name="/resume")
+        seen["generate"] = run_cli(capsys, ["generate", "--run", str(run.path), "--question", "who is the author ?"])
+        seen["chat"] = _gan_chat(page, run.path.name)
+        seen["init"] = run_cli(capsys, cli_args(world, run.path.parent / "started-from-it", "--init-from",
+                                                str(run.path)))
+        seen["left"] = sorted(p.name for p in run.path.iterdir() if p.name.endswith(".tmp"))
+        assert tmp.is_dir() and Path(path).is_file()
+
+    monkeypatch.setattr(folder_module, "save_file", save_then_interlope)
+    run.lock("training")
+    try:
+        run.save_checkpoint(tensors, {**state, "step": 2})  # the writer's save: it must succeed
+    finally:
+        run.unlock()
+    assert "is in use by another gantune job" in seen["resume"] and "training since" in seen["resume"]
+    assert "is in use by another gantune job" in seen["page"]
+    assert seen["generate"][0] == 0, seen["generate"][1]
+    assert not seen["chat"][1], seen["chat"][1]
+    assert seen["init"][0] == 0, seen["init"][1]
+    assert len(seen["left"]) == 2 and ".adapter.0000.tmp" in seen["left"]
+    assert RunFolder(run.path).load_checkpoint()[1]["step"] == 2  # the writer's checkpoint, whole
+    assert last_complete(run.checkpoint_dir) == run.checkpoint_dir and not page.engine.jobs.status().active
+
+
+def test_27_1_a_reader_reads_the_last_complete_copy_a_crash_set_aside_and_repairs_nothing(capsys, world, tmp_path):
+    """A swap cut short (only ``.adapter.old`` and ``.checkpoint.old`` left): generate and --init-from read the set-
+    aside copies and change nothing; the next writer (a resume, holding the lock) repairs the folder."""
+    run = resumable(world, tmp_path / "cut-short")
+    for name in ("adapter", "checkpoint"):
+        os.rename(run / name, run / f".{name}.old")
+    before = sorted(p.name for p in run.iterdir())
+    assert RunFolder(run).has_checkpoint() and RunFolder(run).load_checkpoint()[1]["step"] == 3
+    code, err = run_cli(capsys, ["generate", "--run", str(run), "--question", "who is the author ?"])
+    assert code == 0, err
+    assert run_cli(capsys, cli_args(world, tmp_path / "from-it", "--init-from", str(run)))[0] == 0
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert run_cli(capsys, ["train", "--resume", str(run), "--quiet"])[0] == 0
+    assert (run / "checkpoint").is_dir() and not (run / ".checkpoint.old").exists()
+    assert RunFolder(run).read_summary().steps == 6
+
+
+# --- 2. --init-from reads through the validating readers ---------------------------------------------------
+
+def _fifo_adapter(run: Path) -> None:
+    weights = next((run / "adapter").glob("*.safetensors"))
+    weights.unlink()
+    os.mkfifo(weights)
+
+
+def _linked_adapter(run: Path) -> None:
+    outside = run.parent / f"{run.name}-outside"
+    shutil.move(run / "adapter", outside)
+    (run / "adapter").symlink_to(outside, target_is_directory=True)
+
+
+def _nan_adapter(run: Path) -> None:
+    weights = next((run / "adapter").glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, weights)
+
+
+INIT_FROM = [("fifo", _fifo_adapter, "is not a regular file (a symbolic link, FIFO or device)"),
+             ("symlink-out", _linked_adapter, "is a symbolic link or lies outside"),
+             ("nan", _nan_adapter, "holds NaN or infinite values (the adapter is damaged)")]
+
+
+@pytest.mark.parametrize(("kind", "damage", "says"), INIT_FROM, ids=[c[0] for c in INIT_FROM])
+def test_27_2_init_from_a_damaged_adapter_is_one_line_and_claims_nothing(world, tmp_path, kind, damage, says):
+    """In a process of its own (a FIFO that blocked would hang it: the test would time out, not pass)."""
+    source = copy_run(world, tmp_path / "source")
+    damage(source)
+    out = tmp_path / "new"
+    proc = cli_process(cli_args(world, out, "--init-from", str(source)))
+    try:
+        _, err = proc.communicate(timeout=WAIT * 2)
+    finally:
+        proc.kill()
+    line = assert_one_line(proc.returncode, err)
+    assert line.startswith(f"gantune: error: --init-from {source}: ") and says in line, line
+    assert not out.exists()  # the new run was never claimed
+
+
+def test_27_2_generate_refuses_nan_adapter_weights_in_one_line(capsys, world, tmp_path):
+    run = copy_run(world, tmp_path / "nan")
+    _nan_adapter(run)
+    line = assert_one_line(*run_cli(capsys, ["generate", "--run", str(run), "--question", "who is the author ?"]))
+    assert "holds NaN or infinite values (the adapter is damaged)" in line
+
+
+def test_27_2_the_page_s_chat_refuses_nan_adapter_weights_with_a_warning(world, page):
+    run = copy_run(world, page.engine.settings.runs_dir / "nan-chat")
+    _nan_adapter(run)
+    refresh(page)
+    _, warnings = _gan_chat(page, run.name)
+    assert any("holds NaN or infinite values (the adapter is damaged)" in w for w in warnings), warnings
