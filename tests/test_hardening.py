@@ -840,3 +840,25 @@ def test_27_2_the_page_s_chat_refuses_nan_adapter_weights_with_a_warning(world, 
     refresh(page)
     _, warnings = _gan_chat(page, run.name)
     assert any("holds NaN or infinite values (the adapter is damaged)" in w for w in warnings), warnings
+
+
+# --- 3. a hosted page serves no run file but the adapter's .zip ---------------------------------------------
+
+def test_27_3_a_hosted_page_serves_no_run_file_only_the_adapter_zip(world, space):
+    import httpx
+
+    runs = space.engine.settings.runs_dir
+    run = copy_run(world, runs / "served")
+    for name in ("config.json", "summary.json", "metrics.jsonl", "adapter/adapter_config.json"):
+        for path in (f"runs/{run.name}/{name}", str(run / name)):
+            got = httpx.get(f"{space.url}gradio_api/file={path}", timeout=WAIT)
+            assert got.status_code in (403, 404), (path, got.status_code)
+            assert str(world.model) not in got.text
+    refresh(space)
+    download = space.client.predict(run.name, api_name="/on_select")
+    import zipfile
+
+    assert download["value"].endswith("served-adapter.zip"), download
+    with zipfile.ZipFile(download["value"]) as archive:  # what the client fetched over HTTP
+        assert sorted(archive.namelist()) == sorted(p.name for p in (run / "adapter").iterdir())
+    assert not list(run.glob("*.zip")) and not list(run.glob("tmp*"))  # nothing written in the run folder
