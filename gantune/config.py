@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import GantuneError
-from .methods import METHODS
+from .methods import METHODS, virtual_tokens
 from .methods.gan.settings import AdapterSettings, GanSettings
 from .methods.peft_settings import PeftSettings
 from .settings import COUNT_OR_ZERO, NONNEGATIVE, RATE, Bounds, check_bounds, setting
@@ -261,11 +261,10 @@ def step_cost(config: TrainConfig, n_train: int) -> list[tuple[int, str]]:
     by part: (passes, the setting that sizes it most). For the GAN, an adversarial step with its rollout (with
     ``--rollout epoch``, all of an epoch's answers are sampled in its first step), its frozen pass, D steps and
     generator updates. A rough count, for a hosted workbench's budget: a step ends only at its own stop points."""
-    tokens = config.max_prompt_tokens + config.max_new_tokens
+    tokens = config.max_prompt_tokens + config.max_new_tokens + virtual_tokens(config)  # the adapter's, any method's
     batch = max(1, min(config.batch_size, n_train))
     if config.method != "gan":
-        virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
-        return [(3 * batch * (tokens + virtual), "batch_size")]
+        return [(3 * batch * tokens, "batch_size")]
     k = config.samples_per_question
     rows = batch * k
     sampled = max(1, n_train - min(config.val_pairs, n_train // 10)) * k if config.rollout == "epoch" else rows

@@ -438,7 +438,9 @@ def check_settings_fit(config: TrainConfig, base: BaseModel, n_train: int) -> No
     their gradients and Adam states) and a step's activations must fit in free memory. The estimate
     is a lower bound: only what surely does not fit is refused, naming the settings to lower.
     """
-    virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
+    from .methods import virtual_tokens
+
+    virtual = virtual_tokens(config)  # prompt or prefix tuning's, the GAN's adapter's too
     check_context(base.model, config.max_prompt_tokens, config.max_new_tokens, virtual)
     from .methods.full import available_memory_bytes
 
@@ -457,6 +459,7 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
     The tuned parts with their gradients and Adam states (full fine-tuning checks its own), the
     answers' fp32 log-probs and each layer's states for a batch, and a GAN epoch's rollout cache.
     """
+    from .methods import adapter_kind, virtual_tokens
     from .methods.peft_methods import resolve_lora_targets
 
     emb = base.model.get_input_embeddings()
@@ -467,7 +470,7 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
     kv_width = (getattr(text, "num_key_value_heads", None) or heads) * (getattr(text, "head_dim", None) or hidden // heads)
     scalar = 2 if base.precision == "bf16" else 4  # bf16 activations under autocast
     k = config.samples_per_question if config.method == "gan" else 1
-    virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
+    virtual = virtual_tokens(config)  # prompt or prefix tuning's, the GAN's adapter's too
     tokens = config.max_prompt_tokens + config.max_new_tokens + virtual
     rows = min(config.batch_size, n_train) * k
 
@@ -501,8 +504,9 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
         adapted = [m for name, m in base.model.named_modules()  # peft's rule: the full name or its last parts
                    if any(name == t or name.endswith("." + t) for t in targets) and getattr(m, "weight", None) is not None]
         need.append(params(config.lora_r * sum(sum(m.weight.shape) for m in adapted), "LoRA's", "--lora-r"))
-    if config.method == "prompt-tuning":
+    kind = adapter_kind(config.method, config.adapter)
+    if kind == "prompt-tuning":
         need.append(params(config.virtual_tokens * d, "the virtual tokens'", "--virtual-tokens"))
-    if config.method == "prefix-tuning":
+    if kind == "prefix-tuning":
         need.append(params(config.virtual_tokens * layers * 2 * kv_width, "the prefix's", "--virtual-tokens"))
     return need

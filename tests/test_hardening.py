@@ -862,3 +862,46 @@ def test_27_3_a_hosted_page_serves_no_run_file_only_the_adapter_zip(world, space
     with zipfile.ZipFile(download["value"]) as archive:  # what the client fetched over HTTP
         assert sorted(archive.namelist()) == sorted(p.name for p in (run / "adapter").iterdir())
     assert not list(run.glob("*.zip")) and not list(run.glob("tmp*"))  # nothing written in the run folder
+
+
+# --- 4. the GAN's prompt and prefix adapters count their virtual tokens --------------------------------------
+
+@pytest.mark.parametrize("adapter", ["prompt-tuning", "prefix-tuning"])
+def test_27_4_gan_with_a_prompt_or_prefix_adapter_counts_its_virtual_tokens_in_the_context(capsys, world, tmp_path,
+                                                                                           adapter):
+    for virtual in ("300", "1000000000"):
+        out = tmp_path / f"run-{virtual}"
+        line = assert_one_line(*run_cli(capsys, cli_args(world, out, "--method", "gan", "--adapter", adapter,
+                                                         "--virtual-tokens", virtual)))
+        assert line == (f"gantune: error: --max-prompt-tokens 32 + --max-new-tokens 8 + --virtual-tokens {virtual} "
+                        f"make {40 + int(virtual):,} tokens, more than the model's context of 256; lower them")
+        assert not out.exists()
+
+
+def test_27_4_the_memory_estimate_and_a_step_s_cost_count_the_gan_adapter_s_virtual_tokens():
+    from gantune.config import preset_config, step_cost
+    from gantune.models import training_memory
+
+    sizes = dict(batch_size=2, max_new_tokens=8, max_prompt_tokens=32, n=12, virtual_tokens=64)
+    plain, prompt = (preset_config("gan", "improved", adapter=a, **sizes) for a in ("m-tunable", "prompt-tuning"))
+    assert sum(p for p, _ in step_cost(prompt, 6)) > sum(p for p, _ in step_cost(plain, 6))
+    need = training_memory(prompt, make_base(), 6)
+    assert any("the virtual tokens' 2,048 parameters" in what for _, what, _ in need)
+    assert any("× 104 tokens" in what for _, what, _ in need)  # 32 + 8 + 64 a row
+
+
+def test_27_4_a_space_counts_the_gan_adapter_s_virtual_tokens_in_a_step_s_cost(tmp_path):
+    from gantune.config import preset_config, step_cost
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "forget10.jsonl").write_text("\n".join(json.dumps(r) for r in HOSTED_ROWS) + "\n")
+    plain = preset_config("gan", "improved", batch_size=2, max_new_tokens=8, max_prompt_tokens=32, n=12)
+    budget = sum(p for p, _ in step_cost(plain, 6))  # the plain GAN step fits exactly
+    engine = Engine(Settings(runs_dir=tmp_path / "runs", data=str(data), space=True, max_step_passes=budget),
+                    load_model=lambda *a: make_base())
+    with served(engine) as space:
+        space = SimpleNamespace(**vars(space), data=data)
+        shown = page_refusal(space, hosted_start(space, adapter="prompt-tuning", virtual_tokens=64))
+    assert f"more than the {budget:,} this hosted workbench allows" in shown
+    assert engine.jobs.status().state == "idle" and not any(engine.settings.runs_dir.iterdir())

@@ -17,6 +17,7 @@ from .gan.settings import GENERATOR_METHODS, AdapterSettings, GanSettings
 from .peft_settings import PeftSettings
 
 if TYPE_CHECKING:
+    from ..config import TrainConfig
     from .base import TuningMethod
 
 
@@ -49,6 +50,13 @@ def adapter_kind(method: str, adapter: str = "m-tunable") -> str:
     if method == "gan":
         return adapter
     return next((kind for kind, name in GENERATOR_METHODS.items() if name == method), method)
+
+
+def virtual_tokens(config: TrainConfig) -> int:
+    """The tokens a run's adapter puts before every prompt: its prompt or prefix tuning's ``--virtual-tokens``,
+    whichever flag chose that adapter (``--method``, or the GAN's ``--adapter``); 0 for the others."""
+    kind = adapter_kind(config.method, config.adapter)
+    return config.virtual_tokens if kind in ("prompt-tuning", "prefix-tuning") else 0
 
 
 def get_method(name: str) -> type[TuningMethod]:
