@@ -905,3 +905,26 @@ def test_27_4_a_space_counts_the_gan_adapter_s_virtual_tokens_in_a_step_s_cost(t
         shown = page_refusal(space, hosted_start(space, adapter="prompt-tuning", virtual_tokens=64))
     assert f"more than the {budget:,} this hosted workbench allows" in shown
     assert engine.jobs.status().state == "idle" and not any(engine.settings.runs_dir.iterdir())
+
+
+# --- 5. evaluating a run holds its lock ------------------------------------------------------------------------
+
+def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its_own(capsys, world, tmp_path,
+                                                                                     monkeypatch):
+    refused, real = [], compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        if method is not None:  # a run's evaluation is under way: another job tries to replace the run
+            out = Path(method.config.out)
+            code, err = run_cli(capsys, cli_args(world, out, "--seed", "4", "--overwrite"))
+            assert code == 2 and "Traceback" not in err  # (stderr holds the bench's progress bars too)
+            refused.append((out, err.strip().splitlines()[-1]))
+        return real(base, method, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    code, err = run_cli(capsys, bench_args(world, tmp_path / "report.json"))
+    assert code == 0, err[-2000:]
+    [(out, line)] = refused
+    assert line.startswith(f"gantune: error: {out} is in use by another gantune job (process {os.getpid()}, "
+                           "evaluating the run since ")
+    assert RunFolder(out).read_config()[0].seed != 4 and RunFolder(out).read_eval() is not None
