@@ -10,7 +10,8 @@ MLE warm-ups in ``warmup-<adapter>-seed<seed>/``). The protocol itself is
 
 The bench never replaces a file: it refuses an ``--out`` where any of these already is (before anything
 loads), makes ``<report stem>_runs/`` fresh, and writes each report file only where nothing is. A row
-that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why).
+that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why), and
+so does a stop (Ctrl-C: ``status`` stopped).
 """
 
 from __future__ import annotations
@@ -108,11 +109,14 @@ def run_bench(
     overrides: dict[str, Any] | None = None,
     base: BaseModel | None = None,
     log: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark once per seed; returns the report (also written beside ``out``).
 
     ``temperatures``: sampling temperatures scored besides greedy answers (0 is greedy and is
     always scored). ``overrides``: TrainConfig settings over the preset's (n, epochs, eval_noise …).
+    ``should_stop`` (Ctrl-C) is asked between stages, in training and between answer batches: the report
+    then keeps the rows finished before it, its ``status`` "stopped".
     """
     if preset not in BENCH_PRESETS:
         raise GantuneError(f"unknown bench preset {preset!r}; choose one of {', '.join(BENCH_PRESETS)}")
@@ -159,7 +163,8 @@ def run_bench(
                 base, names, splits, {"model": model, "data": data, "subset": subset, **schedule}, runs_dir, scorers,
                 settings, temperatures=sorted({t for t in (*temperatures, *bp.temperatures) if t > 0}),
                 retention=load_retention_sets(data, bp.retention_n, seeds[0]), continuation=bp.continuation,
-                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
+                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True,
+                should_stop=should_stop)
             failed = None
         except ComparisonFailed as exc:
             report, failed = exc.report, exc

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _bench(args: argparse.Namespace) -> int | None:
     from .bench import run_bench
     from .evaluate import check_temperature
 
@@ -152,9 +152,17 @@ def _bench(args: argparse.Namespace) -> None:
         raise GantuneError(f"--seeds must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {bad[0]})")
     for t in args.temperatures:
         check_temperature(t, "--temperatures")
-    run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model, methods=args.methods,
-              bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seeds=args.seeds,
-              temperatures=args.temperatures, overrides=overrides)
+    with _stop_on_interrupt("gantune: stopping after this stage; the report keeps the rows finished so far "
+                            "(Ctrl-C again to quit at once)") as interrupted:
+        report = run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model,
+                           methods=args.methods, bleurt=None if args.bleurt.lower() == "none" else args.bleurt,
+                           seeds=args.seeds, temperatures=args.temperatures, overrides=overrides,
+                           should_stop=interrupted)
+    if report.get("status") == "stopped":
+        print(f"gantune: stopped: {args.out} keeps the {len(report['rows'])} rows finished (status \"stopped\"); "
+              "run the bench again with another --out", file=sys.stderr)
+        return 130
+    return None
 
 
 def _train(args: argparse.Namespace) -> int | None:
@@ -194,15 +202,17 @@ def _train(args: argparse.Namespace) -> int | None:
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the run to stop after its current step (it still saves); a second one quits."""
+def _stop_on_interrupt(says: str = "gantune: stopping after this step and saving (Ctrl-C again to quit at once)"
+                       ) -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the run to stop after its current step (it still saves; it ``says`` so); a second one
+    quits."""
     asked = threading.Event()
 
     def on_interrupt(signum: int, frame: Any) -> None:
         if asked.is_set():
             raise KeyboardInterrupt
         asked.set()
-        print("\ngantune: stopping after this step and saving (Ctrl-C again to quit at once)", file=sys.stderr)
+        print(f"\n{says}", file=sys.stderr)
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield asked.is_set

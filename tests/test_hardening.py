@@ -928,3 +928,27 @@ def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its
     assert line.startswith(f"gantune: error: {out} is in use by another gantune job (process {os.getpid()}, "
                            "evaluating the run since ")
     assert RunFolder(out).read_config()[0].seed != 4 and RunFolder(out).read_eval() is not None
+
+
+# --- 6. Ctrl-C in a bench keeps the finished rows -------------------------------------------------------------
+
+def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, world, tmp_path, monkeypatch):
+    real = compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        result = real(base, method, *args, **kwargs)
+        if method is not None and method.config.method == "adapter-mle":
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the first method's row is finished
+        return result
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    args = bench_args(world, tmp_path / "report.json")
+    args.insert(args.index("adapter-mle") + 1, "lora")
+    code, err = run_cli(capsys, args)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"gantune: stopped: {tmp_path / 'report.json'} keeps the 2 rows finished "
+                                            "(status \"stopped\"); run the bench again with another --out")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "generations.jsonl").is_file()
+    assert not list((tmp_path / "report_runs").glob("lora*"))
