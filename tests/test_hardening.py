@@ -952,3 +952,48 @@ def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, w
     assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
     assert (tmp_path / "report.md").is_file() and (tmp_path / "generations.jsonl").is_file()
     assert not list((tmp_path / "report_runs").glob("lora*"))
+
+
+# --- 7. every setting the page shows round-trips through it --------------------------------------------------
+
+# a value of its kind for every setting of the form, none of them the preset's: numbers, choices, booleans, widths and
+# module names
+EVERY_SETTING = dict(
+    precision="fp32", epochs=1, batch_size=2, lr=0.002, max_grad_norm=0.5, max_new_tokens=8, max_prompt_tokens=32,
+    checkpoint_every=1, sample_every=1, val_pairs=1, val_tolerance=0.03, patience=1, val_metric="nll", noise_dim=8,
+    adapter_hidden="16 8", adapter_init="default", eval_noise="sample", adapter="lora", warmup_epochs=0, adv_lr=0.0004,
+    rollout="batch", rollout_temperature=0.7, samples_per_question=2, discriminator="embedding", d_loss="bce",
+    implicit_loss="spin", implicit_beta=0.2, round_epochs=2, d_lr=0.002, d_hidden="16 8 4", d_dropout=0.2,
+    d_weight_decay=0.02, d_steps=2, label_smoothing=0.1, reward="sequence", kl_coef=0.1, baseline="loo",
+    normalize_advantage=False, clip=0.3, ppo_epochs=2, pg_estimator="trajectory", mle_weight=0.5, resample_for_g=True,
+    lora_r=4, lora_alpha=8, lora_targets="q_proj v_proj", virtual_tokens=8)
+
+
+def test_27_7_every_setting_the_page_shows_round_trips_through_it(world, page, tmp_path):
+    from ui.tabs.tuning import FIELDS, _form_values, _preset_values, build_config
+
+    assert set(EVERY_SETTING) == set(FIELDS)
+    preset = dict(zip(FIELDS, _preset_values("improved")))
+    # the preset's only where another value needs others changed back: the choices that take them, further down
+    assert [name for name, value in EVERY_SETTING.items() if preset[name] == value] == ["reward", "pg_estimator"]
+    values = [EVERY_SETTING[name] for name in FIELDS]
+    assert _form_values(build_config("gan", "improved", {}, values).validate()) == values
+    others = {**EVERY_SETTING, "reward": "dense", "discriminator": "hidden", "d_loss": "relativistic",
+              "baseline": "mean", "ppo_epochs": 1, "pg_estimator": "thesis"}
+    assert _form_values(build_config("gan", "improved", {}, [others[n] for n in FIELDS]).validate()) == \
+        [others[n] for n in FIELDS]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in HOSTED_ROWS) + "\n")
+    args = start_args(data, setup={"model": str(world.model), "n": 24}, **EVERY_SETTING)
+    page.client.predict(*args, api_name="/start")
+    status = page.engine.jobs.wait(WAIT)
+    config, _ = RunFolder(status.run).read_config()
+    assert status.state == "completed", status.error
+    assert _form_values(config) == values and config.lora_targets == ["q_proj", "v_proj"]
+
+
+def test_27_7_the_page_takes_lora_target_names(world, page):
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, adapter="lora",
+                                          lora_targets="q_proj, v_proj"))
+    assert shown == ""
+    assert RunFolder(page.engine.jobs.status().run).read_config()[0].lora_targets == ["q_proj", "v_proj"]
