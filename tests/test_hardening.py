@@ -997,3 +997,28 @@ def test_27_7_the_page_takes_lora_target_names(world, page):
                                           lora_targets="q_proj, v_proj"))
     assert shown == ""
     assert RunFolder(page.engine.jobs.status().run).read_config()[0].lora_targets == ["q_proj", "v_proj"]
+
+
+# --- 8. a Space caps a comparison's whole length ----------------------------------------------------------------
+
+def test_27_8_a_space_refuses_a_comparison_longer_than_its_job_time_by_the_page_s_plan(world, space):
+    import math
+
+    from gantune.compare import ROWS
+    from ui.estimate import plan_comparison
+
+    run = copy_run(world, space.engine.settings.runs_dir / "reference")
+    edit_json(run / "config.json", lambda d: d["config"].update(model="org/model"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "step_seconds": 40.0}) + "\n" for r in records))
+    refresh(space)
+    every = [row for row in ROWS if row != "gan"]  # the page offers every row but the reference's own
+    plan = plan_comparison(RunFolder(run), every, 2, space.engine.settings.retention_n, None,
+                           space.engine.runs.pace_hint)
+    assert plan.seconds > 45 * 60
+    job = space.client.submit(run.name, every, 2, api_name="/compare")
+    job.result(timeout=WAIT)
+    assert f"this comparison would take about {math.ceil(plan.seconds / 60):,} min by its plan, more than the 45 min " \
+           "this hosted workbench allows a job; take fewer methods or seeds" in " | ".join(warnings_of(job))
+    assert space.engine.jobs.status().state == "idle"
+    assert sorted(p.name for p in space.engine.settings.runs_dir.iterdir()) == ["reference"]

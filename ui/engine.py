@@ -166,6 +166,10 @@ class Engine:
             self.policy.check_model(ref_config.model, ref_config.gguf_file)
             for row in methods:  # each row it trains: within a Space's caps and step budget too
                 self.policy.check_limits(row_config(row, shared_settings(ref_config), ref_config.seed, ref_config.out))
+            if self.settings.space:  # and the whole job within a Space's time, by the plan the page shows
+                self.policy.check_plan(plan_comparison(
+                    reference, methods, seeds, self.settings.retention_n,
+                    self.models.loaded(ref_config.model, ref_config.gguf_file), self.runs.pace_hint).seconds)
             trust = self.policy.run_trust(ref_config, name)
             reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -229,6 +229,9 @@ EN = {
     "true_answer": "**True answer:** {answer}",
     "device_cpu": "the CPU", "device_cuda": "the GPU (CUDA)",
     "arch": "architecture",
+    # issue 27
+    "hosted_job_time": "this comparison would take about {minutes} min by its plan, more than the {most} min this "
+                       "hosted workbench allows a job; take fewer methods or seeds, or duplicate the Space",
 }
 
 RU = {
@@ -424,6 +427,9 @@ RU = {
     "true_answer": "**Верный ответ:** {answer}",
     "device_cpu": "процессор (CPU)", "device_cuda": "видеокарта (CUDA)",
     "arch": "архитектура",
+    # issue 27
+    "hosted_job_time": "по плану это сравнение займёт около {minutes} мин — больше {most} мин, которые этот общий "
+                       "стенд отводит на одну задачу; возьмите меньше методов или зёрен или сделайте копию Space",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
