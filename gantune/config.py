@@ -26,6 +26,7 @@ from .settings import flag as _flag
 
 INT64_MAX = 2**63 - 1  # torch's long: a count or size beyond it overflows inside the libraries
 FLOAT32_MAX = 3.4028234663852886e38  # tensors are fp32: a coefficient beyond the largest float32 overflows
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: a coefficient nearer 0 is 0 or loses its digits
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 0 … 2**32 - 1
 
 
@@ -126,6 +127,10 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, Run
                 if isinstance(v, float) and abs(v) > FLOAT32_MAX:
                     raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})",
                                        key="at_most", setting=f.name, most=f"{FLOAT32_MAX:.4g}", got=f"{v:g}")
+                if isinstance(v, float) and 0 < abs(v) < FLOAT32_TINY:
+                    raise GantuneError(f"--{_flag(f.name)} must be 0 or at least {FLOAT32_TINY:.4g} in size, the "
+                                       f"smallest normal float32 (got {v!r})", key="at_least", setting=f.name,
+                                       least=f"{FLOAT32_TINY:.4g}", got=repr(v))
         check_bounds(self)  # each field's range
         for section in SECTIONS:  # what one field's range cannot say
             if hasattr(section, "check"):

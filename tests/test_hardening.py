@@ -1022,3 +1022,16 @@ def test_27_8_a_space_refuses_a_comparison_longer_than_its_job_time_by_the_page_
            "this hosted workbench allows a job; take fewer methods or seeds" in " | ".join(warnings_of(job))
     assert space.engine.jobs.status().state == "idle"
     assert sorted(p.name for p in space.engine.settings.runs_dir.iterdir()) == ["reference"]
+
+
+# --- Low: 9. a float setting stays meaningful in float32 --------------------------------------------------------
+
+def test_27_9_a_coefficient_that_is_0_in_float32_is_refused_at_the_cli_and_in_the_page(capsys, world, page, tmp_path):
+    line = assert_one_line(*run_cli(capsys, cli_args(world, tmp_path / "run", "--discriminator", "implicit",
+                                                     "--implicit-beta", "1e-320")))
+    assert line == ("gantune: error: --implicit-beta must be 0 or at least 1.175e-38 in size, the smallest normal "
+                    "float32 (got 1e-320)")
+    assert not (tmp_path / "run").exists()
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, kl_coef=1e-320))
+    assert "must be at least 1.175e-38 (got 1e-320)" in shown
+    assert not page.engine.jobs.status().active
