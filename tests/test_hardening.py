@@ -1035,3 +1035,17 @@ def test_27_9_a_coefficient_that_is_0_in_float32_is_refused_at_the_cli_and_in_th
     shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, kl_coef=1e-320))
     assert "must be at least 1.175e-38 (got 1e-320)" in shown
     assert not page.engine.jobs.status().active
+
+
+# --- 10. a terminal that cannot show every letter -----------------------------------------------------------------
+
+def test_27_10_an_ascii_terminal_escapes_letters_it_lacks_and_the_command_succeeds(world, tmp_path):
+    run = tmp_path / "ü-run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "ascii"}
+    for args in (cli_args(world, run), ["generate", "--run", str(run), "--question", "кто автор ?", "--question",
+                                        "who is the author ?", "--max-new-tokens", "4"]):
+        done = subprocess.run([sys.executable, "-m", "gantune", *args], capture_output=True, text=True, env=env,
+                              timeout=WAIT * 2)
+        assert done.returncode == 0, done.stderr
+    assert "Q: \\u043a\\u0442\\u043e" in done.stdout
+    assert RunFolder(run).read_summary().status == "completed"
