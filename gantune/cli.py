@@ -183,7 +183,9 @@ def _train(args: argparse.Namespace) -> int | None:
             raise remote_code_refusal(args.resume)
         config = dataclasses.replace(config, **given, out=args.resume)
     else:
-        config = preset_config(given.pop("method", "gan"), given.pop("preset", "improved"), **given)
+        method = given.pop("method", "gan")
+        _check_applies(method, given)
+        config = preset_config(method, given.pop("preset", "improved"), **given)
     with _stop_on_interrupt() as interrupted:  # train validates the settings
         summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite,
                         should_stop=interrupted)
@@ -200,6 +202,20 @@ def _train(args: argparse.Namespace) -> int | None:
         print(f"continue it with: python -m gantune train --resume {shlex.quote(summary.run)}")
         return 130
     return None
+
+
+def _check_applies(method: str, given: dict[str, Any]) -> None:
+    """Refuse a flag typed for a method that does not read it (``--method lora --adapter prompt-tuning``)."""
+    if method not in METHODS:
+        return  # named as unknown by the settings' check
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in given:
+            continue
+        section = next(s for s in SECTIONS if f.name in {g.name for g in dataclasses.fields(s)})
+        users = [name for name, spec in METHODS.items() if section in spec.sections]
+        if users and method not in users:
+            raise GantuneError(f"--{f.name.replace('_', '-')} does not apply to --method {method} (only to "
+                               f"--method {' / '.join(users)}); leave it out")
 
 
 @contextlib.contextmanager

@@ -1049,3 +1049,29 @@ def test_27_10_an_ascii_terminal_escapes_letters_it_lacks_and_the_command_succee
         assert done.returncode == 0, done.stderr
     assert "Q: \\u043a\\u0442\\u043e" in done.stdout
     assert RunFolder(run).read_summary().status == "completed"
+
+
+# --- 11. and 12. --init-from names a model as a folder; a flag that does not apply ---------------------------------
+
+def test_27_11_init_from_a_run_of_the_same_model_folder_written_otherwise_starts_from_it(capsys, world, tmp_path):
+    out = tmp_path / "slashed"
+    args = cli_args(world, out, "--init-from", str(world.finished))
+    args[args.index("--model") + 1] = f"{world.model}/"  # the run's model, with a trailing slash
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert RunFolder(out).read_config()[0].init_from == str(world.finished)
+
+
+@pytest.mark.parametrize(("method", "flags", "says"), [
+    ("lora", ["--adapter", "prompt-tuning"], "--adapter does not apply to --method lora (only to --method gan)"),
+    ("full", ["--lora-r", "4"], "--lora-r does not apply to --method full (only to --method gan / lora / "
+                                "prompt-tuning / prefix-tuning)"),
+], ids=["lora-adapter", "full-lora-r"])
+def test_27_12_a_flag_that_does_not_apply_to_the_method_is_refused(capsys, world, tmp_path, method, flags, says):
+    args = cli_args(world, tmp_path / "run", "--method", method, *flags)
+    for name in ("--noise-dim", "--d-hidden"):  # the GAN's, in the tiny settings
+        i = args.index(name)
+        del args[i:i + (4 if name == "--d-hidden" else 2)]
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == f"gantune: error: {says}; leave it out"
+    assert not (tmp_path / "run").exists()
