@@ -1075,3 +1075,39 @@ def test_27_12_a_flag_that_does_not_apply_to_the_method_is_refused(capsys, world
     line = assert_one_line(*run_cli(capsys, args))
     assert line == f"gantune: error: {says}; leave it out"
     assert not (tmp_path / "run").exists()
+
+
+# --- 13. and 14. bench's rows and preset, checked before anything loads ----------------------------------------------
+
+def test_27_13_bench_refuses_a_row_named_twice(capsys, world, tmp_path):
+    args = bench_args(world, tmp_path / "report.json")
+    args.insert(args.index("adapter-mle") + 1, "adapter-mle")
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == "gantune: error: --methods names adapter-mle twice; name each row once"
+    assert not any(tmp_path.iterdir())
+
+
+def test_27_13_the_page_refuses_a_comparison_row_named_twice(world, page):
+    run = copy_run(world, page.engine.settings.runs_dir / "twice")
+    refresh(page)
+    job = page.client.submit(run.name, ["lora", "lora"], 1, api_name="/compare")
+    job.result(timeout=WAIT)
+    assert any("lora is named twice; pick each method once" in w for w in warnings_of(job)), warnings_of(job)
+    assert not page.engine.jobs.status().active
+
+
+def test_27_14_bench_plateau_with_too_few_pairs_is_refused_before_the_model_loads(capsys, world, tmp_path,
+                                                                                  monkeypatch):
+    import gantune.bench as bench_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(bench_module, "load_base_model", never)
+    args = ["bench", "--preset", "plateau", "--n", "8", "--model", str(world.model), "--data", str(world.data),
+            "--bleurt", "none", "--out", str(tmp_path / "r.json")]
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == ("gantune: error: the plateau preset trains each warm-up to its plateau on validation pairs (a tenth "
+                    "of the training pairs at most), but --n 8 leaves 4 training pairs a seed, too few to hold any "
+                    "out; raise --n to at least 19")
+    assert not any(tmp_path.iterdir())

@@ -232,6 +232,7 @@ EN = {
     # issue 27
     "hosted_job_time": "this comparison would take about {minutes} min by its plan, more than the {most} min this "
                        "hosted workbench allows a job; take fewer methods or seeds, or duplicate the Space",
+    "methods_twice": "{method} is named twice; pick each method once",
 }
 
 RU = {
@@ -430,6 +431,7 @@ RU = {
     # issue 27
     "hosted_job_time": "по плану это сравнение займёт около {minutes} мин — больше {most} мин, которые этот общий "
                        "стенд отводит на одну задачу; возьмите меньше методов или зёрен или сделайте копию Space",
+    "methods_twice": "{method} выбран дважды; выберите каждый метод один раз",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.

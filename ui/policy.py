@@ -153,10 +153,13 @@ class Policy:
         return _ABSOLUTE.sub("…/", text)
 
     def check_comparison(self, methods: list[str], seeds: int) -> None:
-        """Known methods, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""
+        """Known methods, each once, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""
         unknown = [m for m in methods if m not in ROWS]
         if unknown:
             raise PageError("unknown_methods", methods=", ".join(unknown))
+        twice = next((m for i, m in enumerate(methods) if m in methods[:i]), None)
+        if twice is not None:
+            raise PageError("methods_twice", method=twice)
         if not 1 <= seeds <= MAX_SEEDS:
             raise PageError("seeds_range", most=MAX_SEEDS, seeds=seeds)
         if self.settings.space and seeds > self.settings.max_seeds:
