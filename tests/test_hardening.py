@@ -1,4 +1,6 @@
-"""Hardening III (issue 21): one writer per run, a Space nobody can lock up, every file checked.
+"""Hardening III (issue 21): one writer per run, a Space nobody can lock up, every file checked; and Hardening IV
+(issue 27, the ``test_27_*`` tests at the end): a refusal harms nothing, a Space keeps its visitors apart, every
+reader reads only what is safe.
 
 One test per case of the issue, at the CLI (in-process, or a process of its own where the case is
 another process or a limit on it) and, where the case has a page door, over HTTP with gradio_client
