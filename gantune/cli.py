@@ -56,7 +56,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="*", type=item, metavar="N" if item is int else "NAME")
         else:
             base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
-            kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)
+            kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int,
+                              str: _text}.get(base_type, base_type)
         groups[f.name].add_argument(flag, **kwargs)
 
 
@@ -86,6 +87,13 @@ def _count_or_all(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'all'") from None
 
 
+def _text(text: str) -> str:
+    """A flag's text, refused when it says nothing (empty or spaces: a folder, file or name left blank)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} says nothing; give a value or leave the flag out")
+    return text
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
@@ -99,13 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="tune a model and write a run folder",
                            description="Tune a model; preset values are defaults that any flag below overrides.")
     _add_config_flags(train)
-    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint; it keeps its settings, "
+    train.add_argument("--resume", metavar="RUN", type=_text, help="continue RUN from its last checkpoint; it keeps its settings, "
                        "but for more --epochs or another --checkpoint-every")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     gen = sub.add_parser("generate", help="answer questions with a tuned run's model")
-    gen.add_argument("--run", required=True, help="run folder written by train")
-    gen.add_argument("--question", action="append", required=True, help="a question (repeat for several)")
+    gen.add_argument("--run", required=True, type=_text, help="run folder written by train")
+    gen.add_argument("--question", action="append", required=True, type=_text, help="a question (repeat for several)")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="most answer tokens (default: the run's)")
     gen.add_argument("--base", action="store_true", help="also print the base model's answer")
     gen.add_argument("--trust-remote-code", action="store_true",
@@ -121,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "gan-cold gan-t07 gan-dense gan-thesis gan-lora gan-prompt gan-prefix gan-implicit gan-spin "
                             "gan-lora-implicit gan-prompt-implicit gan-prefix-implicit adapter-mle lora prompt-tuning "
                             "prefix-tuning full)")
-    bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
-    bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
-    bench.add_argument("--model", default="default", help="as for train")
-    bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go "
+    bench.add_argument("--data", default=None, type=_text, help="as for train (default: ../shared/tofu when present, else the hub)")
+    bench.add_argument("--subset", default="forget10", type=_text, help="TOFU config / file name inside --data")
+    bench.add_argument("--model", default="default", type=_text, help="as for train")
+    bench.add_argument("--out", default="report.json", type=_text, help="report file; report.md, generations.jsonl and <stem>_runs/ go "
                        "beside it (bench never replaces a file: it refuses an --out where one of them is)")
     bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
     bench.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",

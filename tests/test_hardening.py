@@ -1113,3 +1113,18 @@ def test_27_14_bench_plateau_with_too_few_pairs_is_refused_before_the_model_load
                     "of the training pairs at most), but --n 8 leaves 4 training pairs a seed, too few to hold any "
                     "out; raise --n to at least 19")
     assert not any(tmp_path.iterdir())
+
+
+# --- the issue's general rule, over the doors it does not list: a string that says nothing --------------------------
+
+@pytest.mark.parametrize("args", [
+    ["train", "--resume", ""], ["train", "--out", " "], ["train", "--data", ""], ["train", "--model", "  "],
+    ["generate", "--run", "", "--question", "who ?"], ["generate", "--run", "x", "--question", " "],
+    ["bench", "--out", ""], ["bench", "--data", " "],
+], ids=["resume", "out", "data", "model", "run", "question", "bench-out", "bench-data"])
+def test_27_a_flag_that_says_nothing_is_one_line_and_nothing_runs(capsys, tmp_path, monkeypatch, args):
+    """``--resume ''`` used to start a new run in runs/; ``--data ''`` trained on the default data."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line(*run_cli(capsys, args))
+    assert "says nothing; give a value or leave the flag out" in line
+    assert not any(tmp_path.iterdir())
