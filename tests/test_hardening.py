@@ -1128,3 +1128,31 @@ def test_27_a_flag_that_says_nothing_is_one_line_and_nothing_runs(capsys, tmp_pa
     line = assert_one_line(*run_cli(capsys, args))
     assert "says nothing; give a value or leave the flag out" in line
     assert not any(tmp_path.iterdir())
+
+
+def test_27_4_the_page_counts_the_gan_adapter_s_virtual_tokens_in_the_context(world, page):
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, adapter="prefix-tuning",
+                                          virtual_tokens=300))
+    assert "--max-prompt-tokens 32 + --max-new-tokens 8 + --virtual-tokens 300 make 340 tokens, more than the " \
+           "model's context of 256; lower them" in shown
+
+
+def test_27_5_overwriting_a_run_the_page_s_comparison_evaluates_is_refused(capsys, world, page, monkeypatch):
+    reference = copy_run(world, page.engine.settings.runs_dir / "compared-meanwhile")
+    refresh(page)
+    refused, real = [], compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        if method is not None and method.config.method == "adapter-mle":  # the row the comparison trained
+            out = Path(method.config.out)
+            refused.append((out, assert_one_line(*run_cli(capsys, cli_args(world, out, "--seed", "4",
+                                                                             "--overwrite")))))
+        return real(base, method, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    page.client.predict(reference.name, ["adapter-mle"], 1, api_name="/compare")
+    status = page.engine.jobs.wait(WAIT)
+    assert status.state == "completed", status.error
+    [(out, line)] = refused
+    assert f"{out} is in use by another gantune job (process {os.getpid()}, evaluating the run since " in line
+    assert RunFolder(out).read_config()[0].seed == 3 and RunFolder(out).read_eval() is not None
