@@ -10,7 +10,8 @@ MLE warm-ups in ``warmup-<adapter>-seed<seed>/``). The protocol itself is
 
 The bench never replaces a file: it refuses an ``--out`` where any of these already is (before anything
 loads), makes ``<report stem>_runs/`` fresh, and writes each report file only where nothing is. A row
-that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why).
+that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why), and
+so does a stop (Ctrl-C: ``status`` stopped).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .compare import (
     baseline_config,
     compare_methods,
     evaluate_run,
+    row_config,
     seeded_splits,
 )
 from .errors import GantuneError
@@ -108,11 +110,14 @@ def run_bench(
     overrides: dict[str, Any] | None = None,
     base: BaseModel | None = None,
     log: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark once per seed; returns the report (also written beside ``out``).
 
     ``temperatures``: sampling temperatures scored besides greedy answers (0 is greedy and is
     always scored). ``overrides``: TrainConfig settings over the preset's (n, epochs, eval_noise …).
+    ``should_stop`` (Ctrl-C) is asked between stages, in training and between answer batches: the report
+    then keeps the rows finished before it, its ``status`` "stopped".
     """
     if preset not in BENCH_PRESETS:
         raise GantuneError(f"unknown bench preset {preset!r}; choose one of {', '.join(BENCH_PRESETS)}")
@@ -121,6 +126,9 @@ def run_bench(
     unknown = [m for m in names if m not in ROWS]
     if unknown:
         raise GantuneError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    twice = next((m for i, m in enumerate(names) if m in names[:i]), None)
+    if twice is not None:
+        raise GantuneError(f"--methods names {twice} twice; name each row once")
     if bp.continuation and "full" in names:
         raise GantuneError(f"the {preset} preset continues each row from an MLE warm-up of its adapter; full "
                            "fine-tuning has none: leave it out of --methods")
@@ -139,6 +147,14 @@ def run_bench(
     schedule = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
                                             "max_prompt_tokens")} | bp.settings | (overrides or {})
     splits, data_source = seeded_splits(data, subset, schedule["n"], schedule["train_fraction"], seeds)
+    shared = {"model": model, "data": data, "subset": subset, **schedule}
+    for name in names:  # every row's settings, as its run will check them, before anything loads
+        row_config(name, shared, seeds[0], out).validate()
+    n_train = min(len(split.train) for split in splits)
+    if bp.continuation and not min(row_config(names[0], shared, seeds[0], out).val_pairs, n_train // 10):
+        raise GantuneError(f"the {preset} preset trains each warm-up to its plateau on validation pairs (a tenth of "
+                           f"the training pairs at most), but --n {schedule['n']} leaves {n_train} training pairs a "
+                           f"seed, too few to hold any out; raise --n to at least {_least_n(schedule)}")
     device = pick_device("auto")
     try:
         runs_dir.mkdir(parents=True)  # fresh: another bench at this --out is refused here
@@ -156,10 +172,11 @@ def run_bench(
                                 retention_n=bp.retention_n)
         try:
             report = compare_methods(
-                base, names, splits, {"model": model, "data": data, "subset": subset, **schedule}, runs_dir, scorers,
+                base, names, splits, shared, runs_dir, scorers,
                 settings, temperatures=sorted({t for t in (*temperatures, *bp.temperatures) if t > 0}),
                 retention=load_retention_sets(data, bp.retention_n, seeds[0]), continuation=bp.continuation,
-                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True)
+                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True,
+                should_stop=should_stop)
             failed = None
         except ComparisonFailed as exc:
             report, failed = exc.report, exc
@@ -185,6 +202,14 @@ def run_bench(
     if failed is not None:
         raise GantuneError(f"{failed} (the report keeps the rows finished before it: {out})") from failed
     return report
+
+
+def _least_n(schedule: dict[str, Any]) -> int:
+    """The fewest pairs whose training share holds ten pairs, so validation can hold one out."""
+    n = 2
+    while min(max(1, round(n * schedule["train_fraction"])), n - 1) < 10:  # data.split_pairs's training share
+        n += 1
+    return n
 
 
 def bench_outputs(out: Path) -> tuple[tuple[Path, Path, Path], Path]:

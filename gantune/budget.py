@@ -6,9 +6,10 @@ refused, naming the flags to lower.
 
 from __future__ import annotations
 
-from .config import TrainConfig
+from .config import TrainConfig, virtual_tokens
 from .errors import GantuneError
 from .memory import available_memory_bytes
+from .methods import adapter_kind
 from .methods.lora_targets import matches, resolve_lora_targets
 from .models import GB, BaseModel, check_context
 
@@ -20,7 +21,7 @@ def check_settings_fit(config: TrainConfig, base: BaseModel, n_train: int) -> No
     their gradients and Adam states) and a step's activations must fit in free memory. The estimate
     is a lower bound: only what surely does not fit is refused, naming the settings to lower.
     """
-    virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
+    virtual = virtual_tokens(config)  # prompt or prefix tuning's, the GAN's adapter's too
     check_context(base.model, config.max_prompt_tokens, config.max_new_tokens, virtual)
     need = training_memory(config, base, n_train)
     have = available_memory_bytes(base.device)
@@ -45,7 +46,7 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
     kv_width = (getattr(text, "num_key_value_heads", None) or heads) * (getattr(text, "head_dim", None) or hidden // heads)
     scalar = 2 if base.precision == "bf16" else 4  # bf16 activations under autocast
     k = config.samples_per_question if config.method == "gan" else 1
-    virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
+    virtual = virtual_tokens(config)  # prompt or prefix tuning's, the GAN's adapter's too
     tokens = config.max_prompt_tokens + config.max_new_tokens + virtual
     rows = min(config.batch_size, n_train) * k
 
@@ -79,8 +80,9 @@ def training_memory(config: TrainConfig, base: BaseModel, n_train: int) -> list[
         adapted = [m for name, m in base.model.named_modules()
                    if any(matches(name, t) for t in targets) and getattr(m, "weight", None) is not None]
         need.append(params(config.lora_r * sum(sum(m.weight.shape) for m in adapted), "LoRA's", "--lora-r"))
-    if config.method == "prompt-tuning":
+    kind = adapter_kind(config.method, config.adapter)
+    if kind == "prompt-tuning":
         need.append(params(config.virtual_tokens * d, "the virtual tokens'", "--virtual-tokens"))
-    if config.method == "prefix-tuning":
+    if kind == "prefix-tuning":
         need.append(params(config.virtual_tokens * layers * 2 * kv_width, "the prefix's", "--virtual-tokens"))
     return need

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import os
 import shlex
 import signal
@@ -55,7 +56,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="*", type=item, metavar="N" if item is int else "NAME")
         else:
             base_type = next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
-            kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int}.get(base_type, base_type)
+            kwargs["type"] = {float: _finite, int: _count_or_all if f.name == "n" else int,
+                              str: _text}.get(base_type, base_type)
         groups[f.name].add_argument(flag, **kwargs)
 
 
@@ -85,6 +87,13 @@ def _count_or_all(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'all'") from None
 
 
+def _text(text: str) -> str:
+    """A flag's text, refused when it says nothing (empty or spaces: a folder, file or name left blank)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} says nothing; give a value or leave the flag out")
+    return text
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
@@ -98,13 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="tune a model and write a run folder",
                            description="Tune a model; preset values are defaults that any flag below overrides.")
     _add_config_flags(train)
-    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint; it keeps its settings, "
+    train.add_argument("--resume", metavar="RUN", type=_text, help="continue RUN from its last checkpoint; it keeps its settings, "
                        "but for more --epochs or another --checkpoint-every")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     gen = sub.add_parser("generate", help="answer questions with a tuned run's model")
-    gen.add_argument("--run", required=True, help="run folder written by train")
-    gen.add_argument("--question", action="append", required=True, help="a question (repeat for several)")
+    gen.add_argument("--run", required=True, type=_text, help="run folder written by train")
+    gen.add_argument("--question", action="append", required=True, type=_text, help="a question (repeat for several)")
     gen.add_argument("--max-new-tokens", type=int, default=None, help="most answer tokens (default: the run's)")
     gen.add_argument("--base", action="store_true", help="also print the base model's answer")
     gen.add_argument("--trust-remote-code", action="store_true",
@@ -120,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "gan-cold gan-t07 gan-dense gan-thesis gan-lora gan-prompt gan-prefix gan-implicit gan-spin "
                             "gan-lora-implicit gan-prompt-implicit gan-prefix-implicit adapter-mle lora prompt-tuning "
                             "prefix-tuning full)")
-    bench.add_argument("--data", default=None, help="as for train (default: ../shared/tofu when present, else the hub)")
-    bench.add_argument("--subset", default="forget10", help="TOFU config / file name inside --data")
-    bench.add_argument("--model", default="default", help="as for train")
-    bench.add_argument("--out", default="report.json", help="report file; report.md, generations.jsonl and <stem>_runs/ go "
+    bench.add_argument("--data", default=None, type=_text, help="as for train (default: ../shared/tofu when present, else the hub)")
+    bench.add_argument("--subset", default="forget10", type=_text, help="TOFU config / file name inside --data")
+    bench.add_argument("--model", default="default", type=_text, help="as for train")
+    bench.add_argument("--out", default="report.json", type=_text, help="report file; report.md, generations.jsonl and <stem>_runs/ go "
                        "beside it (bench never replaces a file: it refuses an --out where one of them is)")
     bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
     bench.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
@@ -140,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _bench(args: argparse.Namespace) -> int | None:
     from .bench import run_bench
     from .evaluate import check_temperature
 
@@ -152,9 +161,17 @@ def _bench(args: argparse.Namespace) -> None:
         raise GantuneError(f"--seeds must be between 0 and {SEED_MAX}, the seeds numpy and torch take (got {bad[0]})")
     for t in args.temperatures:
         check_temperature(t, "--temperatures")
-    run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model, methods=args.methods,
-              bleurt=None if args.bleurt.lower() == "none" else args.bleurt, seeds=args.seeds,
-              temperatures=args.temperatures, overrides=overrides)
+    with _stop_on_interrupt("gantune: stopping after this stage; the report keeps the rows finished so far "
+                            "(Ctrl-C again to quit at once)") as interrupted:
+        report = run_bench(args.preset, args.out, data=args.data, subset=args.subset, model=args.model,
+                           methods=args.methods, bleurt=None if args.bleurt.lower() == "none" else args.bleurt,
+                           seeds=args.seeds, temperatures=args.temperatures, overrides=overrides,
+                           should_stop=interrupted)
+    if report.get("status") == "stopped":
+        print(f"gantune: stopped: {args.out} keeps the {len(report['rows'])} rows finished (status \"stopped\"); "
+              "run the bench again with another --out", file=sys.stderr)
+        return 130
+    return None
 
 
 def _train(args: argparse.Namespace) -> int | None:
@@ -174,7 +191,9 @@ def _train(args: argparse.Namespace) -> int | None:
             raise remote_code_refusal(args.resume)
         config = dataclasses.replace(config, **given, out=args.resume)
     else:
-        config = preset_config(given.pop("method", "gan"), given.pop("preset", "improved"), **given)
+        method = given.pop("method", "gan")
+        _check_applies(method, given)
+        config = preset_config(method, given.pop("preset", "improved"), **given)
     with _stop_on_interrupt() as interrupted:  # train validates the settings
         summary = train(config, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite,
                         should_stop=interrupted)
@@ -193,16 +212,32 @@ def _train(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _check_applies(method: str, given: dict[str, Any]) -> None:
+    """Refuse a flag typed for a method that does not read it (``--method lora --adapter prompt-tuning``)."""
+    if method not in METHODS:
+        return  # named as unknown by the settings' check
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in given:
+            continue
+        section = next(s for s in SECTIONS if f.name in {g.name for g in dataclasses.fields(s)})
+        users = [name for name, spec in METHODS.items() if section in spec.sections]
+        if users and method not in users:
+            raise GantuneError(f"--{f.name.replace('_', '-')} does not apply to --method {method} (only to "
+                               f"--method {' / '.join(users)}); leave it out")
+
+
 @contextlib.contextmanager
-def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the run to stop after its current step (it still saves); a second one quits."""
+def _stop_on_interrupt(says: str = "gantune: stopping after this step and saving (Ctrl-C again to quit at once)"
+                       ) -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the run to stop after its current step (it still saves; it ``says`` so); a second one
+    quits."""
     asked = threading.Event()
 
     def on_interrupt(signum: int, frame: Any) -> None:
         if asked.is_set():
             raise KeyboardInterrupt
         asked.set()
-        print("\ngantune: stopping after this step and saving (Ctrl-C again to quit at once)", file=sys.stderr)
+        print(f"\n{says}", file=sys.stderr)
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield asked.is_set
@@ -238,6 +273,9 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name or answer the terminal's encoding lacks is escaped, not fatal
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     import torch
     import transformers

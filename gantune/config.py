@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import GantuneError
-from .methods import METHODS
+from .methods import METHODS, adapter_kind
 from .methods.gan.settings import AdapterSettings, GanSettings
 from .methods.peft_settings import PeftSettings
 from .settings import COUNT_OR_ZERO, NONNEGATIVE, RATE, Bounds, check_bounds, setting
@@ -26,6 +26,7 @@ from .settings import flag as _flag
 
 INT64_MAX = 2**63 - 1  # torch's long: a count or size beyond it overflows inside the libraries
 FLOAT32_MAX = 3.4028234663852886e38  # tensors are fp32: a coefficient beyond the largest float32 overflows
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: a coefficient nearer 0 is 0 or loses its digits
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 0 … 2**32 - 1
 
 
@@ -126,6 +127,10 @@ class TrainConfig(PeftSettings, GanSettings, AdapterSettings, StartSettings, Run
                 if isinstance(v, float) and abs(v) > FLOAT32_MAX:
                     raise GantuneError(f"--{_flag(f.name)} must be at most {FLOAT32_MAX:.4g}, the largest float32 (got {v:g})",
                                        key="at_most", setting=f.name, most=f"{FLOAT32_MAX:.4g}", got=f"{v:g}")
+                if isinstance(v, float) and 0 < abs(v) < FLOAT32_TINY:
+                    raise GantuneError(f"--{_flag(f.name)} must be 0 or at least {FLOAT32_TINY:.4g} in size, the "
+                                       f"smallest normal float32 (got {v!r})", key="at_least", setting=f.name,
+                                       least=f"{FLOAT32_TINY:.4g}", got=repr(v))
         check_bounds(self)  # each field's range
         for section in SECTIONS:  # what one field's range cannot say
             if hasattr(section, "check"):
@@ -256,16 +261,22 @@ def preset_config(method: str = "gan", preset: str = "improved", **overrides: An
 
 
 
+def virtual_tokens(config: TrainConfig) -> int:
+    """The tokens a run's adapter puts before every prompt: its prompt or prefix tuning's ``--virtual-tokens``,
+    whichever flag chose that adapter (``--method``, or the GAN's ``--adapter``); 0 for the others."""
+    kind = adapter_kind(config.method, config.adapter)
+    return config.virtual_tokens if kind in ("prompt-tuning", "prefix-tuning") else 0
+
+
 def step_cost(config: TrainConfig, n_train: int) -> list[tuple[int, str]]:
     """The heaviest training step's work, in token passes through the LM (a token's forward: 1, its backward: 2),
     by part: (passes, the setting that sizes it most). For the GAN, an adversarial step with its rollout (with
     ``--rollout epoch``, all of an epoch's answers are sampled in its first step), its frozen pass, D steps and
     generator updates. A rough count, for a hosted workbench's budget: a step ends only at its own stop points."""
-    tokens = config.max_prompt_tokens + config.max_new_tokens
+    tokens = config.max_prompt_tokens + config.max_new_tokens + virtual_tokens(config)  # the adapter's, any method's
     batch = max(1, min(config.batch_size, n_train))
     if config.method != "gan":
-        virtual = config.virtual_tokens if config.method in ("prompt-tuning", "prefix-tuning") else 0
-        return [(3 * batch * (tokens + virtual), "batch_size")]
+        return [(3 * batch * tokens, "batch_size")]
     k = config.samples_per_question
     rows = batch * k
     sampled = max(1, n_train - min(config.val_pairs, n_train // 10)) * k if config.rollout == "epoch" else rows

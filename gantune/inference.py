@@ -22,7 +22,7 @@ from .memory import available_memory_bytes
 from .methods import get_method
 from .methods.base import TuningMethod
 from .models import BaseModel, load_base_model, pick_device
-from .runs import RunFolder, recover_dir
+from .runs import RunFolder
 
 
 def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code: bool = False) -> TuningMethod:
@@ -33,39 +33,26 @@ def load_method(run_path: str, base: BaseModel | None = None, trust_remote_code:
     """
     run = RunFolder(run_path)
     config, _ = run.read_config()
-    recover_dir(run.adapter_dir)
-    if not run.adapter_dir.is_dir():
-        raise GantuneError(f"{run.path} has no adapter yet (the run did not finish or save)")
-    run.check_adapter()  # regular files inside the run folder only
-    check_data_only(run.adapter_dir)
+    run.checked_adapter()  # there is one, of regular files inside the run folder only: before the model loads
     if base is None:
         if config.trust_remote_code and not trust_remote_code:
             raise remote_code_refusal(run.path)
         base = load_base_model(config.model, config.gguf_file, pick_device(config.device), config.trust_remote_code,
                                precision=config.precision)
-    try:
-        return get_method(config.method).from_pretrained(base, run.adapter_dir, config)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-        raise GantuneError(f"the adapter in {run.adapter_dir} is damaged or incomplete: {first_line(exc)}") from exc
+
+    def load(folder: Path) -> TuningMethod:
+        try:
+            return get_method(config.method).from_pretrained(base, folder, config)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+            raise GantuneError(f"the adapter in {folder} is damaged or incomplete: {first_line(exc)}") from exc
+
+    return run.read_adapter(load, discard=lambda method: method.close())  # read, never repaired: no lock is held
 
 
 def remote_code_refusal(run_path: str | Path) -> GantuneError:
     """Why a run whose base model runs its own code is not loaded: the person did not allow it on this command."""
     return GantuneError(f"{run_path} was tuned from a model that runs its own code; "
                         "allow it with --trust-remote-code only if you trust that model")
-
-
-# what a saved adapter may hold: tensors as safetensors, settings and tokenizer files as text;
-# anything else (pickles: .bin, .pt, .pkl; code: .py) could run code when loaded
-DATA_SUFFIXES = {".safetensors", ".json", ".jinja", ".txt", ".md", ".model"}
-
-
-def check_data_only(folder: Path) -> None:
-    """Refuse an adapter folder that holds anything but safetensors and text (nothing in it may run)."""
-    others = sorted(p.name for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in DATA_SUFFIXES)
-    if others:
-        raise GantuneError(f"{folder} holds {others[0]}, which is not safetensors or JSON; "
-                           "gantune loads only those (nothing in a run may run code)")
 
 
 # Wider decoding batches stop paying once a step is compute-bound (about 40 rows for SmolLM2-135M on a 2-core

@@ -25,7 +25,7 @@ from .budget import check_settings_fit
 from .config import TrainConfig, resumed_config
 from .data import Encoder, QAPair, load_pairs, split_pairs
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
-from .inference import answer_questions, check_data_only
+from .inference import answer_questions
 from .memory import MemoryMonitor
 from .methods import ADAPTER_SHAPE, adapter_kind, get_method
 from .methods.base import StepInterrupted, TuningMethod
@@ -38,7 +38,7 @@ from .models import (
     pick_device,
     resolve_precision,
 )
-from .runs import RunFolder, RunSummary, claim_unused, new_run_dir, recover_dir
+from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
 from .scoring import answer_logprobs, mle_loss
 from .settings import flag
 
@@ -58,6 +58,7 @@ class Prepared:
     run: RunFolder
     changed: dict[str, Any] = field(default_factory=dict)  # a resume's: what it changes, {setting: [was, now]}
     resumes: list[dict[str, Any]] = field(default_factory=list)  # the run's earlier resumes, as config.json says
+    start: RunFolder | None = None  # the run whose adapter this one starts from (--init-from), checked
 
 
 def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = True, overwrite: bool = False,
@@ -83,6 +84,7 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         resolve_precision(config.precision, device)
     config.precision = precision
     accelerator = make_accelerator(device, precision)
+    start = init_adapter(config) if config.init_from and fresh else None  # checked before a folder is claimed
     run = _run_folder(config, accelerator, fresh, overwrite, claimed)
     try:
         changed, resolved = {}, {}
@@ -110,7 +112,8 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
             run.release()
         run.unlock()
         raise
-    return Prepared(config, base, accelerator, train, test, data_source, run, changed, resolved.get("resumes", []))
+    return Prepared(config, base, accelerator, train, test, data_source, run, changed, resolved.get("resumes", []),
+                    start)
 
 
 def _run_folder(config: TrainConfig, accelerator: Accelerator, fresh: bool, overwrite: bool,
@@ -198,13 +201,12 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         if cfg.patience and validation is None:
             raise GantuneError(f"--patience needs validation pairs, but {len(p.train)} training pairs hold none "
                                "(--val-pairs takes at most a tenth of them)")
-        start = init_adapter(cfg) if cfg.init_from and not resume else None
         method = get_method(cfg.method)(p.base, cfg, acc)
         if should_stop is not None:
             method.should_stop = should_stop
-        if start is not None:
+        if p.start is not None:
             try:
-                _start_from(method, start, cfg.init_from)
+                _start_from(method, p.start, cfg.init_from)
             except BaseException:
                 method.close()
                 raise
@@ -405,9 +407,10 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["rng.cuda"])
 
 
-def init_adapter(config: TrainConfig) -> Path:
-    """The adapter folder of the run ``--init-from`` names, once it is known to fit ``config``: a finished run's
-    adapter (safetensors and JSON only) of the same model, the same kind of adapter and the same shape."""
+def init_adapter(config: TrainConfig) -> RunFolder:
+    """The run ``--init-from`` names, once its adapter is known to fit ``config``: a finished run's adapter of the
+    same model, the same kind of adapter and the same shape, read as every reader reads a run (regular files inside
+    it, safetensors and JSON only; nothing in it repaired or deleted)."""
     source = RunFolder(config.init_from)
     where = f"--init-from {config.init_from}"
     if config.out is not None and source.path.resolve() == Path(config.out).resolve():
@@ -422,29 +425,42 @@ def init_adapter(config: TrainConfig) -> Path:
     if their_kind != mine_kind:
         raise GantuneError(f"{where} holds a {their_kind} adapter (--method {theirs.method}) but this run tunes "
                            f"{mine_kind}; start from a run of the same kind of adapter")
-    if (theirs.model, theirs.gguf_file) != (config.model, config.gguf_file):
+    if not _same_model(theirs.model, config.model) or theirs.gguf_file != config.gguf_file:
         raise GantuneError(f"{where} tuned the model {theirs.model!r}, not this run's {config.model!r}")
     for name in ADAPTER_SHAPE[mine_kind]:
         if getattr(theirs, name) != getattr(config, name):
             raise GantuneError(f"{where} has --{flag(name)} {getattr(theirs, name)}, this run "
                                f"{getattr(config, name)}: the adapters differ in shape; use the same value")
-    recover_dir(source.adapter_dir)
-    if not source.adapter_dir.is_dir():
-        raise GantuneError(f"{where} has no adapter yet (the run did not finish or save)")
-    check_data_only(source.adapter_dir)
-    return source.adapter_dir
-
-
-def _start_from(method: TuningMethod, folder: Path, source: str) -> None:
-    """Load another run's adapter into ``method`` (its optimiser fresh), leaving the run's random stream as it was."""
     try:
-        with torch.random.fork_rng(devices=[]):
-            method.init_from(folder)
+        source.checked_adapter()
     except GantuneError as exc:
-        raise GantuneError(f"--init-from {source}: {exc}") from exc
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise GantuneError(f"--init-from {source}: the adapter in {folder} does not fit this run "
-                           f"({first_line(exc)})") from exc
+        raise GantuneError(f"{where}: {exc}") from exc
+    return source
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two --model values name one model: the same text, or one local folder however written."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _start_from(method: TuningMethod, source: RunFolder, where: str) -> None:
+    """Load another run's adapter into ``method`` (its optimiser fresh), leaving the run's random stream as it was."""
+    def load(folder: Path) -> None:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                method.init_from(folder)
+        except GantuneError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise GantuneError(f"the adapter in {folder} does not fit this run ({first_line(exc)})") from exc
+
+    try:
+        source.read_adapter(load)
+    except GantuneError as exc:
+        raise GantuneError(f"--init-from {where}: {exc}") from exc
 
 
 def diverged_message(summary: RunSummary) -> str:

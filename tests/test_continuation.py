@@ -114,11 +114,10 @@ def test_the_command_line_refuses_a_mismatched_start_in_one_line(sixteen_pairs, 
     make_tokenizer().save_pretrained(model)
     warm = tmp_path / "warm"
     args = ["--model", str(model), "--data", str(sixteen_pairs), "--n", "16", "--train-fraction", "0.75", "--epochs", "1", "--batch-size", "4",
-            "--max-new-tokens", "4", "--max-prompt-tokens", "32", "--noise-dim", "8", "--lora-r", "4", "--device", "cpu",
-            "--quiet"]
+            "--max-new-tokens", "4", "--max-prompt-tokens", "32", "--noise-dim", "8", "--device", "cpu", "--quiet"]
     assert main(["train", "--method", "adapter-mle", "--out", str(warm), *args]) == 0
     capsys.readouterr()
-    code = main(["train", "--method", "gan", "--adapter", "lora", "--init-from", str(warm), "--out",
+    code = main(["train", "--method", "gan", "--adapter", "lora", "--lora-r", "4", "--init-from", str(warm), "--out",
                  str(tmp_path / "gan"), *args])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith(f"gantune: error: --init-from {warm} holds a m-tunable")

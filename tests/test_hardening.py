@@ -1,4 +1,6 @@
-"""Hardening III (issue 21): one writer per run, a Space nobody can lock up, every file checked.
+"""Hardening III (issue 21): one writer per run, a Space nobody can lock up, every file checked; and Hardening IV
+(issue 27, the ``test_27_*`` tests at the end): a refusal harms nothing, a Space keeps its visitors apart, every
+reader reads only what is safe.
 
 One test per case of the issue, at the CLI (in-process, or a process of its own where the case is
 another process or a limit on it) and, where the case has a page door, over HTTP with gradio_client
@@ -44,7 +46,7 @@ from gradio_client import Client, handle_file
 from safetensors.torch import load_file, save_file
 from test_catalogue import _save_model, assert_one_line, page_refusal, run_cli, served
 from test_run_safety import ROWS, TINY, _config, copy_run, edit_json, snapshot
-from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of
+from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of, warnings_of
 
 import gantune.compare as compare_module
 import gantune.methods.gan.method as gan_method
@@ -710,3 +712,447 @@ def wait_for_state(client: Client, state: str) -> str:
             return status_html
         time.sleep(0.2)
     pytest.fail(f"the job never became {state}")
+
+
+# === Hardening IV (issue 27) ==============================================================================
+
+def _gan_chat(page, run: str) -> tuple[object, list[str]]:
+    """Chat's answers with ``run`` as its GAN run (the page's generate), and its warnings."""
+    chat = page.client.submit("who is the author ?", run, None, 8, "default", [], [], [], api_name="/chat")
+    result = chat.result(timeout=WAIT)
+    return result, warnings_of(chat)
+
+
+def test_27_1_refused_and_reading_commands_never_touch_a_writer_s_half_written_checkpoint(capsys, world, page,
+                                                                                       monkeypatch):
+    """A writer holds the lock and is filling ``.checkpoint.*.tmp`` (its tensors written, its state not yet); meanwhile
+    a refused --resume, a refused page resume (after /refresh_lists), generate, the page's Chat and --init-from from
+    the run: each only reads; the temporary folder is still there, and the writer's save completes."""
+    from gantune.runs import folder as folder_module
+    from gantune.runs.files import last_complete
+
+    run = RunFolder(resumable(world, page.engine.settings.runs_dir / "being-saved"))
+    tensors, state = run.load_checkpoint()
+    seen: dict[str, object] = {}
+    real_save = folder_module.save_file
+
+    def save_then_interlope(values, path):
+        real_save(values, path)
+        tmp = Path(path).parent
+        if tmp.parent != run.path:  # a save of the run started from it
+            return
+        assert tmp.name.startswith(".checkpoint.") and tmp.name.endswith(".tmp")
+        (run.path / ".adapter.0000.tmp").mkdir()  # an adapter being saved too
+        seen["resume"] = assert_one_line(*run_cli(capsys, ["train", "--resume", str(run.path), "--quiet"]))
+        refresh(page)
+        seen["page"] = page.client.predict(run.path.name, api_name="/resume")
+        seen["generate"] = run_cli(capsys, ["generate", "--run", str(run.path), "--question", "who is the author ?"])
+        seen["chat"] = _gan_chat(page, run.path.name)
+        seen["init"] = run_cli(capsys, cli_args(world, run.path.parent / "started-from-it", "--init-from",
+                                                str(run.path)))
+        seen["left"] = sorted(p.name for p in run.path.iterdir() if p.name.endswith(".tmp"))
+        assert tmp.is_dir() and Path(path).is_file()
+
+    monkeypatch.setattr(folder_module, "save_file", save_then_interlope)
+    run.lock("training")
+    try:
+        run.save_checkpoint(tensors, {**state, "step": 2})  # the writer's save: it must succeed
+    finally:
+        run.unlock()
+    assert "is in use by another gantune job" in seen["resume"] and "training since" in seen["resume"]
+    assert "is in use by another gantune job" in seen["page"]
+    assert seen["generate"][0] == 0, seen["generate"][1]
+    assert not seen["chat"][1], seen["chat"][1]
+    assert seen["init"][0] == 0, seen["init"][1]
+    assert len(seen["left"]) == 2 and ".adapter.0000.tmp" in seen["left"]
+    assert RunFolder(run.path).load_checkpoint()[1]["step"] == 2  # the writer's checkpoint, whole
+    assert last_complete(run.checkpoint_dir) == run.checkpoint_dir and not page.engine.jobs.status().active
+
+
+def test_27_1_a_reader_reads_the_last_complete_copy_a_crash_set_aside_and_repairs_nothing(capsys, world, tmp_path):
+    """A swap cut short (only ``.adapter.old`` and ``.checkpoint.old`` left): generate and --init-from read the set-
+    aside copies and change nothing; the next writer (a resume, holding the lock) repairs the folder."""
+    run = resumable(world, tmp_path / "cut-short")
+    for name in ("adapter", "checkpoint"):
+        os.rename(run / name, run / f".{name}.old")
+    before = sorted(p.name for p in run.iterdir())
+    assert RunFolder(run).has_checkpoint() and RunFolder(run).load_checkpoint()[1]["step"] == 3
+    code, err = run_cli(capsys, ["generate", "--run", str(run), "--question", "who is the author ?"])
+    assert code == 0, err
+    assert run_cli(capsys, cli_args(world, tmp_path / "from-it", "--init-from", str(run)))[0] == 0
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert run_cli(capsys, ["train", "--resume", str(run), "--quiet"])[0] == 0
+    assert (run / "checkpoint").is_dir() and not (run / ".checkpoint.old").exists()
+    assert RunFolder(run).read_summary().steps == 6
+
+
+# --- 2. --init-from reads through the validating readers ---------------------------------------------------
+
+def _fifo_adapter(run: Path) -> None:
+    weights = next((run / "adapter").glob("*.safetensors"))
+    weights.unlink()
+    os.mkfifo(weights)
+
+
+def _linked_adapter(run: Path) -> None:
+    outside = run.parent / f"{run.name}-outside"
+    shutil.move(run / "adapter", outside)
+    (run / "adapter").symlink_to(outside, target_is_directory=True)
+
+
+def _nan_adapter(run: Path) -> None:
+    weights = next((run / "adapter").glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, weights)
+
+
+INIT_FROM = [("fifo", _fifo_adapter, "is not a regular file (a symbolic link, FIFO or device)"),
+             ("symlink-out", _linked_adapter, "is a symbolic link or lies outside"),
+             ("nan", _nan_adapter, "holds NaN or infinite values (the adapter is damaged)")]
+
+
+@pytest.mark.parametrize(("kind", "damage", "says"), INIT_FROM, ids=[c[0] for c in INIT_FROM])
+def test_27_2_init_from_a_damaged_adapter_is_one_line_and_claims_nothing(world, tmp_path, kind, damage, says):
+    """In a process of its own (a FIFO that blocked would hang it: the test would time out, not pass)."""
+    source = copy_run(world, tmp_path / "source")
+    damage(source)
+    out = tmp_path / "new"
+    proc = cli_process(cli_args(world, out, "--init-from", str(source)))
+    try:
+        _, err = proc.communicate(timeout=WAIT * 2)
+    finally:
+        proc.kill()
+    line = assert_one_line(proc.returncode, err)
+    assert line.startswith(f"gantune: error: --init-from {source}: ") and says in line, line
+    assert not out.exists()  # the new run was never claimed
+
+
+def test_27_2_generate_refuses_nan_adapter_weights_in_one_line(capsys, world, tmp_path):
+    run = copy_run(world, tmp_path / "nan")
+    _nan_adapter(run)
+    line = assert_one_line(*run_cli(capsys, ["generate", "--run", str(run), "--question", "who is the author ?"]))
+    assert "holds NaN or infinite values (the adapter is damaged)" in line
+
+
+def test_27_2_the_page_s_chat_refuses_nan_adapter_weights_with_a_warning(world, page):
+    run = copy_run(world, page.engine.settings.runs_dir / "nan-chat")
+    _nan_adapter(run)
+    refresh(page)
+    _, warnings = _gan_chat(page, run.name)
+    assert any("holds NaN or infinite values (the adapter is damaged)" in w for w in warnings), warnings
+
+
+# --- 3. a hosted page serves no run file but the adapter's .zip ---------------------------------------------
+
+def test_27_3_a_hosted_page_serves_no_run_file_only_the_adapter_zip(world, space):
+    import httpx
+
+    runs = space.engine.settings.runs_dir
+    run = copy_run(world, runs / "served")
+    for name in ("config.json", "summary.json", "metrics.jsonl", "adapter/adapter_config.json"):
+        for path in (f"runs/{run.name}/{name}", str(run / name)):
+            got = httpx.get(f"{space.url}gradio_api/file={path}", timeout=WAIT)
+            assert got.status_code in (403, 404), (path, got.status_code)
+            assert str(world.model) not in got.text
+    refresh(space)
+    download = space.client.predict(run.name, api_name="/on_select")
+    import zipfile
+
+    assert download["value"].endswith("served-adapter.zip"), download
+    with zipfile.ZipFile(download["value"]) as archive:  # what the client fetched over HTTP
+        assert sorted(archive.namelist()) == sorted(p.name for p in (run / "adapter").iterdir())
+    assert not list(run.glob("*.zip")) and not list(run.glob("tmp*"))  # nothing written in the run folder
+
+
+# --- 4. the GAN's prompt and prefix adapters count their virtual tokens --------------------------------------
+
+@pytest.mark.parametrize("adapter", ["prompt-tuning", "prefix-tuning"])
+def test_27_4_gan_with_a_prompt_or_prefix_adapter_counts_its_virtual_tokens_in_the_context(capsys, world, tmp_path,
+                                                                                           adapter):
+    for virtual in ("300", "1000000000"):
+        out = tmp_path / f"run-{virtual}"
+        line = assert_one_line(*run_cli(capsys, cli_args(world, out, "--method", "gan", "--adapter", adapter,
+                                                         "--virtual-tokens", virtual)))
+        assert line == (f"gantune: error: --max-prompt-tokens 32 + --max-new-tokens 8 + --virtual-tokens {virtual} "
+                        f"make {40 + int(virtual):,} tokens, more than the model's context of 256; lower them")
+        assert not out.exists()
+
+
+def test_27_4_the_memory_estimate_and_a_step_s_cost_count_the_gan_adapter_s_virtual_tokens():
+    from gantune.config import preset_config, step_cost
+    from gantune.models import training_memory
+
+    sizes = dict(batch_size=2, max_new_tokens=8, max_prompt_tokens=32, n=12, virtual_tokens=64)
+    plain, prompt = (preset_config("gan", "improved", adapter=a, **sizes) for a in ("m-tunable", "prompt-tuning"))
+    assert sum(p for p, _ in step_cost(prompt, 6)) > sum(p for p, _ in step_cost(plain, 6))
+    need = training_memory(prompt, make_base(), 6)
+    assert any("the virtual tokens' 2,048 parameters" in what for _, what, _ in need)
+    assert any("× 104 tokens" in what for _, what, _ in need)  # 32 + 8 + 64 a row
+
+
+def test_27_4_a_space_counts_the_gan_adapter_s_virtual_tokens_in_a_step_s_cost(tmp_path):
+    from gantune.config import preset_config, step_cost
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "forget10.jsonl").write_text("\n".join(json.dumps(r) for r in HOSTED_ROWS) + "\n")
+    plain = preset_config("gan", "improved", batch_size=2, max_new_tokens=8, max_prompt_tokens=32, n=12)
+    budget = sum(p for p, _ in step_cost(plain, 6))  # the plain GAN step fits exactly
+    engine = Engine(Settings(runs_dir=tmp_path / "runs", data=str(data), space=True, max_step_passes=budget),
+                    load_model=lambda *a: make_base())
+    with served(engine) as space:
+        space = SimpleNamespace(**vars(space), data=data)
+        shown = page_refusal(space, hosted_start(space, adapter="prompt-tuning", virtual_tokens=64))
+    assert f"more than the {budget:,} this hosted workbench allows" in shown
+    assert engine.jobs.status().state == "idle" and not any(engine.settings.runs_dir.iterdir())
+
+
+# --- 5. evaluating a run holds its lock ------------------------------------------------------------------------
+
+def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its_own(capsys, world, tmp_path,
+                                                                                     monkeypatch):
+    refused, real = [], compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        if method is not None:  # a run's evaluation is under way: another job tries to replace the run
+            out = Path(method.config.out)
+            code, err = run_cli(capsys, cli_args(world, out, "--seed", "4", "--overwrite"))
+            assert code == 2 and "Traceback" not in err  # (stderr holds the bench's progress bars too)
+            refused.append((out, err.strip().splitlines()[-1]))
+        return real(base, method, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    code, err = run_cli(capsys, bench_args(world, tmp_path / "report.json"))
+    assert code == 0, err[-2000:]
+    [(out, line)] = refused
+    assert line.startswith(f"gantune: error: {out} is in use by another gantune job (process {os.getpid()}, "
+                           "evaluating the run since ")
+    assert RunFolder(out).read_config()[0].seed != 4 and RunFolder(out).read_eval() is not None
+
+
+# --- 6. Ctrl-C in a bench keeps the finished rows -------------------------------------------------------------
+
+def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, world, tmp_path, monkeypatch):
+    real = compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        result = real(base, method, *args, **kwargs)
+        if method is not None and method.config.method == "adapter-mle":
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the first method's row is finished
+        return result
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    args = bench_args(world, tmp_path / "report.json")
+    args.insert(args.index("adapter-mle") + 1, "lora")
+    code, err = run_cli(capsys, args)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"gantune: stopped: {tmp_path / 'report.json'} keeps the 2 rows finished "
+                                            "(status \"stopped\"); run the bench again with another --out")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "generations.jsonl").is_file()
+    assert not list((tmp_path / "report_runs").glob("lora*"))
+
+
+# --- 7. every setting the page shows round-trips through it --------------------------------------------------
+
+# a value of its kind for every setting of the form, none of them the preset's: numbers, choices, booleans, widths and
+# module names
+EVERY_SETTING = dict(
+    precision="fp32", epochs=1, batch_size=2, lr=0.002, max_grad_norm=0.5, max_new_tokens=8, max_prompt_tokens=32,
+    checkpoint_every=1, sample_every=1, val_pairs=1, val_tolerance=0.03, patience=1, val_metric="nll", noise_dim=8,
+    adapter_hidden="16 8", adapter_init="default", eval_noise="sample", adapter="lora", warmup_epochs=0, adv_lr=0.0004,
+    rollout="batch", rollout_temperature=0.7, samples_per_question=2, discriminator="embedding", d_loss="bce",
+    implicit_loss="spin", implicit_beta=0.2, round_epochs=2, d_lr=0.002, d_hidden="16 8 4", d_dropout=0.2,
+    d_weight_decay=0.02, d_steps=2, label_smoothing=0.1, reward="sequence", kl_coef=0.1, baseline="loo",
+    normalize_advantage=False, clip=0.3, ppo_epochs=2, pg_estimator="trajectory", mle_weight=0.5, resample_for_g=True,
+    lora_r=4, lora_alpha=8, lora_targets="q_proj v_proj", virtual_tokens=8)
+
+
+def test_27_7_every_setting_the_page_shows_round_trips_through_it(world, page, tmp_path):
+    from ui.tabs.tuning import FIELDS, _form_values, _preset_values, build_config
+
+    assert set(EVERY_SETTING) == set(FIELDS)
+    preset = dict(zip(FIELDS, _preset_values("improved")))
+    # the preset's only where another value needs others changed back: the choices that take them, further down
+    assert [name for name, value in EVERY_SETTING.items() if preset[name] == value] == ["reward", "pg_estimator"]
+    values = [EVERY_SETTING[name] for name in FIELDS]
+    assert _form_values(build_config("gan", "improved", {}, values).validate()) == values
+    others = {**EVERY_SETTING, "reward": "dense", "discriminator": "hidden", "d_loss": "relativistic",
+              "baseline": "mean", "ppo_epochs": 1, "pg_estimator": "thesis"}
+    assert _form_values(build_config("gan", "improved", {}, [others[n] for n in FIELDS]).validate()) == \
+        [others[n] for n in FIELDS]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in HOSTED_ROWS) + "\n")
+    args = start_args(data, setup={"model": str(world.model), "n": 24}, **EVERY_SETTING)
+    page.client.predict(*args, api_name="/start")
+    status = page.engine.jobs.wait(WAIT)
+    config, _ = RunFolder(status.run).read_config()
+    assert status.state == "completed", status.error
+    assert _form_values(config) == values and config.lora_targets == ["q_proj", "v_proj"]
+
+
+def test_27_7_the_page_takes_lora_target_names(world, page):
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, adapter="lora",
+                                          lora_targets="q_proj, v_proj"))
+    assert shown == ""
+    assert RunFolder(page.engine.jobs.status().run).read_config()[0].lora_targets == ["q_proj", "v_proj"]
+
+
+# --- 8. a Space caps a comparison's whole length ----------------------------------------------------------------
+
+def test_27_8_a_space_refuses_a_comparison_longer_than_its_job_time_by_the_page_s_plan(world, space):
+    import math
+
+    from gantune.compare import ROWS
+    from ui.estimate import plan_comparison
+
+    run = copy_run(world, space.engine.settings.runs_dir / "reference")
+    edit_json(run / "config.json", lambda d: d["config"].update(model="org/model"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "step_seconds": 40.0}) + "\n" for r in records))
+    refresh(space)
+    every = [row for row in ROWS if row != "gan"]  # the page offers every row but the reference's own
+    plan = plan_comparison(RunFolder(run), every, 2, space.engine.settings.retention_n, None,
+                           space.engine.runs.pace_hint)
+    assert plan.seconds > 45 * 60
+    job = space.client.submit(run.name, every, 2, api_name="/compare")
+    job.result(timeout=WAIT)
+    assert f"this comparison would take about {math.ceil(plan.seconds / 60):,} min by its plan, more than the 45 min " \
+           "this hosted workbench allows a job; take fewer methods or seeds" in " | ".join(warnings_of(job))
+    assert space.engine.jobs.status().state == "idle"
+    assert sorted(p.name for p in space.engine.settings.runs_dir.iterdir()) == ["reference"]
+
+
+# --- Low: 9. a float setting stays meaningful in float32 --------------------------------------------------------
+
+def test_27_9_a_coefficient_that_is_0_in_float32_is_refused_at_the_cli_and_in_the_page(capsys, world, page, tmp_path):
+    line = assert_one_line(*run_cli(capsys, cli_args(world, tmp_path / "run", "--discriminator", "implicit",
+                                                     "--implicit-beta", "1e-320")))
+    assert line == ("gantune: error: --implicit-beta must be 0 or at least 1.175e-38 in size, the smallest normal "
+                    "float32 (got 1e-320)")
+    assert not (tmp_path / "run").exists()
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, kl_coef=1e-320))
+    assert "must be at least 1.175e-38 (got 1e-320)" in shown
+    assert not page.engine.jobs.status().active
+
+
+# --- 10. a terminal that cannot show every letter -----------------------------------------------------------------
+
+def test_27_10_an_ascii_terminal_escapes_letters_it_lacks_and_the_command_succeeds(world, tmp_path):
+    run = tmp_path / "ü-run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "ascii"}
+    for args in (cli_args(world, run), ["generate", "--run", str(run), "--question", "кто автор ?", "--question",
+                                        "who is the author ?", "--max-new-tokens", "4"]):
+        done = subprocess.run([sys.executable, "-m", "gantune", *args], capture_output=True, text=True, env=env,
+                              timeout=WAIT * 2)
+        assert done.returncode == 0, done.stderr
+    assert "Q: \\u043a\\u0442\\u043e" in done.stdout
+    assert RunFolder(run).read_summary().status == "completed"
+
+
+# --- 11. and 12. --init-from names a model as a folder; a flag that does not apply ---------------------------------
+
+def test_27_11_init_from_a_run_of_the_same_model_folder_written_otherwise_starts_from_it(capsys, world, tmp_path):
+    out = tmp_path / "slashed"
+    args = cli_args(world, out, "--init-from", str(world.finished))
+    args[args.index("--model") + 1] = f"{world.model}/"  # the run's model, with a trailing slash
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert RunFolder(out).read_config()[0].init_from == str(world.finished)
+
+
+@pytest.mark.parametrize(("method", "flags", "says"), [
+    ("lora", ["--adapter", "prompt-tuning"], "--adapter does not apply to --method lora (only to --method gan)"),
+    ("full", ["--lora-r", "4"], "--lora-r does not apply to --method full (only to --method gan / lora / "
+                                "prompt-tuning / prefix-tuning)"),
+], ids=["lora-adapter", "full-lora-r"])
+def test_27_12_a_flag_that_does_not_apply_to_the_method_is_refused(capsys, world, tmp_path, method, flags, says):
+    args = cli_args(world, tmp_path / "run", "--method", method, *flags)
+    for name in ("--noise-dim", "--d-hidden"):  # the GAN's, in the tiny settings
+        i = args.index(name)
+        del args[i:i + (4 if name == "--d-hidden" else 2)]
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == f"gantune: error: {says}; leave it out"
+    assert not (tmp_path / "run").exists()
+
+
+# --- 13. and 14. bench's rows and preset, checked before anything loads ----------------------------------------------
+
+def test_27_13_bench_refuses_a_row_named_twice(capsys, world, tmp_path):
+    args = bench_args(world, tmp_path / "report.json")
+    args.insert(args.index("adapter-mle") + 1, "adapter-mle")
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == "gantune: error: --methods names adapter-mle twice; name each row once"
+    assert not any(tmp_path.iterdir())
+
+
+def test_27_13_the_page_refuses_a_comparison_row_named_twice(world, page):
+    run = copy_run(world, page.engine.settings.runs_dir / "twice")
+    refresh(page)
+    job = page.client.submit(run.name, ["lora", "lora"], 1, api_name="/compare")
+    job.result(timeout=WAIT)
+    assert any("lora is named twice; pick each method once" in w for w in warnings_of(job)), warnings_of(job)
+    assert not page.engine.jobs.status().active
+
+
+def test_27_14_bench_plateau_with_too_few_pairs_is_refused_before_the_model_loads(capsys, world, tmp_path,
+                                                                                  monkeypatch):
+    import gantune.bench as bench_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(bench_module, "load_base_model", never)
+    args = ["bench", "--preset", "plateau", "--n", "8", "--model", str(world.model), "--data", str(world.data),
+            "--bleurt", "none", "--out", str(tmp_path / "r.json")]
+    line = assert_one_line(*run_cli(capsys, args))
+    assert line == ("gantune: error: the plateau preset trains each warm-up to its plateau on validation pairs (a tenth "
+                    "of the training pairs at most), but --n 8 leaves 4 training pairs a seed, too few to hold any "
+                    "out; raise --n to at least 19")
+    assert not any(tmp_path.iterdir())
+
+
+# --- the issue's general rule, over the doors it does not list: a string that says nothing --------------------------
+
+@pytest.mark.parametrize("args", [
+    ["train", "--resume", ""], ["train", "--out", " "], ["train", "--data", ""], ["train", "--model", "  "],
+    ["generate", "--run", "", "--question", "who ?"], ["generate", "--run", "x", "--question", " "],
+    ["bench", "--out", ""], ["bench", "--data", " "],
+], ids=["resume", "out", "data", "model", "run", "question", "bench-out", "bench-data"])
+def test_27_a_flag_that_says_nothing_is_one_line_and_nothing_runs(capsys, tmp_path, monkeypatch, args):
+    """``--resume ''`` used to start a new run in runs/; ``--data ''`` trained on the default data."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line(*run_cli(capsys, args))
+    assert "says nothing; give a value or leave the flag out" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_27_4_the_page_counts_the_gan_adapter_s_virtual_tokens_in_the_context(world, page):
+    shown = page_refusal(page, start_args(world.data, setup={"model": str(world.model)}, adapter="prefix-tuning",
+                                          virtual_tokens=300))
+    assert "--max-prompt-tokens 32 + --max-new-tokens 8 + --virtual-tokens 300 make 340 tokens, more than the " \
+           "model's context of 256; lower them" in shown
+
+
+def test_27_5_overwriting_a_run_the_page_s_comparison_evaluates_is_refused(capsys, world, page, monkeypatch):
+    reference = copy_run(world, page.engine.settings.runs_dir / "compared-meanwhile")
+    refresh(page)
+    refused, real = [], compare_module._evaluated
+
+    def evaluated(base, method, *args, **kwargs):
+        if method is not None and method.config.method == "adapter-mle":  # the row the comparison trained
+            out = Path(method.config.out)
+            refused.append((out, assert_one_line(*run_cli(capsys, cli_args(world, out, "--seed", "4",
+                                                                             "--overwrite")))))
+        return real(base, method, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    page.client.predict(reference.name, ["adapter-mle"], 1, api_name="/compare")
+    status = page.engine.jobs.wait(WAIT)
+    assert status.state == "completed", status.error
+    [(out, line)] = refused
+    assert f"{out} is in use by another gantune job (process {os.getpid()}, evaluating the run since " in line
+    assert RunFolder(out).read_config()[0].seed == 3 and RunFolder(out).read_eval() is not None

@@ -123,8 +123,8 @@ def launch(engine: Engine, **kwargs) -> tuple[gr.Blocks, str | None, str | None]
     warnings.filterwarnings("ignore", message=_HTTP_422)
     demo = build_app(engine)
     demo.queue(default_concurrency_limit=4)
-    allowed = [str(engine.settings.runs_dir.resolve())]
     max_file_size = int(engine.settings.max_upload_mb * 2**20)  # bytes: Gradio refuses bigger uploads as they come
-    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, allowed_paths=allowed, max_file_size=max_file_size,
-                                          **kwargs)
+    # no allowed_paths: no file of the runs folder is served (config.json names server paths); the adapter .zip
+    # is made in a temporary folder, which Gradio copies to its cache when a download offers it
+    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, max_file_size=max_file_size, **kwargs)
     return demo, local_url, share_url

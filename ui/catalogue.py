@@ -57,6 +57,8 @@ class Catalogue:
         self._jobs = jobs  # which run a job is writing: it shows as running and cannot be deleted
         self._paces: dict[tuple, float] = {}  # seconds per step of jobs finished in this process, by _pace_key
         self.in_use: set[Path] = set()  # runs the running job reads or writes besides its own (a comparison's)
+        # the adapters offered for download: made outside the runs folder, which the page never serves
+        self._downloads = Path(tempfile.mkdtemp(prefix="gantune-downloads-"))
 
     def folder(self, run_id: str, damaged_too: bool = False) -> RunFolder:
         """A run of the runs folder by its id (its folder name); nothing outside it is reachable.
@@ -119,14 +121,19 @@ class Catalogue:
         run.delete(extra=(_archive_path(run),))
 
     def adapter_archive(self, run_id: str) -> Path:
-        """A .zip of the run's adapter folder (safetensors + JSON config), made in the run folder."""
+        """A .zip of the run's adapter folder (safetensors + JSON config), made outside the run folder (a reader
+        writes nothing there) in the downloads folder: the one file of a run the page serves."""
         run = self.folder(run_id)
-        if not run.adapter_dir.is_dir():
-            raise PageError("no_adapter", run=run.path.name)
-        run.check_adapter()  # regular files of the run's own folder only: nothing outside it goes in the .zip
-        archive = _archive_path(run)
-        with saving("the adapter archive", run.path), tempfile.TemporaryDirectory(dir=run.path) as tmp:
-            made = shutil.make_archive(str(Path(tmp) / "adapter"), "zip", run.adapter_dir)
+        try:
+            adapter = run.checked_adapter()  # regular files of the run's own folder only: nothing else goes in
+        except GantuneError:
+            if run.adapter_dir.exists() or run.adapter_dir.is_symlink():
+                raise
+            raise PageError("no_adapter", run=run.path.name) from None
+        archive = self._downloads / run.path.name / f"{run.path.name}-adapter.zip"
+        archive.parent.mkdir(exist_ok=True)
+        with saving("the adapter archive", self._downloads), tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
+            made = shutil.make_archive(str(Path(tmp) / "adapter"), "zip", adapter)
             os.replace(made, archive)  # whole or not at all: a download never gets a torn .zip
         return archive
 
@@ -232,6 +239,7 @@ def _is_run_name(name: str) -> bool:
 
 
 def _archive_path(run: RunFolder) -> Path:
+    """Where an earlier gantune made a run's adapter .zip: in the run folder (Delete removes it)."""
     return run.path / f"{run.path.name}-adapter.zip"
 
 

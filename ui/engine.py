@@ -41,10 +41,8 @@ class Engine:
 
     def model(self, name: str, gguf_file: str | None = None, trust_remote_code: bool = False,
               slot: str = "train") -> BaseModel:
-        """A base model for the page (Setup's Load and preview, Chat), admitted by the hosted rules, loaded once.
-
-        ``trust_remote_code``: Setup's box, or a run the person allowed (``Policy.run_trust``).
-        """
+        """A base model for the page (Setup's Load and preview, Chat), admitted by the hosted rules, loaded once;
+        ``trust_remote_code``: Setup's box, or a run the person allowed (``Policy.run_trust``)."""
         with self.shown():
             self.policy.check_model(name, gguf_file)
             return self.models.get(name, gguf_file, self.policy.trust(name, gguf_file, trust_remote_code), slot)
@@ -149,6 +147,8 @@ class Engine:
             self.policy.check_model(ref_config.model, ref_config.gguf_file)
             for row in methods:  # each row it trains: within a Space's caps and step budget too
                 self.policy.check_limits(baseline_config(ref_config, row, ref_config.out))
+            self.policy.check_plan(plan_comparison(reference, methods, seeds, self.settings.retention_n, self.models.loaded(
+                ref_config.model, ref_config.gguf_file), self.runs.pace_hint).seconds)  # hosted: the whole job's time too
             trust = self.policy.run_trust(ref_config, name)
             reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -60,6 +60,7 @@ class Settings:
     retention_n: int | None = 20
     max_seeds: int = 2  # hosted mode: seeds a comparison may take
     max_step_passes: int | None = None  # hosted mode: a training step's budget in token passes (None: hosted_budget())
+    max_job_minutes: float = 45.0  # hosted mode: a comparison's most minutes, by the plan the page shows for it
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -152,14 +153,24 @@ class Policy:
         return _ABSOLUTE.sub("…/", text)
 
     def check_comparison(self, methods: list[str], seeds: int) -> None:
-        """Known methods, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""
+        """Known methods, each once, and 1 to ``MAX_SEEDS`` seeds (hosted: ``max_seeds``)."""
         unknown = [m for m in methods if m not in ROWS]
         if unknown:
             raise PageError("unknown_methods", methods=", ".join(unknown))
+        twice = next((m for i, m in enumerate(methods) if m in methods[:i]), None)
+        if twice is not None:
+            raise PageError("methods_twice", method=twice)
         if not 1 <= seeds <= MAX_SEEDS:
             raise PageError("seeds_range", most=MAX_SEEDS, seeds=seeds)
         if self.settings.space and seeds > self.settings.max_seeds:
             raise PageError("hosted_max_seeds", n=self.settings.max_seeds)
+
+    def check_plan(self, seconds: float) -> None:
+        """Hosted mode: a comparison's whole length, as the plan the page shows says (``ui.estimate``), within the
+        Space's per-job time (a step's budget bounds each step; this, the job)."""
+        most = self.settings.max_job_minutes
+        if self.settings.space and seconds > most * 60:
+            raise PageError("hosted_job_time", minutes=f"{math.ceil(seconds / 60):,}", most=f"{most:g}")
 
     # --- models and their own code --------------------------------------------------------------
     def check_model(self, name: str, gguf_file: str | None) -> None:

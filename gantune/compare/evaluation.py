@@ -29,18 +29,19 @@ def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention
     again. A stop (``should_stop``, asked between tokens) raises ``Stopped`` and writes nothing.
     """
     folder = RunFolder(run)
-    key = evaluation_key(base, test, retention, scorers, settings, temperatures, adapter=folder.adapter_dir)
-    kept = _stored(folder.eval_path, key)
-    if kept is not None:
-        return kept
-    tuned = load_method(str(run), base=base)
-    try:
-        result = _evaluated(base, tuned, test, retention, scorers, settings, temperatures, should_stop)
-    finally:
-        tuned.close()
-    with saving("the evaluation", run):
-        write_json_atomic(folder.eval_path, {**result, "key": key})
-    return result
+    with folder.guarded("evaluating the run"):  # no other job replaces or resumes it while it is evaluated
+        key = evaluation_key(base, test, retention, scorers, settings, temperatures, adapter=folder.adapter_dir)
+        kept = _stored(folder.eval_path, key)
+        if kept is not None:
+            return kept
+        tuned = load_method(str(run), base=base)
+        try:
+            result = _evaluated(base, tuned, test, retention, scorers, settings, temperatures, should_stop)
+        finally:
+            tuned.close()
+        with saving("the evaluation", run):
+            write_json_atomic(folder.eval_path, {**result, "key": key})
+        return result
 
 
 def evaluate_base(base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None, scorers: Scorers,

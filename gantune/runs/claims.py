@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import GantuneError
 from .files import read_json_file
@@ -44,6 +45,20 @@ class Claims:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    @contextmanager
+    def guarded(self, doing: str) -> Iterator[None]:
+        """Hold this run's lock while ``doing`` something that reads the run and writes into it (an evaluation), so
+        no other job replaces or resumes it meanwhile; a lock this process already holds on it (the lock of the job
+        that uses the run: a comparison's reference) covers it."""
+        if self._lock is not None or RunLock.held_here(self.path):
+            yield
+            return
+        self.lock(doing)
+        try:
+            yield
+        finally:
+            self.unlock()
 
     # claiming ------------------------------------------------------------------------------------
     def is_marked(self) -> bool:

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 
 from ..errors import GantuneError, write_error
 
@@ -87,13 +88,34 @@ def replace_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
 
 
 def recover_dir(path: Path) -> None:
-    """Undo a swap cut short by a crash: bring ``.name.old`` back when ``name`` is missing; drop stale temps."""
+    """Undo a swap cut short by a crash: bring ``.name.old`` back when ``name`` is missing; drop stale temps.
+
+    Only the holder of the run's lock calls this (a temporary folder may be another writer's, still filling); a
+    reader without the lock reads ``last_complete`` and changes nothing."""
     old = path.with_name(f".{path.name}.old")
     if old.is_dir() and not old.is_symlink() and not path.exists():
         os.replace(old, path)
     if path.parent.is_dir():
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def last_complete(path: Path) -> Path:
+    """The last complete copy of a folder that ``replace_dir_atomic`` swaps, as a reader without the run's lock reads
+    it (nothing is repaired or deleted): ``path``, or the copy a swap cut short set aside (``.name.old``)."""
+    old = path.with_name(f".{path.name}.old")
+    if not (path.exists() or path.is_symlink()) and old.is_dir() and not old.is_symlink():
+        return old
+    return path
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """What tells one folder from the next one swapped in at ``path`` (its device and inode); None when gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @contextmanager
@@ -162,6 +184,33 @@ def check_tree(folder: Path, inside: Path) -> None:
             if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 raise GantuneError(f"{os.path.join(root, name)} is not a regular file (a symbolic link, FIFO or "
                                    "device); gantune reads only regular files")
+
+
+# what a saved adapter may hold: tensors as safetensors, settings and tokenizer files as text;
+# anything else (pickles: .bin, .pt, .pkl; code: .py) could run code when loaded
+DATA_SUFFIXES = {".safetensors", ".json", ".jinja", ".txt", ".md", ".model"}
+
+
+def check_data_only(folder: Path) -> None:
+    """Refuse an adapter folder that holds anything but safetensors and text (nothing in it may run)."""
+    others = sorted(p.name for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in DATA_SUFFIXES)
+    if others:
+        raise GantuneError(f"{folder} holds {others[0]}, which is not safetensors or JSON; "
+                           "gantune loads only those (nothing in a run may run code)")
+
+
+def check_finite(folder: Path) -> None:
+    """Refuse a folder whose safetensors hold a NaN or infinite weight (its files already checked: ``check_tree``)."""
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(path, framework="pt") as tensors:
+                for name in tensors.keys():
+                    value = tensors.get_tensor(name)
+                    if value.is_floating_point() and not torch.isfinite(value).all():
+                        raise GantuneError(f"{folder}: the weight '{name}' in {path.name} holds NaN or infinite "
+                                           "values (the adapter is damaged); train the run again or choose another")
+        except (OSError, SafetensorError) as exc:
+            raise GantuneError(f"{folder}: {path.name} is not a safetensors file gantune reads ({exc})") from exc
 
 
 def _is_inside(path: Path, folder: Path) -> bool:

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -23,11 +23,14 @@ from . import readers, summary
 from .claims import MARKER, Claims
 from .files import (
     append_line,
+    check_data_only,
+    check_finite,
     check_regular,
     check_tree,
+    identity,
+    last_complete,
     read_json_file,
     read_lines,
-    recover_dir,
     replace_dir_atomic,
     saving,
     write_json_atomic,
@@ -35,6 +38,8 @@ from .files import (
 )
 from .lock import RunInUse, RunLock
 from .summary import RunSummary
+
+T = TypeVar("T")
 
 
 def new_run_dir(root: str | Path, method: str, preset: str) -> Path:
@@ -117,6 +122,37 @@ class RunFolder(Claims):
         """Refuse an adapter folder that is a symbolic link, lies outside the run or holds anything but regular files."""
         check_tree(self.adapter_dir, self.path)
 
+    def checked_adapter(self) -> Path:
+        """The adapter's last complete copy (``last_complete``: nothing is repaired), once its kind and place are
+        checked: regular files inside the run only, safetensors and text only; one line when there is none."""
+        folder = last_complete(self.adapter_dir)
+        if not (folder.exists() or folder.is_symlink()):
+            raise GantuneError(f"{self.path} has no adapter yet (the run did not finish or save)")
+        check_tree(folder, self.path)
+        if not folder.is_dir():
+            raise GantuneError(f"{folder} is not a folder (a file, FIFO or device); gantune reads an adapter folder only")
+        check_data_only(folder)
+        return folder
+
+    def read_adapter(self, load: Callable[[Path], T], discard: Callable[[T], None] = lambda _: None) -> T:
+        """``load`` the run's adapter as any reader may, with or without the run's lock: its last complete copy,
+        checked (``checked_adapter``, and every weight finite), never changed; loaded again when a writer swapped
+        a new copy in meanwhile (what was loaded from the old one goes to ``discard``), so it is one copy's."""
+        for _ in range(3):
+            folder = self.checked_adapter()
+            before = identity(folder)
+            try:
+                check_finite(folder)
+                loaded = load(folder)
+            except Exception:
+                if identity(folder) == before:
+                    raise
+                continue  # a writer swapped the folder while it was read: read the new copy
+            if identity(folder) == before:
+                return loaded
+            discard(loaded)
+        raise GantuneError(f"{self.adapter_dir} changed each time it was read (a job is saving it): try again")
+
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         def fill(folder: Path) -> None:
             save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "state.safetensors")
@@ -126,26 +162,27 @@ class RunFolder(Claims):
             replace_dir_atomic(self.checkpoint_dir, fill)
 
     def has_checkpoint(self) -> bool:
-        recover_dir(self.checkpoint_dir)
-        return (self.checkpoint_dir / "trainer_state.json").exists()
+        """Whether the run holds a checkpoint (its last complete copy); a read only: nothing is repaired or deleted."""
+        return (last_complete(self.checkpoint_dir) / "trainer_state.json").exists()
 
     def load_checkpoint(self, total_steps: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The checkpoint's tensors and trainer state, or None without one.
+        """The checkpoint's tensors and trainer state (its last complete copy), or None without one.
 
         The state's ``step`` is always checked; with ``total_steps`` (a resume) the whole state is: step
         within the run's planned steps, seconds, and the validation history.
         """
-        if not self.has_checkpoint():
+        folder = last_complete(self.checkpoint_dir)
+        if not (folder / "trainer_state.json").exists():
             return None
-        check_tree(self.checkpoint_dir, self.path)
-        path = self.checkpoint_dir / "trainer_state.json"
+        check_tree(folder, self.path)
+        path = folder / "trainer_state.json"
         state = readers.trainer_state(path, read_json_file(path, self.path), total_steps)
-        tensors_path = self.checkpoint_dir / "state.safetensors"
+        tensors_path = folder / "state.safetensors"
         try:
             check_regular(tensors_path, self.path)
             return load_file(tensors_path), state
         except (OSError, ValueError, SafetensorError) as exc:
-            raise GantuneError(f"the checkpoint in {self.checkpoint_dir} is unreadable: {exc}") from exc
+            raise GantuneError(f"the checkpoint in {folder} is unreadable: {exc}") from exc
 
     def write_summary(self, run_summary: RunSummary) -> None:
         with saving("the summary", self.path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import GantuneError
 
 LOCK = "gantune-run.lock"
+_HELD: dict[Path, int] = {}  # run folders this process holds locks on (resolved), and how many
 
 
 class RunInUse(GantuneError):
@@ -31,6 +32,13 @@ class RunLock:
 
     def __init__(self, folder: Path, fd: int):
         self.folder, self._fd = folder, fd
+        self._key = Path(folder).resolve()
+        _HELD[self._key] = _HELD.get(self._key, 0) + 1
+
+    @staticmethod
+    def held_here(folder: Path) -> bool:
+        """Whether this process holds ``folder``'s lock (a job of this process that uses the run)."""
+        return _HELD.get(Path(folder).resolve(), 0) > 0
 
     @classmethod
     def take(cls, folder: Path, doing: str) -> "RunLock":
@@ -63,6 +71,9 @@ class RunLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing the file gives the lock back
             self._fd = -1
+            _HELD[self._key] -= 1
+            if not _HELD[self._key]:
+                del _HELD[self._key]
 
     __del__ = release  # a lock nobody holds any more is given back
 

@@ -93,9 +93,10 @@ def build_config(method: str, preset: str, setup: dict, values: list) -> TrainCo
     fields = {}
     for name, value in zip(FIELDS, values):
         hint = _HINTS[name]
-        if typing.get_origin(hint) is list:
+        if typing.get_origin(hint) is list:  # "256 64 16", "q_proj, v_proj": of the list's own kind
+            item = typing.get_args(hint)[0]
             try:
-                fields[name] = [int(x) for x in str(value or "").replace(",", " ").split()]
+                fields[name] = [item(x) for x in str(value or "").replace(",", " ").split()]
             except ValueError:
                 raise PageError("bad_widths", name_key=field_label(name)) from None
         elif hint in (int, float):
