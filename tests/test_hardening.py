@@ -48,7 +48,8 @@ from test_catalogue import _save_model, assert_one_line, page_refusal, run_cli, 
 from test_run_safety import ROWS, TINY, _config, copy_run, edit_json, snapshot
 from test_ui_app import SETUP_ORDER, WAIT, setup_args, start_args, state_of, warnings_of
 
-import gantune.compare as compare_module
+import gantune.compare.evaluation as compare_evaluation
+import gantune.compare.protocol as compare_module
 import gantune.methods.gan.method as gan_method
 from gantune.errors import GantuneError
 from gantune.methods.gan.implicit import Round
@@ -913,7 +914,7 @@ def test_27_4_a_space_counts_the_gan_adapter_s_virtual_tokens_in_a_step_s_cost(t
 
 def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its_own(capsys, world, tmp_path,
                                                                                      monkeypatch):
-    refused, real = [], compare_module._evaluated
+    refused, real = [], compare_evaluation._evaluated
 
     def evaluated(base, method, *args, **kwargs):
         if method is not None:  # a run's evaluation is under way: another job tries to replace the run
@@ -923,7 +924,7 @@ def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its
             refused.append((out, err.strip().splitlines()[-1]))
         return real(base, method, *args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    monkeypatch.setattr(compare_evaluation, "_evaluated", evaluated)
     code, err = run_cli(capsys, bench_args(world, tmp_path / "report.json"))
     assert code == 0, err[-2000:]
     [(out, line)] = refused
@@ -935,7 +936,7 @@ def test_27_5_overwriting_a_run_a_bench_evaluates_is_refused_and_its_eval_is_its
 # --- 6. Ctrl-C in a bench keeps the finished rows -------------------------------------------------------------
 
 def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, world, tmp_path, monkeypatch):
-    real = compare_module._evaluated
+    real = compare_evaluation._evaluated
 
     def evaluated(base, method, *args, **kwargs):
         result = real(base, method, *args, **kwargs)
@@ -943,7 +944,7 @@ def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, w
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the first method's row is finished
         return result
 
-    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    monkeypatch.setattr(compare_evaluation, "_evaluated", evaluated)
     args = bench_args(world, tmp_path / "report.json")
     args.insert(args.index("adapter-mle") + 1, "lora")
     code, err = run_cli(capsys, args)
@@ -1140,7 +1141,7 @@ def test_27_4_the_page_counts_the_gan_adapter_s_virtual_tokens_in_the_context(wo
 def test_27_5_overwriting_a_run_the_page_s_comparison_evaluates_is_refused(capsys, world, page, monkeypatch):
     reference = copy_run(world, page.engine.settings.runs_dir / "compared-meanwhile")
     refresh(page)
-    refused, real = [], compare_module._evaluated
+    refused, real = [], compare_evaluation._evaluated
 
     def evaluated(base, method, *args, **kwargs):
         if method is not None and method.config.method == "adapter-mle":  # the row the comparison trained
@@ -1149,7 +1150,7 @@ def test_27_5_overwriting_a_run_the_page_s_comparison_evaluates_is_refused(capsy
                                                                              "--overwrite")))))
         return real(base, method, *args, **kwargs)
 
-    monkeypatch.setattr(compare_module, "_evaluated", evaluated)
+    monkeypatch.setattr(compare_evaluation, "_evaluated", evaluated)
     page.client.predict(reference.name, ["adapter-mle"], 1, api_name="/compare")
     status = page.engine.jobs.wait(WAIT)
     assert status.state == "completed", status.error
