@@ -84,7 +84,12 @@ def prepare(config: TrainConfig, base: BaseModel | None = None, fresh: bool = Tr
         resolve_precision(config.precision, device)
     config.precision = precision
     accelerator = make_accelerator(device, precision)
-    start = init_adapter(config) if config.init_from and fresh else None  # checked before a folder is claimed
+    try:
+        start = init_adapter(config) if config.init_from and fresh else None  # checked before a folder is claimed
+    except BaseException:
+        if claimed is not None and accelerator.is_main_process:
+            claimed.release()  # the folder claimed for it stays as it was before
+        raise
     run = _run_folder(config, accelerator, fresh, overwrite, claimed)
     try:
         changed, resolved = {}, {}

@@ -1157,3 +1157,14 @@ def test_27_5_overwriting_a_run_the_page_s_comparison_evaluates_is_refused(capsy
     [(out, line)] = refused
     assert f"{out} is in use by another gantune job (process {os.getpid()}, evaluating the run since " in line
     assert RunFolder(out).read_config()[0].seed == 3 and RunFolder(out).read_eval() is not None
+
+
+def test_27_2_a_folder_claimed_for_a_run_whose_init_from_is_refused_is_given_back(world, tmp_path):
+    from gantune.runs import claim_unused
+
+    source = copy_run(world, tmp_path / "source")
+    _fifo_adapter(source)
+    claimed = claim_unused(tmp_path / "row")  # as a comparison claims a row's folder
+    with pytest.raises(GantuneError, match="is not a regular file"):
+        train(_config(world, claimed.path, init_from=str(source)), base=make_base(), claimed=claimed)
+    assert not claimed.path.exists()

@@ -20,10 +20,10 @@ Where each part lives:
 """
 
 from .claims import MARKER
-from .files import read_json_file, recover_dir, replace_dir_atomic, saving, write_json_atomic, write_text_atomic, write_text_new
+from .files import read_json_file, replace_dir_atomic, saving, write_json_atomic, write_text_atomic, write_text_new
 from .folder import RunFolder, claim_unused, new_run_dir
 from .lock import LOCK
 from .summary import STATUSES, RunSummary
 
 __all__ = ["LOCK", "MARKER", "STATUSES", "RunFolder", "RunSummary", "claim_unused", "new_run_dir", "read_json_file",
-           "recover_dir", "replace_dir_atomic", "saving", "write_json_atomic", "write_text_atomic", "write_text_new"]
+           "replace_dir_atomic", "saving", "write_json_atomic", "write_text_atomic", "write_text_new"]

@@ -1,7 +1,8 @@
 """Files as a run writes and reads them: whole or not at all, and only regular files of the run's own folder.
 
-Files are replaced whole (written beside, then renamed over); folders are swapped in by two renames,
-and a crash between them is undone on the next read (``recover_dir``). A failed write (disk full,
+Files are replaced whole (written beside, then renamed over); folders are swapped in by two renames:
+a reader reads the last complete copy (``last_complete``) and changes nothing, and a crash between
+them is undone by the next writer, who holds the run's lock (``recover_dir``). A failed write (disk full,
 folder deleted or read-only) is one GantuneError line (``saving``); what was saved before stays as
 it was. A file is read only when it is a regular file (never a symbolic link, FIFO or device: reading
 one never blocks) lying inside the folder it belongs to (``read_regular``).

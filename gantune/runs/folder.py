@@ -118,10 +118,6 @@ class RunFolder(Claims):
         with saving("the adapter", self.path):
             replace_dir_atomic(self.adapter_dir, save_pretrained)
 
-    def check_adapter(self) -> None:
-        """Refuse an adapter folder that is a symbolic link, lies outside the run or holds anything but regular files."""
-        check_tree(self.adapter_dir, self.path)
-
     def checked_adapter(self) -> Path:
         """The adapter's last complete copy (``last_complete``: nothing is repaired), once its kind and place are
         checked: regular files inside the run only, safetensors and text only; one line when there is none."""
