@@ -882,8 +882,8 @@ def test_27_4_gan_with_a_prompt_or_prefix_adapter_counts_its_virtual_tokens_in_t
 
 
 def test_27_4_the_memory_estimate_and_a_step_s_cost_count_the_gan_adapter_s_virtual_tokens():
+    from gantune.budget import training_memory
     from gantune.config import preset_config, step_cost
-    from gantune.models import training_memory
 
     sizes = dict(batch_size=2, max_new_tokens=8, max_prompt_tokens=32, n=12, virtual_tokens=64)
     plain, prompt = (preset_config("gan", "improved", adapter=a, **sizes) for a in ("m-tunable", "prompt-tuning"))
