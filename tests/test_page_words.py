@@ -181,3 +181,41 @@ def test_the_objective_by_adapter_table_reads_each_cell_and_its_twin(lang):
     assert mle[1].endswith(number(lang, 0.301, 3)) and mle[2].endswith(number(lang, 0.322, 3))
     assert implicit[2] == "—" and number(lang, 0.0123, 3) in implicit[1] and number(lang, -0.004, 3) in implicit[1]
     assert objective_table(View(rows, None, {}, [], cells[::2]), lang).empty  # one objective: nothing to compare
+
+
+@pytest.mark.parametrize(("lang", "words"), [
+    ("en", "**Who won:** lora answers closer to the references than gan (ROUGE-L +0.030 [+0.010, +0.050]); gan and "
+           "base model cannot be told apart on these 40 test questions."),
+    ("ru", "**Кто лучше:** lora отвечает ближе к эталонным ответам, чем gan (ROUGE-L +0,030 [+0,010; +0,050]); gan и "
+           "базовая модель неразличимы на 40 тестовых вопросах."),
+])
+def test_compare_names_the_winner_in_words_from_the_paired_intervals(lang, words):
+    from ui.tabs.compare import Row, View, verdict_text
+
+    paired = [{"method": "gan", "versus": "lora", "temperature": 0.0, "seeds": [0],
+               "rougeL": {"mean": -0.03, "ci": [-0.05, -0.01]}},
+              {"method": "gan", "versus": "base", "temperature": 0.0, "seeds": [0],
+               "rougeL": {"mean": 0.001, "ci": [-0.02, 0.02]}}]
+    v = View([Row("gan", {}), Row("lora", {})], None, {}, paired, [], 40)
+    assert verdict_text(v, lang) == words
+    assert verdict_text(View([], None), lang) == ""
+
+
+def test_the_quality_table_counts_seeds_and_keeps_one_retention_figure_the_others_in_details():
+    from ui.tabs.compare import QUALITY, Row, View, retention_table, tables
+
+    values = {"rougeL": 0.3, "retention_answered": 0.25, "retention": 0.375, "retention_rougeL": 0.05, "retention_n": 8}
+    v = View([Row("lora", values, seeds=[0, 1, 2], method="lora")], None)
+    quality = tables(v, "en")[0]
+    assert quality.iloc[0, 1] == "3" and [k for k in QUALITY if k.startswith("retention")] == ["retention_answered"]
+    assert list(quality.columns)[-1] == "facts still answered right"
+    details = retention_table(v, "en")
+    assert list(details.columns) == ["run", "facts still answered right", "retention (likelihood)",
+                                     "retention (ROUGE-L)"]
+    assert details.values.tolist() == [["lora", "2 of 8 (25%)", "0.375", "0.050"]]
+    assert retention_table(View([Row("lora", {"rougeL": 0.3})], None), "en").empty
+
+
+def test_answer_lengths_are_grouped_bars_not_overlaid():
+    figure = plots.answer_lengths({"reference answers": [3, 5, 8], "lora": [4, 4, 9]})
+    assert figure.layout.barmode == "group" and all(trace.opacity is None for trace in figure.data)

@@ -586,8 +586,8 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     assert "100%" in compare_status and "step" not in compare_status
     assert picked["value"] == [run_id, lora] and [lora, lora] in picked["choices"]
 
-    notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff = map(
-        value_of, client.predict([run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
+    notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff, winner, \
+        retention = map(value_of, client.predict([run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
     # the objective × adapter table: the GAN run (explicit D on M_tunable) and LoRA (MLE) in their cells
     assert objectives["headers"] == ["objective", "m-tunable", "lora"]
     assert [r[0] for r in objectives["data"]] == ["MLE", "GAN with a D network"]
@@ -596,6 +596,9 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, lora_name]
     assert [r[0] for r in cost["data"]] == [run_id, lora_name] and cost["data"][1][-2] == "1.00×"
     assert "95% interval" in notes and "the data support" in notes
+    assert winner.startswith("**Who won:** ") and "lora" in winner  # in words, from the paired intervals
+    assert quality["data"][1][1] == "1" and retention["headers"][1:] == ["facts still answered right",
+                                                                         "retention (likelihood)", "retention (ROUGE-L)"]
     # the paired differences the README says to read: each row against lora and base, per question
     pairs = {(r[0], r[1], r[2]) for r in paired["data"]}
     assert (run_id, lora_name, "ROUGE-L") in pairs and (lora_name, "base model", "ROUGE-L") in pairs

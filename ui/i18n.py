@@ -109,6 +109,12 @@ def number(lang: str, value: float, digits: int | None = None) -> str:
         return str(value)
 
 
+def signed(lang: str, value: float, digits: int) -> str:
+    """A difference with its sign always written: ``+0.030``, ``−0,030``."""
+    text = number(lang, abs(value), digits)
+    return text if round(value, digits) == 0 else ("+" if value > 0 else "−") + text
+
+
 def plural(lang: str, key: str, n: int) -> str:
     """``n`` with its counted word in the form the language's plural rule picks (``4 пары``, ``5 пар``)."""
     forms = PLURALS.get(lang, PLURALS["en"])[key]
