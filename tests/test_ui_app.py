@@ -619,3 +619,21 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     shown = client.predict([run_id], "rougeL", "mle_loss", api_name="/compare_view")
     assert [t["name"] for t in json.loads(shown[9]["plot"])["data"]] == [run_id]
     assert shown[10]["visible"] is False
+
+
+def test_compare_puts_plan_start_and_status_first_and_the_rows_in_the_objective_by_adapter_grid(app):
+    from ui.tabs.compare import ADAPTERS, BASELINES, OBJECTIVES, chosen_methods, method_grid
+
+    components = app.demo.config["components"]
+    where = {c["props"].get("elem_id"): i for i, c in enumerate(components) if c["props"].get("elem_id")}
+    cells = [(i, c) for i, c in enumerate(components) if "gantune-cell" in (c["props"].get("elem_classes") or [])]
+    assert where["gantune-compare-plan"] < cells[0][0]  # what one acts on and watches comes before the choice
+    status = next(i for i, c in enumerate(components) if c["type"] == "html" and i > where["gantune-compare-plan"])
+    assert status < cells[0][0]
+    grid = method_grid()
+    assert len(cells) == sum(bool(rows) for rows in grid.values()) and len(grid) == len(OBJECTIVES) * len(ADAPTERS)
+    shown = [[choice[1] for choice in c["props"]["choices"]] for _, c in cells]
+    assert sorted(row for cell in shown for row in cell) == sorted(BASELINES)
+    assert grid[("mle", "lora")] == ["lora"] and grid[("implicit", "lora")] == ["gan-lora-implicit"]
+    assert grid[("mle", "full")] == ["full"] and not grid[("explicit", "full")]
+    assert chosen_methods(["gan-lora"], None, ["lora"]) == ["lora", "gan-lora"]  # the API's list, in BASELINES' order

@@ -126,5 +126,5 @@ CSS = """
 .gantune-collapse { border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px; background: #fdecea }
 .gantune-refusal { color: #c0392b; font-weight: 600; margin: 4px 0 }
 #gantune-runs-table th, #gantune-runs-table .header-content { word-break: normal; overflow-wrap: normal; hyphens: none }
-#gantune-methods label { width: 100% }
+#gantune-method-grid .gantune-cell label { margin: 1px 2px }
 """

@@ -19,6 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from gantune.compare import ROWS, baseline_config, verdict
+from gantune.compare.rows import row_cell
 from gantune.errors import GantuneError
 from gantune.runs import RunSummary
 
@@ -50,6 +51,27 @@ SCORES = QUALITY + RETENTION[1:]
 DISTRIBUTION = ["length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc"]
 COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
 OVERLAY = list(plots.COMPARABLE)
+OBJECTIVES = ("mle", "explicit", "implicit")
+ADAPTERS = ("m-tunable", "lora", "prompt-tuning", "prefix-tuning", "full")
+
+
+def method_grid() -> dict[tuple[str, str], list[str]]:
+    """The baselines by their cell, (objective, adapter): full fine-tuning among the MLE rows, in a column of its own."""
+    grid: dict[tuple[str, str], list[str]] = {(o, a): [] for o in OBJECTIVES for a in ADAPTERS}
+    for row in BASELINES:
+        grid[row_cell(row) or ("mle", "full")].append(row)
+    return grid
+
+
+def chosen_methods(*cells: list[str] | None) -> list[str]:
+    """The rows ticked in the grid's cells, in the order of ``BASELINES``."""
+    ticked = {row for cell in cells for row in cell or []}
+    return [row for row in BASELINES if row in ticked]
+
+
+def rows_text(lang: str) -> str:
+    """What each row trains, one line a row (the grid shows only their names)."""
+    return "\n".join(f"- **{row}** — {describe_row(lang, row)}" for row in BASELINES)
 
 
 @dataclass
@@ -382,15 +404,40 @@ class CompareOutputs:
 
 def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     choices_now = [r.run for r in engine.runs.rows()]
+    # what one acts on and watches first: the run, the plan, Start and Stop, the status; then the rows to train
     with gr.Row():
         reference = gr.Dropdown(choices_now, label=t("reference_run"), scale=2)
         seeds = gr.Slider(1, 5, value=1, step=1, label=t("seeds"), scale=1, buttons=[])
-    methods = gr.CheckboxGroup(method_choices("en"), value=["lora"], label=t("methods"), elem_id="gantune-methods")
-    plan = gr.Markdown()
+    plan = gr.Markdown(elem_id="gantune-compare-plan")
     with gr.Row():
         run_button = gr.Button(t("run_compare"), variant="primary")
         stop = gr.Button(t("stop"), variant="stop")
     status = gr.HTML()
+    # the rows as the objective × adapter grid: adapters across, objectives down
+    grid = method_grid()
+    cells: list[gr.CheckboxGroup] = []
+    with gr.Group(elem_id="gantune-method-grid"):
+        gr.Markdown(t("methods"))
+        with gr.Row(equal_height=True):
+            gr.Markdown("", min_width=110, scale=1)
+            for adapter in ADAPTERS:
+                gr.Markdown(t(f"grid_{adapter}"), min_width=150, scale=2)
+        for objective in OBJECTIVES:
+            with gr.Row(equal_height=True):
+                gr.Markdown(t(f"objective_{objective}"), min_width=110, scale=1)
+                for adapter in ADAPTERS:
+                    if not (rows := grid[(objective, adapter)]):
+                        gr.Markdown("—", min_width=150, scale=2)  # keeps the columns in line
+                        continue
+                    cells.append(gr.CheckboxGroup(rows, value=["lora"] if "lora" in rows else [], show_label=False,
+                                                  container=False, min_width=150, scale=2, elem_classes="gantune-cell"))
+    with gr.Accordion(t("rows_explained"), open=False):
+        explained = gr.Markdown(rows_text("en"))
+    # the rows chosen, as the API takes them (the grid writes it)
+    methods = gr.CheckboxGroup(method_choices("en"), value=["lora"], label=t("methods"), elem_id="gantune-methods",
+                               visible=False)
+    for box in cells:
+        box.input(chosen_methods, cells, methods, show_progress="hidden", queue=False)
     seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
     selected = gr.Dropdown(choices_now, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
     notes = gr.Markdown(t("compare_pick"))
@@ -423,9 +470,9 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         lang = language(request)
         return (gr.update(choices=method_choices(lang)),
                 gr.update(choices=[(metric_label(lang, k), k) for k in SCORES + DISTRIBUTION]),
-                gr.update(choices=[(tr(lang, f"q_{k}"), k) for k in OVERLAY]))
+                gr.update(choices=[(tr(lang, f"q_{k}"), k) for k in OVERLAY]), rows_text(lang))
 
-    demo.load(on_page_load, None, [methods, bar_metric, key], show_progress="hidden")
+    demo.load(on_page_load, None, [methods, bar_metric, key, explained], show_progress="hidden")
 
     def on_plan(ref, chosen, n_seeds, request: gr.Request):
         """How long the comparison will take, before it starts (the model is timed when it is loaded already)."""
