@@ -637,3 +637,28 @@ def test_compare_puts_plan_start_and_status_first_and_the_rows_in_the_objective_
     assert grid[("mle", "lora")] == ["lora"] and grid[("implicit", "lora")] == ["gan-lora-implicit"]
     assert grid[("mle", "full")] == ["full"] and not grid[("explicit", "full")]
     assert chosen_methods(["gan-lora"], None, ["lora"]) == ["lora", "gan-lora"]  # the API's list, in BASELINES' order
+
+
+def test_gan_tuning_keeps_the_few_settings_a_student_changes_in_view_and_folds_the_rest_by_what_they_act_on(app):
+    from ui.tabs.tuning import FIELDS, IN_VIEW, settings_groups
+
+    groups = settings_groups()
+    assert groups["main"] == list(IN_VIEW) and list(groups)[1:] == ["generator", "discriminator", "policy", "run"]
+    assert sorted(n for names in groups.values() for n in names) == sorted(FIELDS)  # each setting in one place
+    assert "d_loss" in groups["discriminator"] and "pg_estimator" in groups["policy"]
+    components = {c["id"]: c for c in app.demo.config["components"]}
+
+    def folds(node: dict, inside: tuple = ()) -> dict[str, tuple]:
+        """Each setting's label key → the titles of the accordions it sits in."""
+        me = components.get(node["id"], {})
+        here = inside + ((me["props"].get("label"),) if me.get("type") == "accordion" else ())
+        key = re.search(r'"key": "(field_\w+)"', str(me.get("props", {}).get("label")))  # a label Gradio translates
+        found = {key.group(1): here} if key and me.get("type") != "accordion" else {}
+        for child in node.get("children", []):
+            found.update(folds(child, here))
+        return found
+
+    placed = folds(app.demo.config["layout"])
+    assert all(placed[f"field_{name}"] == () for name in IN_VIEW)
+    assert all(len(placed[f"field_{name}"]) == 1 for group in ("generator", "discriminator", "policy", "run")
+               for name in groups[group])

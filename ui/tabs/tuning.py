@@ -56,6 +56,28 @@ SAMPLE_ROWS = 10  # newest first
 WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
 PRESETS = ("improved", "thesis")
 CHOICE_FIELDS = [name for name in FIELDS if "choices" in CONFIG_FIELDS[name].metadata]
+IN_VIEW = ("epochs", "batch_size", "lr", "sample_every", "val_pairs")  # what a student changes
+# the rest, folded by what they act on (a setting named in none is the run's)
+GROUPS = {
+    "generator": ("adapter", "noise_dim", "adapter_hidden", "adapter_init", "eval_noise", "lora_r", "lora_alpha",
+                  "lora_targets", "virtual_tokens", "warmup_epochs", "rollout", "rollout_temperature",
+                  "samples_per_question"),
+    "discriminator": ("discriminator", "d_loss", "implicit_loss", "implicit_beta", "round_epochs", "d_lr", "d_hidden",
+                      "d_dropout", "d_weight_decay", "d_steps", "label_smoothing"),
+    "policy": ("adv_lr", "reward", "baseline", "normalize_advantage", "kl_coef", "clip", "ppo_epochs", "pg_estimator",
+               "mle_weight", "resample_for_g", "max_grad_norm"),
+    "run": (),
+}
+
+
+def settings_groups() -> dict[str, list[str]]:
+    """The settings in view (``main``) and each folded group's, every field of ``FIELDS`` in one, in its order."""
+    out: dict[str, list[str]] = {"main": [n for n in FIELDS if n in IN_VIEW]}
+    for group, names in GROUPS.items():
+        out[group] = [n for n in FIELDS if n in names]
+    grouped = {n for names in out.values() for n in names}
+    out["run"] += [n for n in FIELDS if n not in grouped]
+    return out
 
 
 @dataclass
@@ -227,12 +249,18 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         preset = gr.Radio(choices("en", "preset", PRESETS), value="improved", label=t("preset"), scale=2)
         start = gr.Button(t("start"), variant="primary", scale=1)
         stop = gr.Button(t("stop"), variant="stop", scale=1)
-    with gr.Accordion(t("settings"), open=False):
-        widgets = []
-        for i in range(0, len(FIELDS), 3):
-            with gr.Row():
-                for name, value in zip(FIELDS[i:i + 3], _preset_values("improved")[i:i + 3]):
-                    widgets.append(_widget(name, value))
+    values = dict(zip(FIELDS, _preset_values("improved")))
+    made: dict[str, gr.components.Component] = {}
+    for group, names in settings_groups().items():
+        with gr.Row() if group == "main" else gr.Accordion(t(f"group_{group}"), open=False):
+            if group == "main":
+                made.update((name, _widget(name, values[name])) for name in names)
+                continue
+            gr.Markdown(t(f"group_{group}_note"))
+            for i in range(0, len(names), 3):
+                with gr.Row():
+                    made.update((name, _widget(name, values[name])) for name in names[i:i + 3])
+    widgets = [made[name] for name in FIELDS]  # in FIELDS' order, as every handler takes them
     refusal = gr.HTML()  # a refused Start's reason, kept above the status until the next Start
     status = gr.HTML(progress_html(engine.jobs.status("train"), "en"), label=t("status"))
     collapse = gr.HTML()
