@@ -101,7 +101,7 @@ def test_a_row_without_words_yet_shows_its_method_preset_and_settings(monkeypatc
     monkeypatch.setitem(ROWS, "gan-new", ("gan", "improved", {"kl_coef": 0.1, "rollout": "batch"}))
     assert describe_row("en", "gan-new") == "gan-new: gan (improved) with kl coef = 0.1, rollout = batch"
     assert describe_row("ru", "gan-new") == ("gan-new: метод GAN (gan) (пресет улучшенный (improved)) с «коэффициент KL» "
-                                             "(--kl-coef) = 0.1, «сэмплирование» (--rollout) = по шагам (batch)")
+                                             "(--kl-coef) = 0,1, «сэмплирование» (--rollout) = по шагам (batch)")
 
 
 def test_every_metric_has_words_in_both_languages():
@@ -219,3 +219,37 @@ def test_the_quality_table_counts_seeds_and_keeps_one_retention_figure_the_other
 def test_answer_lengths_are_grouped_bars_not_overlaid():
     figure = plots.answer_lengths({"reference answers": [3, 5, 8], "lora": [4, 4, 9]})
     assert figure.layout.barmode == "group" and all(trace.opacity is None for trace in figure.data)
+
+
+def test_russian_numbers_have_commas_true_minus_signs_and_spaced_percent_signs(monkeypatch):
+    from ui.i18n import exact, signed
+
+    assert number("ru", -0.016, 3) == "\u22120,016" and number("en", -0.016, 3) == "-0.016"
+    assert signed("ru", -0.0312, 3) == "\u22120,031" and signed("en", 0.03, 3) == "+0.030"
+    assert exact("ru", 0.0005) == "0,0005" and exact("en", 1e-05) == "0.00001" and exact("ru", 3) == "3"
+    monkeypatch.setitem(ROWS, "gan-slow", ("gan", "improved", {"adv_lr": 0.0005}))
+    assert "(--adv-lr) = 0,0005" in describe_row("ru", "gan-slow")
+    # CLDR's Russian percent: a (no-break) space before "%", in the catalogue's words as in formatted numbers
+    assert not [k for k, text in RU.items() if re.search(r"\d%", text)]
+
+
+def test_why_a_scorer_is_unavailable_is_said_in_russian_on_the_russian_page():
+    from gantune.metrics import _load_failure
+    from ui.i18n import reason_text
+
+    hub = ("BLEURT unavailable: 'lucadiliello/BLEURT-20-D12' is a hub id and the hub cannot be reached (offline); "
+           "pass --bleurt PATH to a local checkpoint")
+    assert reason_text("en", hub) == hub  # English: the library's line as it is
+    assert reason_text("ru", hub) == ("«lucadiliello/BLEURT-20-D12» — идентификатор модели на хабе Hugging Face, а хаб "
+                                      "недоступен (нет сети); укажите --bleurt ПУТЬ к локальному чекпойнту")
+    missing = _load_failure("semantic similarity", "./no-such-model", None, "pass a local sentence-transformers model folder")
+    assert reason_text("ru", missing) == ("чекпойнта «./no-such-model» нет; укажите папку локальной модели "
+                                          "sentence-transformers")
+    assert reason_text("ru", "something new") == "something new"  # a reason it does not know: as the library says it
+
+
+def test_setup_offers_no_retention_answer_sets_as_training_data():
+    from ui.tabs.setup import HUB_SUBSETS, TRAINING_SUBSETS
+
+    for subsets in (HUB_SUBSETS, TRAINING_SUBSETS):
+        assert "forget10" in subsets and not {"real_authors_perturbed", "world_facts_perturbed"} & set(subsets)

@@ -662,3 +662,7 @@ def test_gan_tuning_keeps_the_few_settings_a_student_changes_in_view_and_folds_t
     assert all(placed[f"field_{name}"] == () for name in IN_VIEW)
     assert all(len(placed[f"field_{name}"]) == 1 for group in ("generator", "discriminator", "policy", "run")
                for name in groups[group])
+
+
+def test_no_settings_link_to_gradios_english_only_panels(app):
+    assert app.demo.config["footer_links"] == ["api", "gradio"]  # theme, Screen Studio, PWA: Gradio's, untranslated

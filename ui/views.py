@@ -125,6 +125,7 @@ CSS = """
 .gantune-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis }
 .gantune-collapse { border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px; background: #fdecea }
 .gantune-refusal { color: #c0392b; font-weight: 600; margin: 4px 0 }
-#gantune-runs-table th, #gantune-runs-table .header-content { word-break: normal; overflow-wrap: normal; hyphens: none }
+#gantune-runs-table th, #gantune-runs-table .header-content, .gantune-words th, .gantune-words .header-content {
+  word-break: normal; overflow-wrap: normal; hyphens: none }
 #gantune-method-grid .gantune-cell label { margin: 1px 2px }
 """

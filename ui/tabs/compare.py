@@ -30,11 +30,13 @@ from ..estimate import Plan, plan_comparison
 from ..i18n import (
     CONFIG_FIELDS,
     choice_label,
+    exact,
     language,
     metric_label,
     number,
     percent,
     plural,
+    reason_text,
     row_description,
     setting_name,
     signed,
@@ -329,12 +331,18 @@ def unavailable_notes(v: View, lang: str) -> str:
     for key in ("bleurt", "semantic"):
         reason = v.notes.get(key)
         if reason and "unavailable" in str(reason) and any(r.values.get(key) is None for r in evaluated_rows(v)):
-            lines.append(f"{tr(lang, 'metric_unavailable', metric=metric_label(lang, key))} `{reason}`")
+            said = f"`{reason}`" if lang == "en" else reason_text(lang, str(reason))
+            lines.append(f"{tr(lang, 'metric_unavailable', metric=metric_label(lang, key))} {said}")
     return "\n\n".join(lines)
 
 
 def _setting_value(lang: str, name: str, value: Any) -> str:
-    return choice_label(lang, name, value) if "choices" in CONFIG_FIELDS[name].metadata else json.dumps(value)
+    """A setting's value as the page says it: a choice in words, a number in the page's locale, else as JSON."""
+    if "choices" in CONFIG_FIELDS[name].metadata:
+        return choice_label(lang, name, value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return exact(lang, value)
+    return json.dumps(value)
 
 
 def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
@@ -441,17 +449,17 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
     selected = gr.Dropdown(choices_now, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
     notes = gr.Markdown(t("compare_pick"))
-    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    quality = gr.Dataframe(elem_classes="gantune-words", label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
                            column_widths=["21%", "5%", *[f"{74 / len(QUALITY):.1f}%"] * len(QUALITY)])
     with gr.Accordion(t("retention_details"), open=False, visible=False) as details:
         gr.Markdown(t("retention_details_note"))
-        retention = gr.Dataframe(interactive=False, wrap=True, buttons=[], show_label=False)
+        retention = gr.Dataframe(elem_classes="gantune-words", interactive=False, wrap=True, buttons=[], show_label=False)
     unavailable = gr.Markdown()
-    paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, buttons=[],
+    paired = gr.Dataframe(elem_classes="gantune-words", label=t("paired_table"), interactive=False, wrap=True, buttons=[],
                           column_widths=["30%", "25%", "20%", "25%"])
     winner = gr.Markdown(elem_id="gantune-verdict")
-    objectives = gr.Dataframe(label=t("objective_table"), interactive=False, wrap=True, visible=False, buttons=[])
-    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    objectives = gr.Dataframe(elem_classes="gantune-words", label=t("objective_table"), interactive=False, wrap=True, visible=False, buttons=[])
+    distribution = gr.Dataframe(elem_classes="gantune-words", label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
                                 column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
     with gr.Row():
         with gr.Column(scale=1):
@@ -459,7 +467,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
                                   label=t("bar_metric"))
         bars = gr.Plot(scale=3)
     lengths = gr.Plot()
-    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    cost = gr.Dataframe(elem_classes="gantune-words", label=t("cost_table"), interactive=False, wrap=True, visible=False, buttons=[],
                         column_widths=["26%", "10%", "10%", "9%", "11%", "10%", "12%", "12%"])
     key = gr.Radio(choices=[(tr("en", f"q_{k}"), k) for k in OVERLAY], value="mle_loss", label=t("overlay_key"))
     overlay = gr.Plot()

@@ -30,11 +30,13 @@ from ..engine import Engine
 from ..i18n import (
     CONFIG_FIELDS,
     choices,
+    exact,
     field_help,
     field_label,
     language,
     metric_label,
     number,
+    percent,
     plural,
     t,
     title_text,
@@ -191,12 +193,16 @@ def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | Non
     found = watch([s["answer"] for s in latest], [s["reference"] for s in latest], count, config.max_new_tokens)
     if not found:
         return ""
-    lines = [tr(lang, f"collapse_{f.signal}", value=f.value, reference=f.reference, cap=config.max_new_tokens)
-             for f in found]
+    def shown(signal: str, x: float) -> str:  # distinct-2 a number, the others shares
+        return number(lang, x, 2) if signal == "diversity" else percent(lang, x)
+
+    lines = [tr(lang, f"collapse_{f.signal}", value=shown(f.signal, f.value), reference=shown(f.signal, f.reference),
+                cap=config.max_new_tokens) for f in found]
     lr = "adv_lr" if hasattr(config, "adv_lr") and config.method == "gan" else "lr"  # samples come from that phase
-    more = "".join(tr(lang, "collapse_more", field=tr(lang, field_label(name)), value=getattr(config, name))
+    more = "".join(tr(lang, "collapse_more", field=tr(lang, field_label(name)), value=exact(lang, getattr(config, name)))
                    for name in ("kl_coef", "mle_weight") if hasattr(config, name))
-    advice = tr(lang, "collapse_advice", lr=tr(lang, field_label(lr)), lr_value=getattr(config, lr), more=more)
+    advice = tr(lang, "collapse_advice", lr=tr(lang, field_label(lr)), lr_value=exact(lang, getattr(config, lr)),
+                more=more)
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return (f"<div class='gantune-collapse' role='alert'><b>⚠ {html.escape(tr(lang, 'collapse_title'))}</b>"
             f"<ul>{items}</ul>{html.escape(advice)}</div>")
