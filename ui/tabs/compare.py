@@ -55,6 +55,7 @@ COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
 OVERLAY = list(plots.COMPARABLE)
 OBJECTIVES = ("mle", "explicit", "implicit")
 ADAPTERS = ("m-tunable", "lora", "prompt-tuning", "prefix-tuning", "full")
+WIDE = {"m-tunable": 4}  # the grid's column with most rows (the GAN's variants) gets the room to lay them out
 
 
 def method_grid() -> dict[tuple[str, str], list[str]]:
@@ -426,19 +427,23 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     cells: list[gr.CheckboxGroup] = []
     with gr.Group(elem_id="gantune-method-grid"):
         gr.Markdown(t("methods"))
-        with gr.Row(equal_height=True):
-            gr.Markdown("", min_width=110, scale=1)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=110):
+                gr.Markdown("")
             for adapter in ADAPTERS:
-                gr.Markdown(t(f"grid_{adapter}"), min_width=150, scale=2)
+                with gr.Column(scale=WIDE.get(adapter, 2), min_width=150):
+                    gr.Markdown(t(f"grid_{adapter}"))
         for objective in OBJECTIVES:
-            with gr.Row(equal_height=True):
-                gr.Markdown(t(f"objective_{objective}"), min_width=110, scale=1)
+            with gr.Row():
+                with gr.Column(scale=1, min_width=110):
+                    gr.Markdown(t(f"objective_{objective}"))
                 for adapter in ADAPTERS:
-                    if not (rows := grid[(objective, adapter)]):
-                        gr.Markdown("—", min_width=150, scale=2)  # keeps the columns in line
-                        continue
-                    cells.append(gr.CheckboxGroup(rows, value=["lora"] if "lora" in rows else [], show_label=False,
-                                                  container=False, min_width=150, scale=2, elem_classes="gantune-cell"))
+                    with gr.Column(scale=WIDE.get(adapter, 2), min_width=150):
+                        if not (rows := grid[(objective, adapter)]):
+                            gr.Markdown("—")  # keeps the columns in line
+                            continue
+                        cells.append(gr.CheckboxGroup(rows, value=["lora"] if "lora" in rows else [],
+                                                      show_label=False, container=False, elem_classes="gantune-cell"))
     with gr.Accordion(t("rows_explained"), open=False):
         explained = gr.Markdown(rows_text("en"))
     # the rows chosen, as the API takes them (the grid writes it)
