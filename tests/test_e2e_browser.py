@@ -482,16 +482,22 @@ def screenshots_folder(tmp_path: Path) -> Path:
     return (ROOT / shots_env) if shots_env else tmp_path / "screenshots"
 
 
+GROUPS = ("Generator", "Discriminator", "Policy update", "Run and validation")  # the folded settings
+
+
 def start_run(page, epochs: int, **fields: str) -> str:
-    """Set ``epochs`` and other settings (by label) in GAN tuning, press Start; returns the new run's id."""
+    """Set ``epochs`` (in view) and other settings (by label, in their folded groups) in GAN tuning, press Start;
+    returns the new run's id."""
     open_tab(page, "GAN tuning")
-    page.get_by_text("Every setting", exact=True).click()
+    for group in GROUPS if fields else ():
+        page.get_by_text(group, exact=True).click()
     before = status_run(page)
     field(page, "epochs").fill(str(epochs))
     for label, value in fields.items():
         field(page, label.replace("_", " ")).fill(value)
     page.get_by_role("button", name="Start", exact=True).click()
-    page.get_by_text("Every setting", exact=True).click()  # fold the settings away again
+    for group in GROUPS if fields else ():
+        page.get_by_text(group, exact=True).click()  # fold the settings away again
     return wait_until(page, lambda: (run := status_run(page)) != before and run, "the new run in the status")
 
 
@@ -521,7 +527,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         open_tab(page, "GAN tuning")
         page.get_by_text("No job yet. Press Start.").wait_for()
         assert page.get_by_text("No run to show yet").first.is_visible()
-        page.get_by_text("Every setting", exact=True).click()
+        page.get_by_text("Discriminator", exact=True).click()
         d_hidden = field(page, "d hidden")
         if d_hidden.input_value() != "256 64 16":
             problems.append(f"GAN tuning: 'd hidden' shows {d_hidden.input_value()!r}, expected '256 64 16' "
@@ -537,7 +543,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         page.wait_for_timeout(4500)  # two status redraws later, the toast gone: the line is still there
         assert "epochs must be at least 1 (got 0)" in refusal_text(page)
         assert engine.jobs.status().state == "idle"
-        page.get_by_text("Every setting", exact=True).click()
+        page.get_by_text("Discriminator", exact=True).click()
         # a long run with short answers, sampled every step after a one-epoch warm-up (stopped below)
         run_id = start_run(page, 300, max_new_tokens="8", sample_every="1", warmup_epochs="1")
         assert run_id.startswith("gan-"), run_id
@@ -704,7 +710,6 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         screenshot(page, shots, "setup-ru.png")
 
         open_tab(page, TABS_RU[1])
-        page.get_by_text("Все параметры", exact=True).click()
         wait_until(page, lambda: status_state(page) == "completed" and status_run(page) == run_id, "the run's status")
         wait_for_plot(page, "Функции потерь")
         wait_until(page, lambda: sample_rows(page) > 0, "the sampled answers")

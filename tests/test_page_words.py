@@ -101,7 +101,7 @@ def test_a_row_without_words_yet_shows_its_method_preset_and_settings(monkeypatc
     monkeypatch.setitem(ROWS, "gan-new", ("gan", "improved", {"kl_coef": 0.1, "rollout": "batch"}))
     assert describe_row("en", "gan-new") == "gan-new: gan (improved) with kl coef = 0.1, rollout = batch"
     assert describe_row("ru", "gan-new") == ("gan-new: метод GAN (gan) (пресет улучшенный (improved)) с «коэффициент KL» "
-                                             "(--kl-coef) = 0.1, «сэмплирование» (--rollout) = по шагам (batch)")
+                                             "(--kl-coef) = 0,1, «сэмплирование» (--rollout) = по шагам (batch)")
 
 
 def test_every_metric_has_words_in_both_languages():
@@ -181,3 +181,75 @@ def test_the_objective_by_adapter_table_reads_each_cell_and_its_twin(lang):
     assert mle[1].endswith(number(lang, 0.301, 3)) and mle[2].endswith(number(lang, 0.322, 3))
     assert implicit[2] == "—" and number(lang, 0.0123, 3) in implicit[1] and number(lang, -0.004, 3) in implicit[1]
     assert objective_table(View(rows, None, {}, [], cells[::2]), lang).empty  # one objective: nothing to compare
+
+
+@pytest.mark.parametrize(("lang", "words"), [
+    ("en", "**Who won:** lora answers closer to the references than gan (ROUGE-L +0.030 [+0.010, +0.050]); gan and "
+           "base model cannot be told apart on these 40 test questions."),
+    ("ru", "**Кто лучше:** lora отвечает ближе к эталонным ответам, чем gan (ROUGE-L +0,030 [+0,010; +0,050]); gan и "
+           "базовая модель неразличимы на 40 тестовых вопросах."),
+])
+def test_compare_names_the_winner_in_words_from_the_paired_intervals(lang, words):
+    from ui.tabs.compare import Row, View, verdict_text
+
+    paired = [{"method": "gan", "versus": "lora", "temperature": 0.0, "seeds": [0],
+               "rougeL": {"mean": -0.03, "ci": [-0.05, -0.01]}},
+              {"method": "gan", "versus": "base", "temperature": 0.0, "seeds": [0],
+               "rougeL": {"mean": 0.001, "ci": [-0.02, 0.02]}}]
+    v = View([Row("gan", {}), Row("lora", {})], None, {}, paired, [], 40)
+    assert verdict_text(v, lang) == words
+    assert verdict_text(View([], None), lang) == ""
+
+
+def test_the_quality_table_counts_seeds_and_keeps_one_retention_figure_the_others_in_details():
+    from ui.tabs.compare import QUALITY, Row, View, retention_table, tables
+
+    values = {"rougeL": 0.3, "retention_answered": 0.25, "retention": 0.375, "retention_rougeL": 0.05, "retention_n": 8}
+    v = View([Row("lora", values, seeds=[0, 1, 2], method="lora")], None)
+    quality = tables(v, "en")[0]
+    assert quality.iloc[0, 1] == "3" and [k for k in QUALITY if k.startswith("retention")] == ["retention_answered"]
+    assert list(quality.columns)[-1] == "facts still answered right"
+    details = retention_table(v, "en")
+    assert list(details.columns) == ["run", "facts still answered right", "retention (likelihood)",
+                                     "retention (ROUGE-L)"]
+    assert details.values.tolist() == [["lora", "2 of 8 (25%)", "0.375", "0.050"]]
+    assert retention_table(View([Row("lora", {"rougeL": 0.3})], None), "en").empty
+
+
+def test_answer_lengths_are_grouped_bars_not_overlaid():
+    figure = plots.answer_lengths({"reference answers": [3, 5, 8], "lora": [4, 4, 9]})
+    assert figure.layout.barmode == "group" and all(trace.opacity is None for trace in figure.data)
+
+
+def test_russian_numbers_have_commas_true_minus_signs_and_spaced_percent_signs(monkeypatch):
+    from ui.i18n import exact, signed
+
+    assert number("ru", -0.016, 3) == "\u22120,016" and number("en", -0.016, 3) == "-0.016"
+    assert signed("ru", -0.0312, 3) == "\u22120,031" and signed("en", 0.03, 3) == "+0.030"
+    assert exact("ru", 0.0005) == "0,0005" and exact("en", 1e-05) == "0.00001" and exact("ru", 3) == "3"
+    monkeypatch.setitem(ROWS, "gan-slow", ("gan", "improved", {"adv_lr": 0.0005}))
+    assert "(--adv-lr) = 0,0005" in describe_row("ru", "gan-slow")
+    # CLDR's Russian percent: a (no-break) space before "%", in the catalogue's words as in formatted numbers
+    assert not [k for k, text in RU.items() if re.search(r"\d%", text)]
+
+
+def test_why_a_scorer_is_unavailable_is_said_in_russian_on_the_russian_page():
+    from gantune.metrics import _load_failure
+    from ui.i18n import reason_text
+
+    hub = ("BLEURT unavailable: 'lucadiliello/BLEURT-20-D12' is a hub id and the hub cannot be reached (offline); "
+           "pass --bleurt PATH to a local checkpoint")
+    assert reason_text("en", hub) == hub  # English: the library's line as it is
+    assert reason_text("ru", hub) == ("«lucadiliello/BLEURT-20-D12» — идентификатор модели на хабе Hugging Face, а хаб "
+                                      "недоступен (нет сети); укажите --bleurt ПУТЬ к локальному чекпойнту")
+    missing = _load_failure("semantic similarity", "./no-such-model", None, "pass a local sentence-transformers model folder")
+    assert reason_text("ru", missing) == ("чекпойнта «./no-such-model» нет; укажите папку локальной модели "
+                                          "sentence-transformers")
+    assert reason_text("ru", "something new") == "something new"  # a reason it does not know: as the library says it
+
+
+def test_setup_offers_no_retention_answer_sets_as_training_data():
+    from ui.tabs.setup import HUB_SUBSETS, TRAINING_SUBSETS
+
+    for subsets in (HUB_SUBSETS, TRAINING_SUBSETS):
+        assert "forget10" in subsets and not {"real_authors_perturbed", "world_facts_perturbed"} & set(subsets)

@@ -586,8 +586,8 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     assert "100%" in compare_status and "step" not in compare_status
     assert picked["value"] == [run_id, lora] and [lora, lora] in picked["choices"]
 
-    notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff = map(
-        value_of, client.predict([run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
+    notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff, winner, \
+        retention = map(value_of, client.predict([run_id, lora], "rougeL", "mle_loss", api_name="/compare_view"))
     # the objective × adapter table: the GAN run (explicit D on M_tunable) and LoRA (MLE) in their cells
     assert objectives["headers"] == ["objective", "m-tunable", "lora"]
     assert [r[0] for r in objectives["data"]] == ["MLE", "GAN with a D network"]
@@ -596,6 +596,9 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     assert [r[0] for r in distribution["data"]] == ["reference answers", "base model", run_id, lora_name]
     assert [r[0] for r in cost["data"]] == [run_id, lora_name] and cost["data"][1][-2] == "1.00×"
     assert "95% interval" in notes and "the data support" in notes
+    assert winner.startswith("**Who won:** ") and "lora" in winner  # in words, from the paired intervals
+    assert quality["data"][1][1] == "1" and retention["headers"][1:] == ["facts still answered right",
+                                                                         "retention (likelihood)", "retention (ROUGE-L)"]
     # the paired differences the README says to read: each row against lora and base, per question
     pairs = {(r[0], r[1], r[2]) for r in paired["data"]}
     assert (run_id, lora_name, "ROUGE-L") in pairs and (lora_name, "base model", "ROUGE-L") in pairs
@@ -616,3 +619,50 @@ def test_compare_shows_its_own_job_and_its_runs_at_once_base_first(app, client):
     shown = client.predict([run_id], "rougeL", "mle_loss", api_name="/compare_view")
     assert [t["name"] for t in json.loads(shown[9]["plot"])["data"]] == [run_id]
     assert shown[10]["visible"] is False
+
+
+def test_compare_puts_plan_start_and_status_first_and_the_rows_in_the_objective_by_adapter_grid(app):
+    from ui.tabs.compare import ADAPTERS, BASELINES, OBJECTIVES, chosen_methods, method_grid
+
+    components = app.demo.config["components"]
+    where = {c["props"].get("elem_id"): i for i, c in enumerate(components) if c["props"].get("elem_id")}
+    cells = [(i, c) for i, c in enumerate(components) if "gantune-cell" in (c["props"].get("elem_classes") or [])]
+    assert where["gantune-compare-plan"] < cells[0][0]  # what one acts on and watches comes before the choice
+    status = next(i for i, c in enumerate(components) if c["type"] == "html" and i > where["gantune-compare-plan"])
+    assert status < cells[0][0]
+    grid = method_grid()
+    assert len(cells) == sum(bool(rows) for rows in grid.values()) and len(grid) == len(OBJECTIVES) * len(ADAPTERS)
+    shown = [[choice[1] for choice in c["props"]["choices"]] for _, c in cells]
+    assert sorted(row for cell in shown for row in cell) == sorted(BASELINES)
+    assert grid[("mle", "lora")] == ["lora"] and grid[("implicit", "lora")] == ["gan-lora-implicit"]
+    assert grid[("mle", "full")] == ["full"] and not grid[("explicit", "full")]
+    assert chosen_methods(["gan-lora"], None, ["lora"]) == ["lora", "gan-lora"]  # the API's list, in BASELINES' order
+
+
+def test_gan_tuning_keeps_the_few_settings_a_student_changes_in_view_and_folds_the_rest_by_what_they_act_on(app):
+    from ui.tabs.tuning import FIELDS, IN_VIEW, settings_groups
+
+    groups = settings_groups()
+    assert groups["main"] == list(IN_VIEW) and list(groups)[1:] == ["generator", "discriminator", "policy", "run"]
+    assert sorted(n for names in groups.values() for n in names) == sorted(FIELDS)  # each setting in one place
+    assert "d_loss" in groups["discriminator"] and "pg_estimator" in groups["policy"]
+    components = {c["id"]: c for c in app.demo.config["components"]}
+
+    def folds(node: dict, inside: tuple = ()) -> dict[str, tuple]:
+        """Each setting's label key → the titles of the accordions it sits in."""
+        me = components.get(node["id"], {})
+        here = inside + ((me["props"].get("label"),) if me.get("type") == "accordion" else ())
+        key = re.search(r'"key": "(field_\w+)"', str(me.get("props", {}).get("label")))  # a label Gradio translates
+        found = {key.group(1): here} if key and me.get("type") != "accordion" else {}
+        for child in node.get("children", []):
+            found.update(folds(child, here))
+        return found
+
+    placed = folds(app.demo.config["layout"])
+    assert all(placed[f"field_{name}"] == () for name in IN_VIEW)
+    assert all(len(placed[f"field_{name}"]) == 1 for group in ("generator", "discriminator", "policy", "run")
+               for name in groups[group])
+
+
+def test_no_settings_link_to_gradios_english_only_panels(app):
+    assert app.demo.config["footer_links"] == ["api", "gradio"]  # theme, Screen Studio, PWA: Gradio's, untranslated

@@ -232,7 +232,7 @@ def test_the_time_left_moves_when_the_rate_really_changes_and_reads_each_phase_a
         finish(jobs)
 
 
-def test_a_plan_of_unequal_stages_is_estimated_up_front_and_each_kind_rescaled_by_its_finished_stages(monkeypatch):
+def test_a_plan_of_unequal_stages_is_estimated_up_front_and_each_kind_corrected_by_what_was_measured(monkeypatch):
     clock = FakeClock(monkeypatch)
     jobs = JobManager()
     release = _held_job(jobs, "compare")
@@ -242,16 +242,47 @@ def test_a_plan_of_unequal_stages_is_estimated_up_front_and_each_kind_rescaled_b
         first = jobs.status()
         assert first.total == 5 and first.eta_seconds(now=clock.now) == pytest.approx(350.0)
         assert "about 5 min 50 s left (estimated before it began)" in progress_html(first, "en", now=clock.now)
-        clock.now += 100.0  # the first evaluation took twice its estimate: the others will too, and a kind
-        jobs._report(step=1)  # not timed yet (training) is scaled like all the finished stages: this machine is slower
-        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(200 + 100 + 200 + 100)
-        clock.now += 100.0  # the training took its estimate: training keeps its own scale from now on
+        # the first evaluation runs past its estimate: the time left rises a little each second, not at its end
+        overrun = [first.eta_seconds(now=clock.now + t) for t in range(0, 101, 10)]
+        assert all(b - a <= 20.0 for a, b in zip(overrun, overrun[1:])) and overrun[-1] > 300
+        clock.now += 100.0  # it took twice its estimate: evaluations are read at (100 + 25) / (50 + 25)
+        jobs._report(step=1)
+        after = jobs.status().eta_seconds(now=clock.now)
+        assert after == pytest.approx(100 + 50 * 5 / 3 + 100 + 50 * 5 / 3)
+        assert after == pytest.approx(overrun[-1], abs=1.0)  # no jump when it ends
+        clock.now += 100.0  # the training took its estimate
         jobs._report(step=2)
-        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(100 + 100 + 100)
+        assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(2 * 50 * 5 / 3 + 100)
         jobs._report(fraction=0.5)  # halfway through the evaluation under way
         assert jobs.status().done_share() == pytest.approx((150 + 25) / 350)
         shown = progress_html(jobs.status(), "en", now=clock.now)
         assert "step" not in shown.split("</div></div>")[-1]  # one counter a line: the share, not a stage count
+    finally:
+        release.set()
+        finish(jobs)
+
+
+def test_a_resumed_runs_time_left_counts_from_the_steps_since_the_resume_and_the_last_step_says_what_it_does(
+        monkeypatch):
+    """Resumed at step 12 of 30: its first report jumps to 13 and counts as one step; steady 5 s steps never raise
+    the time left; past the estimate at the last step, the status says it validates and saves."""
+    clock = FakeClock(monkeypatch)
+    jobs = JobManager()
+    release = _held_job(jobs)
+    try:
+        jobs._report(steps_begin=True)
+        shown = []
+        for step in range(13, 31):
+            status = jobs.status()
+            shown += [status.eta_seconds(now=clock.now + t) for t in (0.0, 2.5)]
+            clock.now += 5.0
+            jobs._report(step=step, total=30, phase="adversarial")
+            if step == 14:
+                assert jobs.status().eta_seconds(now=clock.now) == pytest.approx(16 * 5.0)
+        assert _never_rises(shown), shown
+        last = replace(jobs.status(), step=29, finish_at=clock.now)
+        assert "last step: validating and saving the adapter" in progress_html(last, "en", now=clock.now + 30)
+        assert "taking longer" not in progress_html(jobs.status(), "en", now=clock.now + 30)
     finally:
         release.set()
         finish(jobs)

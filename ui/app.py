@@ -125,6 +125,9 @@ def launch(engine: Engine, **kwargs) -> tuple[gr.Blocks, str | None, str | None]
     demo.queue(default_concurrency_limit=4)
     max_file_size = int(engine.settings.max_upload_mb * 2**20)  # bytes: Gradio refuses bigger uploads as they come
     # no allowed_paths: no file of the runs folder is served (config.json names server paths); the adapter .zip
-    # is made in a temporary folder, which Gradio copies to its cache when a download offers it
-    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, max_file_size=max_file_size, **kwargs)
+    # is made in a temporary folder, which Gradio copies to its cache when a download offers it. No Settings link:
+    # its theme, language, Screen Studio and PWA panels are Gradio's, in English, and the page's language is the
+    # browser's (Accept-Language), not a choice there
+    _, local_url, share_url = demo.launch(i18n=I18N, css=CSS, max_file_size=max_file_size, footer_links=["api", "gradio"],
+                                          **kwargs)
     return demo, local_url, share_url

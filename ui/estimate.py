@@ -4,8 +4,8 @@ Every number comes from something measured: a training stage from the reference 
 times (its MLE steps for the MLE-trained methods, all its steps for the GAN's rows; an earlier run
 alike when the runs folder has one), an evaluation from a short timed greedy decode of the loaded
 model (its prompt pass and its per-token step at the evaluation's batch size) times the questions
-and tokens it answers. The stages come in the order the comparison runs them; while it runs, the job
-manager scales each kind of stage by how long the finished ones of that kind really took.
+and tokens it answers. The stages come in the order the comparison runs them; while it runs, ``plan_left``
+corrects each kind of stage by what the job measured so far (``PLAN_WEIGHT``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Any
+from typing import Any, Sequence
 
 from gantune.compare import ROWS, baseline_config
 from gantune.evaluate import EvalSettings, load_retention_sets
@@ -22,6 +22,7 @@ from gantune.inference import MAX_DECODE_ROWS, answers, decode_rows
 from gantune.models import BaseModel
 from gantune.runs import RunFolder
 
+PLAN_WEIGHT = 0.5  # the plan's own word on a kind's pace weighs as much as this share of one stage measured
 RETENTION_LIKELIHOOD_ROWS = 5  # the true answer and (up to) four perturbed ones, each a teacher-forced pass
 _DECODING: dict[tuple, tuple[float, float]] = {}  # (model, batch) -> (prompt pass s, token step s), measured once
 
@@ -135,3 +136,37 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
         for row in methods:
             stages += [Stage("train", row, training(row)), Stage("evaluate", row, evaluate_test + extra)]
     return Plan(stages, basis, questions=n_test, retention=retention, models=2 + len(methods))
+
+
+def plan_left(plan: Sequence[tuple[str, float]], took: Sequence[float | None], elapsed: float,
+              fraction: float = 0.0) -> float:
+    """Seconds left of a ``plan`` of stages ((kind, estimated seconds) each), corrected by what the job measured.
+
+    ``took``: seconds each finished stage took (None: skipped, no measure); ``elapsed`` and ``fraction``: the
+    stage under way's seconds so far and its share done (0: unknown). Each kind's pace is (seconds measured + w)
+    / (their estimate + w), w a ``PLAN_WEIGHT`` share of the kind's mean stage estimate: the plan's word, soon
+    outweighed. The stage under way is measured once it says its share done or runs past what its kind's pace
+    expects; then the time left rises a little each second while it overruns, instead of jumping when it ends.
+    """
+    step = len(took)
+    measured: dict[str, list[float]] = {}  # kind -> [seconds, estimated seconds of the same work]
+    for (kind, estimate), seconds in zip(plan, took):
+        if seconds is not None:
+            m = measured.setdefault(kind, [0.0, 0.0])
+            m[0], m[1] = m[0] + seconds, m[1] + estimate
+
+    def pace(kind: str) -> float:
+        seconds, estimated = measured.get(kind, (0.0, 0.0))
+        weight = PLAN_WEIGHT * mean(e for k, e in plan if k == kind)
+        return (seconds + weight) / (estimated + weight) if estimated > 0 else 1.0
+
+    if step >= len(plan):
+        return 0.0
+    kind, estimate = plan[step]
+    done = fraction * estimate if fraction > 0 else estimate if elapsed > estimate * pace(kind) else 0.0
+    if done > 0:
+        m = measured.setdefault(kind, [0.0, 0.0])
+        m[0], m[1] = m[0] + elapsed, m[1] + done
+    whole = estimate * pace(kind)
+    current = whole * (1 - fraction) if fraction > 0 else max(whole - elapsed, 0.0)
+    return current + sum(e * pace(k) for k, e in plan[step + 1:])

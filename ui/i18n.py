@@ -95,6 +95,35 @@ def tr(lang: str, key: str, **values) -> str:
     return text.format(**values) if values else text
 
 
+MINUS = "\u2212"  # a formatted number's minus sign on a page in another language than English (CLDR's typography)
+# the library's one-line reasons a scorer is unavailable (gantune.metrics), each said anew by a catalogue key
+REASONS = (
+    (r"(?:BLEURT|semantic similarity) unavailable: '(?P<name>[^']+)' is a hub id and the hub cannot be reached "
+     r"\(offline\); (?P<hint>.+)", "reason_hub_unreachable"),
+    (r"(?:BLEURT|semantic similarity) unavailable: no checkpoint at '(?P<name>[^']+)' and the hub is offline "
+     r"\(HF_HUB_OFFLINE=1\); (?P<hint>.+)", "reason_offline"),
+    (r"(?:BLEURT|semantic similarity) unavailable: no checkpoint at '(?P<name>[^']+)'; (?P<hint>.+)",
+     "reason_no_checkpoint"),
+    (r"(?:BLEURT|semantic similarity) unavailable: could not load '(?P<name>[^']+)'(?: from the hub)?: (?P<error>.+); "
+     r"(?P<hint>[^;]+)", "reason_load_failed"),
+    (r"semantic similarity unavailable: (?P<package>\S+) is not installed \(pip install \S+\); or (?P<hint>.+)",
+     "reason_not_installed"),
+)
+HINTS = {"pass --bleurt PATH to a local checkpoint": "hint_bleurt",
+         "pass a local sentence-transformers model folder": "hint_semantic"}
+
+
+def reason_text(lang: str, reason: str) -> str:
+    """Why a scorer is unavailable: in English the library's line as it is, in another language its words (the
+    line as it is when it matches no known reason)."""
+    for pattern, key in REASONS if lang != "en" else ():
+        if match := re.fullmatch(pattern, reason):
+            values = match.groupdict()
+            values["hint"] = tr(lang, HINTS[values["hint"]]) if values["hint"] in HINTS else values["hint"]
+            return tr(lang, key, **values)
+    return reason
+
+
 def number(lang: str, value: float, digits: int | None = None) -> str:
     """``value`` in the page's locale (Babel, CLDR): ``2,714.5`` in English, ``2 714,5`` in Russian.
 
@@ -104,9 +133,21 @@ def number(lang: str, value: float, digits: int | None = None) -> str:
         digits = 0
     pattern = "#,##0" + ("." + "0" * digits if digits else "" if digits == 0 else ".###")
     try:
-        return format_decimal(value, format=pattern, locale=lang)
+        text = format_decimal(value, format=pattern, locale=lang)
     except decimal.InvalidOperation:  # past Decimal's 28 digits with decimals: written as Python writes it
-        return str(value)
+        text = str(value)
+    return text if lang == "en" else text.replace("-", MINUS)
+
+
+def signed(lang: str, value: float, digits: int) -> str:
+    """A difference with its sign always written: ``+0.030``, ``−0,030``."""
+    text = number(lang, abs(value), digits)
+    return text if round(value, digits) == 0 else ("+" if value > 0 else "−") + text
+
+
+def exact(lang: str, value: float) -> str:
+    """A setting's number with every decimal it has, in the page's locale: ``0.0005``, ``0,0005``, ``3``."""
+    return number(lang, value, max(0, -decimal.Decimal(repr(value)).normalize().as_tuple().exponent))
 
 
 def plural(lang: str, key: str, n: int) -> str:

@@ -9,8 +9,9 @@ leaves the run folder as it was.
 The time left counts down to an estimated end that moves only when the finished steps say it is
 off by more than their own spread (``REVISE_SHARE`` of the time left): steps that come at a steady
 rate never make it rise. Equal steps (training) are timed by the mean of the current phase's
-steps (the GAN's MLE warm-up and its adversarial steps differ); unequal ones (a comparison's
-stages, ``plan``) by their estimates, each kind scaled by how long its finished stages took.
+steps (the GAN's MLE warm-up and its adversarial steps differ); a resumed run's first report, which
+jumps to its step, counts as one step. Unequal ones (a comparison's stages, ``plan``) are read
+afresh each time by ``estimate.plan_left``: their estimates corrected by what the job measured so far.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any, Callable
 import torch
 
 from gantune.errors import OUT_OF_MEMORY, GantuneError, first_line
+
+from .estimate import plan_left
 
 # A job body gets (report, should_stop): report(step, total, run, message) updates the status.
 Report = Callable[..., None]
@@ -71,6 +74,7 @@ class JobStatus:
     pace_hint: float | None = None  # seconds per step of an earlier run like this one: the first estimate
     finish_at: float | None = None  # the estimated end (wall clock), moved only when the finished steps say so
     plan: tuple[tuple[str, float], ...] = ()  # unequal steps (a comparison's stages): (kind, estimated seconds) each
+    took: tuple[float | None, ...] = ()  # seconds each finished stage of the plan took (None: skipped)
     fraction: float = 0.0  # share of the step under way that is done (a comparison stage's own training steps)
     result: Any = field(default=None, compare=False)
 
@@ -87,7 +91,9 @@ class JobStatus:
         if self.state not in ("starting", "running") or self.step_began is None:
             return None
         now = time.time() if now is None else now
-        if self.finish_at is not None:
+        if self.plan:
+            left = plan_left(self.plan, self.took, now - self.step_began, self.fraction)
+        elif self.finish_at is not None:
             left = self.finish_at - now
         elif self.pace_hint is not None and (self.total or total):
             left = (self.total or total or 0) * self.pace_hint - (now - self.step_began)
@@ -98,6 +104,8 @@ class JobStatus:
     def overdue(self, now: float | None = None) -> bool:
         """Whether the job runs past its estimated end (the estimate moves when the step under way ends)."""
         now = time.time() if now is None else now
+        if self.plan and self.step_began is not None:
+            return self.state in ("starting", "running") and self.eta_seconds(now) is None
         return self.state in ("starting", "running") and self.finish_at is not None and now >= self.finish_at
 
     def done_share(self) -> float:
@@ -194,12 +202,15 @@ class JobManager:
             if steps_begin:
                 changes["step_began"] = now
                 self._times, self._period, self._slack = [], period or 0, 0.0
-                if plan:  # the plan's own estimate is the first
-                    changes["finish_at"] = now + sum(seconds for _, seconds in plan)
+                changes["took"] = ()
             if step is not None and step != s.step:
                 if step > s.step and s.step_began is not None:  # steps finished: their time, by phase (or stage kind)
-                    kinds = [s.plan[i][0] for i in range(s.step, step) if i < len(s.plan)] if s.plan else []
-                    self._times.append((kinds[0] if kinds else phase or "", now - s.step_began, step - s.step, s.step))
+                    took = now - s.step_began
+                    if s.plan:
+                        changes["took"] = (*changes.get("took", s.took), took, *[None] * (step - s.step - 1))
+                    # a training job reports every step: a first report past step 1 is a resumed run's first step
+                    count, first = (1, step - 1) if not s.plan and not self._times else (step - s.step, s.step)
+                    self._times.append((phase or "", took, count, first))
                     changes["pace"] = sum(t[1] for t in self._times) / sum(t[2] for t in self._times)
                 changes.update(step=step, step_began=now, fraction=0.0)
                 moved = replace(s, **changes)
@@ -214,24 +225,15 @@ class JobManager:
             self._set(replace(s, state=state, **changes))
 
     def _time_left(self, status: JobStatus) -> tuple[float, float] | None:
-        """(seconds left, how far off that may be by chance) from the finished steps' times; None before any finished.
+        """(seconds left, how far off that may be by chance) from the finished steps' times; None before any finished
+        and for a plan (read afresh by ``eta_seconds``).
 
-        Equal steps: each step still to come at the mean of the current phase's finished steps at its place
-        in an epoch (else of all of them); by chance: a step's length, or the spread of the steps to come at
-        the finished ones' standard deviation. A plan: each stage's estimate scaled like its kind's finished ones.
+        Each step still to come at the mean of the current phase's finished steps at its place in an epoch (else
+        of all of them); by chance: a step's length, or the spread of the steps to come at the finished ones'
+        standard deviation.
         """
-        if not self._times or not status.total:
+        if not self._times or not status.total or status.plan:
             return None
-        if status.plan:
-            done = status.plan[:status.step]
-            scale = {}
-            for kind in {k for k, _ in status.plan}:
-                estimated = sum(sec for k, sec in done if k == kind)
-                took = sum(t for k, t, _, _ in self._times if k == kind)
-                scale[kind] = took / estimated if estimated > 0 and took > 0 else None
-            overall = sum(t[1] for t in self._times) / (sum(sec for _, sec in done) or 1.0)
-            rest = [sec * (scale[k] or overall) for k, sec in status.plan[status.step:]]
-            return sum(rest), (rest[0] if rest else 0.0)
         phase = self._times[-1][0]
         mine = [(t / k, first) for p, t, k, first in self._times if p == phase]
         pace = sum(t for t, _ in mine) / len(mine)

@@ -221,15 +221,15 @@ def token_lengths(question_lengths: list[int], answer_lengths: list[int], lang: 
 
 
 def answer_lengths(lengths: dict[str, list[int]], lang: str = "en") -> go.Figure:
-    """Answer lengths of the references and of each run, overlaid on one set of bins."""
+    """Answer lengths of the references and of each run: grouped bars side by side on one set of bins."""
     lengths = {name: values for name, values in lengths.items() if values}
     if not lengths:
         return hint(tr(lang, "plot_empty_compare"))
     bins = shared_bins(*lengths.values())
     fig = go.Figure()
     for name, values in lengths.items():
-        fig.add_trace(go.Histogram(x=values, name=name, opacity=0.55, xbins=bins))
-    fig.update_layout(title=tr(lang, "plot_answer_lengths"), barmode="overlay", xaxis_title=tr(lang, "axis_tokens"),
+        fig.add_trace(go.Histogram(x=values, name=name, xbins=bins))
+    fig.update_layout(title=tr(lang, "plot_answer_lengths"), barmode="group", xaxis_title=tr(lang, "axis_tokens"),
                       yaxis_title=tr(lang, "axis_count"), height=340, margin=_MARGIN, legend=_LEGEND, showlegend=True)
     return fig
 

@@ -63,8 +63,8 @@ def time_left(status: JobStatus, lang: str, planned: int | None = None, now: flo
         first = status.pace is None
         key = "eta" if not first else "eta_plan" if status.plan else "eta_first"
         return tr(lang, key, time=duration(lang, eta))
-    if status.overdue(now):
-        return tr(lang, "eta_revised")
+    if status.overdue(now):  # past the estimate in the last step: its validation and the saving, not a stall
+        return tr(lang, "eta_last_step" if not status.plan and total and status.step >= total - 1 else "eta_revised")
     if status.state == "running" and status.step_began is not None and status.step == 0 and total:
         return tr(lang, "first_step_only", elapsed=duration(lang, now - status.step_began))
     return ""
@@ -125,6 +125,7 @@ CSS = """
 .gantune-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis }
 .gantune-collapse { border: 2px solid #c0392b; border-radius: 6px; padding: 8px 12px; background: #fdecea }
 .gantune-refusal { color: #c0392b; font-weight: 600; margin: 4px 0 }
-#gantune-runs-table th, #gantune-runs-table .header-content { word-break: normal; overflow-wrap: normal; hyphens: none }
-#gantune-methods label { width: 100% }
+#gantune-runs-table th, #gantune-runs-table .header-content, .gantune-words th, .gantune-words .header-content {
+  word-break: normal; overflow-wrap: normal; hyphens: none }
+#gantune-method-grid .gantune-cell label { margin: 1px 2px }
 """

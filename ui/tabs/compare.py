@@ -18,7 +18,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from gantune.compare import ROWS, baseline_config
+from gantune.compare import ROWS, baseline_config, verdict
+from gantune.compare.rows import row_cell
 from gantune.errors import GantuneError
 from gantune.runs import RunSummary
 
@@ -29,13 +30,16 @@ from ..estimate import Plan, plan_comparison
 from ..i18n import (
     CONFIG_FIELDS,
     choice_label,
+    exact,
     language,
     metric_label,
     number,
     percent,
     plural,
+    reason_text,
     row_description,
     setting_name,
+    signed,
     t,
     tr,
 )
@@ -43,11 +47,34 @@ from ..views import duration, error_text, progress_html, warn
 
 # every comparison row but the GAN itself (gantune.compare.ROWS): the other methods, then the GAN's variants
 BASELINES = sorted((row for row in ROWS if row != "gan"), key=lambda row: ROWS[row][0] == "gan")
-QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention_answered", "retention",
-           "retention_rougeL"]
+QUALITY = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleurt", "semantic", "retention_answered"]
+RETENTION = ["retention_answered", "retention", "retention_rougeL"]  # the headline first; all three in the details
+SCORES = QUALITY + RETENTION[1:]
 DISTRIBUTION = ["length_mean", "length_w1", "truncated", "distinct1", "distinct2", "real_vs_generated_auc"]
 COST = ["train_seconds", "peak_memory_mb", "trainable_params", "tokens_per_s"]
 OVERLAY = list(plots.COMPARABLE)
+OBJECTIVES = ("mle", "explicit", "implicit")
+ADAPTERS = ("m-tunable", "lora", "prompt-tuning", "prefix-tuning", "full")
+WIDE = {"m-tunable": 4}  # the grid's column with most rows (the GAN's variants) gets the room to lay them out
+
+
+def method_grid() -> dict[tuple[str, str], list[str]]:
+    """The baselines by their cell, (objective, adapter): full fine-tuning among the MLE rows, in a column of its own."""
+    grid: dict[tuple[str, str], list[str]] = {(o, a): [] for o in OBJECTIVES for a in ADAPTERS}
+    for row in BASELINES:
+        grid[row_cell(row) or ("mle", "full")].append(row)
+    return grid
+
+
+def chosen_methods(*cells: list[str] | None) -> list[str]:
+    """The rows ticked in the grid's cells, in the order of ``BASELINES``."""
+    ticked = {row for cell in cells for row in cell or []}
+    return [row for row in BASELINES if row in ticked]
+
+
+def rows_text(lang: str) -> str:
+    """What each row trains, one line a row (the grid shows only their names)."""
+    return "\n".join(f"- **{row}** — {describe_row(lang, row)}" for row in BASELINES)
 
 
 @dataclass
@@ -71,6 +98,7 @@ class View:
     notes: dict[str, Any] = field(default_factory=dict)  # the comparison's notes (why a metric is unavailable …)
     paired: list[dict[str, Any]] = field(default_factory=list)  # its paired differences
     objectives: list[dict[str, Any]] = field(default_factory=list)  # its objective × adapter cells
+    n_test: int = 0  # test questions a seed (of the comparison shown)
 
 
 def _selected_names(run_ids) -> list[str]:
@@ -85,7 +113,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
     """The rows for the selected runs: comparisons' rows for runs that took part in one, else each run's own."""
     selected = [r for r in _selected_names(run_ids) if _exists(engine, r)]
     rows: list[Row] = []
-    reference, base, covered, notes, paired, objectives = None, None, set(), {}, [], []
+    reference, base, covered, notes, paired, objectives, n_test = None, None, set(), {}, [], [], 0
     for report in engine.runs.comparisons():  # newest first: a run's latest comparison speaks for it
         mine = [row for row in report["rows"] if row.get("temperature", 0) == 0]
         hit = [row for row in mine if set(_row_runs(row)) & (set(selected) - covered)]
@@ -102,6 +130,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         names = {row["method"] for row in hit} | {"base"}
         paired += [p for p in report.get("paired") or [] if p.get("method") in names and p.get("temperature", 0) == 0]
         objectives += [c for c in report.get("objectives") or [] if c.get("row") in names]
+        n_test = n_test or int(report.get("n_test") or 0)
         if reference is None and report.get("reference"):
             recorded = _run_lengths(engine, _row_runs(hit[0]), "reference_length")
             reference = _report_row(engine, report["reference"], recorded or lengths.get("reference"))
@@ -111,7 +140,7 @@ def view(engine: Engine, run_ids: list[str]) -> View:
         run = engine.runs.folder(run_id)
         ev, summary = eval_or_none(run), summary_or_none(run) or RunSummary()
         config, _ = run.read_config()
-        values = {**{k: (ev or {}).get(k) for k in QUALITY + DISTRIBUTION}, "train_seconds": summary.seconds,
+        values = {**{k: (ev or {}).get(k) for k in SCORES + DISTRIBUTION}, "train_seconds": summary.seconds,
                   **{k: getattr(summary, k) for k in COST[1:]}}
         per_question = (ev or {}).get("per_question") or {}
         rows.append(Row(run_id, values, seeds=[config.seed], method=config.method,
@@ -123,11 +152,11 @@ def view(engine: Engine, run_ids: list[str]) -> View:
                             lengths=list(per_question.get("reference_length") or []))
         legacy = json_or_none(run.path / "base_eval.json")  # comparisons made before the seeds existed
         if base is None and legacy:
-            base = Row("base", {k: legacy.get(k) for k in QUALITY + DISTRIBUTION}, seeds=[config.seed], method="base")
+            base = Row("base", {k: legacy.get(k) for k in SCORES + DISTRIBUTION}, seeds=[config.seed], method="base")
     if base is not None and rows:
         rows.insert(0, base)
     evaluated = any(r.evaluated for r in rows)
-    return View(rows, reference if evaluated else None, notes, paired, objectives)
+    return View(rows, reference if evaluated else None, notes, paired, objectives, n_test)
 
 
 def _exists(engine: Engine, run_id: str) -> bool:
@@ -200,7 +229,7 @@ def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
     """Quality (base first) and distribution (the references first) of evaluated rows; cost with ratios to LoRA."""
     seeds = tr(lang, "col_seeds")
     scored = evaluated_rows(v)
-    quality = pd.DataFrame([[display_name(r, lang), " ".join(map(str, r.seeds)), *(cell(r, k, lang=lang) for k in QUALITY)]
+    quality = pd.DataFrame([[display_name(r, lang), str(len(r.seeds)), *(cell(r, k, lang=lang) for k in QUALITY)]
                             for r in scored], columns=[tr(lang, "col_run"), seeds, *(metric_label(lang, k) for k in QUALITY)])
     dist_rows = ([v.reference] if v.reference else []) + scored
     distribution = pd.DataFrame(
@@ -222,6 +251,33 @@ def tables(v: View, lang: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         "col_run", "col_method", "col_train_s", "col_peak_mb", "col_trainable", "col_tokens_s", "col_time_lora",
         "col_memory_lora")])
     return quality, distribution, cost
+
+
+def retention_table(v: View, lang: str) -> pd.DataFrame:
+    """The three retention figures of each evaluated row that has them (the details behind the headline)."""
+    rows = [[display_name(r, lang), *(cell(r, k, lang=lang) for k in RETENTION)] for r in evaluated_rows(v)
+            if any(isinstance(r.values.get(k), (int, float)) for k in RETENTION)]
+    return pd.DataFrame(rows, columns=[tr(lang, "col_run"), *(metric_label(lang, k) for k in RETENTION)])
+
+
+def short_name(row: str, lang: str) -> str:
+    """A row as a sentence names it: the base model in words, any other by its row (or run)."""
+    return tr(lang, "row_base") if row == "base" else row
+
+
+def verdict_text(v: View, lang: str) -> str:
+    """Who won, in words: the library's findings from the paired intervals (``gantune.compare.verdict``)."""
+    sentences = []
+    for f in verdict(v.paired, v.n_test):
+        if f.told_apart:
+            sentences.append(tr(lang, "verdict_better", better=short_name(f.better, lang),
+                                worse=short_name(f.worse, lang), metric=metric_label(lang, f.metric),
+                                difference=signed(lang, f.difference, 3), lo=signed(lang, f.interval[0], 3),
+                                hi=signed(lang, f.interval[1], 3)))
+        else:
+            sentences.append(tr(lang, "verdict_tie", a=short_name(f.better, lang), b=short_name(f.worse, lang),
+                                questions=plural(lang, "questions", f.questions)))
+    return f"**{tr(lang, 'verdict')}** {'; '.join(sentences)}." if sentences else ""
 
 
 def paired_table(v: View, lang: str) -> pd.DataFrame:
@@ -276,12 +332,18 @@ def unavailable_notes(v: View, lang: str) -> str:
     for key in ("bleurt", "semantic"):
         reason = v.notes.get(key)
         if reason and "unavailable" in str(reason) and any(r.values.get(key) is None for r in evaluated_rows(v)):
-            lines.append(f"{tr(lang, 'metric_unavailable', metric=metric_label(lang, key))} `{reason}`")
+            said = f"`{reason}`" if lang == "en" else reason_text(lang, str(reason))
+            lines.append(f"{tr(lang, 'metric_unavailable', metric=metric_label(lang, key))} {said}")
     return "\n\n".join(lines)
 
 
 def _setting_value(lang: str, name: str, value: Any) -> str:
-    return choice_label(lang, name, value) if "choices" in CONFIG_FIELDS[name].metadata else json.dumps(value)
+    """A setting's value as the page says it: a choice in words, a number in the page's locale, else as JSON."""
+    if "choices" in CONFIG_FIELDS[name].metadata:
+        return choice_label(lang, name, value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return exact(lang, value)
+    return json.dumps(value)
 
 
 def config_diff(engine: Engine, run_ids: list[str], lang: str) -> pd.DataFrame:
@@ -351,33 +413,66 @@ class CompareOutputs:
 
 def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     choices_now = [r.run for r in engine.runs.rows()]
+    # what one acts on and watches first: the run, the plan, Start and Stop, the status; then the rows to train
     with gr.Row():
         reference = gr.Dropdown(choices_now, label=t("reference_run"), scale=2)
         seeds = gr.Slider(1, 5, value=1, step=1, label=t("seeds"), scale=1, buttons=[])
-    methods = gr.CheckboxGroup(method_choices("en"), value=["lora"], label=t("methods"), elem_id="gantune-methods")
-    plan = gr.Markdown()
+    plan = gr.Markdown(elem_id="gantune-compare-plan")
     with gr.Row():
         run_button = gr.Button(t("run_compare"), variant="primary")
         stop = gr.Button(t("stop"), variant="stop")
     status = gr.HTML()
+    # the rows as the objective × adapter grid: adapters across, objectives down
+    grid = method_grid()
+    cells: list[gr.CheckboxGroup] = []
+    with gr.Group(elem_id="gantune-method-grid"):
+        gr.Markdown(t("methods"))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=110):
+                gr.Markdown("")
+            for adapter in ADAPTERS:
+                with gr.Column(scale=WIDE.get(adapter, 2), min_width=150):
+                    gr.Markdown(t(f"grid_{adapter}"))
+        for objective in OBJECTIVES:
+            with gr.Row():
+                with gr.Column(scale=1, min_width=110):
+                    gr.Markdown(t(f"objective_{objective}"))
+                for adapter in ADAPTERS:
+                    with gr.Column(scale=WIDE.get(adapter, 2), min_width=150):
+                        if not (rows := grid[(objective, adapter)]):
+                            gr.Markdown("—")  # keeps the columns in line
+                            continue
+                        cells.append(gr.CheckboxGroup(rows, value=["lora"] if "lora" in rows else [],
+                                                      show_label=False, container=False, elem_classes="gantune-cell"))
+    with gr.Accordion(t("rows_explained"), open=False):
+        explained = gr.Markdown(rows_text("en"))
+    # the rows chosen, as the API takes them (the grid writes it)
+    methods = gr.CheckboxGroup(method_choices("en"), value=["lora"], label=t("methods"), elem_id="gantune-methods",
+                               visible=False)
+    for box in cells:
+        box.input(chosen_methods, cells, methods, show_progress="hidden", queue=False)
     seen = gr.State(None)  # the comparison job last seen (its start time, state): select its runs once it ends
     selected = gr.Dropdown(choices_now, multiselect=True, label=t("compare_runs"), elem_id="gantune-compare-runs")
     notes = gr.Markdown(t("compare_pick"))
-    quality = gr.Dataframe(label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
-                           column_widths=["19%", "5%", *["8.4%"] * len(QUALITY)])
+    quality = gr.Dataframe(elem_classes="gantune-words", label=t("metrics_table"), interactive=False, wrap=True, visible=False, buttons=[],
+                           column_widths=["21%", "5%", *[f"{74 / len(QUALITY):.1f}%"] * len(QUALITY)])
+    with gr.Accordion(t("retention_details"), open=False, visible=False) as details:
+        gr.Markdown(t("retention_details_note"))
+        retention = gr.Dataframe(elem_classes="gantune-words", interactive=False, wrap=True, buttons=[], show_label=False)
     unavailable = gr.Markdown()
-    paired = gr.Dataframe(label=t("paired_table"), interactive=False, wrap=True, buttons=[],
+    paired = gr.Dataframe(elem_classes="gantune-words", label=t("paired_table"), interactive=False, wrap=True, buttons=[],
                           column_widths=["30%", "25%", "20%", "25%"])
-    objectives = gr.Dataframe(label=t("objective_table"), interactive=False, wrap=True, visible=False, buttons=[])
-    distribution = gr.Dataframe(label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    winner = gr.Markdown(elem_id="gantune-verdict")
+    objectives = gr.Dataframe(elem_classes="gantune-words", label=t("objective_table"), interactive=False, wrap=True, visible=False, buttons=[])
+    distribution = gr.Dataframe(elem_classes="gantune-words", label=t("distribution_table"), interactive=False, wrap=True, visible=False, buttons=[],
                                 column_widths=["22%", *["13%"] * len(DISTRIBUTION)])
     with gr.Row():
         with gr.Column(scale=1):
-            bar_metric = gr.Radio(choices=[(metric_label("en", k), k) for k in QUALITY + DISTRIBUTION], value="rougeL",
+            bar_metric = gr.Radio(choices=[(metric_label("en", k), k) for k in SCORES + DISTRIBUTION], value="rougeL",
                                   label=t("bar_metric"))
         bars = gr.Plot(scale=3)
     lengths = gr.Plot()
-    cost = gr.Dataframe(label=t("cost_table"), interactive=False, wrap=True, visible=False, buttons=[],
+    cost = gr.Dataframe(elem_classes="gantune-words", label=t("cost_table"), interactive=False, wrap=True, visible=False, buttons=[],
                         column_widths=["26%", "10%", "10%", "9%", "11%", "10%", "12%", "12%"])
     key = gr.Radio(choices=[(tr("en", f"q_{k}"), k) for k in OVERLAY], value="mle_loss", label=t("overlay_key"))
     overlay = gr.Plot()
@@ -387,10 +482,10 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         """Every choice's label in the page's language."""
         lang = language(request)
         return (gr.update(choices=method_choices(lang)),
-                gr.update(choices=[(metric_label(lang, k), k) for k in QUALITY + DISTRIBUTION]),
-                gr.update(choices=[(tr(lang, f"q_{k}"), k) for k in OVERLAY]))
+                gr.update(choices=[(metric_label(lang, k), k) for k in SCORES + DISTRIBUTION]),
+                gr.update(choices=[(tr(lang, f"q_{k}"), k) for k in OVERLAY]), rows_text(lang))
 
-    demo.load(on_page_load, None, [methods, bar_metric, key], show_progress="hidden")
+    demo.load(on_page_load, None, [methods, bar_metric, key, explained], show_progress="hidden")
 
     def on_plan(ref, chosen, n_seeds, request: gr.Request):
         """How long the comparison will take, before it starts (the model is timed when it is loaded already)."""
@@ -432,7 +527,8 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         lang = language(request)
         # empty tables first: Gradio 6.17 draws only one row of a table that grows from one row to more
         # until it is redrawn (gradio-app/gradio#13611)
-        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), []
+        yield gr.skip(), [], gr.skip(), gr.skip(), [], [], [], gr.skip(), gr.skip(), gr.skip(), [], gr.skip(), [], \
+            gr.skip()
         v = view(engine, run_ids)
         q, d, c = tables(v, lang)
         names = run_names(v, lang)
@@ -454,15 +550,18 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
         if len(pairs):
             text += " " + tr(lang, "paired_note")
         grid = objective_table(v, lang)
+        kept = retention_table(v, lang)
         yield (text, gr.update(value=q, visible=some), unavailable_notes(v, lang),
                pairs, gr.update(value=grid, visible=bool(len(grid))), gr.update(value=d, visible=some),
                gr.update(value=c, visible=bool(len(c))),
                plots.for_page(plots.metric_bars(bar_rows, metric, lang), lang),
                plots.for_page(plots.answer_lengths(histogram, lang), lang),
                plots.for_page(plots.overlay(curves, quantity, lang), lang),
-               gr.update(value=differ, visible=bool(len(differ))))
+               gr.update(value=differ, visible=bool(len(differ))), verdict_text(v, lang), kept,
+               gr.update(visible=bool(len(kept))))
 
-    outputs = [notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff]
+    outputs = [notes, quality, unavailable, paired, objectives, distribution, cost, bars, lengths, overlay, diff,
+               winner, retention, details]
     # one redraw at a time, the latest: two overlapping redraws would interleave their parts
     gr.on([selected.change, key.change, bar_metric.change, demo.load], show, [selected, bar_metric, key], outputs,
           show_progress="hidden", api_name="compare_view", concurrency_limit=1, trigger_mode="always_last")

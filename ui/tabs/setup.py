@@ -18,9 +18,10 @@ from ..views import error_markdown, error_text
 
 OFFLINE, HUB, UPLOAD = "offline", "hub", "upload"
 KINDS = {OFFLINE: "data_offline", HUB: "data_hub", UPLOAD: "data_upload"}
+RETENTION_ONLY = ("real_authors_perturbed", "world_facts_perturbed")  # retention's answer sets, not training data
 HUB_SUBSETS = ["forget01", "forget05", "forget10", "full", "retain90", "retain95", "retain99", "real_authors",
-               "world_facts", "forget01_perturbed", "forget05_perturbed", "forget10_perturbed",
-               "real_authors_perturbed", "world_facts_perturbed", "retain_perturbed"]
+               "world_facts", "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed"]
+TRAINING_SUBSETS = [s for s in OFFLINE_SUBSETS if s not in RETENTION_ONLY]
 
 
 @dataclass
@@ -94,7 +95,7 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
         kind = gr.Radio(kind_choices("en"), value=OFFLINE, label=t("data_kind"))
         path = gr.Textbox(value="" if space else engine.settings.data or default_data_source(), label=t("data_path"),
                           visible=not space)  # hosted: its own data folder, whose path the page never shows
-        subset = gr.Dropdown(list(OFFLINE_SUBSETS), value="forget10", label=t("subset"), allow_custom_value=True)
+        subset = gr.Dropdown(TRAINING_SUBSETS, value="forget10", label=t("subset"), allow_custom_value=True)
     upload = gr.File(label=t("upload"), file_types=[".jsonl", ".json", ".csv"], visible=False, type="filepath")
     with gr.Row():
         n = gr.Number(value=min(40, engine.settings.max_n) if space else 40, precision=0, label=t("n"),
@@ -116,7 +117,7 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     demo.load(on_page_load, None, kind, show_progress="hidden")
 
     def on_kind(k):
-        subsets = HUB_SUBSETS if k == HUB else list(OFFLINE_SUBSETS)
+        subsets = HUB_SUBSETS if k == HUB else TRAINING_SUBSETS
         return gr.update(visible=k == UPLOAD), gr.update(visible=k == OFFLINE and not space), \
             gr.update(choices=subsets, value="forget10", visible=k != UPLOAD)
 

@@ -30,11 +30,13 @@ from ..engine import Engine
 from ..i18n import (
     CONFIG_FIELDS,
     choices,
+    exact,
     field_help,
     field_label,
     language,
     metric_label,
     number,
+    percent,
     plural,
     t,
     title_text,
@@ -56,6 +58,28 @@ SAMPLE_ROWS = 10  # newest first
 WATCH_ANSWERS = 8  # the latest sampled answers the collapse watch reads
 PRESETS = ("improved", "thesis")
 CHOICE_FIELDS = [name for name in FIELDS if "choices" in CONFIG_FIELDS[name].metadata]
+IN_VIEW = ("epochs", "batch_size", "lr", "sample_every", "val_pairs")  # what a student changes
+# the rest, folded by what they act on (a setting named in none is the run's)
+GROUPS = {
+    "generator": ("adapter", "noise_dim", "adapter_hidden", "adapter_init", "eval_noise", "lora_r", "lora_alpha",
+                  "lora_targets", "virtual_tokens", "warmup_epochs", "rollout", "rollout_temperature",
+                  "samples_per_question"),
+    "discriminator": ("discriminator", "d_loss", "implicit_loss", "implicit_beta", "round_epochs", "d_lr", "d_hidden",
+                      "d_dropout", "d_weight_decay", "d_steps", "label_smoothing"),
+    "policy": ("adv_lr", "reward", "baseline", "normalize_advantage", "kl_coef", "clip", "ppo_epochs", "pg_estimator",
+               "mle_weight", "resample_for_g", "max_grad_norm"),
+    "run": (),
+}
+
+
+def settings_groups() -> dict[str, list[str]]:
+    """The settings in view (``main``) and each folded group's, every field of ``FIELDS`` in one, in its order."""
+    out: dict[str, list[str]] = {"main": [n for n in FIELDS if n in IN_VIEW]}
+    for group, names in GROUPS.items():
+        out[group] = [n for n in FIELDS if n in names]
+    grouped = {n for names in out.values() for n in names}
+    out["run"] += [n for n in FIELDS if n not in grouped]
+    return out
 
 
 @dataclass
@@ -170,12 +194,16 @@ def collapse_html(engine: Engine, samples: list[dict], config: TrainConfig | Non
     found = watch([s["answer"] for s in latest], [s["reference"] for s in latest], count, config.max_new_tokens)
     if not found:
         return ""
-    lines = [tr(lang, f"collapse_{f.signal}", value=f.value, reference=f.reference, cap=config.max_new_tokens)
-             for f in found]
+    def shown(signal: str, x: float) -> str:  # distinct-2 a number, the others shares
+        return number(lang, x, 2) if signal == "diversity" else percent(lang, x)
+
+    lines = [tr(lang, f"collapse_{f.signal}", value=shown(f.signal, f.value), reference=shown(f.signal, f.reference),
+                cap=config.max_new_tokens) for f in found]
     lr = "adv_lr" if hasattr(config, "adv_lr") and config.method == "gan" else "lr"  # samples come from that phase
-    more = "".join(tr(lang, "collapse_more", field=tr(lang, field_label(name)), value=getattr(config, name))
+    more = "".join(tr(lang, "collapse_more", field=tr(lang, field_label(name)), value=exact(lang, getattr(config, name)))
                    for name in ("kl_coef", "mle_weight") if hasattr(config, name))
-    advice = tr(lang, "collapse_advice", lr=tr(lang, field_label(lr)), lr_value=getattr(config, lr), more=more)
+    advice = tr(lang, "collapse_advice", lr=tr(lang, field_label(lr)), lr_value=exact(lang, getattr(config, lr)),
+                more=more)
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return (f"<div class='gantune-collapse' role='alert'><b>⚠ {html.escape(tr(lang, 'collapse_title'))}</b>"
             f"<ul>{items}</ul>{html.escape(advice)}</div>")
@@ -228,12 +256,18 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
         preset = gr.Radio(choices("en", "preset", PRESETS), value="improved", label=t("preset"), scale=2)
         start = gr.Button(t("start"), variant="primary", scale=1)
         stop = gr.Button(t("stop"), variant="stop", scale=1)
-    with gr.Accordion(t("settings"), open=False):
-        widgets = []
-        for i in range(0, len(FIELDS), 3):
-            with gr.Row():
-                for name, value in zip(FIELDS[i:i + 3], _preset_values("improved")[i:i + 3]):
-                    widgets.append(_widget(name, value))
+    values = dict(zip(FIELDS, _preset_values("improved")))
+    made: dict[str, gr.components.Component] = {}
+    for group, names in settings_groups().items():
+        with gr.Row() if group == "main" else gr.Accordion(t(f"group_{group}"), open=False):
+            if group == "main":
+                made.update((name, _widget(name, values[name])) for name in names)
+                continue
+            gr.Markdown(t(f"group_{group}_note"))
+            for i in range(0, len(names), 3):
+                with gr.Row():
+                    made.update((name, _widget(name, values[name])) for name in names[i:i + 3])
+    widgets = [made[name] for name in FIELDS]  # in FIELDS' order, as every handler takes them
     refusal = gr.HTML()  # a refused Start's reason, kept above the status until the next Start
     status = gr.HTML(progress_html(engine.jobs.status("train"), "en"), label=t("status"))
     collapse = gr.HTML()

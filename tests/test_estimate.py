@@ -1,0 +1,48 @@
+"""The comparison's time left while it runs (ui.estimate.plan_left), on synthetic stage times: no clock, no model."""
+
+from __future__ import annotations
+
+import pytest
+
+from ui.estimate import plan_left
+
+# the issue's comparison: planned evaluations of 8 s and a training of 43 s; really 50 s each and 10 s
+PLAN = (("evaluate", 8.0), ("evaluate", 8.0), ("train", 43.0), ("evaluate", 8.0))
+REAL = (50.0, 50.0, 10.0, 50.0)
+
+
+def read_every_second(plan, real) -> list[float]:
+    """The time left a page reads each second of a run whose stages really take ``real`` seconds."""
+    shown = []
+    for step, seconds in enumerate(real):
+        for t in range(int(seconds)):
+            shown.append(plan_left(plan, real[:step], float(t)))
+    return shown
+
+
+def test_the_plan_alone_before_anything_is_measured():
+    assert plan_left(PLAN, (), 0.0) == pytest.approx(67.0)
+    assert plan_left(PLAN, (), 5.0) == pytest.approx(62.0)  # counts down while the stage keeps to its estimate
+    assert plan_left(PLAN, REAL, 0.0) == 0.0
+
+
+def test_a_stage_that_overruns_raises_the_time_left_gradually_never_severalfold():
+    shown = read_every_second(PLAN, REAL)
+    rises = [later - earlier for earlier, later in zip(shown, shown[1:])]
+    assert max(rises) <= 1.5  # seconds per second: no jump, however far off the plan was
+    assert all(later <= 1.5 * earlier + 1.0 for earlier, later in zip(shown, shown[1:]))
+    assert shown[-1] <= 5.0  # and it ends near 0
+
+
+def test_the_first_measured_stage_corrects_the_rest_of_its_kind_and_a_blend_keeps_the_plans_word():
+    left = plan_left(PLAN, REAL[:1], 0.0)  # one evaluation took 50 s of 8 planned
+    evaluate = (50 + 4) / (8 + 4)  # measured plus half a stage of the plan's word
+    assert left == pytest.approx(8 * evaluate + 43 + 8 * evaluate)
+    # after more stages, the measurement outweighs the plan: the last evaluation is expected near its real 50 s
+    assert plan_left(PLAN, REAL[:3], 0.0) == pytest.approx(8 * (100 + 4) / (16 + 4))
+    # a training's share done counts at once: 1 of 4 steps in 2.5 s of 43 planned
+    assert plan_left(PLAN, REAL[:2], 2.5, fraction=0.25) < plan_left(PLAN, REAL[:2], 2.5)
+
+
+def test_a_skipped_stage_is_no_measure():
+    assert plan_left(PLAN, (8.0, None), 0.0) == pytest.approx(43 + 8)
