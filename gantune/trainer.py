@@ -43,6 +43,7 @@ from .scoring import answer_logprobs, mle_loss
 from .settings import flag
 
 StepCallback = Callable[[dict[str, Any]], None]
+MIN_VAL_PAIRS = 8  # fewer validation pairs are noise: their scores are recorded and plotted, the last adapter is kept
 
 
 @dataclass
@@ -261,6 +262,8 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             tensors = {**method.state_tensors(), **_rng_state()}
             run.save_checkpoint(tensors, {"step": step, "seconds": elapsed, "validation": history, "best": best})
 
+        choosing = len(val) >= MIN_VAL_PAIRS  # enough validation pairs to choose an adapter by its score
+
         def validate() -> float:
             """Score the adapter as it is now on the validation pairs; keep it in adapter/ when it is the best yet."""
             nonlocal best
@@ -269,7 +272,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             history.append({"step": step, key: score})
             if best is None or validation.better(score, best[key]):
                 best = {"step": step, key: score}
-                if acc.is_main_process:
+                if choosing and acc.is_main_process:
                     run.save_adapter(method.save_pretrained)
             return score
 
@@ -346,32 +349,42 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         if status != "diverged" and validation is not None and history[-1]["step"] != step:
             validate()  # stopped between epochs: the last adapter is a candidate too
         key = f"val_{cfg.val_metric}"
-        # the last adapter stays unless the best one beats it by more than the tolerance (4 pairs are noisy)
-        keep_last = best is not None and status != "diverged" and not validation.better(
-            best[key], history[-1][key] + (-cfg.val_tolerance if cfg.val_metric == "nll" else cfg.val_tolerance))
+        # the last adapter stays unless the best one beats it by more than the tolerance (4 pairs are noisy), or
+        # always when the pairs are too few to choose
+        keep_last = best is not None and status != "diverged" and (not choosing or not validation.better(
+            best[key], history[-1][key] + (-cfg.val_tolerance if cfg.val_metric == "nll" else cfg.val_tolerance)))
         if acc.is_main_process:
             if status != "diverged":
                 checkpoint()
-                if best is None or (keep_last and best["step"] != step):
+                if best is None or not choosing or (keep_last and best["step"] != step):
                     run.save_adapter(method.save_pretrained)
-            elif best is None and good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
+            elif (best is None or not choosing) and good_step is not None:  # the weights went bad: the last checkpoint's
                 method.load_state_tensors(run.load_checkpoint()[0])
                 run.save_adapter(method.save_pretrained)
-        if keep_last:
+        if keep_last and not choosing:
+            kept_step = step
+            kept_reason = (f"the last adapter: too few validation pairs ({len(val)}) to choose between adapters (at least "
+                           f"{MIN_VAL_PAIRS}), so their scores are only recorded")
+        elif keep_last:
             kept_step = step
             kept_reason = (f"the last adapter: its validation {cfg.val_metric} ({history[-1][key]:.4f}) is within "
                            f"{cfg.val_tolerance} of the best ({best[key]:.4f}, step {best['step']}) on {len(val)} "
                            "held-out training pairs")
-        elif best is not None:
+        elif best is not None and choosing:
             kept_step = best["step"]
             kept_reason = (f"the best validation {cfg.val_metric} ({best[key]:.4f}) on {len(val)} held-out training "
                            f"pairs, of {len(history)} scored adapters (step 0 included)")
             if status != "diverged":
                 kept_reason += f"; the last one's ({history[-1][key]:.4f}) was worse by more than {cfg.val_tolerance}"
+            if kept_step == 0:
+                kept_reason += "; training did not beat the untouched model on validation"
         else:
             kept_step = step if status != "diverged" else good_step
             kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \
                 "the last checkpoint's adapter (training diverged)"
+        if cfg.val_pairs > len(val):
+            kept_reason += (f"; --val-pairs asks for {cfg.val_pairs} validation pairs, but {len(p.train)} training pairs "
+                            f"allow {len(val)} (at most a tenth)")
         if plateau is not None:
             kept_reason += (f"; training stopped after epoch {plateau} of at most {cfg.epochs}: the validation "
                             f"{cfg.val_metric} had not improved for {cfg.patience} epoch{'s' * (cfg.patience != 1)} (the plateau)")

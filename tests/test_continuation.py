@@ -127,6 +127,7 @@ def test_the_command_line_refuses_a_mismatched_start_in_one_line(sixteen_pairs, 
 # --- MLE to its plateau ----------------------------------------------------------------------------------
 
 def test_patience_stops_once_validation_stops_improving(sixteen_pairs, tmp_path, monkeypatch):
+    monkeypatch.setattr("gantune.trainer.MIN_VAL_PAIRS", 1)  # the tiny data's 1 validation pair: the choice itself
     scores = iter([0.10, 0.30, 0.20, 0.25, 0.9, 0.9])  # step 0, then epochs 1, 2, 3: the best is epoch 1's
     monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method: next(scores))
     summary = train(_config("adapter-mle", sixteen_pairs, tmp_path / "run", epochs=6, patience=2, val_tolerance=0.0),

@@ -160,6 +160,19 @@ class RunFolder(Claims):
             return None
         return summary.checked(self.summary_path, read_json_file(self.summary_path, self.path))
 
+    def read_validation(self) -> list[dict[str, Any]]:
+        """The validation scores of the adapters scored so far, step 0's included: summary.json's once the run has
+        ended, else its checkpoint's (checked; [] without either)."""
+        ended = self.read_summary()
+        if ended is not None:
+            return ended.validation
+        path = self.checkpoint_dir / "trainer_state.json"
+        if not (path.exists() or path.is_symlink()):
+            return []
+        state = readers.trainer_state(path, read_json_file(path, self.path), None)
+        readers.validation(path, state.get("validation", []), "validation")
+        return state.get("validation", [])
+
     def read_eval(self) -> dict[str, Any] | None:
         """eval.json (an evaluation's scores), checked; None before there is one."""
         if not (self.eval_path.exists() or self.eval_path.is_symlink()):
