@@ -327,7 +327,8 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
                 }
                 if acc.is_main_process:
                     run.append_metrics(record)
-                    if cfg.sample_every and (step % cfg.sample_every == 0 or step == 1):
+                    # every `sample every` steps, and always at the first, each epoch's end and the last
+                    if cfg.sample_every and (step % cfg.sample_every == 0 or step in (1, total) or at_epoch_end):
                         for row, answer in zip(batch_rows[:2], method.sampled_answers()):
                             run.append_sample({"step": step, "question": fit[row].question,
                                                "reference": fit[row].answer, "answer": answer})

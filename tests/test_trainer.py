@@ -357,3 +357,13 @@ def test_too_few_validation_pairs_keep_the_last_adapter_and_say_so(tiny_data, tm
     assert none.n_val == 0 and none.validation == [] and none.kept_step == none.steps
     assert none.kept_reason == ("the last step's adapter (no validation pairs); --val-pairs asks for 4 validation pairs, "
                                 "but 6 training pairs allow 0 (at most a tenth)")
+
+
+def test_answers_are_sampled_at_each_epochs_end_and_the_last_step_whatever_sample_every_says(tiny_data, tmp_path):
+    # 6 training pairs in batches of 4: 2 steps an epoch, 6 steps; every 5 steps, the first, each epoch's end, the last
+    summary = train(_config(tiny_data, tmp_path / "run", epochs=3, sample_every=5, val_pairs=0), base=make_base())
+    assert summary.steps == 6
+    steps = [s["step"] for s in RunFolder(tmp_path / "run").read_samples()]
+    assert sorted(set(steps)) == [1, 2, 4, 5, 6] and steps == sorted(steps)
+    train(_config(tiny_data, tmp_path / "never", epochs=3, sample_every=0, val_pairs=0), base=make_base())
+    assert RunFolder(tmp_path / "never").read_samples() == []  # 0 still means never
