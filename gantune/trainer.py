@@ -334,8 +334,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
                                                "reference": fit[row].answer, "answer": answer})
                 if on_step is not None:
                     on_step(record)
-                bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
-                                r=f"{stats.get('reward_mean', float('nan')):.2f}")
+                bar.set_postfix(progress_postfix(stats))
                 bar.update(1)
                 if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
                     checkpoint()
@@ -403,6 +402,17 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         return summary
     finally:
         method.close()  # the base model is shared (workbench, bench): leave it as it was
+
+
+def progress_postfix(stats: dict[str, Any]) -> dict[str, str]:
+    """What the progress bar shows of a step: only what the step has. An MLE step (LoRA, prompt tuning, a GAN's
+    warm-up) its loss; an adversarial one G's and D's losses, the mean reward and the MLE term, those it has."""
+    if stats.get("phase") == "adversarial":
+        shown = (("g", "g_loss", ".3f"), ("d", "d_loss", ".3f"), ("r", "reward_mean", ".2f"), ("mle", "mle_loss", ".3f"))
+    else:
+        shown = (("loss", "g_loss", ".3f"),)
+    return {name: format(stats[key], fmt) for name, key, fmt in shown
+            if isinstance(stats.get(key), (int, float)) and not isinstance(stats[key], bool)}
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from gantune.runs import RunFolder
 from ui.app import launch
 from ui.engine import Engine, Settings
 from ui.i18n import CONFIG_FIELDS, EN, FIELDS_RU, RU, language
+from ui.tabs.runs import GAN_TAB
 from ui.tabs.setup import SetupInputs
 from ui.tabs.tuning import FIELDS, _preset_values
 
@@ -488,6 +489,19 @@ def test_selecting_a_row_of_the_runs_table_picks_that_run(app):
                 if message.get("msg") == "process_completed":
                     break
     assert message["success"] and message["output"]["data"][0] == "gan-improved-x"
+
+
+def test_show_in_gan_tuning_switches_to_that_tab(app):
+    run_id = trained_run(app)
+    on_open = next(f for f in app.demo.fns.values() if f.name == "on_open")
+    shown, compared, note, tab = on_open.fn(run_id, [], None)
+    assert shown == run_id and compared["value"] == [run_id] and note == f"showing {run_id} in GAN tuning and Compare"
+    assert tab.selected == GAN_TAB  # the Tabs' update: the GAN tuning tab is the one shown
+    config = httpx.get(app.url + "config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+    assert components[on_open.outputs[3]._id]["type"] == "tabs"
+    gan = [c for c in components.values() if c["type"] == "tabitem" and c["props"].get("id") == GAN_TAB]
+    assert len(gan) == 1 and "tab_gan" in json.dumps(gan[0]["props"]["label"])
 
 
 def test_delete_run_with_confirm(app, client):

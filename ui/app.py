@@ -77,10 +77,10 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.Markdown(t("intro"))
         if engine.settings.space:
             gr.Markdown(t("space_hint"))
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab(t("tab_setup")):
                 setup_inputs = setup.build(demo, engine)
-            with gr.Tab(t("tab_gan")):
+            with gr.Tab(t("tab_gan"), id=runs.GAN_TAB):
                 tuning_outputs = tuning.build(demo, engine, setup_inputs)
             with gr.Tab(t("tab_compare")):
                 compare_outputs = compare.build(demo, engine)
@@ -88,7 +88,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                 gan_run, lora_run = chat.build(engine, setup_inputs)
             with gr.Tab(t("tab_runs")):
                 runs_table, runs_selected = runs.build(demo, engine, runs.Targets(
-                    tuning_outputs.viewed_run, compare_outputs.selected, gan_run, lora_run))
+                    tuning_outputs.viewed_run, compare_outputs.selected, gan_run, lora_run, tabs))
         seen = gr.State(None)
 
         def refresh_lists(last, request: gr.Request):

@@ -166,12 +166,18 @@ class RunFolder(Claims):
         ended = self.read_summary()
         if ended is not None:
             return ended.validation
+        state = self.checkpoint_state()
+        if state is None:
+            return []
+        readers.validation(self.checkpoint_dir / "trainer_state.json", state.get("validation", []), "validation")
+        return state.get("validation", [])
+
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        """The checkpoint's trainer state (its step checked; no tensor is read), or None without a checkpoint."""
         path = self.checkpoint_dir / "trainer_state.json"
         if not (path.exists() or path.is_symlink()):
-            return []
-        state = readers.trainer_state(path, read_json_file(path, self.path), None)
-        readers.validation(path, state.get("validation", []), "validation")
-        return state.get("validation", [])
+            return None
+        return readers.trainer_state(path, read_json_file(path, self.path), None)
 
     def read_eval(self) -> dict[str, Any] | None:
         """eval.json (an evaluation's scores), checked; None before there is one."""

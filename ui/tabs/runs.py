@@ -21,6 +21,7 @@ COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory
 HEADERS = ["col_run", "col_method", "col_preset", "col_status", "col_steps", "col_seconds", "col_peak_memory",
            "col_params", "col_evaluated", "col_adapter", "col_created"]
 WIDTHS = ["19%", "8%", "9%", "9%", "5%", "7%", "7%", "8%", "8%", "8%", "12%"]
+GAN_TAB = "gan"  # the GAN tuning tab's id: "Show in GAN tuning" switches to it
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Targets:
     compare_selected: gr.Dropdown
     gan_run: gr.Dropdown
     lora_run: gr.Dropdown
+    tabs: gr.Tabs
 
 
 def _cell(column: str, value, lang: str):
@@ -106,18 +108,18 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
     def on_open(run_id, current, request: gr.Request):
         lang = language(request)
         if not run_id:
-            return gr.skip(), gr.skip(), tr(lang, "pick_run_first")
+            return gr.skip(), gr.skip(), tr(lang, "pick_run_first"), gr.skip()
         try:
             engine.runs.folder(run_id)
         except GantuneError as exc:
-            return gr.skip(), gr.skip(), error_markdown(exc, lang)
+            return gr.skip(), gr.skip(), error_markdown(exc, lang), gr.skip()
         names = [r.run for r in engine.runs.rows()]
         chosen = [r for r in dict.fromkeys([*(current or []), run_id]) if r in names]
-        # the choices too: a value outside them is refused
-        return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
+        # the choices too: a value outside them is refused; then the GAN tuning tab, which shows it
+        return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id), gr.Tabs(selected=GAN_TAB)
 
     open_run.click(on_open, [selected, targets.compare_selected],
-                   [targets.viewed_run, targets.compare_selected, message], show_progress="hidden")
+                   [targets.viewed_run, targets.compare_selected, message, targets.tabs], show_progress="hidden")
 
     def on_resume(run_id, request: gr.Request):
         lang = language(request)
