@@ -285,6 +285,7 @@ def test_resume_with_out_is_not_an_internal_error(capsys, tmp_path, tiny_data, t
     assert code in (0, 2)
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lockstep(tmp_path, tiny_data, tiny_model_dir):
     """torchrun (what accelerate launch does on GPUs) with 2 CPU processes: shared steps, one writer."""
     out_dir = tmp_path / "run"
