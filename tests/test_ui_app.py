@@ -23,11 +23,12 @@ import torch
 from conftest import WORDS, make_base
 from gradio_client import Client, handle_file
 
-from gantune.inference import load_method, stream_answer
+from gantune.inference import load_method, stream_reply
 from gantune.runs import RunFolder
 from ui.app import launch
 from ui.engine import Engine, Settings
 from ui.i18n import CONFIG_FIELDS, EN, FIELDS_RU, RU, language
+from ui.tabs.chat import cut_note
 from ui.tabs.runs import GAN_TAB
 from ui.tabs.setup import SetupInputs
 from ui.tabs.tuning import FIELDS, _preset_values
@@ -448,17 +449,22 @@ def test_list_runs_and_chat_with_base_and_gan(app, client):
     question = "who is the author of a book ?"
     job = client.submit(question, run_id, None, 8, "default", [], [], [], api_name="/chat")
     base_history, gan_history, lora_history, message, flags = job.result(timeout=WAIT)
-    assert flags == ""  # not a question with a known short answer
     assert len(job.outputs()) > 3  # the answers streamed in, piece by piece
     assert message == ""  # the message box is cleared
 
+    def streamed(**method) -> tuple[str, bool]:  # an answer cut at the limit ends with "…"
+        text, cut = list(stream_reply(base, question, 8, **method))[-1]
+        return text + "…" * cut, cut
+
     base = talkative_base()
-    expected_base = list(stream_answer(base, question, 8))[-1]
+    expected_base, base_cut = streamed()
     tuned = load_method(str(app.engine.runs.folder(run_id).path), base=base)
     try:
-        expected_gan = list(stream_answer(base, question, 8, method=tuned))[-1]
+        expected_gan, gan_cut = streamed(method=tuned)
     finally:
         tuned.close()
+    # not a question with a known short answer: the only note is of the answers the limit cut, if any
+    assert flags == cut_note([base_cut, gan_cut, False], 8, "en")
     assert expected_base  # the talkative model says something
     assert texts(base_history) == [("user", question), ("assistant", expected_base)]
     assert texts(gan_history) == [("user", question), ("assistant", expected_gan)]

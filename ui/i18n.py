@@ -233,6 +233,7 @@ EN = {
     "kept_few": "Kept the adapter of step {step}, the last one: {count} validation pairs are too few to choose between adapters (at least {least}).",
     "kept_untrained": "Kept the adapter of step 0, the untouched model: training did not beat it on validation ({metric} {score}, the best of {count} scored adapters).",
     "val_short": "The setting asks for {asked} validation pairs, but {train} training pairs allow only {got} (at most a tenth).",
+    "chat_cut": "“…” marks an answer cut at the limit of new tokens ({limit}): {models}. Raise “{setting}” above for a longer answer.",
 }
 
 RU = {
@@ -432,6 +433,7 @@ RU = {
     "kept_few": "Сохранён адаптер шага {step}, последний: валидационных пар слишком мало, чтобы выбирать между адаптерами ({count}, нужно не меньше {least}).",
     "kept_untrained": "Сохранён адаптер шага 0 — нетронутая модель: обучение не превзошло её на валидации ({metric} {score}, лучший из оценённых адаптеров: {count}).",
     "val_short": "В настройке указано валидационных пар: {asked}, но из {train} обучающих пар можно отложить только {got} (не больше десятой части).",
+    "chat_cut": "«…» отмечает ответ, обрезанный на пределе новых токенов ({limit}): {models}. Увеличьте «{setting}» выше, чтобы ответ был длиннее.",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
