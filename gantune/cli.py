@@ -137,7 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="noise fed to M_tunable when answering (gan, adapter-mle; default: zeros)")
     bench.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=argparse.SUPPRESS,
                        help="as for train (default: auto, bf16 where the chip computes it fast)")
+    push = sub.add_parser("push", help="upload a run's adapter (with its model card) to the Hugging Face Hub",
+                          description="Upload RUN's adapter folder, with a fresh model card (README.md), to the Hub "
+                                      "repository REPO_ID with your token (HF_TOKEN, or `hf auth login`).")
+    push.add_argument("run", metavar="RUN", help="run folder written by train")
+    push.add_argument("repo_id", metavar="REPO_ID", help="the Hub repository, OWNER/NAME (made when missing)")
+    push.add_argument("--private", action="store_true", help="make the repository private when it is new")
     return parser
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .share import push
+
+    print(f"pushed {args.run} to {push(args.run, args.repo_id, private=args.private)}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -249,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_pages()
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
-        code = {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)
+        code = {"train": _train, "generate": _generate, "bench": _bench, "push": _push}[args.command](args)
     except GantuneError as exc:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 2

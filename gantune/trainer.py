@@ -41,6 +41,7 @@ from .models import (
 from .runs import RunFolder, RunSummary, claim_unused, new_run_dir, recover_dir
 from .scoring import answer_logprobs, mle_loss
 from .settings import flag
+from .share import write_model_card
 
 StepCallback = Callable[[dict[str, Any]], None]
 MIN_VAL_PAIRS = 8  # fewer validation pairs are noise: their scores are recorded and plotted, the last adapter is kept
@@ -399,6 +400,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         )
         if acc.is_main_process:
             run.write_summary(summary)
+            write_model_card(run)  # the adapter folder, ready to share (gantune.share)
         return summary
     finally:
         method.close()  # the base model is shared (workbench, bench): leave it as it was
