@@ -167,3 +167,54 @@ def test_push_uploads_the_adapter_folder_with_its_card_and_the_users_token(tiny_
     monkeypatch.setattr(FakeApi, "upload_folder", failing)
     with pytest.raises(share.GantuneError, match=r"^could not push to me/tiny-lora: 401 Client Error: Unauthorized$"):
         share.push(run.path, "me/tiny-lora", token="hf_mine")
+
+
+def _page_push(engine):
+    """The Runs tab's push handler and its token box, from the built page (no server)."""
+    from ui.app import build_app
+
+    demo = build_app(engine)
+    on_push = next(f for f in demo.fns.values() if f.name == "on_push")
+    return on_push.fn, on_push.inputs[2]
+
+
+@pytest.mark.parametrize("space", [False, True])
+def test_the_runs_tab_pushes_with_the_users_token_and_a_hosted_page_only_with_the_visitors(tiny_data, tmp_path,
+                                                                                           monkeypatch, space):
+    from ui.engine import Engine, Settings
+
+    engine = Engine(Settings(runs_dir=tmp_path / "runs", space=space), load_model=lambda *a: make_base())
+    run = _run("lora", tiny_data, tmp_path / "runs" / "shared-run")
+    on_push, token_box = _page_push(engine)
+    assert token_box.type == "password"
+    assert token_box.label.key == ("push_token_space" if space else "push_token")  # "Your own Hugging Face token …"
+
+    # offline (as every test is): one line in the page's words, nothing sent
+    assert on_push("shared-run", "me/tiny", "", None) == ("**Error:** cannot push: this machine is offline for the hub "
+                                                           "(HF_HUB_OFFLINE is set); unset it to share")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_the_servers")
+    monkeypatch.setattr(share, "hub_reachable", lambda: True)
+    used = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            used.append(token)
+
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            pass
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    said = on_push("shared-run", "me/tiny", "", None)
+    if space:  # the server's own token is never used for a visitor
+        assert said == "**Error:** cannot push: give your own Hugging Face token (write access)" and used == []
+    else:
+        assert said == "shared-run is on the Hub, with its model card: https://huggingface.co/me/tiny"
+        assert used == ["hf_the_servers"]
+    assert on_push("shared-run", "me/tiny", "hf_visitor", None).startswith("shared-run is on the Hub")
+    assert used[-1] == "hf_visitor" and (run.adapter_dir / share.CARD).is_file()
+    assert on_push(None, "me/tiny", "", None) == "pick a run first"

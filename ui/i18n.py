@@ -234,6 +234,18 @@ EN = {
     "kept_untrained": "Kept the adapter of step 0, the untouched model: training did not beat it on validation ({metric} {score}, the best of {count} scored adapters).",
     "val_short": "The setting asks for {asked} validation pairs, but {train} training pairs allow only {got} (at most a tenth).",
     "chat_cut": "“…” marks an answer cut at the limit of new tokens ({limit}): {models}. Raise “{setting}” above for a longer answer.",
+    "push": "Share on the Hub", "push_repo": "Hub repository (OWNER/NAME)",
+    "push_token": "Hugging Face token (blank: the one this machine is logged in with)",
+    "push_token_space": "Your own Hugging Face token (write access; used for this upload only)",
+    "pushed": "{run} is on the Hub, with its model card: {url}",
+    "push_running": "{run} is still training: share it once it has ended",
+    "err_push_offline": "cannot push: this machine is offline for the hub (HF_HUB_OFFLINE is set); unset it to share",
+    "err_push_no_token": "cannot push: no Hugging Face token; log in with `hf auth login` or set HF_TOKEN",
+    "err_push_own_token": "cannot push: give your own Hugging Face token (write access)",
+    "err_push_unreachable": "cannot push: the hub (huggingface.co) cannot be reached from here",
+    "err_push_repo_id": "'{repo}' is not a hub repository id; give it as OWNER/NAME (like 'me/smollm2-tofu-gan')",
+    "err_push_no_adapter": "{run} has no adapter to share (the run did not finish or save)",
+    "err_push_failed": "could not push to {repo}: {reason}",
 }
 
 RU = {
@@ -434,6 +446,18 @@ RU = {
     "kept_untrained": "Сохранён адаптер шага 0 — нетронутая модель: обучение не превзошло её на валидации ({metric} {score}, лучший из оценённых адаптеров: {count}).",
     "val_short": "В настройке указано валидационных пар: {asked}, но из {train} обучающих пар можно отложить только {got} (не больше десятой части).",
     "chat_cut": "«…» отмечает ответ, обрезанный на пределе новых токенов ({limit}): {models}. Увеличьте «{setting}» выше, чтобы ответ был длиннее.",
+    "push": "Опубликовать на Hub", "push_repo": "Репозиторий на Hub (ВЛАДЕЛЕЦ/ИМЯ)",
+    "push_token": "Токен Hugging Face (пусто: токен, с которым на этой машине выполнен вход)",
+    "push_token_space": "Ваш собственный токен Hugging Face (с правом записи; только для этой загрузки)",
+    "pushed": "{run} опубликован на Hub вместе с карточкой модели: {url}",
+    "push_running": "{run} ещё обучается: опубликуйте его, когда обучение закончится",
+    "err_push_offline": "нельзя опубликовать: эта машина работает без Hub (задан HF_HUB_OFFLINE); снимите его, чтобы публиковать",
+    "err_push_no_token": "нельзя опубликовать: нет токена Hugging Face; войдите командой `hf auth login` или задайте HF_TOKEN",
+    "err_push_own_token": "нельзя опубликовать: укажите свой токен Hugging Face (с правом записи)",
+    "err_push_unreachable": "нельзя опубликовать: Hub (huggingface.co) отсюда недоступен",
+    "err_push_repo_id": "«{repo}» — не идентификатор репозитория на Hub; укажите его как ВЛАДЕЛЕЦ/ИМЯ (например, «me/smollm2-tofu-gan»)",
+    "err_push_no_adapter": "у запуска {run} нет адаптера, которым можно поделиться (запуск не завершился или не сохранил его)",
+    "err_push_failed": "не удалось опубликовать в {repo}: {reason}",
 }
 
 # Every TrainConfig field: (label, help) in Russian. English comes from the field itself.
