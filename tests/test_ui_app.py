@@ -497,6 +497,15 @@ def test_selecting_a_row_of_the_runs_table_picks_that_run(app):
     assert message["success"] and message["output"]["data"][0] == "gan-improved-x"
 
 
+def test_an_idle_server_polls_its_queue_slowly(app):
+    """Gradio's queue looks for work every 1 ms (its progress every 10 ms) by default: an idle server used ~5 % of a
+    core with no page open. The launched workbench polls at 50 ms and 100 ms (benchmarks/idle_cpu.py measures it)."""
+    from ui.app import PROGRESS_IDLE_POLL, QUEUE_IDLE_POLL
+
+    queue = app.demo._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (QUEUE_IDLE_POLL, PROGRESS_IDLE_POLL)
+
+
 def test_show_in_gan_tuning_switches_to_that_tab(app):
     run_id = trained_run(app)
     on_open = next(f for f in app.demo.fns.values() if f.name == "on_open")
