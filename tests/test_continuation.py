@@ -174,6 +174,7 @@ def test_the_plateau_preset_is_a_protocol_that_can_tell():
         run_bench("plateau", "report.json", methods=["lora", "full"], base=object(), log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_it(sixteen_pairs, tmp_path):
     base = make_base()
     splits, _ = seeded_splits(str(sixteen_pairs), "forget10", 16, 0.75, [0])

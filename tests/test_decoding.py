@@ -312,6 +312,7 @@ def test_the_lm_heads_input_is_made_contiguous_and_changes_no_number():
     assert torch.equal(ours, reference(input_ids=ids, attention_mask=mask, logits_to_keep=4).logits)
 
 
+@pytest.mark.slow
 def test_freed_memory_is_kept_for_the_next_allocation():
     """After keep_freed_pages, a freed 64 MB tensor's pages serve the next one: few page faults (none timed)."""
     script = """
