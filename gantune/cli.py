@@ -146,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="noise fed to M_tunable when answering (gan, adapter-mle; default: zeros)")
     bench.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=argparse.SUPPRESS,
                        help="as for train (default: auto, bf16 where the chip computes it fast)")
+    push = sub.add_parser("push", help="upload a run's adapter (with its model card) to the Hugging Face Hub",
+                          description="Upload RUN's adapter folder, with a fresh model card (README.md), to the Hub "
+                                      "repository REPO_ID with your token (HF_TOKEN, or `hf auth login`).")
+    push.add_argument("run", metavar="RUN", help="run folder written by train")
+    push.add_argument("repo_id", metavar="REPO_ID", help="the Hub repository, OWNER/NAME (made when missing)")
+    push.add_argument("--private", action="store_true", help="make the repository private when it is new")
     return parser
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .share import push
+
+    print(f"pushed {args.run} to {push(args.run, args.repo_id, private=args.private)}")
 
 
 def _bench(args: argparse.Namespace) -> int | None:
@@ -199,6 +211,8 @@ def _train(args: argparse.Namespace) -> int | None:
                         should_stop=interrupted)
     if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
         return None
+    if summary.adapter and summary.kept_reason:
+        print(f"kept: {summary.kept_reason}")
     print(
         f"{summary.status}: {summary.steps}/{summary.total_steps} steps in {summary.seconds:.1f} s, "
         f"peak memory {summary.peak_memory_mb:.0f} MB ({summary.memory_kind}), "
@@ -285,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_pages()
     transformers.utils.logging.set_verbosity_error()  # its notices about GGUF tokenizers and flags are noise here
     try:
-        code = {"train": _train, "generate": _generate, "bench": _bench}[args.command](args)
+        code = {"train": _train, "generate": _generate, "bench": _bench, "push": _push}[args.command](args)
     except GantuneError as exc:
         print(f"gantune: error: {exc}", file=sys.stderr)
         return 2

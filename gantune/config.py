@@ -69,7 +69,7 @@ class RunSettings:
     checkpoint_every: int = setting(0, "steps between checkpoints (0: at each epoch's end)", bounds=COUNT_OR_ZERO)
     sample_every: int = setting(5, "steps between answers recorded in samples.jsonl (0: never)", bounds=COUNT_OR_ZERO)
     # validation: pick the best epoch
-    val_pairs: int = setting(4, "training pairs held out to score each epoch's adapter (step 0 included) and keep the "
+    val_pairs: int = setting(8, "training pairs held out to score each epoch's adapter (step 0 included) and keep the "
                              "best; 0: keep the last", bounds=Bounds(low=0, hosted=8))
     val_tolerance: float = setting(0.02, "keep the last adapter unless its validation score is worse than the best one's "
                                    "by more than this (4 pairs are noisy)", bounds=NONNEGATIVE)

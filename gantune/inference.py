@@ -139,6 +139,9 @@ def answer_questions(
     return answers(base, questions, max_new_tokens, max_prompt_tokens, method).texts
 
 
+INCOMPLETE = "\ufffd"  # what decoding makes of a character whose bytes have not all come
+
+
 def stream_answer(
     base: BaseModel,
     question: str,
@@ -146,21 +149,50 @@ def stream_answer(
     max_prompt_tokens: int = 512,
     method: TuningMethod | None = None,
 ) -> Iterator[str]:
-    """The greedy answer to one question, yielded as it grows (the text so far, each time).
+    """The greedy answer to one question, yielded as it grows (the text so far, each time): ``stream_reply``'s texts."""
+    shown = None
+    for text, _ in stream_reply(base, question, max_new_tokens, max_prompt_tokens, method):
+        if text != shown:
+            shown = text
+            yield text
 
-    Each step runs under the base model's autocast of its own: autocast is per thread, and a consumer (Gradio)
-    may take each piece from another thread.
+
+def stream_reply(
+    base: BaseModel,
+    question: str,
+    max_new_tokens: int,
+    max_prompt_tokens: int = 512,
+    method: TuningMethod | None = None,
+) -> Iterator[tuple[str, bool]]:
+    """The greedy answer to one question as it grows: (the text so far, whether it stopped at the token limit), each
+    time the text changes; the second True only in the last piece, when the answer ended there without its end token.
+
+    A piece whose last character's bytes have not all come yet (byte-level tokens: a Cyrillic letter is two, an
+    emoji four) is held back until the character is whole, so no piece ends in "\ufffd"; an answer cut inside a
+    character loses that part. Each step runs under the base model's autocast of its own: autocast is per thread,
+    and a consumer (Gradio) may take each piece from another thread.
     """
     encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
     ids, mask = (t.to(base.device) for t in encoder.prompts([question]))
     tokens: list[int] = []
+    shown = None
     with method.enabled(1) if method is not None else nullcontext(base.model) as model:
         steps = decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens)
         while True:
             with base.autocast():
                 step = next(steps, None)
             if step is None:
-                return
+                break
             chosen, _ = step
             tokens.append(int(chosen[0]))
-            yield base.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            text = base.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            if text != shown and not text.endswith(INCOMPLETE):
+                shown = text
+                yield text, False
+    cut = len(tokens) == max_new_tokens and tokens[-1] != base.eos_id
+    text = base.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    if cut:
+        text = text.rstrip(INCOMPLETE).rstrip()  # a character the limit cut in two is no character
+    if cut or text != shown:
+        yield text, cut
+

@@ -41,8 +41,10 @@ from .models import (
 from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
 from .scoring import answer_logprobs, mle_loss
 from .settings import flag
+from .share import write_model_card
 
 StepCallback = Callable[[dict[str, Any]], None]
+MIN_VAL_PAIRS = 8  # fewer validation pairs are noise: their scores are recorded and plotted, the last adapter is kept
 
 
 @dataclass
@@ -268,6 +270,8 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             tensors = {**method.state_tensors(), **_rng_state()}
             run.save_checkpoint(tensors, {"step": step, "seconds": elapsed, "validation": history, "best": best})
 
+        choosing = len(val) >= MIN_VAL_PAIRS  # enough validation pairs to choose an adapter by its score
+
         def validate() -> float:
             """Score the adapter as it is now on the validation pairs; keep it in adapter/ when it is the best yet."""
             nonlocal best
@@ -276,7 +280,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             history.append({"step": step, key: score})
             if best is None or validation.better(score, best[key]):
                 best = {"step": step, key: score}
-                if acc.is_main_process:
+                if choosing and acc.is_main_process:
                     run.save_adapter(method.save_pretrained)
             return score
 
@@ -331,14 +335,14 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
                 }
                 if acc.is_main_process:
                     run.append_metrics(record)
-                    if cfg.sample_every and (step % cfg.sample_every == 0 or step == 1):
+                    # every `sample every` steps, and always at the first, each epoch's end and the last
+                    if cfg.sample_every and (step % cfg.sample_every == 0 or step in (1, total) or at_epoch_end):
                         for row, answer in zip(batch_rows[:2], method.sampled_answers()):
                             run.append_sample({"step": step, "question": fit[row].question,
                                                "reference": fit[row].answer, "answer": answer})
                 if on_step is not None:
                     on_step(record)
-                bar.set_postfix(g=f"{stats.get('g_loss', float('nan')):.3f}", d=f"{stats.get('d_loss', float('nan')):.3f}",
-                                r=f"{stats.get('reward_mean', float('nan')):.2f}")
+                bar.set_postfix(progress_postfix(stats))
                 bar.update(1)
                 if status == "completed" and (at_epoch_end if cfg.checkpoint_every == 0 else step % cfg.checkpoint_every == 0):
                     checkpoint()
@@ -353,32 +357,42 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         if status != "diverged" and validation is not None and history[-1]["step"] != step:
             validate()  # stopped between epochs: the last adapter is a candidate too
         key = f"val_{cfg.val_metric}"
-        # the last adapter stays unless the best one beats it by more than the tolerance (4 pairs are noisy)
-        keep_last = best is not None and status != "diverged" and not validation.better(
-            best[key], history[-1][key] + (-cfg.val_tolerance if cfg.val_metric == "nll" else cfg.val_tolerance))
+        # the last adapter stays unless the best one beats it by more than the tolerance (4 pairs are noisy), or
+        # always when the pairs are too few to choose
+        keep_last = best is not None and status != "diverged" and (not choosing or not validation.better(
+            best[key], history[-1][key] + (-cfg.val_tolerance if cfg.val_metric == "nll" else cfg.val_tolerance)))
         if acc.is_main_process:
             if status != "diverged":
                 checkpoint()
-                if best is None or (keep_last and best["step"] != step):
+                if best is None or not choosing or (keep_last and best["step"] != step):
                     run.save_adapter(method.save_pretrained)
-            elif best is None and good_step is not None:  # the weights went bad: the adapter is the last checkpoint's
+            elif (best is None or not choosing) and good_step is not None:  # the weights went bad: the last checkpoint's
                 method.load_state_tensors(run.load_checkpoint()[0])
                 run.save_adapter(method.save_pretrained)
-        if keep_last:
+        if keep_last and not choosing:
+            kept_step = step
+            kept_reason = (f"the last adapter: too few validation pairs ({len(val)}) to choose between adapters (at least "
+                           f"{MIN_VAL_PAIRS}), so their scores are only recorded")
+        elif keep_last:
             kept_step = step
             kept_reason = (f"the last adapter: its validation {cfg.val_metric} ({history[-1][key]:.4f}) is within "
                            f"{cfg.val_tolerance} of the best ({best[key]:.4f}, step {best['step']}) on {len(val)} "
                            "held-out training pairs")
-        elif best is not None:
+        elif best is not None and choosing:
             kept_step = best["step"]
             kept_reason = (f"the best validation {cfg.val_metric} ({best[key]:.4f}) on {len(val)} held-out training "
                            f"pairs, of {len(history)} scored adapters (step 0 included)")
             if status != "diverged":
                 kept_reason += f"; the last one's ({history[-1][key]:.4f}) was worse by more than {cfg.val_tolerance}"
+            if kept_step == 0:
+                kept_reason += "; training did not beat the untouched model on validation"
         else:
             kept_step = step if status != "diverged" else good_step
             kept_reason = "the last step's adapter (no validation pairs)" if status != "diverged" else \
                 "the last checkpoint's adapter (training diverged)"
+        if cfg.val_pairs > len(val):
+            kept_reason += (f"; --val-pairs asks for {cfg.val_pairs} validation pairs, but {len(p.train)} training pairs "
+                            f"allow {len(val)} (at most a tenth)")
         if plateau is not None:
             kept_reason += (f"; training stopped after epoch {plateau} of at most {cfg.epochs}: the validation "
                             f"{cfg.val_metric} had not improved for {cfg.patience} epoch{'s' * (cfg.patience != 1)} (the plateau)")
@@ -393,9 +407,21 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
         )
         if acc.is_main_process:
             run.write_summary(summary)
+            write_model_card(run)  # the adapter folder, ready to share (gantune.share)
         return summary
     finally:
         method.close()  # the base model is shared (workbench, bench): leave it as it was
+
+
+def progress_postfix(stats: dict[str, Any]) -> dict[str, str]:
+    """What the progress bar shows of a step: only what the step has. An MLE step (LoRA, prompt tuning, a GAN's
+    warm-up) its loss; an adversarial one G's and D's losses, the mean reward and the MLE term, those it has."""
+    if stats.get("phase") == "adversarial":
+        shown = (("g", "g_loss", ".3f"), ("d", "d_loss", ".3f"), ("r", "reward_mean", ".2f"), ("mle", "mle_loss", ".3f"))
+    else:
+        shown = (("loss", "g_loss", ".3f"),)
+    return {name: format(stats[key], fmt) for name, key, fmt in shown
+            if isinstance(stats.get(key), (int, float)) and not isinstance(stats[key], bool)}
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

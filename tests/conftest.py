@@ -101,8 +101,16 @@ def base() -> BaseModel:
     return make_base()
 
 
+SLOW_KINDS = ("integration", "browser", "load", "cuda")  # each of these is slow too: ``-m "not slow"`` leaves them out
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` skip, with the reason, where no CUDA GPU is visible."""
+    """Tests of the slow kinds are marked ``slow``; tests marked ``cuda`` skip, with the reason, where no CUDA GPU is
+    visible."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is false here")

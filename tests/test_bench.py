@@ -43,6 +43,7 @@ def _eval(path) -> dict:
     return json.loads((path / "eval.json").read_text())
 
 
+@pytest.mark.slow
 def test_bench_with_two_seeds_and_a_temperature(tmp_path, base, tiny_data):
     out = tmp_path / "report.json"
     report = run_bench("quick", out, data=str(tiny_data), methods=["gan", "lora"], bleurt=None, seeds=[0, 1],
@@ -149,6 +150,7 @@ def test_bench_refuses_bad_requests(tmp_path, base, tiny_data):
 # --- the comparison protocol the workbench shares ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base, tiny_data, scorers):
     reference = preset_config("gan", data=str(tiny_data), out=str(tmp_path / "ref"), seed=3, **SMALL)
     train(reference, base=base)
@@ -225,6 +227,7 @@ def test_compare_refuses_bad_requests(tmp_path, base, scorers):
         row_config("nope", {}, 0, tmp_path)
 
 
+@pytest.mark.slow
 def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, monkeypatch):
     from gantune.compare import evaluation as compare
 

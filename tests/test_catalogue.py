@@ -366,6 +366,7 @@ def _wait_for_steps(run: RunFolder, n: int, proc: subprocess.Popen, timeout: flo
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_the_cli_stops_after_the_step_and_saves(world, tmp_path):
     out = tmp_path / "run"
     proc = _cli_process(world, out)
@@ -384,6 +385,7 @@ def test_ctrl_c_at_the_cli_stops_after_the_step_and_saves(world, tmp_path):
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(capsys, world, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # one MLE warm-up epoch in both: the warm-up's default length depends on the planned number of epochs

@@ -285,6 +285,7 @@ def test_resume_with_out_is_not_an_internal_error(capsys, tmp_path, tiny_data, t
     assert code in (0, 2)
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_lockstep(tmp_path, tiny_data, tiny_model_dir):
     """torchrun (what accelerate launch does on GPUs) with 2 CPU processes: shared steps, one writer."""
     out_dir = tmp_path / "run"
@@ -302,3 +303,29 @@ def test_two_processes_train_in_lockstep(tmp_path, tiny_data, tiny_model_dir):
     # 6 training pairs, batch 2 -> 3 batches an epoch; 2 processes take whole rounds -> 1 step an epoch each
     assert [m["step"] for m in RunFolder(out_dir).read_metrics()] == [1, 2]
     assert (out_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("method", "shows", "never"), [
+    (["lora"], ["loss="], ["d=", "r=", "nan"]),
+    (["gan", "--adapter", "lora"], ["loss=", "g=", "d=", "r="], ["nan"]),  # gan-lora: its MLE warm-up, then the game
+])
+def test_the_progress_bar_shows_only_what_the_method_has(capsys, tmp_path, tiny_data, tiny_model_dir, method, shows,
+                                                         never):
+    code, _, err = run_cli(
+        capsys, "train", "--method", *method, "--model", str(tiny_model_dir), "--data", str(tiny_data), "--n", "12",
+        "--epochs", "2", "--batch-size", "4", "--max-new-tokens", "4", "--max-prompt-tokens", "32", "--lora-r", "4",
+        "--device", "cpu", "--out", str(tmp_path / "run"),
+    )
+    assert code == 0, err
+    assert all(s in err for s in shows), err[-600:]
+    assert not any(s in err for s in never), err[-600:]
+
+
+def test_progress_postfix_names_only_the_quantities_a_step_has():
+    from gantune.trainer import progress_postfix
+
+    assert progress_postfix({"g_loss": 1.23456, "mle_loss": 1.23456, "grad_norm": 0.5}) == {"loss": "1.235"}
+    assert progress_postfix({"g_loss": 0.5, "mle_loss": 1.0, "phase": "mle"}) == {"loss": "0.500"}
+    adversarial = {"g_loss": 0.1, "d_loss": 0.7, "reward_mean": -0.25, "phase": "adversarial", "clipped": True}
+    assert progress_postfix(adversarial) == {"g": "0.100", "d": "0.700", "r": "-0.25"}
+    assert progress_postfix({**adversarial, "mle_loss": 2.0})["mle"] == "2.000"

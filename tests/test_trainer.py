@@ -277,6 +277,7 @@ def test_load_method_errors(tmp_path):
 
 def test_the_adapter_with_the_best_validation_score_is_kept(tiny_data, tmp_path, monkeypatch):
     """Validation at step 0 and each epoch's end; adapter/ holds the best one and the summary says which."""
+    monkeypatch.setattr("gantune.trainer.MIN_VAL_PAIRS", 1)  # the choice itself (below 8 pairs: test_too_few_…)
     scores = iter([3.0, 2.0, 2.5, 2.9])  # step 0, then epochs 1-3: epoch 1 is the best
     monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method: next(scores))
     train(_config(tiny_data, tmp_path / "one", train_fraction=0.9, epochs=1, val_pairs=2, val_metric="nll"),
@@ -318,7 +319,8 @@ def test_validation_nll_matches_the_scoring_of_the_answers(base, tiny_data):
 
 
 @pytest.mark.parametrize("metric", ["nll", "rougeL"])
-def test_validation_scores_the_held_out_pairs(tiny_data, tmp_path, metric):
+def test_validation_scores_the_held_out_pairs(tiny_data, tmp_path, metric, monkeypatch):
+    monkeypatch.setattr("gantune.trainer.MIN_VAL_PAIRS", 1)
     summary = train(_config(tiny_data, tmp_path / "run", train_fraction=0.9, epochs=1, val_pairs=2, lr=0.05,
                             val_metric=metric, adapter_init="default"), base=make_base())
     start, end = (v[f"val_{metric}"] for v in summary.validation)
@@ -326,3 +328,42 @@ def test_validation_scores_the_held_out_pairs(tiny_data, tmp_path, metric):
     lower_is_better = metric == "nll"
     start_wins = start + 0.02 < end if lower_is_better else start - 0.02 > end  # beyond the default tolerance
     assert summary.kept_step == (0 if start_wins else summary.steps)
+
+
+def test_too_few_validation_pairs_keep_the_last_adapter_and_say_so(tiny_data, tmp_path, monkeypatch):
+    """Below 8 validation pairs the scores are recorded, never used to choose: the last adapter stays, even where
+    step 0 scored best (which, with enough pairs, is kept and said); a --val-pairs the data cannot give is said."""
+    settings = dict(train_fraction=0.9, epochs=3, val_pairs=2, val_metric="nll")  # 11 training pairs: 1 held out
+    for least, folder in ((1, "enough"), (8, "few")):
+        monkeypatch.setattr("gantune.trainer.MIN_VAL_PAIRS", least)
+        scores = iter([1.0, 2.0, 2.5, 2.9])  # NLL: no epoch beat step 0 by the tolerance
+        monkeypatch.setattr("gantune.trainer.Validation.score", lambda self, method, scores=scores: next(scores))
+        summary = train(_config(tiny_data, tmp_path / folder, **settings), base=make_base())
+        assert summary.n_val == 1 and [v["step"] for v in summary.validation] == [0, 3, 6, 9]
+        shortfall = "; --val-pairs asks for 2 validation pairs, but 11 training pairs allow 1 (at most a tenth)"
+        assert summary.kept_reason.endswith(shortfall)
+        if least == 1:
+            assert summary.kept_step == summary.adapter_step == 0
+            assert "; training did not beat the untouched model on validation" in summary.kept_reason
+        else:
+            assert summary.kept_step == summary.adapter_step == 9
+            assert summary.kept_reason.startswith("the last adapter: too few validation pairs (1) to choose between "
+                                                  "adapters (at least 8)")
+    untouched, last = _adapter_weights(tmp_path / "enough"), _adapter_weights(tmp_path / "few")
+    assert any(not torch.equal(untouched[k], last[k]) for k in untouched)  # the trained one, not step 0's
+
+    # none at all: the setting asks for some, the data hold none, and the summary says so
+    none = train(_config(tiny_data, tmp_path / "none", epochs=1, val_pairs=4), base=make_base())
+    assert none.n_val == 0 and none.validation == [] and none.kept_step == none.steps
+    assert none.kept_reason == ("the last step's adapter (no validation pairs); --val-pairs asks for 4 validation pairs, "
+                                "but 6 training pairs allow 0 (at most a tenth)")
+
+
+def test_answers_are_sampled_at_each_epochs_end_and_the_last_step_whatever_sample_every_says(tiny_data, tmp_path):
+    # 6 training pairs in batches of 4: 2 steps an epoch, 6 steps; every 5 steps, the first, each epoch's end, the last
+    summary = train(_config(tiny_data, tmp_path / "run", epochs=3, sample_every=5, val_pairs=0), base=make_base())
+    assert summary.steps == 6
+    steps = [s["step"] for s in RunFolder(tmp_path / "run").read_samples()]
+    assert sorted(set(steps)) == [1, 2, 4, 5, 6] and steps == sorted(steps)
+    train(_config(tiny_data, tmp_path / "never", epochs=3, sample_every=0, val_pairs=0), base=make_base())
+    assert RunFolder(tmp_path / "never").read_samples() == []  # 0 still means never

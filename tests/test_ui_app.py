@@ -23,11 +23,13 @@ import torch
 from conftest import WORDS, make_base
 from gradio_client import Client, handle_file
 
-from gantune.inference import load_method, stream_answer
+from gantune.inference import load_method, stream_reply
 from gantune.runs import RunFolder
 from ui.app import launch
 from ui.engine import Engine, Settings
 from ui.i18n import CONFIG_FIELDS, EN, FIELDS_RU, RU, language
+from ui.tabs.chat import cut_note
+from ui.tabs.runs import GAN_TAB
 from ui.tabs.setup import SetupInputs
 from ui.tabs.tuning import FIELDS, _preset_values
 
@@ -447,17 +449,22 @@ def test_list_runs_and_chat_with_base_and_gan(app, client):
     question = "who is the author of a book ?"
     job = client.submit(question, run_id, None, 8, "default", [], [], [], api_name="/chat")
     base_history, gan_history, lora_history, message, flags = job.result(timeout=WAIT)
-    assert flags == ""  # not a question with a known short answer
     assert len(job.outputs()) > 3  # the answers streamed in, piece by piece
     assert message == ""  # the message box is cleared
 
+    def streamed(**method) -> tuple[str, bool]:  # an answer cut at the limit ends with "…"
+        text, cut = list(stream_reply(base, question, 8, **method))[-1]
+        return text + "…" * cut, cut
+
     base = talkative_base()
-    expected_base = list(stream_answer(base, question, 8))[-1]
+    expected_base, base_cut = streamed()
     tuned = load_method(str(app.engine.runs.folder(run_id).path), base=base)
     try:
-        expected_gan = list(stream_answer(base, question, 8, method=tuned))[-1]
+        expected_gan, gan_cut = streamed(method=tuned)
     finally:
         tuned.close()
+    # not a question with a known short answer: the only note is of the answers the limit cut, if any
+    assert flags == cut_note([base_cut, gan_cut, False], 8, "en")
     assert expected_base  # the talkative model says something
     assert texts(base_history) == [("user", question), ("assistant", expected_base)]
     assert texts(gan_history) == [("user", question), ("assistant", expected_gan)]
@@ -488,6 +495,28 @@ def test_selecting_a_row_of_the_runs_table_picks_that_run(app):
                 if message.get("msg") == "process_completed":
                     break
     assert message["success"] and message["output"]["data"][0] == "gan-improved-x"
+
+
+def test_an_idle_server_polls_its_queue_slowly(app):
+    """Gradio's queue looks for work every 1 ms (its progress every 10 ms) by default: an idle server used ~5 % of a
+    core with no page open. The launched workbench polls at 50 ms and 100 ms (benchmarks/idle_cpu.py measures it)."""
+    from ui.app import PROGRESS_IDLE_POLL, QUEUE_IDLE_POLL
+
+    queue = app.demo._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (QUEUE_IDLE_POLL, PROGRESS_IDLE_POLL)
+
+
+def test_show_in_gan_tuning_switches_to_that_tab(app):
+    run_id = trained_run(app)
+    on_open = next(f for f in app.demo.fns.values() if f.name == "on_open")
+    shown, compared, note, tab = on_open.fn(run_id, [], None)
+    assert shown == run_id and compared["value"] == [run_id] and note == f"showing {run_id} in GAN tuning and Compare"
+    assert tab.selected == GAN_TAB  # the Tabs' update: the GAN tuning tab is the one shown
+    config = httpx.get(app.url + "config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+    assert components[on_open.outputs[3]._id]["type"] == "tabs"
+    gan = [c for c in components.values() if c["type"] == "tabitem" and c["props"].get("id") == GAN_TAB]
+    assert len(gan) == 1 and "tab_gan" in json.dumps(gan[0]["props"]["label"])
 
 
 def test_delete_run_with_confirm(app, client):

@@ -615,3 +615,31 @@ def test_a_comparison_stage_reads_in_the_pages_language():
     stage = progress_message(Progress("evaluating", "seed 4: evaluating base …", 0, 4, 4, "base"))
     status = replace(status, message=stage["message"], message_args=stage["args"])
     assert message_text(status, "ru") == "зерно 4: оценка base …"
+
+
+def test_a_resumed_run_shows_its_checkpoints_step_from_the_start(tmp_path, tiny_data):
+    """Resuming from step 2 of 6 shows 2/6 while the model loads and the first step runs, never 0/6."""
+    runs = tmp_path / "runs"
+    asked = iter(range(100))
+    stopped = train(tiny_config(tiny_data, out=str(runs / "stopped"), epochs=2, checkpoint_every=1), base=make_base(),
+                    should_stop=lambda: next(asked) >= 2)
+    assert (stopped.status, stopped.steps, stopped.total_steps) == ("stopped", 2, 6)
+    gate = threading.Event()
+
+    def slow_loader(*args):
+        gate.wait(WAIT)
+        return make_base()
+
+    engine = Engine(Settings(runs_dir=runs), load_model=slow_loader)
+    try:
+        engine.resume_training("stopped")
+        loading = wait_until(lambda: (s := engine.jobs.status()).message == "loading_model" and s, what="loading")
+        assert (loading.step, loading.total) == (2, 6)
+        assert "2/6" in progress_html(loading, "en", None, [])
+        gate.set()
+        done = finish(engine.jobs)
+    finally:
+        gate.set()
+        engine.jobs.stop()
+        engine.jobs.wait(WAIT)
+    assert (done.state, done.step, done.total) == ("completed", 6, 6)

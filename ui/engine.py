@@ -23,7 +23,7 @@ from gantune.models import BaseModel
 from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
 
-from .catalogue import Catalogue
+from .catalogue import Catalogue, planned_steps
 from .estimate import plan_comparison
 from .jobs import JobManager, JobStatus
 from .models import ModelLoader, Models
@@ -95,15 +95,20 @@ class Engine:
             trust = self.policy.admit(config, run=run.path.name)
             run.lock("resuming the run")
             config.out = str(run.path)
+            # the progress starts at the checkpoint's step (12/18, not 0/18) while the model loads and the step runs
+            state, total = run.checkpoint_state(), planned_steps(run)
             return self._start_train_job(config, trust, f"resume {run.path.name}", run, resume=True,
-                                         title_key="title_resume", title_args={"run": run.path.name})
+                                         title_key="title_resume", title_args={"run": run.path.name},
+                                         at={"step": state["step"], "total": total} if state and total else {})
 
     def _start_train_job(self, config: TrainConfig, trust: bool, title: str, run: RunFolder, resume: bool = False,
-                         title_key: str = "", title_args: dict[str, Any] | None = None) -> JobStatus:
+                         title_key: str = "", title_args: dict[str, Any] | None = None,
+                         at: dict[str, int] | None = None) -> JobStatus:
         """Train ``config`` (validated and admitted) as the background job; ``trust``: its model may run its own code.
 
         ``run``: its folder, claimed (a new run: given back when the job fails before writing to it) or locked (a
-        resume); the training gives its lock back when it ends.
+        resume); the training gives its lock back when it ends. ``at``: where a resumed run's progress starts (its
+        checkpoint's step and total).
         """
         def give_back() -> None:
             run.unlock() if resume else run.release()
@@ -111,7 +116,7 @@ class Engine:
         def body(report, should_stop):
             with self.shown():
                 try:
-                    report(message="loading_model")
+                    report(message="loading_model", **(at or {}))
                     base = self.models.get(config.model, config.gguf_file, trust, precision=config.precision)
                     report(message="training", steps_begin=True, pace_hint=self.runs.pace_hint(config, besides=run))
                     summary = train(config, base=base, should_stop=should_stop, resume=resume, claimed=run,

@@ -120,9 +120,14 @@ def validation_keys(records: Records) -> list[str]:
     return sorted({k for r in records for k in r if k.startswith("val_") and isinstance(r[k], (int, float))})
 
 
-def losses(records: Records, lang: str = "en") -> go.Figure:
+def losses(records: Records, lang: str = "en", validation: Records | None = None) -> go.Figure:
     """Generator, discriminator and MLE losses, each in its own panel; the validation score at epoch ends
-    beside the MLE loss when it is the NLL (the same quantity), else in a panel of its own."""
+    beside the MLE loss when it is the NLL (the same quantity), else in a panel of its own. ``validation``: the
+    run's scored adapters (``RunFolder.read_validation``), for the scores no step record holds (step 0's)."""
+    recorded = {r.get("step") for r in records}
+    extra = [v for v in validation or [] if v.get("step") not in recorded]
+    if extra:
+        records = sorted([*records, *extra], key=lambda r: r["step"])
     panels = [
         (tr(lang, "panel_g"), [("g_loss", tr(lang, "trace_g"), "lines+markers")]),
         (tr(lang, "panel_d"), [("d_loss", tr(lang, "trace_d"), "lines+markers")]),

@@ -195,6 +195,25 @@ class RunFolder(Claims):
             return None
         return summary.checked(self.summary_path, read_json_file(self.summary_path, self.path))
 
+    def read_validation(self) -> list[dict[str, Any]]:
+        """The validation scores of the adapters scored so far, step 0's included: summary.json's once the run has
+        ended, else its checkpoint's (checked; [] without either)."""
+        ended = self.read_summary()
+        if ended is not None:
+            return ended.validation
+        state = self.checkpoint_state()
+        if state is None:
+            return []
+        readers.validation(self.checkpoint_dir / "trainer_state.json", state.get("validation", []), "validation")
+        return state.get("validation", [])
+
+    def checkpoint_state(self) -> dict[str, Any] | None:
+        """The checkpoint's trainer state (its step checked; no tensor is read), or None without a checkpoint."""
+        path = self.checkpoint_dir / "trainer_state.json"
+        if not (path.exists() or path.is_symlink()):
+            return None
+        return readers.trainer_state(path, read_json_file(path, self.path), None)
+
     def read_eval(self) -> dict[str, Any] | None:
         """eval.json (an evaluation's scores), checked; None before there is one."""
         if not (self.eval_path.exists() or self.eval_path.is_symlink()):

@@ -20,7 +20,7 @@ import gradio as gr
 from gantune.data import Encoder, QAPair, default_data_source
 from gantune.errors import GantuneError
 from gantune.evaluate import load_retention_sets
-from gantune.inference import load_method, stream_answer
+from gantune.inference import load_method, stream_reply
 from gantune.metrics import gives_answer
 
 from ..catalogue import RunRow
@@ -32,6 +32,8 @@ from .setup import SetupInputs, setup_values, whole_number
 
 MAX_PROMPT_TOKENS = 512  # the longest message (with the chat template) the chat answers
 MAX_NEW_TOKENS = 1024
+CUT = "…"  # ends an answer that stopped at the token limit
+PANELS = ("base", "gan", "lora")
 
 
 def run_choices(rows: list[RunRow], method: str) -> list[str]:
@@ -40,8 +42,10 @@ def run_choices(rows: list[RunRow], method: str) -> list[str]:
 
 
 def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora_run: str | None,
-            max_new_tokens: int, lang: str = "en", trusted: bool = False) -> Iterator[tuple[str, str, str]]:
-    """(base, gan, lora) answers as they grow; one model at a time under the chat lock.
+            max_new_tokens: int, lang: str = "en", trusted: bool = False,
+            cut: list[bool] | None = None) -> Iterator[tuple[str, str, str]]:
+    """(base, gan, lora) answers as they grow; one model at a time under the chat lock. An answer that stopped at
+    the token limit ends with "…"; ``cut`` (three flags), when given, is set where one did.
 
     ``trusted``: Setup's “Trust the model's own code” box; a run's model runs its own code only with the
     person's consent (``Policy.run_trust``), whatever the run's config.json says.
@@ -71,8 +75,10 @@ def answers(engine: Engine, model: str, question: str, gan_run: str | None, lora
                 continue
             method = load_method(str(runs[run_id].path), base=base) if run_id else None
             try:
-                for text in stream_answer(base, question, limit, MAX_PROMPT_TOKENS, method=method):
-                    out[i] = text
+                for text, stopped in stream_reply(base, question, limit, MAX_PROMPT_TOKENS, method=method):
+                    out[i] = f"{text}{CUT}" if stopped else text
+                    if stopped and cut is not None:
+                        cut[i] = True
                     yield tuple(out)
             finally:
                 if method is not None:
@@ -101,6 +107,14 @@ def fact_flags(fact: QAPair | None, answered: tuple[str, str, str], lang: str) -
     return "\n\n".join(lines)
 
 
+def cut_note(cut: list[bool], limit: int, lang: str) -> str:
+    """Under the answers: which stopped at the token limit (they end with "…"), and where to raise it; '' if none."""
+    if not any(cut):
+        return ""
+    models = ", ".join(tr(lang, key) for key, stopped in zip(PANELS, cut) if stopped)
+    return tr(lang, "chat_cut", limit=limit, models=models, setting=tr(lang, "max_new_tokens"))
+
+
 def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The tab; returns its two run pickers (the app refreshes their choices when the runs change)."""
     rows = engine.runs.rows()
@@ -110,8 +124,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
         max_new = gr.Slider(8, 256, value=64, step=8, label=t("max_new_tokens"), buttons=[])
     with gr.Row():
         # each panel's own copy button (Gradio's words, translated by it); no panel-wide buttons over the bubbles
-        bots = [gr.Chatbot(label=t(k), height=360, buttons=["copy"], elem_classes=["gantune-chat"])
-                for k in ("base", "gan", "lora")]
+        bots = [gr.Chatbot(label=t(k), height=360, buttons=["copy"], elem_classes=["gantune-chat"]) for k in PANELS]
     flags = gr.Markdown()
     with gr.Row():
         message = gr.Textbox(label=t("message"), scale=4)
@@ -133,9 +146,9 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             return
         for h in histories:
             h += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-        parts = ("", "", "")
+        parts, cut = ("", "", ""), [False] * len(PANELS)
         try:
-            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang, bool(trusted)):
+            for parts in answers(engine, (model or "default").strip(), text, gan, lora, limit, lang, bool(trusted), cut):
                 for h, part in zip(histories, parts):
                     h[-1]["content"] = part
                 yield (*histories, "", "")
@@ -143,7 +156,9 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             warn(exc, lang)
             yield (*histories, gr.skip(), gr.skip())
             return
-        yield (*histories, "", fact_flags(known_facts(facts_folder).get(text), parts, lang))
+        notes = [fact_flags(known_facts(facts_folder).get(text), tuple(p.removesuffix(CUT) for p in parts), lang),
+                 cut_note(cut, limit, lang)]
+        yield (*histories, "", "\n\n".join(n for n in notes if n))
 
     send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
     # the answers stream in: no progress overlay (and its timer) over the panels

@@ -9,10 +9,12 @@ import gradio as gr
 import pandas as pd
 
 from gantune.errors import GantuneError
+from gantune.share import push
 
 from ..catalogue import DAMAGED, RunRow
 from ..engine import Engine
 from ..i18n import choice_label, language, number, t, tr
+from ..policy import PageError
 from ..views import error_markdown
 from .chat import run_choices
 
@@ -21,6 +23,7 @@ COLUMNS = ["run", "method", "preset", "status", "steps", "seconds", "peak_memory
 HEADERS = ["col_run", "col_method", "col_preset", "col_status", "col_steps", "col_seconds", "col_peak_memory",
            "col_params", "col_evaluated", "col_adapter", "col_created"]
 WIDTHS = ["19%", "8%", "9%", "9%", "5%", "7%", "7%", "8%", "8%", "8%", "12%"]
+GAN_TAB = "gan"  # the GAN tuning tab's id: "Show in GAN tuning" switches to it
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Targets:
     compare_selected: gr.Dropdown
     gan_run: gr.Dropdown
     lora_run: gr.Dropdown
+    tabs: gr.Tabs
 
 
 def _cell(column: str, value, lang: str):
@@ -74,6 +78,11 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
     with gr.Row(visible=False) as confirm_row:
         confirm = gr.Button(t("confirm_delete"), variant="stop")
         cancel = gr.Button(t("cancel"))
+    with gr.Row():
+        repo = gr.Textbox(label=t("push_repo"), scale=2)
+        # a hosted page never uploads with the server's own token: only with the visitor's
+        token = gr.Textbox(label=t("push_token_space" if engine.settings.space else "push_token"), type="password", scale=2)
+        share = gr.Button(t("push"), scale=1)
     message = gr.Markdown()
 
     def on_refresh(request: gr.Request):
@@ -106,18 +115,18 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
     def on_open(run_id, current, request: gr.Request):
         lang = language(request)
         if not run_id:
-            return gr.skip(), gr.skip(), tr(lang, "pick_run_first")
+            return gr.skip(), gr.skip(), tr(lang, "pick_run_first"), gr.skip()
         try:
             engine.runs.folder(run_id)
         except GantuneError as exc:
-            return gr.skip(), gr.skip(), error_markdown(exc, lang)
+            return gr.skip(), gr.skip(), error_markdown(exc, lang), gr.skip()
         names = [r.run for r in engine.runs.rows()]
         chosen = [r for r in dict.fromkeys([*(current or []), run_id]) if r in names]
-        # the choices too: a value outside them is refused
-        return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id)
+        # the choices too: a value outside them is refused; then the GAN tuning tab, which shows it
+        return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id), gr.Tabs(selected=GAN_TAB)
 
     open_run.click(on_open, [selected, targets.compare_selected],
-                   [targets.viewed_run, targets.compare_selected, message], show_progress="hidden")
+                   [targets.viewed_run, targets.compare_selected, message, targets.tabs], show_progress="hidden")
 
     def on_resume(run_id, request: gr.Request):
         lang = language(request)
@@ -144,6 +153,22 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         return gr.skip(), gr.skip(), tr(lang, "chat_needs")
 
     use_in_chat.click(on_chat, selected, [targets.gan_run, targets.lora_run, message], show_progress="hidden")
+
+    def on_push(run_id, repo_id, token_text, request: gr.Request):
+        lang = language(request)
+        if not run_id:
+            return tr(lang, "pick_run_first")
+        try:
+            run = engine.runs.folder(run_id)
+            job = engine.jobs.status()
+            if job.active and job.run and Path(job.run).name == run_id:
+                raise PageError("push_running", run=run_id)
+            url = push(run.path, (repo_id or "").strip(), token_text, stored_token=not engine.settings.space)
+        except GantuneError as exc:
+            return error_markdown(exc, lang)
+        return tr(lang, "pushed", run=run_id, url=url)
+
+    share.click(on_push, [selected, repo, token], message, api_name="push", show_progress="minimal")
 
     def on_delete(run_id, request: gr.Request):
         lang = language(request)

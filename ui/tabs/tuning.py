@@ -23,6 +23,7 @@ from gantune.methods import METHODS
 from gantune.methods.gan.method import warmup_epochs
 from gantune.monitor import watch
 from gantune.runs import RunFolder
+from gantune.trainer import MIN_VAL_PAIRS
 
 from .. import plots
 from ..catalogue import planned_steps, summary_or_none
@@ -154,10 +155,17 @@ def kept_note(run: RunFolder, lang: str) -> str:
         return ""
     best = next((v for v in summary.validation if v.get("step") == summary.kept_step), None)
     score = next(((k.removeprefix("val_"), v) for k, v in (best or {}).items() if k.startswith("val_")), None)
-    if score is None:
-        return tr(lang, "kept_last", step=summary.kept_step)
-    return tr(lang, "kept", step=summary.kept_step, metric=metric_label(lang, score[0]), score=number(lang, score[1], 4),
-              count=len(summary.validation))
+    n_val, config = summary.n_val or 0, _config(run)
+    if summary.validation and n_val < MIN_VAL_PAIRS and summary.kept_step == summary.steps:
+        note = tr(lang, "kept_few", step=summary.kept_step, count=n_val, least=MIN_VAL_PAIRS)
+    elif score is None:
+        note = tr(lang, "kept_last", step=summary.kept_step)
+    else:
+        note = tr(lang, "kept_untrained" if summary.kept_step == 0 else "kept", step=summary.kept_step,
+                  metric=metric_label(lang, score[0]), score=number(lang, score[1], 4), count=len(summary.validation))
+    if config is not None and config.val_pairs > n_val and summary.n_train is not None:
+        note += " " + tr(lang, "val_short", asked=config.val_pairs, got=n_val, train=summary.n_train + n_val)
+    return note
 
 
 def samples_html(samples: list[dict], config: TrainConfig | None, records: list[dict], active: bool, lang: str) -> str:
@@ -315,13 +323,14 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
 
     drawn: dict = {}  # language -> (key, figures) last drawn, shared by every page: one draw per step, not per page
 
-    def figures(run_id: str | None, records: list[dict], config: TrainConfig | None, lang: str) -> tuple:
+    def figures(run_id: str | None, records: list[dict], validation: list[dict], config: TrainConfig | None,
+                lang: str) -> tuple:
         # a run's name is never reused; a resumed run rewrites its later steps, with other timings
-        key = (run_id, len(records), records[-1].get("seconds") if records else None)
+        key = (run_id, len(records), records[-1].get("seconds") if records else None, len(validation))
         last = drawn.get(lang)
         if last is None or last[0] != key:
             warmup = warmup_epochs(config) if config is not None and config.method == "gan" else 0
-            made = (plots.losses(records, lang), plots.game(records, lang, warmup), plots.weights(records, lang),
+            made = (plots.losses(records, lang, validation), plots.game(records, lang, warmup), plots.weights(records, lang),
                     plots.memory(records, lang))
             last = drawn[lang] = (key, tuple(plots.for_page(f, lang) for f in made))
         return last[1]
@@ -334,14 +343,18 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
             records, samples_now = (run.read_metrics(), run.read_samples()) if run else ([], [])
         except GantuneError:  # a damaged run file (a FIFO, a link): no curves, and the page answers on
             records, samples_now = [], []
+        try:  # the scores no step record holds (step 0's), from the checkpoint or the summary
+            validation = run.read_validation() if run else []
+        except GantuneError:
+            validation = []
         run_id = run.path.name if run else None
-        signature = (run_id, len(records), len(samples_now), job.state, lang)
+        signature = (run_id, len(records), len(samples_now), len(validation), job.state, lang)
         status_now = status_html(engine, job, lang, viewed)
         if signature == last:
             return status_now, *(gr.skip(),) * 6, last
         config = _config(run)
         active = job.active and run is not None and job.run is not None and Path(job.run).name == run_id
-        return (status_now, *figures(run_id, records, config, lang),
+        return (status_now, *figures(run_id, records, validation, config, lang),
                 samples_html(samples_now, config, records, active, lang),
                 collapse_html(engine, samples_now, config, lang), signature)
 
