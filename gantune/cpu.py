@@ -128,6 +128,11 @@ def packed_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
+# each group's concatenated weights (by its weights' ids, dropped with the first), shared by every copy of the model
+# that shares the weights: (what they were made from, weight, bias)
+_FUSED: dict[tuple[int, ...], tuple[tuple, torch.Tensor, torch.Tensor | None]] = {}
+
+
 class Siblings:
     """Linear layers that read the same input. Without gradients the first one called computes all their products
     at once (their weights concatenated, kept until one changes) and the others, called next with the same input,
@@ -136,9 +141,6 @@ class Siblings:
     def __init__(self, layers: list[torch.nn.Linear]):
         self.layers = layers
         self.sizes = [layer.out_features for layer in layers]
-        self.key: tuple | None = None
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
         self.pending = threading.local()  # per thread: the input last multiplied and the slices not yet taken
 
     def __getstate__(self) -> dict:  # a copied model gets fresh per-thread state
@@ -148,13 +150,16 @@ class Siblings:
         self.__dict__.update(state, pending=threading.local())
 
     def _fused(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        key = tuple((t.data_ptr(), t._version, t.dtype) for layer in self.layers
-                    for t in (layer.weight, layer.bias) if t is not None)
-        if key != self.key:
-            self.weight = torch.cat([layer.weight.detach() for layer in self.layers])
-            self.bias = None if self.layers[0].bias is None else torch.cat([layer.bias.detach() for layer in self.layers])
-            self.key = key
-        return self.weight, self.bias
+        ids = tuple(id(layer.weight) for layer in self.layers)
+        made = tuple((t.data_ptr(), t._version, t.dtype) for layer in self.layers
+                     for t in (layer.weight, layer.bias) if t is not None)
+        entry = _FUSED.get(ids)
+        if entry is None or entry[0] != made:
+            if entry is None:
+                weakref.finalize(self.layers[0].weight, _FUSED.pop, ids, None)
+            bias = None if self.layers[0].bias is None else torch.cat([layer.bias.detach() for layer in self.layers])
+            entry = _FUSED[ids] = (made, torch.cat([layer.weight.detach() for layer in self.layers]), bias)
+        return entry[1], entry[2]
 
     def forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Layer ``index``'s product of ``x``."""

@@ -423,6 +423,22 @@ def test_fused_projections_count_one_product_and_follow_a_changed_weight(monkeyp
         assert torch.equal(q(x), real(x, q.weight, q.bias)) and len(products) == 1
 
 
+def test_a_weight_sharing_copy_shares_the_fused_weights():
+    """A method's copy of the LM (peft injects into it) shares the LM's weights, and so their concatenation too."""
+    from gantune import cpu
+    from gantune.methods.base import weight_sharing_copy
+
+    base = _lively(make_base(1))
+    twin = weight_sharing_copy(base.model)
+    _, ids, mask = _prompts(base)
+    with torch.no_grad():
+        ours = base.model(input_ids=ids, attention_mask=mask).logits
+        mine = {id(p) for p in base.model.parameters()}
+        made = {k: id(v[1]) for k, v in cpu._FUSED.items() if k[0] in mine}
+        assert torch.equal(twin(input_ids=ids, attention_mask=mask).logits, ours)
+    assert made and {k: id(v[1]) for k, v in cpu._FUSED.items() if k[0] in mine} == made
+
+
 @pytest.mark.parametrize("method", ["lora", "adapter-mle", "prefix-tuning"])
 def test_a_tuned_models_no_grad_logits_are_its_plain_ones(method):
     """LoRA wraps q/v: its update is added to the fused base product's slice. A tuned model's logits without gradients
