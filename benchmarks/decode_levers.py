@@ -6,7 +6,7 @@ Loads SmolLM2-135M once, then times the decode steps after the prompt (``--steps
 sibling projections, the one-kernel RMS norms and the one-query attention switched off and on, in turn, round
 after round: ratios measured this way hold on a busy machine where absolute times do not. Prints the median step
 (ms) of each setting and its ratio to the loop without any (issue 30's start); ``--profile`` adds where a step's
-milliseconds go, by operation, with all on.
+milliseconds go, by operation, with none and with all on.
 """
 
 from __future__ import annotations
@@ -112,10 +112,12 @@ def main() -> None:
         if args.profile:
             from torch.profiler import profile
 
-            switch(base.model, True, True, True)
-            with profile() as prof:
-                run()
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            for name in ("none", "all"):
+                switch(base.model, *settings[name])
+                with profile() as prof:
+                    run()
+                print(f"  batch {rows}, {name}: where {args.steps} steps' milliseconds go, by operation")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":
