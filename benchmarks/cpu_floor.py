@@ -1,13 +1,16 @@
 """How close gantune runs to this machine's floor: today's code paths against the new ones, side by side.
 
-    python benchmarks/cpu_floor.py [--baseline 66bacc6] [--skip-compare] [--quick-bench]
+    python benchmarks/cpu_floor.py [--baseline 66bacc6] [--loop-baseline 68ec3fd] [--skip-compare] [--quick-bench]
+                                   [--only-decode]
 
 Prints, for this machine (its CPU named):
 1. the measured peaks: a 2048² matrix product in fp32 and bf16 (GFLOPS) and memory read bandwidth (GB/s);
-2. decoding tokens/s at batch 1, 8, 40 and 80 (32 tokens after the first, no EOS): today (transformers'
-   ``generate``, fp32 weights, its sdpa attention) against new (gantune's decode loop, ``--precision auto``,
-   grouped attention), and each against the floor of a decode step at the new precision — the larger of
-   its arithmetic (2 × parameters × rows at the matmul peak) and its weight bytes at the bandwidth;
+2. decoding tokens/s at batch 8 and 40 (32 tokens after the first, no EOS), in bf16 and in fp32 side by side:
+   transformers' ``generate`` at ``--baseline`` (fp32 weights, its sdpa attention), gantune's eager loop at
+   ``--loop-baseline`` (issue 30's start) and this tree's eager loop (fused sibling projections, one-kernel
+   norms), the ratios between them, and the new loop against the floor of a decode step at its precision —
+   the larger of its arithmetic (2 × parameters × rows at the matmul peak) and its weight bytes at the
+   bandwidth (the compiled step, measured once by a one-off script, is in docs/benchmarks.md: not built);
 3. one training step of every method (the GAN's adversarial step with its own sampling), today (fp32,
    sdpa) against new;
 4. a comparison of base + GAN + LoRA on 8 pairs, end to end (``bench --preset quick --n 8 --epochs 2
@@ -34,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOFU = ROOT.parent / "shared" / "tofu"
-BATCHES = (1, 8, 40, 80)
+DECODE_ROWS = (8, 40)
+PRECISIONS = ("bf16", "fp32")
 STEPS = 32
 METHODS = ("gan", "adapter-mle", "lora", "prompt-tuning", "prefix-tuning", "full")
 
@@ -81,7 +85,7 @@ def measure_peaks() -> dict:
     return {"gflops": flops, "gb_per_s": bandwidth, "threads": torch.get_num_threads()}
 
 
-def _load(new: bool):
+def _load(new: bool, precision: str = "auto"):
     import torch
 
     from gantune.models import load_base_model, pick_device
@@ -91,19 +95,19 @@ def _load(new: bool):
         from gantune.cpu import keep_freed_pages
 
         keep_freed_pages()
-        kwargs = {"precision": "auto"}
+        kwargs = {"precision": precision}
     base = load_base_model("default", device=pick_device("auto"), **kwargs)
     torch.manual_seed(0)
     return base
 
 
-def measure_decoding(new: bool, rows: int) -> dict:
+def measure_decoding(new: bool, rows: int, precision: str = "auto") -> dict:
     import torch
     from transformers import GenerationConfig
 
     from gantune.data import Encoder, load_pairs
 
-    base = _load(new)
+    base = _load(new, precision)
     pairs, _ = load_pairs(str(TOFU), "forget10")
     enc = Encoder(base.tokenizer, base.eos_id, 128, STEPS + 1)
     ids, mask = enc.prompts([pairs[i % len(pairs)].question for i in range(rows)])
@@ -178,8 +182,11 @@ def measure_bench(tree: str, out: str, args: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="66bacc6", help="the git commit whose code is 'today' in sections 4 and 5")
+    ap.add_argument("--loop-baseline", default="68ec3fd", help="the git commit whose eager decode loop is 'today's "
+                    "loop' in section 2")
     ap.add_argument("--skip-compare", action="store_true", help="leave out section 4")
     ap.add_argument("--only-benches", action="store_true", help="sections 4 and 5 only")
+    ap.add_argument("--only-decode", action="store_true", help="sections 1 and 2 only")
     ap.add_argument("--quick-bench", action="store_true", help="also run section 5 (about 10 minutes)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,16 +203,18 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = Path(tmp) / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline],
-                       check=True, capture_output=True)
+        trees = {name: Path(tmp) / name for name in ("baseline", "loop")}
+        for name, commit in (("baseline", args.baseline), ("loop", args.loop_baseline)):
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[name]), commit],
+                           check=True, capture_output=True)
         try:
-            report(args, str(baseline), tmp)
+            report(args, str(trees["baseline"]), str(trees["loop"]), tmp)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
-def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
+def report(args: argparse.Namespace, baseline: str, loop: str, tmp: str) -> None:
     today, new_tree = {"tree": baseline}, {"tree": str(ROOT)}
     peaks = child("peaks")
     print(f"{cpu_name()}, {peaks['threads']} threads, torch {__import__('torch').__version__}; today = {args.baseline}")
@@ -214,20 +223,26 @@ def report(args: argparse.Namespace, baseline: str, tmp: str) -> None:
 
     if args.only_benches:
         return benches(args, baseline, tmp)
-    print(f"\n2. decoding, {STEPS} tokens after the prompt (SmolLM2-135M): tokens/s")
-    print("| rows | today (generate, fp32) | new (decode loop, auto) | new/today | floor at new precision | "
-          "new / floor |")
-    print("|---|---|---|---|---|---|")
-    for rows in BATCHES:
-        old, new = child("decode", new=False, rows=rows, **today), child("decode", new=True, rows=rows, **new_tree)
-        arithmetic = 2 * new["params"] * rows / (peaks["gflops"][new["precision"]] * 1e9)
-        memory = new["params"] * new["bytes"] / (peaks["gb_per_s"] * 1e9)
-        floor = rows / max(arithmetic, memory)
-        bound = "memory" if memory > arithmetic else "arithmetic"
-        print(f"| {rows} | {old['tokens_per_s']:.0f} | {new['tokens_per_s']:.0f} ({new['precision']}) | "
-              f"{new['tokens_per_s'] / old['tokens_per_s']:.2f}× | {floor:.0f} ({bound}) | "
-              f"{new['tokens_per_s'] / floor:.0%} |", flush=True)
+    print(f"\n2. decoding, {STEPS} tokens after the prompt (SmolLM2-135M): tokens/s; today's loop = {args.loop_baseline}")
+    print("| rows | precision | generate (fp32) | today's loop | new loop | new / today's loop | new / generate | "
+          "floor | new / floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rows in DECODE_ROWS:
+        old = child("decode", new=False, rows=rows, **today)
+        for precision in PRECISIONS:
+            was = child("decode", new=True, rows=rows, precision=precision, tree=loop)
+            new = child("decode", new=True, rows=rows, precision=precision, **new_tree)
+            arithmetic = 2 * new["params"] * rows / (peaks["gflops"][precision] * 1e9)
+            memory = new["params"] * new["bytes"] / (peaks["gb_per_s"] * 1e9)
+            floor = rows / max(arithmetic, memory)
+            bound = "memory" if memory > arithmetic else "arithmetic"
+            print(f"| {rows} | {precision} | {old['tokens_per_s']:.0f} | {was['tokens_per_s']:.0f} | "
+                  f"{new['tokens_per_s']:.0f} | {new['tokens_per_s'] / was['tokens_per_s']:.2f}× | "
+                  f"{new['tokens_per_s'] / old['tokens_per_s']:.2f}× | {floor:.0f} ({bound}) | "
+                  f"{new['tokens_per_s'] / floor:.0%} |", flush=True)
 
+    if args.only_decode:
+        return
     print("\n3. one training step, batch 8 (≤128 prompt, ≤48 answer tokens): seconds (median of 3)")
     print("| method | today | new (auto) | speed-up |")
     print("|---|---|---|---|")

@@ -16,16 +16,29 @@
    frozen pass, evaluation) reads them as they are: the same values (up to the kernel's rounding).
 4. **Freed memory** (``keep_freed_pages``). glibc hands every allocation over 32 MB back to the system when
    it is freed, so each training step's logits came back as fresh pages: ~140,000 page faults a step.
+5. **Fused sibling projections** (``Siblings``). A layer's q/k/v projections and its MLP's gate/up projections read
+   the same input: without gradients, the first one called multiplies by their weights concatenated once (packed,
+   in bf16) and the others take their slice: one product where there were three and two. The weights are concatenated
+   again whenever one changes (in place or replaced) and the fused path is left whenever any of them needs a gradient;
+   a LoRA layer wrapping a projection adds its update to its base layer's slice as before. Training's products and
+   gradients are the plain ones.
+6. **One-kernel RMS norms** (``rms_norm``). transformers' RMSNorm (Llama, Qwen2, Mistral, Qwen3) takes seven
+   operations; without gradients torch's ``rms_norm`` does the normalisation in one, the same numbers.
+7. **One query's attention** (``one_query_attention``). A decode step's attention without gradients is two matrix
+   products over the grouped heads, in fp32: torch's fused kernel, built for long queries, costs more per call.
 
-``prepare`` applies 1–3 to a model (``models.prepare_base_model`` does, on the CPU); the entry points
+``prepare`` applies 1–3 and 5–7 to a model (``models.prepare_base_model`` does, on the CPU); the entry points
 (``python -m gantune``, ``python app.py``) call ``keep_freed_pages`` once. benchmarks/cpu_floor.py measures
-them; tests/test_decoding.py checks that they change no number (3: within bf16's rounding).
+them (5–7: benchmarks/decode_levers.py); tests/test_decoding.py checks that they change no number (3 and 7:
+within bf16's rounding; 5 and 7 in fp32: within a relative 1e-5).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import inspect
+import threading
 import types
 import weakref
 from contextlib import nullcontext
@@ -33,6 +46,7 @@ from contextlib import nullcontext
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 ATTENTION = "gantune_sdpa"
 
@@ -47,6 +61,8 @@ def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
     if is_causal is None:
         is_causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
     dtype = query.dtype
+    if query.shape[2] == 1 and not torch.is_grad_enabled() and not dropout:
+        return one_query_attention(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
     # a bf16 pass that will be differentiated runs its attention in fp32 (autocast, which would cast it back, is off
     # for the call)
     upcast = dtype == torch.bfloat16 and torch.is_grad_enabled() and query.requires_grad
@@ -57,6 +73,21 @@ def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
             query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=is_causal,
             enable_gqa=key.shape[1] != query.shape[1])
     return out.to(dtype).transpose(1, 2).contiguous(), None
+
+
+def one_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                        scaling: float | None = None) -> torch.Tensor:
+    """Attention of one query position a row (a decode step), B×heads×1×d, by two matrix products over the grouped
+    heads in fp32 (torch's fused kernel costs more for one position than the products); ``mask``: B×1×1×S, True
+    (or 0) where a key is seen."""
+    b, heads, _, d = query.shape
+    groups = key.shape[1]
+    q = query.reshape(b, groups, heads // groups, d).float()
+    scores = torch.matmul(q, key.float().transpose(-1, -2)).mul_(d ** -0.5 if scaling is None else scaling)
+    if mask is not None:
+        scores = scores.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
+    out = torch.matmul(scores.softmax(dim=-1), value.float())
+    return out.to(query.dtype).reshape(b, heads, 1, d)
 
 
 AttentionInterface.register(ATTENTION, grouped_sdpa)
@@ -74,31 +105,133 @@ _PACKED: dict[int, torch.Tensor] = {}
 _CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def packed_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer's forward that, without gradients and in bf16, multiplies by its weight packed once."""
-    weight = self.weight
-    if torch.is_grad_enabled() or weight.requires_grad or x.dtype != torch.bfloat16 or weight.dtype != torch.bfloat16:
-        return torch.nn.functional.linear(x, weight, self.bias)
+def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``linear(x, weight, bias)``; without gradients and in bf16, by the weight packed once (oneDNN's layout)."""
+    if (not _CAN_PACK or torch.is_grad_enabled() or weight.requires_grad or x.dtype != torch.bfloat16
+            or weight.dtype != torch.bfloat16):
+        return torch.nn.functional.linear(x, weight, bias)
     packed = _PACKED.get(id(weight))
     if packed is None:
         packed = _PACKED[id(weight)] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 8)
         weakref.finalize(weight, _PACKED.pop, id(weight), None)
     rows = x.reshape(-1, x.shape[-1]).contiguous()
-    out = torch.ops.mkldnn._linear_pointwise(rows, packed, self.bias, "none", [], "")
+    out = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+def packed_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer's forward that, without gradients and in bf16, multiplies by its weight packed once."""
+    return product(x, self.weight, self.bias)
+
+
+# the groups of projections that read the same input, by their attribute names in a layer
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+# each group's concatenated weights (by its weights' ids, dropped with the first), shared by every copy of the model
+# that shares the weights: (what they were made from, weight, bias)
+_FUSED: dict[tuple[int, ...], tuple[tuple, torch.Tensor, torch.Tensor | None]] = {}
+
+
+class Siblings:
+    """Linear layers that read the same input. Without gradients the first one called computes all their products
+    at once (their weights concatenated, kept until one changes) and the others, called next with the same input,
+    take their slice of it; with gradients, or with any weight needing one, each computes its own."""
+
+    def __init__(self, layers: list[torch.nn.Linear]):
+        self.layers = layers
+        self.sizes = [layer.out_features for layer in layers]
+        self.pending = threading.local()  # per thread: the input last multiplied and the slices not yet taken
+
+    def __getstate__(self) -> dict:  # a copied model gets fresh per-thread state
+        return {**self.__dict__, "pending": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, pending=threading.local())
+
+    def _fused(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids = tuple(id(layer.weight) for layer in self.layers)
+        made = tuple((t.data_ptr(), t._version, t.dtype) for layer in self.layers
+                     for t in (layer.weight, layer.bias) if t is not None)
+        entry = _FUSED.get(ids)
+        if entry is None or entry[0] != made:
+            if entry is None:
+                weakref.finalize(self.layers[0].weight, _FUSED.pop, ids, None)
+            bias = None if self.layers[0].bias is None else torch.cat([layer.bias.detach() for layer in self.layers])
+            entry = _FUSED[ids] = (made, torch.cat([layer.weight.detach() for layer in self.layers]), bias)
+        return entry[1], entry[2]
+
+    def forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``index``'s product of ``x``."""
+        layer = self.layers[index]
+        if torch.is_grad_enabled() or any(m.weight.requires_grad for m in self.layers):
+            return product(x, layer.weight, layer.bias)
+        pending = self.pending
+        if getattr(pending, "x", None) is x and index in pending.parts:
+            part = pending.parts.pop(index)
+            if not pending.parts:
+                pending.x = None
+            return part
+        parts = product(x, *self._fused()).split(self.sizes, dim=-1)
+        pending.x, pending.parts = x, {i: p for i, p in enumerate(parts) if i != index}
+        return parts[index]
+
+
+def sibling_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The forward of a linear layer in a ``Siblings`` group."""
+    group, index = self._gantune_siblings
+    return group.forward(index, x)
+
+
+def _siblings(module: torch.nn.Module) -> list[list[torch.nn.Linear]]:
+    groups = []
+    for names in SIBLINGS:
+        layers = [getattr(module, name, None) for name in names]
+        if (all(type(layer) is torch.nn.Linear for layer in layers)
+                and len({(layer.in_features, layer.weight.dtype, layer.weight.device, layer.bias is None)
+                         for layer in layers}) == 1):
+            groups.append(layers)
+    return groups
+
+
+def _forward_body(cls: type) -> str:
+    return inspect.getsource(cls.forward).split(":\n", 1)[-1]
+
+
+_RMS_NORM_BODY = _forward_body(LlamaRMSNorm)
+
+
+def rms_norm(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """transformers' RMSNorm forward; without gradients, its normalisation in one kernel (the same numbers)."""
+    if torch.is_grad_enabled():
+        return type(self).forward(self, hidden_states)
+    shape = hidden_states.shape[-1:]
+    normed = torch.nn.functional.rms_norm(hidden_states.float(), shape, None, self.variance_epsilon)
+    return self.weight * normed.to(hidden_states.dtype)
+
+
 def prepare(model: PreTrainedModel) -> None:
-    """Put a CPU model on the fast paths 1–3."""
+    """Put a CPU model on the fast paths 1–3 and 5–7."""
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(ATTENTION)
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(contiguous_input)
-    if _CAN_PACK:
-        for module in model.modules():
-            if type(module) is torch.nn.Linear:
-                module.forward = types.MethodType(packed_linear, module)
+    bodies: dict[type, bool] = {}
+    for module in list(model.modules()):
+        for layers in _siblings(module):
+            group = Siblings(layers)
+            for index, layer in enumerate(layers):
+                layer._gantune_siblings = (group, index)
+                layer.forward = types.MethodType(sibling_linear, layer)
+        if type(module) is torch.nn.Linear and "forward" not in module.__dict__ and _CAN_PACK:
+            module.forward = types.MethodType(packed_linear, module)
+        cls = type(module)
+        if cls.__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
+            if cls not in bodies:
+                bodies[cls] = _forward_body(cls) == _RMS_NORM_BODY
+            if bodies[cls]:
+                module.forward = types.MethodType(rms_norm, module)
 
 
 def keep_freed_pages() -> None:

@@ -344,7 +344,7 @@ def test_bf16_linear_layers_use_their_packed_weight_only_without_gradients():
     if not cpu._CAN_PACK:
         pytest.skip("this torch has no oneDNN packed linear")
     base = _bf16_base()
-    layer = next(m for m in base.model.modules() if type(m) is torch.nn.Linear)
+    layer = next(m for m in base.model.modules() if type(m) is torch.nn.Linear and not hasattr(m, "_gantune_siblings"))
     x = torch.randn(5, 3, layer.in_features, dtype=torch.bfloat16)
     with torch.no_grad():
         packed = layer(x)
@@ -353,3 +353,130 @@ def test_bf16_linear_layers_use_their_packed_weight_only_without_gradients():
     assert packed.shape == plain.shape and torch.allclose(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
     y = x.clone().requires_grad_(True)
     assert torch.equal(layer(y), torch.nn.functional.linear(y, layer.weight, layer.bias))
+
+
+# --- fewer, fatter operations without gradients (gantune.cpu 5 and 6) ----------------------------------------
+
+def _rel_close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    """``a`` within ``rtol`` of ``b``, relative to ``b``'s largest magnitude."""
+    return (a.float() - b.float()).abs().max().item() <= rtol * b.float().abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi", "gemma"])
+def test_without_levers_greedy_answers_and_logprobs_are_transformers(arch):
+    """A CPU-prepared model (fused q/k/v and gate/up, one-kernel norms, grouped attention) decodes greedily the
+    tokens transformers' ``generate`` picks with the model as transformers builds it, fp32; log-probabilities agree
+    to a relative 1e-5."""
+    torch.manual_seed(0)
+    raw = make_arch_model(arch)
+    with torch.no_grad():
+        for p in raw.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    reference = copy.deepcopy(raw).eval()
+    base = prepare_base_model(raw, make_tokenizer(), "cpu", {"name": arch})
+    assert any(hasattr(m, "_gantune_siblings") for m in base.model.modules())
+    enc, ids, mask = _prompts(base, QUESTIONS * 2)
+    ours = decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10)
+    theirs = _hf(reference, ids, mask, base.eos_id, enc.pad_id, 10, 0.0)
+    assert ours.ids.shape[1] >= 3
+    assert torch.equal(ours.ids, theirs[:, :ours.ids.shape[1]])
+    with torch.no_grad():
+        forced = answer_logprobs(reference, ids, mask, ours.ids, ours.mask, 1.0)
+    assert _rel_close(ours.logp, forced, 1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_projections_give_each_layers_product_and_leave_training_alone(precision):
+    """Without gradients q/k/v and gate/up come from one product each, equal to the layers' own (bf16: within its
+    rounding); with gradients each layer computes its own, bit for bit, and the gradients are the plain ones."""
+    base = _bf16_base() if precision == "bf16" else _lively(make_base(1))
+    layer = base.model.model.layers[0]
+    x = torch.randn(3, 5, layer.self_attn.q_proj.in_features, dtype=next(base.model.parameters()).dtype)
+    real = torch.nn.functional.linear
+    for names, parent in ((("q_proj", "k_proj", "v_proj"), layer.self_attn), (("gate_proj", "up_proj"), layer.mlp)):
+        layers = [getattr(parent, n) for n in names]
+        with torch.no_grad():
+            fused = [m(x) for m in layers]
+            plain = [real(x, m.weight, m.bias) for m in layers]
+        rtol = 1e-5 if precision == "fp32" else 2e-2
+        assert all(f.shape == p.shape and _rel_close(f, p, rtol) for f, p in zip(fused, plain))
+        y = x.clone().requires_grad_(True)
+        assert all(torch.equal(m(y), real(y, m.weight, m.bias)) for m in layers)
+
+
+def test_fused_projections_count_one_product_and_follow_a_changed_weight(monkeypatch):
+    """One product for the three of q/k/v; after a weight changes in place, the fused product follows it; a weight
+    that needs a gradient turns the fusion off."""
+    base = _lively(make_base(1))
+    attn = base.model.model.layers[0].self_attn
+    q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
+    x = torch.randn(2, 3, q.in_features)
+    products = []
+    real = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: products.append(1) or real(*a))
+    with torch.no_grad():
+        outs = [q(x), k(x), v(x)]
+        assert len(products) == 1
+        k.weight.mul_(2.0)
+        assert _rel_close(k(x), real(x, k.weight, k.bias), 1e-6) and _rel_close(k(x), 2 * outs[1], 1e-6)
+        products.clear()
+        v.weight.requires_grad_(True)
+        assert torch.equal(q(x), real(x, q.weight, q.bias)) and len(products) == 1
+
+
+def test_a_weight_sharing_copy_shares_the_fused_weights():
+    """A method's copy of the LM (peft injects into it) shares the LM's weights, and so their concatenation too."""
+    from gantune import cpu
+    from gantune.methods.base import weight_sharing_copy
+
+    base = _lively(make_base(1))
+    twin = weight_sharing_copy(base.model)
+    _, ids, mask = _prompts(base)
+    with torch.no_grad():
+        ours = base.model(input_ids=ids, attention_mask=mask).logits
+        mine = {id(p) for p in base.model.parameters()}
+        made = {k: id(v[1]) for k, v in cpu._FUSED.items() if k[0] in mine}
+        assert torch.equal(twin(input_ids=ids, attention_mask=mask).logits, ours)
+    assert made and {k: id(v[1]) for k, v in cpu._FUSED.items() if k[0] in mine} == made
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter-mle", "prefix-tuning"])
+def test_a_tuned_models_no_grad_logits_are_its_plain_ones(method):
+    """LoRA wraps q/v: its update is added to the fused base product's slice. A tuned model's logits without gradients
+    (fused, one-kernel norms) are those with gradients on (each layer its own product), to a relative 1e-5."""
+    base = _lively(make_base(1))
+    m = _tuned(method, base)
+    enc, ids, mask = _prompts(base)
+    with m.enabled(len(ids)) as model:
+        with torch.no_grad():
+            fast = model(input_ids=ids, attention_mask=mask).logits
+        with torch.enable_grad():
+            plain = model(input_ids=ids, attention_mask=mask).logits.detach()
+    assert _rel_close(fast, plain, 1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_kernel_rms_norm_gives_transformers_numbers(precision):
+    base = _bf16_base() if precision == "bf16" else _lively(make_base(1))
+    norm = base.model.model.norm
+    assert "forward" in norm.__dict__
+    x = 3 * torch.randn(4, 7, norm.weight.shape[0]).to(norm.weight.dtype)
+    with torch.no_grad():
+        assert torch.equal(norm(x), type(norm).forward(norm, x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_query_attention_gives_the_fused_kernels_numbers(dtype):
+    """A decode step's attention (one query a row, grouped heads, left padding masked) by two products: torch's fused
+    kernel's numbers, to a relative 1e-5 in fp32 and bf16's rounding in bf16."""
+    from gantune.cpu import one_query_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 6, 1, 8, dtype=dtype), torch.randn(3, 2, 11, 8, dtype=dtype), torch.randn(3, 2, 11, 8, dtype=dtype)
+    mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
+    mask[1, ..., :4] = mask[2, ..., :9] = False  # left padding
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3,
+                                                            enable_gqa=True)
+    got = one_query_attention(q, k, v, mask, 0.3)
+    assert got.dtype == dtype and _rel_close(got, want, 1e-5 if dtype == torch.float32 else 1e-2)
