@@ -134,7 +134,7 @@ LAYERS = [
     ["gantune.config"],
     ["gantune.data", "gantune.models", "gantune.runs", "gantune.runs.*", "gantune.metrics", "gantune.monitor",
      "gantune.budget"],
-    ["gantune.methods.*", "gantune.inference"],
+    ["gantune.methods.*", "gantune.inference", "gantune.share"],
     ["gantune.trainer"],
     ["gantune.evaluate", "gantune.compare", "gantune.compare.*"],
     ["gantune.bench", "gantune.cli", "gantune.__main__"],
@@ -142,7 +142,9 @@ LAYERS = [
 
 
 def _layer(module: str) -> int:
-    return next(i for i, patterns in enumerate(LAYERS) if any(module == p or fnmatch(module, p) for p in patterns))
+    placed = [i for i, patterns in enumerate(LAYERS) if any(module == p or fnmatch(module, p) for p in patterns)]
+    assert placed, f"{module} is in no layer: add it to LAYERS (and to README's Layout)"
+    return placed[0]
 
 
 def test_the_arrows_run_one_way():
