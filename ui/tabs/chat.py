@@ -157,7 +157,7 @@ def build(engine: Engine, setup: SetupInputs) -> tuple[gr.Dropdown, gr.Dropdown]
             yield (*histories, gr.skip(), gr.skip())
             return
         notes = [fact_flags(known_facts(facts_folder).get(text), tuple(p.removesuffix(CUT) for p in parts), lang),
-                 cut_note(cut, limit, lang)]
+                 cut_note(cut, int(float(limit)), lang)]  # (a number: answers took it)
         yield (*histories, "", "\n\n".join(n for n in notes if n))
 
     send_inputs = [message, gan_run, lora_run, max_new, setup.model, *bots, setup.trust_remote_code]
