@@ -8,10 +8,12 @@ numbers beside ours) and generations.jsonl; each method's run folder lands in
 MLE warm-ups in ``warmup-<adapter>-seed<seed>/``). The protocol itself is
 ``gantune.compare.compare_methods``, shared with the workbench's Compare tab.
 
-The bench never replaces a file: it refuses an ``--out`` where any of these already is (before anything
+The bench never replaces a user's file: it refuses an ``--out`` where any of these already is (before anything
 loads), makes ``<report stem>_runs/`` fresh, and writes each report file only where nothing is. A row
 that fails still leaves the report of the rows finished before it (its ``status`` says failed, and why), and
-so does a stop (Ctrl-C: ``status`` stopped).
+so does a stop (Ctrl-C: ``status`` stopped). The one exception: the same bench again at the ``--out`` of such a
+report (its ``bench`` settings the same) continues it: the runs it finished are kept, not trained or evaluated
+again, and its report files are replaced by the new report. A bench holds its runs folder's lock while it runs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from .errors import GantuneError
 from .evaluate import EvalSettings, Scorers, load_retention_sets
 from .metrics import Bleurt
 from .models import BaseModel, load_base_model, pick_device
-from .runs import saving, write_text_new
+from .runs import read_json_file, saving, write_text_atomic, write_text_new
+from .runs.lock import LOCK, RunLock
 
 __all__ = ["BENCH_PRESETS", "ROWS", "baseline_config", "evaluate_run", "report_markdown", "run_bench"]
 
@@ -139,13 +142,16 @@ def run_bench(
     out = Path(out)
     if out.suffix != ".json":
         raise GantuneError(f"--out must name a .json report file (got {out})")
-    files, runs_dir = bench_outputs(out)
-    taken = [p for p in (*files, runs_dir) if p.exists() or p.is_symlink()]
-    if taken:
-        raise GantuneError(f"{taken[0]} already exists, and bench never replaces a file; choose another --out (or "
-                           "move it aside)")
     schedule = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
                                             "max_prompt_tokens")} | bp.settings | (overrides or {})
+    temperatures = sorted({t for t in (*temperatures, *bp.temperatures) if t > 0})
+    bench = json.loads(json.dumps({"preset": preset, "methods": names, "model": model, "data": data, "subset": subset,
+                                   "seeds": list(seeds), "temperatures": temperatures, "bleurt": bleurt,
+                                   "schedule": schedule}))  # as report.json records them
+    files, runs_dir = bench_outputs(out)
+    taken = [p for p in (*files, runs_dir) if p.exists() or p.is_symlink()]
+    previous = _continued(out, runs_dir, bench, taken[0]) if taken else None
+    continuing = previous is not None
     splits, data_source = seeded_splits(data, subset, schedule["n"], schedule["train_fraction"], seeds)
     shared = {"model": model, "data": data, "subset": subset, **schedule}
     for name in names:  # every row's settings, as its run will check them, before anything loads
@@ -156,12 +162,16 @@ def run_bench(
                            f"the training pairs at most), but --n {schedule['n']} leaves {n_train} training pairs a "
                            f"seed, too few to hold any out; raise --n to at least {_least_n(schedule)}")
     device = pick_device("auto")
-    try:
-        runs_dir.mkdir(parents=True)  # fresh: another bench at this --out is refused here
-    except FileExistsError:
-        raise GantuneError(f"{runs_dir} already exists, and bench never replaces a file; choose another --out") from None
-    except OSError as exc:
-        raise GantuneError(f"cannot create {runs_dir}: {exc.strerror}") from exc
+    if not continuing:
+        try:
+            runs_dir.mkdir(parents=True)  # fresh: another bench at this --out is refused here
+        except FileExistsError:
+            raise GantuneError(f"{runs_dir} already exists, and bench never replaces a file; choose another --out") from None
+        except OSError as exc:
+            raise GantuneError(f"cannot create {runs_dir}: {exc.strerror}") from exc
+    lock = RunLock.take(runs_dir, "benchmarking")  # one bench at a time continues this one
+    if continuing:
+        log(f"continuing the {previous} bench of {out}: the runs it finished are kept")
     try:
         if base is None:
             log(f"loading model {model} …")
@@ -172,36 +182,73 @@ def run_bench(
                                 retention_n=bp.retention_n)
         try:
             report = compare_methods(
-                base, names, splits, shared, runs_dir, scorers,
-                settings, temperatures=sorted({t for t in (*temperatures, *bp.temperatures) if t > 0}),
+                base, names, splits, shared, runs_dir, scorers, settings, temperatures=temperatures,
                 retention=load_retention_sets(data, bp.retention_n, seeds[0]), continuation=bp.continuation,
-                progress=lambda p: None if p.kind == "step" else log(p.message), progress_bars=True,
-                should_stop=should_stop)
+                keep_finished=continuing, progress=lambda p: None if p.kind == "step" else log(p.message),
+                progress_bars=True, should_stop=should_stop)
             failed = None
         except ComparisonFailed as exc:
             report, failed = exc.report, exc
     except BaseException:
-        with suppress(OSError):
-            runs_dir.rmdir()  # nothing was written in it
+        lock.release()
+        if not continuing:
+            with suppress(OSError):
+                (runs_dir / LOCK).unlink()
+                runs_dir.rmdir()  # nothing else was written in it
         raise
-    generations = report.pop("generations")
-    report = {"preset": preset, "model": base.source, "device": str(device), "precision": base.precision,
-              "data": data_source,
-              "schedule": schedule, **report}
-    report["notes"]["memory"] = _memory_note(device.type)
-    markdown = report_markdown(report)
-    with saving("the report", out.parent):
-        for path, text in zip(files, (json.dumps(report, indent=2), markdown,
-                                      "".join(json.dumps(g) + "\n" for g in generations))):
-            try:
-                write_text_new(path, text)
-            except FileExistsError:
-                raise GantuneError(f"{path} appeared while the bench ran, and bench never replaces a file; the runs "
-                                   f"and their eval.json are in {runs_dir}") from None
+    try:
+        generations = report.pop("generations")
+        report = {"preset": preset, "model": base.source, "device": str(device), "precision": base.precision,
+                  "data": data_source, "schedule": schedule, "bench": bench, **report}
+        report["notes"]["memory"] = _memory_note(device.type)
+        markdown = report_markdown(report)
+        with saving("the report", out.parent):
+            for path, text in zip(files, (json.dumps(report, indent=2), markdown,
+                                          "".join(json.dumps(g) + "\n" for g in generations))):
+                if continuing and path in taken:  # the stopped or failed report's own files
+                    write_text_atomic(path, text)
+                    continue
+                try:
+                    write_text_new(path, text)
+                except FileExistsError:
+                    raise GantuneError(f"{path} appeared while the bench ran, and bench never replaces a file; the "
+                                       f"runs and their eval.json are in {runs_dir}") from None
+    finally:
+        lock.release()
     log(markdown)
     if failed is not None:
-        raise GantuneError(f"{failed} (the report keeps the rows finished before it: {out})") from failed
+        raise GantuneError(f"{failed} (the report keeps the rows finished before it: {out}; the same bench again "
+                           "continues it)") from failed
     return report
+
+
+def _continued(out: Path, runs_dir: Path, bench: dict[str, Any], taken: Path) -> str:
+    """The status ("stopped" or "failed") of the bench at ``out`` that a bench of settings ``bench`` continues: its
+    report, written by gantune, of the same settings, beside its runs folder. Else one line saying why ``taken``
+    (already there) refuses this bench."""
+    try:
+        report = read_json_file(out, out.parent) if out.is_file() and runs_dir.is_dir() and not runs_dir.is_symlink() else None
+    except GantuneError:
+        report = None
+    status = report.get("status") if isinstance(report, dict) else None
+    if status == "completed":
+        raise GantuneError(f"{out} is a completed bench's report, and bench never replaces it; choose another --out "
+                           "(or move it aside)")
+    if status not in ("stopped", "failed") or not isinstance(report.get("bench"), dict):
+        raise GantuneError(f"{taken} already exists, and bench never replaces a file; choose another --out (or move "
+                           "it aside)")
+    mine, theirs = _flat(bench), _flat(report["bench"])
+    differs = next((k for k in mine if theirs.get(k) != mine[k]), None)
+    if differs is not None:
+        raise GantuneError(f"{out} is a {status} bench of other settings ({differs} differs); run the same bench again "
+                           "to continue it, or choose another --out")
+    return status
+
+
+def _flat(bench: dict[str, Any]) -> dict[str, Any]:
+    """A bench's settings with its schedule's among them (``epochs``, not ``schedule``, names what differs)."""
+    schedule = bench.get("schedule")
+    return {**{k: v for k, v in bench.items() if k != "schedule"}, **(schedule if isinstance(schedule, dict) else {})}
 
 
 def _least_n(schedule: dict[str, Any]) -> int:

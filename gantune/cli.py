@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--subset", default="forget10", type=_text, help="TOFU config / file name inside --data")
     bench.add_argument("--model", default="default", type=_text, help="as for train")
     bench.add_argument("--out", default="report.json", type=_text, help="report file; report.md, generations.jsonl and <stem>_runs/ go "
-                       "beside it (bench never replaces a file: it refuses an --out where one of them is)")
+                       "beside it (bench never replaces a file: it refuses an --out where one of them is, but for "
+                       "the same bench again at the --out of one stopped or failed: that continues it)")
     bench.add_argument("--bleurt", default="lucadiliello/BLEURT-20-D12", help="BLEURT checkpoint path or hub id; 'none' to skip")
     bench.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
                        help="train and evaluate every method once per seed, each on that seed's split; the report "
@@ -181,7 +182,7 @@ def _bench(args: argparse.Namespace) -> int | None:
                            should_stop=interrupted)
     if report.get("status") == "stopped":
         print(f"gantune: stopped: {args.out} keeps the {len(report['rows'])} rows finished (status \"stopped\"); "
-              "run the bench again with another --out", file=sys.stderr)
+              "the same bench command again continues it", file=sys.stderr)
         return 130
     return None
 

@@ -56,6 +56,7 @@ from gantune.methods.gan.implicit import Round
 from gantune.methods.gan.method import GanMethod
 from gantune.methods.gan.rollout import Rollout
 from gantune.runs import RunFolder
+from gantune.runs.lock import RunLock
 from gantune.trainer import train
 from ui.engine import Engine, Settings
 
@@ -959,11 +960,85 @@ def test_27_6_ctrl_c_in_a_bench_keeps_the_finished_rows_report_stopped(capsys, w
     code, err = run_cli(capsys, args)
     assert code == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"gantune: stopped: {tmp_path / 'report.json'} keeps the 2 rows finished "
-                                            "(status \"stopped\"); run the bench again with another --out")
+                                            "(status \"stopped\"); the same bench command again continues it")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "stopped" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle"]
     assert (tmp_path / "report.md").is_file() and (tmp_path / "generations.jsonl").is_file()
     assert not list((tmp_path / "report_runs").glob("lora*"))
+
+
+def test_27_6_the_same_bench_again_continues_a_stopped_one_and_trains_nothing_twice(capsys, world, tmp_path,
+                                                                                    monkeypatch):
+    out = tmp_path / "report.json"
+    args = bench_args(world, out)
+    args.insert(args.index("adapter-mle") + 1, "lora")
+    real_evaluated, real_train = compare_evaluation._evaluated, compare_module.train
+    evaluated, trained = [], []
+
+    def evaluating(base, method, *rest, **kwargs):
+        evaluated.append("base" if method is None else method.config.method)
+        result = real_evaluated(base, method, *rest, **kwargs)
+        if evaluated == ["base", "adapter-mle"]:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the first method's row is finished
+        return result
+
+    def training(config, **kwargs):
+        trained.append(config.method)
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(compare_evaluation, "_evaluated", evaluating)
+    monkeypatch.setattr(compare_module, "train", training)
+    assert run_cli(capsys, args)[0] == 130
+    stopped, finished = snapshot(tmp_path), snapshot(tmp_path / "report_runs" / "adapter-mle-seed0")
+    other = [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:]]
+    assert assert_one_line(*run_cli(capsys, other)) == (
+        f"gantune: error: {out} is a stopped bench of other settings (epochs differs); run the same bench again to "
+        "continue it, or choose another --out")
+    assert snapshot(tmp_path) == stopped
+    evaluated.clear(), trained.clear()
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert trained == ["lora"] and evaluated == ["lora"]  # base's and adapter-mle's row kept, not made again
+    report = json.loads(out.read_text())
+    assert report["status"] == "completed" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle", "lora"]
+    assert snapshot(tmp_path / "report_runs" / "adapter-mle-seed0") == finished
+    assert all(set(json.loads(line)["answers"]) == {"base", "adapter-mle", "lora"}
+               for line in (tmp_path / "generations.jsonl").read_text().splitlines())
+    completed = snapshot(tmp_path)
+    assert assert_one_line(*run_cli(capsys, args)) == (
+        f"gantune: error: {out} is a completed bench's report, and bench never replaces it; choose another --out (or "
+        "move it aside)")
+    assert snapshot(tmp_path) == completed
+
+
+def test_27_6_the_same_bench_again_continues_a_failed_one_one_bench_at_a_time(capsys, world, tmp_path, monkeypatch):
+    real, trained = compare_module.train, []
+
+    def training(config, **kwargs):
+        trained.append(config.method)
+        if config.method == "lora" and trained.count("lora") == 1:
+            raise GantuneError("out of memory; lower the batch size (--batch-size)")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(compare_module, "train", training)
+    args = bench_args(world, tmp_path / "report.json")
+    args.insert(args.index("adapter-mle") + 1, "lora")
+    code, err = run_cli(capsys, args)
+    assert code == 2 and err.strip().splitlines()[-1].endswith("; the same bench again continues it)")
+    failed = snapshot(tmp_path)
+    held = RunLock.take(tmp_path / "report_runs", "benchmarking")
+    try:
+        line = assert_one_line(*run_cli(capsys, args))
+    finally:
+        held.release()
+    assert line.startswith(f"gantune: error: {tmp_path / 'report_runs'} is in use by another gantune job (process "
+                           f"{os.getpid()}, benchmarking since")
+    assert snapshot(tmp_path) == failed
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert trained == ["adapter-mle", "lora", "lora"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "completed" and [r["method"] for r in report["rows"]] == ["base", "adapter-mle", "lora"]
 
 
 # --- 7. every setting the page shows round-trips through it --------------------------------------------------

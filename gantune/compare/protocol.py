@@ -71,7 +71,7 @@ class Progress:
     """What the comparison is doing: ``done`` of ``total`` stages (a training or an evaluation each).
 
     ``kind``: "evaluating" or "training" (a stage begins), "step" (a training step ended; ``step``
-    is (step, steps)), "not_evaluated" (a training that saved no adapter), "as_it_stands" (a
+    is (step, steps)), "kept" (a run trained before, kept: ``keep_finished``), "not_evaluated" (a training that saved no adapter), "as_it_stands" (a
     training that did not complete, evaluated anyway), "done" or "stopped". ``message`` says the
     same in English.
     """
@@ -119,6 +119,7 @@ def compare_methods(
     trained: dict[str, dict[int, str | Path]] | None = None,
     train_missing: bool = False,
     continuation: Continuation | None = None,
+    keep_finished: bool = False,
     run_suffix: str = "",
     new_folders: bool = False,
     progress: Callable[[Progress], None] | None = None,
@@ -137,7 +138,8 @@ def compare_methods(
     on the first split. ``continuation``: every row starts from an MLE warm-up of its adapter (see
     ``Continuation``), trained first on each split into ``runs_dir/warmup-<adapter>-seed<seed><run_suffix>``.
     Runs go to ``runs_dir/<row>-seed<seed><run_suffix>``, replacing an earlier run of
-    that name (the bench's own folder), or with ``new_folders`` to a folder claimed anew (``-2``, ``-3`` …
+    that name (the bench's own folder; with ``keep_finished`` one that completed with the same settings is kept, not
+    trained again: a stopped bench continued), or with ``new_folders`` to a folder claimed anew (``-2``, ``-3`` …
     when the name is taken; the workbench's runs folder). ``progress`` hears of
     every stage and training step; ``progress_bars`` draws the trainer's own (a terminal's).
     ``should_stop`` is asked before every stage, during training and between evaluation batches; a
@@ -199,6 +201,12 @@ def compare_methods(
         """Train one run of the comparison (a row, or a warm-up) on the split, in ``out`` (``claimed`` for it, with
         ``new_folders``); a stop raises Stopped."""
         nonlocal done
+        kept = _finished(out, config, base.precision) if keep_finished else None
+        if kept is not None:
+            done += 1
+            say(Progress("kept", f"seed {split.seed}: {row} was trained before; kept", done, total, split.seed, row,
+                         str(out)))
+            return kept
         say(Progress("training", f"seed {split.seed}: training {row} ({config.epochs} epochs, "
                      f"batch {config.batch_size}) …", done, total, split.seed, row, str(out)))
         release_freed_memory()
@@ -320,6 +328,19 @@ def _twins(rows: Sequence[str], trained: dict[str, dict[int, str | Path]]) -> di
         config, _ = RunFolder(next(iter(runs.values()))).read_config()
         found[name] = GENERATOR_METHODS[config.adapter] if config.method == "gan" else None
     return {r: t for r, t in found.items() if t is not None and t in (*rows, *trained)}
+
+
+def _finished(run: Path, config: TrainConfig, precision: str) -> RunSummary | None:
+    """The summary of the run at ``run`` when it completed, with its adapter, under ``config`` (its precision
+    ``auto`` as the trainer resolves it: the loaded model's ``precision``); else None."""
+    wanted = replace(config, precision=precision) if config.precision == "auto" else config
+    try:
+        folder = RunFolder(run)
+        summary = folder.read_summary() if folder.path.is_dir() else None
+        same = summary is not None and folder.read_config()[0] == wanted
+    except GantuneError:
+        return None
+    return summary if same and summary.complete and summary.adapter is not None else None
 
 
 def _read_summary(run: str | Path) -> RunSummary | None:
