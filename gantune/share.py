@@ -207,7 +207,7 @@ def push(run_path: str | Path, repo_id: str, token: str | None = None, stored_to
     if not run.adapter_dir.is_dir():
         raise GantuneError(f"{run.path} has no adapter to share (the run did not finish or save)", key="push_no_adapter",
                            run=run.path.name)
-    run.check_adapter()
+    run.checked_adapter()  # regular files inside the run, safetensors and text only
     try:
         validate_repo_id(repo_id)
         if "/" not in repo_id:
@@ -225,13 +225,14 @@ def push(run_path: str | Path, repo_id: str, token: str | None = None, stored_to
                            key="push_no_token" if stored_token else "push_own_token")
     if not hub_reachable():
         raise GantuneError("cannot push: the hub (huggingface.co) cannot be reached from here", key="push_unreachable")
-    write_model_card(run)
     api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(run.adapter_dir), repo_id=repo_id,
-                          commit_message=f"gantune: {config.method} run {run.path.name}")
-    except Exception as exc:  # noqa: BLE001 - the hub's errors (auth, rate, network) become one line
-        raise GantuneError(f"could not push to {repo_id}: {first_line(exc)}", key="push_failed", repo=repo_id,
-                           reason=first_line(exc)) from None
+    with run.guarded("sharing it on the Hub"):  # the card is written into the run: only by the run's lock holder
+        write_model_card(run)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(folder_path=str(run.adapter_dir), repo_id=repo_id,
+                              commit_message=f"gantune: {config.method} run {run.path.name}")
+        except Exception as exc:  # noqa: BLE001 - the hub's errors (auth, rate, network) become one line
+            raise GantuneError(f"could not push to {repo_id}: {first_line(exc)}", key="push_failed", repo=repo_id,
+                               reason=first_line(exc)) from None
     return f"https://huggingface.co/{repo_id}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -25,11 +24,10 @@ from .budget import check_settings_fit
 from .config import TrainConfig, resumed_config
 from .data import Encoder, QAPair, load_pairs, split_pairs
 from .errors import OUT_OF_MEMORY, GantuneError, first_line
-from .inference import answer_questions
+from .init_from import init_adapter, start_from
 from .memory import MemoryMonitor
-from .methods import ADAPTER_SHAPE, adapter_kind, get_method
-from .methods.base import StepInterrupted, TuningMethod
-from .metrics import rouge
+from .methods import get_method
+from .methods.base import StepInterrupted
 from .models import (
     BaseModel,
     frozen_norm,
@@ -39,12 +37,10 @@ from .models import (
     resolve_precision,
 )
 from .runs import RunFolder, RunSummary, claim_unused, new_run_dir
-from .scoring import answer_logprobs, mle_loss
-from .settings import flag
 from .share import write_model_card
+from .validation import MIN_VAL_PAIRS, Validation, split_validation
 
 StepCallback = Callable[[dict[str, Any]], None]
-MIN_VAL_PAIRS = 8  # fewer validation pairs are noise: their scores are recorded and plotted, the last adapter is kept
 
 
 @dataclass
@@ -213,7 +209,7 @@ def _train(p: Prepared, on_step: StepCallback | None, should_stop: Callable[[], 
             method.should_stop = should_stop
         if p.start is not None:
             try:
-                _start_from(method, p.start, cfg.init_from)
+                start_from(method, p.start, cfg.init_from)
             except BaseException:
                 method.close()
                 raise
@@ -438,95 +434,11 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["rng.cuda"])
 
 
-def init_adapter(config: TrainConfig) -> RunFolder:
-    """The run ``--init-from`` names, once its adapter is known to fit ``config``: a finished run's adapter of the
-    same model, the same kind of adapter and the same shape, read as every reader reads a run (regular files inside
-    it, safetensors and JSON only; nothing in it repaired or deleted)."""
-    source = RunFolder(config.init_from)
-    where = f"--init-from {config.init_from}"
-    if config.out is not None and source.path.resolve() == Path(config.out).resolve():
-        raise GantuneError(f"{where} names this run's own folder; start from another run")
-    try:
-        theirs, _ = source.read_config()
-    except GantuneError as exc:
-        raise GantuneError(f"{where}: {exc}") from exc
-    mine_kind, their_kind = adapter_kind(config.method, config.adapter), adapter_kind(theirs.method, theirs.adapter)
-    if mine_kind not in ADAPTER_SHAPE:
-        raise GantuneError(f"{where}: --method {config.method} trains no adapter to start from another run's")
-    if their_kind != mine_kind:
-        raise GantuneError(f"{where} holds a {their_kind} adapter (--method {theirs.method}) but this run tunes "
-                           f"{mine_kind}; start from a run of the same kind of adapter")
-    if not _same_model(theirs.model, config.model) or theirs.gguf_file != config.gguf_file:
-        raise GantuneError(f"{where} tuned the model {theirs.model!r}, not this run's {config.model!r}")
-    for name in ADAPTER_SHAPE[mine_kind]:
-        if getattr(theirs, name) != getattr(config, name):
-            raise GantuneError(f"{where} has --{flag(name)} {getattr(theirs, name)}, this run "
-                               f"{getattr(config, name)}: the adapters differ in shape; use the same value")
-    try:
-        source.checked_adapter()
-    except GantuneError as exc:
-        raise GantuneError(f"{where}: {exc}") from exc
-    return source
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Whether two --model values name one model: the same text, or one local folder however written."""
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-def _start_from(method: TuningMethod, source: RunFolder, where: str) -> None:
-    """Load another run's adapter into ``method`` (its optimiser fresh), leaving the run's random stream as it was."""
-    def load(folder: Path) -> None:
-        try:
-            with torch.random.fork_rng(devices=[]):
-                method.init_from(folder)
-        except GantuneError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise GantuneError(f"the adapter in {folder} does not fit this run ({first_line(exc)})") from exc
-
-    try:
-        source.read_adapter(load)
-    except GantuneError as exc:
-        raise GantuneError(f"--init-from {where}: {exc}") from exc
-
-
 def diverged_message(summary: RunSummary) -> str:
     """What a user reads when a loss became NaN/inf: where it stopped and which adapter was kept."""
     kept = (f"the adapter of step {summary.adapter_step} (the last checkpoint) was kept"
             if summary.adapter_step is not None else "no checkpoint had been reached, so no adapter was saved")
     return f"training diverged at step {summary.steps} (a loss became NaN/inf); {kept} — lower the learning rate"
-
-
-def split_validation(train: list[QAPair], val_pairs: int) -> tuple[list[QAPair], list[QAPair]]:
-    """The last ``val_pairs`` training pairs (at most a tenth of them) held out for validation."""
-    n = min(val_pairs, len(train) // 10)
-    return (train[:-n], train[-n:]) if n else (train, [])
-
-
-class Validation:
-    """Scores a method's adapter on held-out training pairs: ROUGE-L of its greedy answers, or the NLL of the references."""
-
-    def __init__(self, base: BaseModel, encoder: Encoder, pairs: list[QAPair], metric: str, device: torch.device):
-        self.base, self.encoder, self.pairs, self.metric = base, encoder, pairs, metric
-        self.batch = encoder.collate(encoder.encode(pairs)).to(device)
-
-    def better(self, score: float, than: float) -> bool:
-        return score > than if self.metric == "rougeL" else score < than
-
-    @torch.no_grad()
-    def score(self, method: TuningMethod) -> float:
-        if self.metric == "rougeL":
-            answers = answer_questions(self.base, [p.question for p in self.pairs], self.encoder.max_answer,
-                                       self.encoder.max_prompt, method=method)
-            return rouge(answers, [p.answer for p in self.pairs])["rougeL"]
-        b = self.batch
-        with method.enabled(None) as model, method.accelerator.autocast():
-            logp = answer_logprobs(model, b.prompt_ids, b.prompt_mask, b.answer_ids, b.answer_mask)
-        return float(mle_loss(logp, b.answer_mask))
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, acc: Accelerator) -> list[list[int]]:

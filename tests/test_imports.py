@@ -134,7 +134,7 @@ LAYERS = [
     ["gantune.config"],
     ["gantune.data", "gantune.models", "gantune.runs", "gantune.runs.*", "gantune.metrics", "gantune.monitor",
      "gantune.budget"],
-    ["gantune.methods.*", "gantune.inference", "gantune.share"],
+    ["gantune.methods.*", "gantune.inference", "gantune.share", "gantune.init_from", "gantune.validation"],
     ["gantune.trainer"],
     ["gantune.evaluate", "gantune.compare", "gantune.compare.*"],
     ["gantune.bench", "gantune.cli", "gantune.__main__"],

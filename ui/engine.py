@@ -82,8 +82,7 @@ class Engine:
                                          title_key="title_train", title_args={"preset": config.preset})
 
     def resume_training(self, run_id: str) -> JobStatus:
-        """Continue a stopped or crashed run from its last checkpoint, in its own folder (locked at this door: a run
-        another job writes is refused here)."""
+        """Continue a stopped or crashed run from its last checkpoint, in its own folder (locked here: refused if busy)."""
         with self.shown():
             run = self.runs.folder(run_id)
             config, _ = run.read_config()  # checked as a new run's settings are
@@ -95,8 +94,7 @@ class Engine:
             trust = self.policy.admit(config, run=run.path.name)
             run.lock("resuming the run")
             config.out = str(run.path)
-            # the progress starts at the checkpoint's step (12/18, not 0/18) while the model loads and the step runs
-            state, total = run.checkpoint_state(), planned_steps(run)
+            state, total = run.checkpoint_state(), planned_steps(run)  # progress starts there (12/18, not 0/18)
             return self._start_train_job(config, trust, f"resume {run.path.name}", run, resume=True,
                                          title_key="title_resume", title_args={"run": run.path.name},
                                          at={"step": state["step"], "total": total} if state and total else {})
@@ -104,12 +102,9 @@ class Engine:
     def _start_train_job(self, config: TrainConfig, trust: bool, title: str, run: RunFolder, resume: bool = False,
                          title_key: str = "", title_args: dict[str, Any] | None = None,
                          at: dict[str, int] | None = None) -> JobStatus:
-        """Train ``config`` (validated and admitted) as the background job; ``trust``: its model may run its own code.
-
-        ``run``: its folder, claimed (a new run: given back when the job fails before writing to it) or locked (a
-        resume); the training gives its lock back when it ends. ``at``: where a resumed run's progress starts (its
-        checkpoint's step and total).
-        """
+        """Train ``config`` (validated and admitted) as the background job; ``trust``: its model may run its own code;
+        ``run``: its folder, claimed (a new run: given back if the job fails before writing to it) or locked (a resume),
+        given back when training ends; ``at``: where a resumed run's progress starts (its checkpoint's step, total)."""
         def give_back() -> None:
             run.unlock() if resume else run.release()
 

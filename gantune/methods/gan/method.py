@@ -24,6 +24,10 @@ no baseline, no KL, a second sampling for G.
 SPIN (``implicit.py``): once a round, answers sampled from the generator as it is (π_ref) for every
 training question and π_ref's log-likelihoods of them and of the references; then each step is two
 teacher-forced passes of the generator and one loss (+ λ · MLE), no sampling.
+
+Why one module of ~490 lines: a step's four phases, the warm-up and the checkpoint are one object's state
+(the rollout, D, the optimisers) and read top to bottom as TRL's trainers do; the parts that stand alone
+are their own modules (``policy``, ``discriminator``, ``generator``, ``implicit``).
 """
 
 from __future__ import annotations
