@@ -212,8 +212,8 @@ def _train(args: argparse.Namespace) -> int | None:
                         should_stop=interrupted)
     if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
         return None
-    if summary.adapter and summary.kept_reason:
-        print(f"kept: {summary.kept_reason}")
+    if summary.adapter and summary.kept_reason:  # beside the progress: stdout's last line stays the summary
+        print(f"kept: {summary.kept_reason}", file=sys.stderr)
     print(
         f"{summary.status}: {summary.steps}/{summary.total_steps} steps in {summary.seconds:.1f} s, "
         f"peak memory {summary.peak_memory_mb:.0f} MB ({summary.memory_kind}), "

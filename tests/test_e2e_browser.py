@@ -367,7 +367,7 @@ NAMES = {"GAN", "LoRA", "MLE", "KL", "LM", "G", "D", "N", "TOFU", "GGUF", "PPO",
          "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEURT",
          "AUC", "W1", "SeqGAN", "ColdGANs", "ScratchGAN", "RLOO", "REINFORCE", "PyTorch", "AdamW", "Python", "MiniLM",
          "Space", "CPU", "CUDA", "gantune", "Gradio", "API", "MCP", "Plotly", "PNG", "CSV", "TSV", "L2", "M_tunable",
-         "SmolLM2-135M-Instruct", "HuggingFaceTB", "Chart", "Studio", "DDO", "SPIN", "PEFT", "AMX",
+         "SmolLM2-135M-Instruct", "HuggingFaceTB", "Hugging", "Face", "Chart", "Studio", "DDO", "SPIN", "PEFT", "AMX",
          # mathematics: a formula's variables and functions (D(q,y) = β · (log π(y|q) − log π_ref(y|q)))
          "q", "r", "y", "log", "ref"}
 

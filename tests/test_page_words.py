@@ -241,7 +241,7 @@ def test_why_a_scorer_is_unavailable_is_said_in_russian_on_the_russian_page():
            "pass --bleurt PATH to a local checkpoint")
     assert reason_text("en", hub) == hub  # English: the library's line as it is
     assert reason_text("ru", hub) == ("«lucadiliello/BLEURT-20-D12» — идентификатор модели на хабе Hugging Face, а хаб "
-                                      "недоступен (нет сети); укажите --bleurt ПУТЬ к локальному чекпойнту")
+                                      "недоступен (нет сети); укажите путь к локальному чекпойнту (--bleurt ПУТЬ)")
     missing = _load_failure("semantic similarity", "./no-such-model", None, "pass a local sentence-transformers model folder")
     assert reason_text("ru", missing) == ("чекпойнта «./no-such-model» нет; укажите папку локальной модели "
                                           "sentence-transformers")
