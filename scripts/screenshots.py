@@ -32,6 +32,7 @@ from test_e2e_browser import (  # noqa: E402  (the browser helpers live with the
     open_tab,
     pick_option,
     screenshot,
+    start_run,
     status_run,
     status_state,
     table_cells,
@@ -113,17 +114,8 @@ def main() -> None:
             screenshot(page, out, "setup.png")
             done("setup.png")
 
-            open_tab(page, "GAN tuning")
-            page.get_by_text("Every setting", exact=True).click()
-            field(page, "epochs").fill(str(args.epochs))
-            field(page, "batch size").fill(str(args.batch_size))
-            field(page, "max new tokens").fill(str(args.max_new_tokens))
-            field(page, "sample every").fill("1")
-            field(page, "warmup epochs").fill("1")
-            page.get_by_role("button", name="Start", exact=True).click()
-            page.get_by_text("Every setting", exact=True).click()
-            wait_until(page, lambda: status_run(page), "the run to start")
-            run_id = status_run(page)
+            run_id = start_run(page, args.epochs, batch_size=str(args.batch_size),
+                               max_new_tokens=str(args.max_new_tokens), sample_every="1", warmup_epochs="1")
             wait_until(page, lambda: status_state(page) in ("completed", "stopped", "failed"), "the run to finish",
                        args.timeout, every=1.0)
             assert status_state(page) == "completed", status_run(page)
