@@ -212,7 +212,7 @@ def _train(args: argparse.Namespace) -> int | None:
                         should_stop=interrupted)
     if not PartialState().is_main_process:  # under accelerate/torchrun only the main process reports
         return None
-    if summary.adapter and summary.kept_reason:  # beside the progress: stdout's last line stays the summary
+    if summary.adapter and summary.kept_reason and summary.status != "diverged":  # (its error line says which)
         print(f"kept: {summary.kept_reason}", file=sys.stderr)
     print(
         f"{summary.status}: {summary.steps}/{summary.total_steps} steps in {summary.seconds:.1f} s, "
