@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="base + each method on one split: metrics, time, memory → report",
                            description="Train and evaluate base and each method side by side in one process.")
     bench.add_argument("--preset", default="quick", choices=["quick", "thesis", "plateau"],
-                       help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' protocol (GPU); plateau: "
+                       help="quick: 40/40 pairs, 3 epochs, batch 8 (CPU); thesis: the thesis' experiment, base, its "
+                            "GAN and LoRA on 50/50 pairs, 30 epochs, batch 1 (~1 h on a 2-core CPU in bf16); plateau: "
                             "120/120 pairs, MLE to its plateau then 3 epochs of each objective from it, on M_tunable, "
                             "LoRA and prompt tuning, greedy and at temperature 1 (~3 h for three seeds on a 2-core CPU)")
     bench.add_argument("--methods", nargs="+", metavar="NAME",

@@ -797,3 +797,24 @@ def test_dense_reward_step_trains_d_on_prefixes_and_g_on_per_token_advantages(ba
 def test_dense_reward_refusals(bad):
     with pytest.raises(GantuneError):
         _config(**bad)
+
+
+def test_thesis_draws_d_and_g_samples_in_one_decoding_call(base, monkeypatch):
+    """The thesis samples again for G after D's step; G is unchanged by it, so both draws come from one call: D
+    learns on the first set of rows, G on the second."""
+    import gantune.methods.gan.method as gan_method
+
+    method, batch = _method(base, preset="thesis", batch_size=2, max_new_tokens=8, max_prompt_tokens=32)
+    calls, frozen, updated = [], [], []
+    real_sample = gan_method.sample
+    monkeypatch.setattr(gan_method, "sample", lambda *a, **kw: calls.append(real_sample(*a, **kw)) or calls[-1])
+    real_frozen, real_update = method._frozen, method._generator_update
+    monkeypatch.setattr(method, "_frozen", lambda roll, b: frozen.append(roll) or real_frozen(roll, b))
+    monkeypatch.setattr(method, "_generator_update", lambda b, roll, adv: updated.append(roll) or real_update(b, roll, adv))
+    method.train_step(batch)
+    rows = batch.prompt_ids.shape[0] * method.config.samples_per_question
+    assert len(calls) == 1 and calls[0].prompt_ids.shape[0] == 2 * rows
+    first, second = calls[0].rows(0, rows), calls[0].rows(rows, 2 * rows)
+    assert [r.answer_ids.tolist() for r in frozen] == [first.answer_ids.tolist(), second.answer_ids.tolist()]
+    assert torch.equal(updated[0].answer_ids, second.answer_ids) and torch.equal(updated[0].noise, second.noise)
+    assert not torch.equal(first.noise, second.noise)  # two independent draws of M_tunable's noise

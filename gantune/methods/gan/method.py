@@ -166,12 +166,15 @@ class GanMethod(TuningMethod):
         return {**step(batch), "phase": "adversarial"}
 
     # --- the four phases ---------------------------------------------------------------------------
-    def _rollout(self, batch: Batch, undo: dict[str, torch.Tensor] | None = None) -> Rollout:
-        """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real).
+    def _rollout(self, batch: Batch, undo: dict[str, torch.Tensor] | None = None, draws: int = 1) -> Rollout:
+        """Phase 1: sample k answers per question from G (capped at the longest reference: nothing longer is real);
+        ``draws`` independent sets of them in one decoding call, set after set (a decode step of a few rows costs
+        about what one row's does on these chips).
 
         A stop asked for while sampling ends the step there (``stop_point``: ``undo`` put back)."""
         k = self.config.samples_per_question
-        prompt_ids, prompt_mask = batch.prompt_ids.repeat_interleave(k, 0), batch.prompt_mask.repeat_interleave(k, 0)
+        prompt_ids = batch.prompt_ids.repeat_interleave(k, 0).repeat(draws, 1)
+        prompt_mask = batch.prompt_mask.repeat_interleave(k, 0).repeat(draws, 1)
         noise = self.generator.sample_noise(prompt_ids.shape[0])
         max_new = min(self.config.max_new_tokens, batch.answer_ids.shape[1])
         try:
@@ -215,7 +218,17 @@ class GanMethod(TuningMethod):
         undo = self.state_tensors()  # a stop inside this step puts the method back as it is now
         t0 = time.perf_counter() - self._rollout_seconds
         self._rollout_seconds = 0.0
-        roll = self._pending.pop(0) if self._pending else self._rollout(batch, undo)
+        # the thesis samples again for the generator step: G is the same until then (D's steps leave it), so both
+        # draws come from one decoding call
+        again = None
+        if self._pending:
+            roll = self._pending.pop(0)
+        elif cfg.resample_for_g:
+            both = self._rollout(batch, undo, draws=2)
+            rows = both.prompt_ids.shape[0] // 2
+            roll, again = both.rows(0, rows), both.rows(rows, 2 * rows)
+        else:
+            roll = self._rollout(batch, undo)
         t1 = time.perf_counter()
 
         # phase 2: D learns to tell the references from the samples, given the question (the untuned LM reads both
@@ -237,7 +250,7 @@ class GanMethod(TuningMethod):
 
         if cfg.resample_for_g:  # the thesis sampled again for the generator step
             self.stop_point(undo)
-            roll = self._rollout(batch, undo)
+            roll = again if again is not None else self._rollout(batch, undo)
             ref_logp, fake_states, _ = self._frozen(roll, None)
             fake_rows = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask, fake_states)
 
