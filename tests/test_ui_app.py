@@ -533,6 +533,17 @@ def test_the_pages_timers_tick_only_while_a_job_runs(app, client):
         app.engine.jobs.wait(WAIT)
 
 
+def test_the_train_share_is_written_under_its_slider_in_the_pages_numbers(app):
+    """Gradio writes the slider's own number as JavaScript does ("0.5" on a Russian page too): the page says the
+    share again under it, in its own numbers, whenever it moves."""
+    on_share = next(f for f in app.demo.fns.values() if f.name == "on_share")
+    slider = app.demo.blocks[on_share.outputs[0]._id]
+    assert [block for block, event in on_share.targets] == [slider._id, app.demo._id] and slider.minimum == 0.05
+    russian = SimpleNamespace(headers={"accept-language": RUSSIAN["Accept-Language"]})
+    assert on_share.fn(0.35, russian)["info"] == "35\xa0% пар — для обучения, 65\xa0% — для теста"  # CLDR's space
+    assert on_share.fn(0.5, None)["info"] == "50% of the pairs for training, 50% for testing"
+
+
 def test_show_in_gan_tuning_switches_to_that_tab(app):
     run_id = trained_run(app)
     on_open = next(f for f in app.demo.fns.values() if f.name == "on_open")
