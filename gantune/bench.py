@@ -186,7 +186,7 @@ def run_bench(
             report = compare_methods(
                 base, names, splits, shared, runs_dir, scorers, settings, temperatures=temperatures,
                 retention=load_retention_sets(data, bp.retention_n, seeds[0]), continuation=bp.continuation,
-                keep_finished=continuing, progress=lambda p: None if p.kind == "step" else log(p.message),
+                keep_finished=continuing, progress=lambda p: None if p.kind in ("step", "batch") else log(p.message),
                 progress_bars=True, should_stop=should_stop)
             failed = None
         except ComparisonFailed as exc:

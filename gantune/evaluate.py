@@ -34,6 +34,9 @@ RETENTION_SETS = ("real_authors", "world_facts")
 EVALUATION_VERSION = 2  # raised whenever what an evaluation computes changes: stored results of another are not reused
 MIN_TEMPERATURE = 0.01  # below it logits / temperature can overflow and sampling fails; 0 is greedy
 ShouldStop = Callable[[], bool]
+# told as each batch of answers begins: (the evaluation's share done, its share done once the batch ends), shares of
+# the answer tokens it may decode (``answer_tokens``)
+EvalProgress = Callable[[float, float], None]
 
 
 def check_temperature(temperature: float, name: str = "a temperature") -> None:
@@ -94,6 +97,22 @@ def evaluation_key(base: BaseModel, test: list[QAPair], retention_sets: dict[str
     return digest.hexdigest()[:32]
 
 
+def answer_tokens(test: Sequence[QAPair], retention_sets: dict[str, list[QAPair]] | None,
+                  settings: EvalSettings) -> int:
+    """The answer tokens an evaluation may decode (each question times its token limit): its progress's unit."""
+    retention = sum(len(pairs) for pairs in (retention_sets or {}).values())
+    return len(test) * settings.max_new_tokens + retention * settings.retention_max_new_tokens
+
+
+def progress_part(progress: EvalProgress | None, before: float, each: float, whole: float
+                  ) -> Callable[[float, float], None] | None:
+    """A part's progress (done, done once its batch ends; counts of something worth ``each`` unit) told to ``progress``
+    as shares of a ``whole`` whose first ``before`` units come before the part (None without ``progress``)."""
+    if progress is None:
+        return None
+    return lambda done, upto: progress((before + done * each) / whole, (before + upto * each) / whole)
+
+
 def load_retention_sets(data: str | None, n: int | None, seed: int) -> dict[str, list[QAPair]]:
     """real_authors and world_facts (with perturbed answers), each cut to a seeded sample of ``n``."""
     sets = {}
@@ -119,17 +138,20 @@ def evaluate(
     scorers: Scorers,
     settings: EvalSettings,
     should_stop: ShouldStop | None = None,
+    progress: EvalProgress | None = None,
 ) -> dict[str, Any]:
     """Scores of one model; ``method=None`` is the base model, ``retention_sets=None`` skips retention.
 
     ``should_stop`` is asked between answer tokens, scoring batches and scorers; when it says so,
-    ``Stopped`` is raised and nothing is returned.
+    ``Stopped`` is raised and nothing is returned. ``progress`` hears of each batch of answers as it begins.
     """
     check_temperature(settings.temperature)
     check_context(base.model, settings.max_prompt_tokens, settings.max_new_tokens)
     questions, references = [p.question for p in test], [p.answer for p in test]
+    whole, tested = max(answer_tokens(test, retention_sets, settings), 1), len(test) * settings.max_new_tokens
     answered = answers(base, questions, settings.max_new_tokens, settings.max_prompt_tokens, method,
-                       settings.temperature, settings.seed, should_stop)
+                       settings.temperature, settings.seed, should_stop,
+                       progress_part(progress, 0, settings.max_new_tokens, whole))
     _check_stop(should_stop)
     rouge = metrics.rouge_per_example(answered.texts, references)
     per_question: dict[str, list] = {k: [r[k] for r in rouge] for k in metrics.ROUGE_KEYS}
@@ -144,7 +166,8 @@ def evaluate(
     result.update(_distribution(base, answered, references, scorers.semantic, settings.seed, per_question))
     result["semantic_note"] = scorers.semantic.reason or "cosine of all-MiniLM-L6-v2 sentence embeddings"
     if retention_sets is not None:
-        result.update(_retention(base, method, retention_sets, settings, should_stop))
+        result.update(_retention(base, method, retention_sets, settings, should_stop,
+                                 progress_part(progress, tested, settings.retention_max_new_tokens, whole)))
     result["temperature"] = settings.temperature
     result["noise"] = method.eval_noise() if method is not None else None
     result["per_question"] = per_question
@@ -181,16 +204,18 @@ def _distribution(base: BaseModel, answers: Answers, references: list[str], sema
 
 
 def _retention(base: BaseModel, method: TuningMethod | None, sets: dict[str, list[QAPair]],
-               settings: EvalSettings, should_stop: ShouldStop | None = None) -> dict[str, Any]:
+               settings: EvalSettings, should_stop: ShouldStop | None = None,
+               on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Likelihood retention and ROUGE-L of the greedy answers on each set; every set's questions are answered,
-    and their true and perturbed answers scored, together in the widest batches (fewer passes)."""
+    and their true and perturbed answers scored, together in the widest batches (fewer passes). ``on_batch``:
+    ``answers``'."""
     if not sets:
         return {"retention": None, "retention_rougeL": None, "retention_answered": None,
                 "retention_note": "no real_authors / world_facts data"}
     encoder = Encoder(base.tokenizer, base.eos_id, settings.max_prompt_tokens, settings.max_new_tokens)
     every = [p for pairs in sets.values() for p in pairs]
     texts = answers(base, [p.question for p in every], settings.retention_max_new_tokens, settings.max_prompt_tokens,
-                    method, should_stop=should_stop).texts
+                    method, should_stop=should_stop, on_batch=on_batch).texts
     rows = scoring_rows(base, settings.max_new_tokens)
     with method.enabled(None) if method is not None else nullcontext(base.model) as model, base.autocast():  # zero noise
         retained_all = metrics.likelihood_retention(model, encoder, every, rows, should_stop)["retained"]

@@ -99,6 +99,7 @@ def answers(
     temperature: float = 0.0,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Answers:
     """Answers to ``questions`` from the base model or, with ``method``, the tuned one: greedy at temperature 0,
     else sampled at ``temperature`` from torch's generator seeded with ``seed`` (the caller's random state is
@@ -106,7 +107,8 @@ def answers(
 
     The prompts are decoded shortest first in the widest batches memory allows (``decode_rows``), so a batch
     pads little; the answers come back in the questions' order. ``should_stop`` is asked between tokens; when
-    it says so, ``Stopped`` is raised.
+    it says so, ``Stopped`` is raised. ``on_batch`` is told as each batch begins: (questions answered, questions
+    answered once the batch ends).
     """
     encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens, max_new_tokens)
     prompts = [encoder.prompt_ids(q) for q in questions]
@@ -118,6 +120,8 @@ def answers(
         torch.manual_seed(seed)
         for start in range(0, len(order), rows):
             chunk = order[start:start + rows]
+            if on_batch is not None:
+                on_batch(start, start + len(chunk))
             ids, mask = (t.to(base.device) for t in pad([prompts[i] for i in chunk], encoder.pad_id, left=True))
             with method.enabled(len(chunk)) if method is not None else nullcontext(base.model) as model:
                 out = decode(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, temperature, should_stop)

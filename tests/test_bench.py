@@ -169,7 +169,7 @@ def test_compare_on_a_recorded_split_with_an_already_trained_run(tmp_path, base,
     assert json.loads((trained / "config.json").read_text())["resolved"]["split"]["test"] == \
         [vars(p) | {"perturbed": []} for p in split.test]
     assert [p["versus"] for p in report["paired"] if p["method"] == "adapter-mle"] == ["base"]  # no lora here
-    stages = [e for e in events if e.kind != "step"]
+    stages = [e for e in events if e.kind not in ("step", "batch")]
     assert [(e.kind, e.method) for e in stages] == [("evaluating", "base"), ("evaluating", "ref"),
                                                     ("training", "adapter-mle"), ("evaluating", "adapter-mle"),
                                                     ("done", None)]
@@ -250,6 +250,30 @@ def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, mon
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
+
+
+def test_an_evaluation_tells_each_batch_of_answers_as_it_begins(tmp_path, base, scorers, monkeypatch):
+    """Test answers, retention's and a temperature's, two a batch: each batch's (share done, share once it ends),
+    in order, by the answer tokens each may decode; the comparison passes them on as "batch" progress."""
+    from gantune import inference
+    from gantune.compare import evaluate_base
+
+    monkeypatch.setattr(inference, "decode_rows", lambda *args: 2)
+    sets = load_retention_sets(str(TOFU), 2, seed=0)  # 4 questions of 3 tokens
+    test = [QAPair(f"who wrote {w} ?", "a writer .") for w in ("it", "that", "this")]  # 3 questions of 4 tokens
+    told = []
+    evaluate_base(base, test, sets, scorers, EvalSettings(max_new_tokens=4, retention_max_new_tokens=3), [0.7],
+                  tmp_path, progress=lambda done, upto: told.append((done, upto)))
+    whole = 3 * 4 + 4 * 3 + 3 * 4
+    assert told == pytest.approx([(0, 8 / whole), (8 / whole, 12 / whole),  # the test questions, 2 + 1
+                                  (12 / whole, 18 / whole), (18 / whole, 24 / whole),  # retention's, 2 + 2
+                                  (24 / whole, 32 / whole), (32 / whole, 1.0)])  # sampled at 0.7, 2 + 1
+    events = []
+    compare_methods(base, [], [Split(0, [], test)], {}, tmp_path / "runs", scorers, EvalSettings(max_new_tokens=4),
+                    progress=events.append)
+    batches = [e for e in events if e.kind == "batch"]
+    assert [e.share for e in batches] == [(0.0, 2 / 3), (2 / 3, 1.0)]
+    assert all((e.done, e.method, e.seed) == (0, "base", 0) for e in batches)
 
 
 def test_retention_on_real_tofu_sets_with_the_tiny_model(base, scorers):

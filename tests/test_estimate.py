@@ -46,3 +46,43 @@ def test_the_first_measured_stage_corrects_the_rest_of_its_kind_and_a_blend_keep
 
 def test_a_skipped_stage_is_no_measure():
     assert plan_left(PLAN, (8.0, None), 0.0) == pytest.approx(43 + 8)
+
+
+def read_batches(plan, batches, every: float = 0.25) -> tuple[list[float], list[tuple[float, float]]]:
+    """The time left a page reads every ``every`` seconds of a run whose stages come in batches (``batches``: each
+    stage's seconds a batch, its batches' shares equal), told as each batch begins; also (before, after) each report."""
+    shown, reports, took = [], [], []
+    for stage in batches:
+        n, elapsed, last = len(stage), 0.0, {}
+        for i, seconds in enumerate(stage):
+            told = dict(fraction=i / n, reached=elapsed, upto=(i + 1) / n)
+            reports.append((plan_left(plan, took, elapsed, **last), plan_left(plan, took, elapsed, **told)))
+            last = told
+            for t in range(int(seconds / every)):
+                shown.append(plan_left(plan, took, elapsed + t * every, **told))
+            elapsed += seconds
+        took.append(elapsed)
+    return shown, reports
+
+
+def test_the_first_evaluated_batch_corrects_every_evaluation_to_come_and_the_time_left_rises_gradually():
+    """Three evaluations planned at 8 s, in 4 batches of 2 s each; each batch really takes 12 s (the issue's 6x)."""
+    plan = (("evaluate", 8.0),) * 3
+    shown, reports = read_batches(plan, [[12.0] * 4] * 3)
+    # after the first batch, long before its stage ends, the rest is priced at the measured pace, blended
+    pace = (12 + 4) / (2 + 4)
+    assert reports[1][1] == pytest.approx(6 * pace + 16 * pace)
+    assert reports[1][1] > 2 * plan_left(plan, (), 12.0)  # what the plan alone said at that moment (the old reading)
+    # no report makes it jump, and between them it rises a little a second, never severalfold
+    assert all(after <= before + 1e-6 for before, after in reports)
+    rises = [later - earlier for earlier, later in zip(shown, shown[1:])]
+    assert max(rises) <= 1.5  # seconds a quarter second
+    assert all(later <= 1.25 * earlier + 1.0 for earlier, later in zip(shown, shown[1:]))
+    assert reports[-1][1] == pytest.approx(12.0, rel=0.2)  # the last batch is expected near what the others took
+
+
+def test_batches_that_keep_to_the_plan_count_down_one_second_a_second():
+    plan = (("evaluate", 8.0), ("train", 4.0), ("evaluate", 8.0))
+    shown, _ = read_batches(plan, [[2.0] * 4, [4.0], [2.0] * 4])
+    assert shown[0] == pytest.approx(20.0)
+    assert all(-0.26 <= later - earlier <= 1e-6 for earlier, later in zip(shown, shown[1:]))

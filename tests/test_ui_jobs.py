@@ -262,6 +262,53 @@ def test_a_plan_of_unequal_stages_is_estimated_up_front_and_each_kind_corrected_
         finish(jobs)
 
 
+def test_a_comparisons_time_left_is_corrected_by_its_first_evaluated_batch_not_at_the_stages_end(monkeypatch, tmp_path):
+    """The tiny model evaluated at three seeds (three stages planned at 8 s, 4 batches each) whose every batch really
+    takes 12 s: after the first batch the time left prices every evaluation to come at the measured pace, having
+    risen to it a little each second; the page reads it every half second."""
+    from gantune import inference
+    from gantune.compare import Split, compare_methods
+    from gantune.data import QAPair
+    from gantune.evaluate import EvalSettings, Scorers
+    from ui.engine import progress_message
+
+    clock = FakeClock(monkeypatch)
+    jobs = JobManager()
+    release = _held_job(jobs, "compare")
+    real_decode, shown, first = inference.decode, [], []
+
+    def slow_batch(*args, **kwargs):
+        status = jobs.status()
+        for _ in range(24):  # the page reads it while the batch runs
+            shown.append(status.eta_seconds(now=clock.now))
+            clock.now += 0.5
+        return real_decode(*args, **kwargs)
+
+    def told(progress):
+        jobs._report(step=progress.done, **progress_message(progress))
+        if progress.kind == "batch" and progress.share[0] > 0 and not first:
+            first.append((jobs.status(), shown[-1], clock.now))
+
+    monkeypatch.setattr(inference, "decode", slow_batch)
+    monkeypatch.setattr(inference, "decode_rows", lambda *args: 2)
+    test = [QAPair(f"who wrote {w} ?", "a writer .") for w in ("it", "that", "this", "those", "these", "them", "a",
+                                                               "the")]
+    try:
+        jobs._report(step=0, plan=(("evaluate", 8.0),) * 3, steps_begin=True)
+        compare_methods(make_base(), [], [Split(seed, [], test) for seed in range(3)], {}, tmp_path, Scorers.load(None),
+                        EvalSettings(max_new_tokens=4), progress=told)
+        (status, before, now), = first
+        assert status.step == 0 and status.fraction == 0.25  # the first stage's first batch, of four
+        pace = (12 + 4) / (2 + 4)  # 12 s measured for 2 planned, blended with half a stage of the plan's word
+        assert status.eta_seconds(now=now) == pytest.approx(6 * pace + 16 * pace)
+        assert 0 < status.eta_seconds(now=now) - before <= 2.0  # half a second after the last reading: no jump
+        left = [x for x in shown if x is not None]  # none only in the last batch's last seconds: "taking longer"
+        assert len(left) >= len(shown) - 4 and all(b - a <= 2.0 and b <= 1.25 * a + 1.0 for a, b in zip(left, left[1:]))
+    finally:
+        release.set()
+        finish(jobs)
+
+
 def test_a_resumed_runs_time_left_counts_from_the_steps_since_the_resume_and_the_last_step_says_what_it_does(
         monkeypatch):
     """Resumed at step 12 of 30: its first report jumps to 13 and counts as one step; steady 5 s steps never raise
@@ -615,6 +662,10 @@ def test_a_comparison_stage_reads_in_the_pages_language():
     stage = progress_message(Progress("evaluating", "seed 4: evaluating base …", 0, 4, 4, "base"))
     status = replace(status, message=stage["message"], message_args=stage["args"])
     assert message_text(status, "ru") == "зерно 4: оценка base …"
+    batch = progress_message(Progress("batch", "seed 4: evaluating base: 25% answered …", 0, 4, 4, "base",
+                                      share=(0.25, 0.5)))
+    assert (batch["message"], batch["fraction"], batch["upto"]) == ("compare_evaluating", 0.25, 0.5)
+    assert (stage["fraction"], stage["upto"]) == (0.0, 1.0)
 
 
 def test_a_resumed_run_shows_its_checkpoints_step_from_the_start(tmp_path, tiny_data):

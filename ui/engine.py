@@ -194,7 +194,13 @@ class Engine:
 
 
 def progress_message(progress: Progress) -> dict[str, Any]:
-    """A comparison's stage as the job's message: a catalogue key (``compare_<kind>``) and its values."""
+    """A comparison's stage as the job's message: a catalogue key (``compare_<kind>``; an evaluation's batch says
+    it evaluates) and its values; with the stage's share done and its share done once its batch or step ends."""
     step, steps = progress.step or (None, None)
-    return {"message": f"compare_{progress.kind}", "fraction": step / steps if steps else 0.0,
+    if progress.share is not None:
+        fraction, upto = progress.share
+    else:
+        fraction, upto = (step / steps, min(step + 1, steps) / steps) if steps else (0.0, 1.0)
+    kind = "evaluating" if progress.kind == "batch" else progress.kind
+    return {"message": f"compare_{kind}", "fraction": fraction, "upto": upto,
             "args": {"seed": progress.seed, "method": progress.method, "step": step, "total": steps}}

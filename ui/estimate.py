@@ -5,7 +5,8 @@ times (its MLE steps for the MLE-trained methods, all its steps for the GAN's ro
 alike when the runs folder has one), an evaluation from a short timed greedy decode of the loaded
 model (its prompt pass and its per-token step at the evaluation's batch size) times the questions
 and tokens it answers. The stages come in the order the comparison runs them; while it runs, ``plan_left``
-corrects each kind of stage by what the job measured so far (``PLAN_WEIGHT``).
+corrects each kind of stage by what the job measured so far (``PLAN_WEIGHT``): the stages finished and the share
+of the one under way, told after each training step and as each batch of an evaluation's answers begins.
 """
 
 from __future__ import annotations
@@ -139,34 +140,46 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
 
 
 def plan_left(plan: Sequence[tuple[str, float]], took: Sequence[float | None], elapsed: float,
-              fraction: float = 0.0) -> float:
+              fraction: float = 0.0, reached: float | None = None, upto: float = 1.0) -> float:
     """Seconds left of a ``plan`` of stages ((kind, estimated seconds) each), corrected by what the job measured.
 
-    ``took``: seconds each finished stage took (None: skipped, no measure); ``elapsed`` and ``fraction``: the
-    stage under way's seconds so far and its share done (0: unknown). Each kind's pace is (seconds measured + w)
-    / (their estimate + w), w a ``PLAN_WEIGHT`` share of the kind's mean stage estimate: the plan's word, soon
-    outweighed. The stage under way is measured once it says its share done or runs past what its kind's pace
-    expects; then the time left rises a little each second while it overruns, instead of jumping when it ends.
+    ``took``: seconds each finished stage took (None: skipped, no measure); ``elapsed``: the stage under way's
+    seconds so far; ``fraction``: its share done ``reached`` seconds into it (None: now); ``upto``: its share done
+    once its part under way (an evaluation's batch, a training step) ends (1: unknown, the whole stage). Each kind's
+    pace is (seconds measured + w) / (their estimate + w), w a ``PLAN_WEIGHT`` share of the kind's mean stage
+    estimate: the plan's word, soon outweighed. The stage under way is measured up to its last share told, so the
+    first batch of an evaluation corrects every evaluation still to come; once its part under way runs past what the
+    pace expects, that part counts as done now, so the time left rises a little each second while it overruns and is
+    where it was when the part ends, instead of jumping.
     """
     step = len(took)
+    if step >= len(plan):
+        return 0.0
     measured: dict[str, list[float]] = {}  # kind -> [seconds, estimated seconds of the same work]
-    for (kind, estimate), seconds in zip(plan, took):
-        if seconds is not None:
-            m = measured.setdefault(kind, [0.0, 0.0])
-            m[0], m[1] = m[0] + seconds, m[1] + estimate
+
+    def measure(kind: str, seconds: float, estimate: float) -> None:
+        m = measured.setdefault(kind, [0.0, 0.0])
+        m[0], m[1] = m[0] + seconds, m[1] + estimate
 
     def pace(kind: str) -> float:
         seconds, estimated = measured.get(kind, (0.0, 0.0))
         weight = PLAN_WEIGHT * mean(e for k, e in plan if k == kind)
         return (seconds + weight) / (estimated + weight) if estimated > 0 else 1.0
 
-    if step >= len(plan):
-        return 0.0
+    for (kind, estimate), seconds in zip(plan, took):
+        if seconds is not None:
+            measure(kind, seconds, estimate)
     kind, estimate = plan[step]
-    done = fraction * estimate if fraction > 0 else estimate if elapsed > estimate * pace(kind) else 0.0
-    if done > 0:
-        m = measured.setdefault(kind, [0.0, 0.0])
-        m[0], m[1] = m[0] + elapsed, m[1] + done
-    whole = estimate * pace(kind)
-    current = whole * (1 - fraction) if fraction > 0 else max(whole - elapsed, 0.0)
+    upto = max(upto, fraction)
+    if fraction > 0:
+        reached = elapsed if reached is None else min(reached, elapsed)
+        measure(kind, reached, fraction * estimate)
+    else:
+        reached = 0.0  # nothing done yet: the part under way began with the stage
+    since = elapsed - reached
+    if since > (upto - fraction) * estimate * pace(kind):  # the part under way overruns: done now
+        measure(kind, since, (upto - fraction) * estimate)
+        current = (1 - upto) * estimate * pace(kind)
+    else:
+        current = (1 - fraction) * estimate * pace(kind) - since
     return current + sum(e * pace(k) for k, e in plan[step + 1:])

@@ -75,7 +75,9 @@ class JobStatus:
     finish_at: float | None = None  # the estimated end (wall clock), moved only when the finished steps say so
     plan: tuple[tuple[str, float], ...] = ()  # unequal steps (a comparison's stages): (kind, estimated seconds) each
     took: tuple[float | None, ...] = ()  # seconds each finished stage of the plan took (None: skipped)
-    fraction: float = 0.0  # share of the step under way that is done (a comparison stage's own training steps)
+    fraction: float = 0.0  # share of the step under way that is done (a comparison stage's training steps, batches)
+    fraction_at: float = 0.0  # seconds into the step under way when ``fraction`` was told
+    upto: float = 1.0  # share of the step under way done once its part under way (a batch, a step) ends; 1: unknown
     result: Any = field(default=None, compare=False)
 
     @property
@@ -92,7 +94,7 @@ class JobStatus:
             return None
         now = time.time() if now is None else now
         if self.plan:
-            left = plan_left(self.plan, self.took, now - self.step_began, self.fraction)
+            left = plan_left(self.plan, self.took, now - self.step_began, self.fraction, self.fraction_at, self.upto)
         elif self.finish_at is not None:
             left = self.finish_at - now
         elif self.pace_hint is not None and (self.total or total):
@@ -178,7 +180,8 @@ class JobManager:
     def _report(self, step: int | None = None, total: int | None = None, run: str | None = None,
                 message: str | None = None, args: dict[str, Any] | None = None, steps_begin: bool = False,
                 pace_hint: float | None = None, phase: str | None = None, period: int | None = None,
-                plan: tuple[tuple[str, float], ...] | None = None, fraction: float | None = None) -> None:
+                plan: tuple[tuple[str, float], ...] | None = None, fraction: float | None = None,
+                upto: float | None = None) -> None:
         """A job's progress: its step and total, its run, a message (catalogue key and ``args``).
 
         ``steps_begin``: the steps start now (the model is loaded), so the clock of the first one
@@ -186,13 +189,15 @@ class JobManager:
         of the step just finished (steps of one phase take alike); ``period``: steps an epoch (a step
         is timed by the finished steps at its place in an epoch, when there are); ``plan``: steps of unequal length,
         (kind, estimated seconds) each (its length is the total); ``fraction``: the share of the step
-        under way that is done.
+        under way that is done (now); ``upto``: its share done once the part under way (a batch, a step) ends.
         """
         now = time.time()
         with self._lock:
             s = self._status
             changes: dict[str, Any] = {k: v for k, v in (("total", total), ("run", run), ("pace_hint", pace_hint),
-                                                          ("fraction", fraction)) if v is not None}
+                                                          ("fraction", fraction), ("upto", upto)) if v is not None}
+            if (fraction is not None or upto is not None) and s.step_began is not None:
+                changes["fraction_at"] = now - s.step_began
             if plan is not None:
                 changes.update(plan=tuple(plan), total=len(plan))
             if message is not None:
@@ -212,7 +217,7 @@ class JobManager:
                     count, first = (1, step - 1) if not s.plan and not self._times else (step - s.step, s.step)
                     self._times.append((phase or "", took, count, first))
                     changes["pace"] = sum(t[1] for t in self._times) / sum(t[2] for t in self._times)
-                changes.update(step=step, step_began=now, fraction=0.0)
+                changes.update(step=step, step_began=now, fraction=0.0, fraction_at=0.0, upto=1.0)
                 moved = replace(s, **changes)
                 left = self._time_left(moved)
                 if left is not None:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ..data import QAPair
 from ..errors import GantuneError
-from ..evaluate import EvalSettings, Scorers, ShouldStop, evaluate, evaluation_key
+from ..evaluate import EvalProgress, EvalSettings, Scorers, ShouldStop, answer_tokens, evaluate, evaluation_key, progress_part
 from ..inference import load_method
 from ..methods.base import TuningMethod
 from ..models import BaseModel
@@ -20,13 +20,14 @@ EVALUATIONS = ".evaluations"  # inside a comparison's runs folder: the base mode
 
 def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None,
                  scorers: Scorers, settings: EvalSettings, temperatures: Sequence[float] = (),
-                 should_stop: ShouldStop | None = None) -> dict[str, Any]:
+                 should_stop: ShouldStop | None = None, progress: EvalProgress | None = None) -> dict[str, Any]:
     """Evaluate a finished run's tuned model and keep the result as the run's eval.json.
 
     The result is the greedy evaluation; answers sampled at each of ``temperatures`` are scored
     too, under ``"sampled"`` keyed by the temperature (``"0.7"``). An eval.json of the same
     ``evaluation_key`` (the same adapter, questions and settings) is returned as it is, not made
-    again. A stop (``should_stop``, asked between tokens) raises ``Stopped`` and writes nothing.
+    again. A stop (``should_stop``, asked between tokens) raises ``Stopped`` and writes nothing. ``progress`` hears
+    of each batch of answers (``evaluate``'s; all the temperatures' answers make its whole).
     """
     folder = RunFolder(run)
     with folder.guarded("evaluating the run"):  # no other job replaces or resumes it while it is evaluated
@@ -36,7 +37,7 @@ def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention
             return kept
         tuned = load_method(str(run), base=base)
         try:
-            result = _evaluated(base, tuned, test, retention, scorers, settings, temperatures, should_stop)
+            result = _evaluated(base, tuned, test, retention, scorers, settings, temperatures, should_stop, progress)
         finally:
             tuned.close()
         with saving("the evaluation", run):
@@ -46,7 +47,7 @@ def evaluate_run(run: str | Path, base: BaseModel, test: list[QAPair], retention
 
 def evaluate_base(base: BaseModel, test: list[QAPair], retention: dict[str, list[QAPair]] | None, scorers: Scorers,
                   settings: EvalSettings, temperatures: Sequence[float], store: Path,
-                  should_stop: ShouldStop | None = None) -> dict[str, Any]:
+                  should_stop: ShouldStop | None = None, progress: EvalProgress | None = None) -> dict[str, Any]:
     """The base model's evaluation, as ``evaluate_run``'s; kept in ``store`` under its ``evaluation_key`` and
     reused by every later comparison of the same model, questions and settings."""
     key = evaluation_key(base, test, retention, scorers, settings, temperatures)
@@ -54,7 +55,7 @@ def evaluate_base(base: BaseModel, test: list[QAPair], retention: dict[str, list
     kept = _stored(path, key)
     if kept is not None:
         return kept
-    result = _evaluated(base, None, test, retention, scorers, settings, temperatures, should_stop)
+    result = _evaluated(base, None, test, retention, scorers, settings, temperatures, should_stop, progress)
     with saving("the base model's evaluation", store):
         store.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {**result, "key": key})
@@ -63,10 +64,15 @@ def evaluate_base(base: BaseModel, test: list[QAPair], retention: dict[str, list
 
 def _evaluated(base: BaseModel, method: TuningMethod | None, test: list[QAPair],
                retention: dict[str, list[QAPair]] | None, scorers: Scorers, settings: EvalSettings,
-               temperatures: Sequence[float], should_stop: ShouldStop | None) -> dict[str, Any]:
-    result = evaluate(base, method, test, retention, scorers, settings, should_stop)
-    sampled = {f"{t:g}": evaluate(base, method, test, None, scorers, replace(settings, temperature=t), should_stop)
-               for t in temperatures}
+               temperatures: Sequence[float], should_stop: ShouldStop | None,
+               progress: EvalProgress | None) -> dict[str, Any]:
+    greedy, each = answer_tokens(test, retention, settings), answer_tokens(test, None, settings)
+    whole = greedy + each * len(temperatures) or 1
+    result = evaluate(base, method, test, retention, scorers, settings, should_stop,
+                      progress_part(progress, 0, greedy, whole))
+    sampled = {f"{t:g}": evaluate(base, method, test, None, scorers, replace(settings, temperature=t), should_stop,
+                                  progress_part(progress, greedy + i * each, each, whole))
+               for i, t in enumerate(temperatures)}
     if sampled:
         result["sampled"] = sampled
     return result

@@ -71,7 +71,8 @@ class Progress:
     """What the comparison is doing: ``done`` of ``total`` stages (a training or an evaluation each).
 
     ``kind``: "evaluating" or "training" (a stage begins), "step" (a training step ended; ``step``
-    is (step, steps)), "kept" (a run trained before, kept: ``keep_finished``), "not_evaluated" (a training that saved no adapter), "as_it_stands" (a
+    is (step, steps)), "batch" (a batch of an evaluation's answers begins; ``share`` is (the evaluation's share
+    done, its share done once the batch ends)), "kept" (a run trained before, kept: ``keep_finished``), "not_evaluated" (a training that saved no adapter), "as_it_stands" (a
     training that did not complete, evaluated anyway), "done" or "stopped". ``message`` says the
     same in English.
     """
@@ -84,6 +85,7 @@ class Progress:
     method: str | None = None
     run: str | None = None  # the run folder being written, when there is one
     step: tuple[int, int] | None = None
+    share: tuple[float, float] | None = None
 
 
 def seeded_splits(data: str | None, subset: str, n: int | None, train_fraction: float,
@@ -180,13 +182,18 @@ def compare_methods(
         say(Progress("evaluating", f"seed {split.seed}: evaluating {row} …", done, total, split.seed, row,
                      str(run) if run else None))
         eval_settings = replace(settings, seed=split.seed)
+
+        def batch(share: float, upto: float) -> None:
+            say(Progress("batch", f"seed {split.seed}: evaluating {row}: {share:.0%} answered …", done, total,
+                         split.seed, row, str(run) if run else None, share=(share, upto)))
+
         t0 = time.perf_counter()
         if run is None:
             result = evaluate_base(base, split.test, retention if first else None, scorers, eval_settings, temperatures,
-                                   runs_dir / EVALUATIONS, stop)
+                                   runs_dir / EVALUATIONS, stop, batch)
         else:
             result = evaluate_run(run, base, split.test, retention if first else None, scorers, eval_settings,
-                                  temperatures, stop)
+                                  temperatures, stop, batch)
         seconds = time.perf_counter() - t0
         if run is not None and summary is None:  # an already trained run: its own summary.json
             summary = _read_summary(run)

@@ -15,6 +15,7 @@ from ..catalogue import DAMAGED, RunRow
 from ..engine import Engine
 from ..i18n import choice_label, language, number, t, tr
 from ..policy import PageError
+from ..polling import Polls
 from ..views import error_markdown
 from .chat import run_choices
 
@@ -62,8 +63,9 @@ def table(rows: list[RunRow], lang: str = "en") -> pd.DataFrame:
                         columns=[tr(lang, h) for h in HEADERS])
 
 
-def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Dataframe, gr.Dropdown]:
-    """The tab; returns its table and run picker (the app refreshes both when the runs change)."""
+def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tuple[gr.Dataframe, gr.Dropdown]:
+    """The tab; returns its table and run picker (the app refreshes both when the runs change). What changes the
+    runs or what another tab shows (refresh, open, resume, delete) wakes the page's polls."""
     refresh = gr.Button(t("refresh"))
     rows = engine.runs.rows()
     runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS, buttons=[],
@@ -92,7 +94,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         yield table([], lang), gr.skip()
         yield table(rows, lang), gr.update(choices=[r.run for r in rows])
 
-    gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs")
+    polls.wake(gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs"))
 
     def on_select(run_id):
         """The download button: the run's adapter as a .zip, or off when it has none (crashed, running)."""
@@ -125,8 +127,9 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         # the choices too: a value outside them is refused; then the GAN tuning tab, which shows it
         return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id), gr.Tabs(selected=GAN_TAB)
 
-    open_run.click(on_open, [selected, targets.compare_selected],
-                   [targets.viewed_run, targets.compare_selected, message, targets.tabs], show_progress="hidden")
+    polls.wake(open_run.click(on_open, [selected, targets.compare_selected],
+                              [targets.viewed_run, targets.compare_selected, message, targets.tabs],
+                              show_progress="hidden"))
 
     def on_resume(run_id, request: gr.Request):
         lang = language(request)
@@ -138,7 +141,8 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
             return gr.skip(), error_markdown(exc, lang)
         return Path(job.run).name, tr(lang, "resuming", run=run_id)
 
-    resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume", show_progress="hidden")
+    polls.wake(resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume",
+                            show_progress="hidden"))
 
     def on_chat(run_id, request: gr.Request):
         lang = language(request)
@@ -190,5 +194,6 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Datafra
         picker = gr.update(choices=[r.run for r in rows], value=None)
         return gr.update(visible=False), text, table(rows, lang), picker, on_select(None)
 
-    confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download], api_name="delete_run")
+    polls.wake(confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download],
+                             api_name="delete_run"))
     return runs, selected

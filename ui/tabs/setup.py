@@ -13,7 +13,7 @@ from gantune.errors import GantuneError
 
 from .. import plots
 from ..engine import Engine, PageError
-from ..i18n import language, number, plural, t, tr
+from ..i18n import language, number, percent, plural, t, tr
 from ..views import error_markdown, error_text
 
 OFFLINE, HUB, UPLOAD = "offline", "hub", "upload"
@@ -115,6 +115,17 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
         return gr.update(choices=kind_choices(language(request)))
 
     demo.load(on_page_load, None, kind, show_progress="hidden")
+
+    def on_share(share, request: gr.Request):
+        """The train share under the slider in the page's numbers (Gradio writes the slider's own as JavaScript does:
+        ``0.5`` on a Russian page too)."""
+        lang = language(request)
+        if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            return gr.skip()
+        return gr.update(info=tr(lang, "fraction_info", share=percent(lang, share), rest=percent(lang, 1 - share)))
+
+    gr.on([fraction.change, demo.load], on_share, fraction, fraction, show_progress="hidden", queue=False,
+          trigger_mode="always_last", api_visibility="private")
 
     def on_kind(k):
         subsets = HUB_SUBSETS if k == HUB else TRAINING_SUBSETS
