@@ -5,7 +5,7 @@ Two walks through the page on a tiny random model.
 In English: the five tabs, a data preview, a GAN run started from the page and watched (status
 with time left, loss plot, the sampled answers growing on the same page), the page reloaded
 mid-run (it re-attaches by itself), Stop, the Runs table and the lists of Chat and Compare
-following the job's runs without a Refresh (a run made elsewhere joins on Refresh), two runs in Compare (each curve named), a comparison with
+following the runs without a Refresh, two runs in Compare (each curve named), a comparison with
 LoRA shown at once (base first), a message in Chat, a delete that waits for its confirmation.
 
 In Russian (a browser set to ru-RU): every tab, with a run, a comparison, a preview, a refusal and a
@@ -588,11 +588,9 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
                    f"{run_id} in the runs table as stopped after {stopped_at} steps")
         if broken := headers_broken_mid_word(page, "gantune-runs-table"):
             problems.append(f"Runs: headers cut mid-word: {broken}")
-        # a second run beside it, made elsewhere (a copy of its folder, as the CLI makes one): an idle page polls
-        # nothing, so it joins every list on a Refresh (or when a tab is opened)
+        # a second run beside it (a copy of its folder) joins the table by itself too
         copy = f"{run_id}-copy"
         shutil.copytree(engine.settings.runs_dir / run_id, engine.settings.runs_dir / copy)
-        page.get_by_role("button", name="Refresh", exact=True).click()
         wait_until(page, lambda: table_row(page, copy), f"{copy} in the runs table beside {run_id}")
 
         # Compare: both runs' curves of one quantity every method reports, each named
@@ -775,9 +773,8 @@ def test_the_time_left_never_rises_while_the_steps_come_at_a_steady_rate(sync_ap
 
     with browser_page(sync_api, tmp_path, "en-US", errors) as page:
         page.goto(url, timeout=WAIT * 1000)
-        page.get_by_role("tab", name="Setup", exact=True).wait_for()
-        engine.jobs.start("train", "steady job", steady)  # started elsewhere: the idle page polls nothing until
-        open_tab(page, "GAN tuning")  # a tab is opened (then it polls while the job runs)
+        open_tab(page, "GAN tuning")
+        engine.jobs.start("train", "steady job", steady)
         readings = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and engine.jobs.status().active:

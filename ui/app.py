@@ -113,8 +113,6 @@ def build_app(engine: Engine) -> gr.Blocks:
                       [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table,
                        runs_selected, seen], show_progress="hidden", api_name="refresh_lists")
         polls.wire()
-        # a tab opened draws what changed meanwhile (a run the CLI made): the next tick, then the timers stop again
-        tabs.select(polls.on, None, polls.timers, api_visibility="private", show_progress="hidden", queue=False)
         words = {lang: {"warning": tr(lang, "warning_title"), "close": tr(lang, "toast_close")} for lang in LANGUAGES}
         demo.load(None, js=_PAGE_SCRIPT.replace("__WORDS__", json.dumps(words, ensure_ascii=False)))
     return demo

@@ -3,8 +3,7 @@
 A timer ticks in the browser, so only while a page is open; here each is on only while a job runs. A refresh returns,
 after its outputs, whether a job ran when it began (read before anything it draws), and its timer is set from that
 once it has drawn: a job that ends between two reads is drawn ended before the timer stops. An action that starts a
-job or changes what a refresh shows (a run opened, deleted; a tab opened) turns every timer on (``wake``, ``on``):
-the next tick draws it.
+job or changes what a refresh shows (a run opened, deleted) turns every timer on (``wake``): the next tick draws it.
 """
 
 from __future__ import annotations
