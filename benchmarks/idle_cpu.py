@@ -5,8 +5,7 @@
 Serves the tests' tiny model (tests/load_server.py: no download), waits for it to settle, then reads the server
 process's CPU time over three windows and prints each as a share of one core; exits 1 when one is over the bound
 (issue 29: an idle app at most 2 % of a core). Measured on the quiet 2-core CPU: 0.5 % (5 % with Gradio's own
-1 ms queue polling, which ui/app.py slows to 50 ms). An open page sends no polls while no job runs (its timers are
-off then: ui/polling.py), so this is an idle page's cost too.
+1 ms queue polling, which ui/app.py slows to 50 ms).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-import gradio as gr
 import httpx
 import pytest
 import torch
@@ -234,9 +233,9 @@ def test_five_tabs_in_order_and_the_named_endpoints(app, client):
 
 
 def test_a_loading_page_refreshes_the_status_and_every_list_of_runs(app):
-    """The wiring that re-attaches a page: /status runs on the page's load and on a 2 s timer (while a job runs);
-    the lists of runs (Compare, Chat, the Runs table, whose built-in values date from the app's start) on load and
-    on a 2 s timer that redraws them when the runs changed (a job started or ended, a run deleted)."""
+    """The wiring that re-attaches a page: /status runs on a 2 s timer and on the page's load; the lists of
+    runs (Compare, Chat, the Runs table, whose built-in values date from the app's start) on load and on a
+    2 s timer that redraws them when the runs changed (a job started or ended, a run deleted)."""
     config = httpx.get(app.url + "config", timeout=30).json()
     components = {c["id"]: c for c in config["components"]}
     deps = {d.get("api_name"): d for d in config["dependencies"]}
@@ -505,32 +504,6 @@ def test_an_idle_server_polls_its_queue_slowly(app):
 
     queue = app.demo._queue
     assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (QUEUE_IDLE_POLL, PROGRESS_IDLE_POLL)
-
-
-def test_the_pages_timers_tick_only_while_a_job_runs(app, client):
-    """Issue 29: an open page polls only while a job runs. Every timer starts off; after each refresh (the page's
-    load, a tick) it is set by whether a job ran when the refresh began, or one runs now; a start, a resume, a run
-    opened or deleted and the Runs tab's Refresh turn every timer on, and the next tick draws what changed."""
-    fns = list(app.demo.fns.values())
-    timers = {b._id for b in app.demo.blocks.values() if isinstance(b, gr.Timer)}
-    assert len(timers) == 3 and not any(app.demo.blocks[i].active for i in timers)
-    follow = {f.trigger_after: f for f in fns if f.trigger_after is not None}
-    for name in ("status", "compare_status", "refresh_lists"):
-        refresh = next(f for f in fns if f.api_name == name)
-        ticks = [block for block, event in refresh.targets if event == "tick"]
-        keep = follow[refresh._id]
-        assert len(ticks) == 1 and [o._id for o in keep.outputs] == ticks, name
-        assert keep.fn(True).active and not keep.fn(False).active  # no job: the timer stops once it has drawn
-    for name in ("start", "compare", "resume", "delete_run", "list_runs", "on_open"):
-        source = next(f for f in fns if name in (f.api_name, f.name))
-        assert {o._id for o in follow[source._id].outputs} == timers, name
-        assert all(t.active for t in follow[source._id].fn()), name
-    client.predict(*start_args(app.data, epochs=200), api_name="/start")  # 600 steps: running until stopped
-    try:
-        assert keep.fn(False).active  # a job that started after the refresh began keeps it on
-    finally:
-        client.predict(api_name="/stop")
-        app.engine.jobs.wait(WAIT)
 
 
 def test_the_train_share_is_written_under_its_slider_in_the_pages_numbers(app):

@@ -9,7 +9,6 @@ import gradio as gr
 
 from .engine import Engine
 from .i18n import I18N, LANGUAGES, language, t, tr
-from .polling import Polls
 from .tabs import chat, compare, runs, setup, tuning
 from .tabs.chat import run_choices
 from .views import CSS
@@ -74,7 +73,6 @@ _PAGE_SCRIPT = """
 
 def build_app(engine: Engine) -> gr.Blocks:
     with gr.Blocks(title="gantune") as demo:
-        polls = Polls(engine.jobs)
         gr.Markdown(f"# {t('title')}")
         gr.Markdown(t("intro"))
         if engine.settings.space:
@@ -83,36 +81,34 @@ def build_app(engine: Engine) -> gr.Blocks:
             with gr.Tab(t("tab_setup")):
                 setup_inputs = setup.build(demo, engine)
             with gr.Tab(t("tab_gan"), id=runs.GAN_TAB):
-                tuning_outputs = tuning.build(demo, engine, setup_inputs, polls)
+                tuning_outputs = tuning.build(demo, engine, setup_inputs)
             with gr.Tab(t("tab_compare")):
-                compare_outputs = compare.build(demo, engine, polls)
+                compare_outputs = compare.build(demo, engine)
             with gr.Tab(t("tab_chat")):
                 gan_run, lora_run = chat.build(engine, setup_inputs)
             with gr.Tab(t("tab_runs")):
                 runs_table, runs_selected = runs.build(demo, engine, runs.Targets(
-                    tuning_outputs.viewed_run, compare_outputs.selected, gan_run, lora_run, tabs), polls)
+                    tuning_outputs.viewed_run, compare_outputs.selected, gan_run, lora_run, tabs))
         seen = gr.State(None)
 
         def refresh_lists(last, request: gr.Request):
             """Every list of runs, read again on a page's load and whenever the runs change (a job ends …)."""
-            running = engine.jobs.status().active  # read first: a job that ends meanwhile is drawn ended
             lang = language(request)
             signature = (engine.runs.signature(), lang)
             if signature == last:
-                yield *(gr.skip(),) * 6, last, running
+                yield *(gr.skip(),) * 6, last
                 return
             rows = engine.runs.rows()
             names = [r.run for r in rows]
             # the table empty first: Gradio 6.17 draws only one row of a table that grows from one row (gradio#13611)
-            yield *(gr.skip(),) * 4, runs.table([], lang), *(gr.skip(),) * 3
+            yield *(gr.skip(),) * 4, runs.table([], lang), gr.skip(), gr.skip()
             yield (gr.update(choices=names), gr.update(choices=names), gr.update(choices=run_choices(rows, "gan")),
                    gr.update(choices=run_choices(rows, "lora")), runs.table(rows, lang), gr.update(choices=names),
-                   signature, running)
+                   signature)
 
-        polls.refresh(demo, refresh_lists, [seen],
-                      [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table,
-                       runs_selected, seen], show_progress="hidden", api_name="refresh_lists")
-        polls.wire()
+        gr.on([gr.Timer(2.0).tick, demo.load], refresh_lists, seen,
+              [compare_outputs.reference, compare_outputs.selected, gan_run, lora_run, runs_table, runs_selected, seen],
+              show_progress="hidden", api_name="refresh_lists")
         words = {lang: {"warning": tr(lang, "warning_title"), "close": tr(lang, "toast_close")} for lang in LANGUAGES}
         demo.load(None, js=_PAGE_SCRIPT.replace("__WORDS__", json.dumps(words, ensure_ascii=False)))
     return demo
@@ -120,7 +116,7 @@ def build_app(engine: Engine) -> gr.Blocks:
 
 # How often Gradio's queue looks for work while it has none (seconds): its own 1 ms and 10 ms kept an idle server at
 # ~5 % of a core on a quiet 2-core CPU (~0.4 of one on a busy one) with no page open; 50 ms and 100 ms keep it under
-# 1 %, and an event waits at most 50 ms more to start (a page polls every 2 s, only while a job runs: ui/polling.py)
+# 1 %, and an event waits at most 50 ms more to start (a page's polls come every 2 s)
 QUEUE_IDLE_POLL = 0.05
 PROGRESS_IDLE_POLL = 0.1
 

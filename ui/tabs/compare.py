@@ -43,7 +43,6 @@ from ..i18n import (
     t,
     tr,
 )
-from ..polling import Polls
 from ..views import duration, error_text, progress_html, warn
 
 # every comparison row but the GAN itself (gantune.compare.ROWS): the other methods, then the GAN's variants
@@ -412,7 +411,7 @@ class CompareOutputs:
     selected: gr.Dropdown
 
 
-def build(demo: gr.Blocks, engine: Engine, polls: Polls) -> CompareOutputs:
+def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
     choices_now = [r.run for r in engine.runs.rows()]
     # what one acts on and watches first: the run, the plan, Start and Stop, the status; then the rows to train
     with gr.Row():
@@ -517,7 +516,7 @@ def build(demo: gr.Blocks, engine: Engine, polls: Polls) -> CompareOutputs:
             return progress_html(engine.jobs.status("compare"), lang, idle="idle_compare")
         return progress_html(job, lang, idle="idle_compare")
 
-    polls.wake(run_button.click(on_run, [reference, methods, seeds], status, api_name="compare", show_progress="hidden"))
+    run_button.click(on_run, [reference, methods, seeds], status, api_name="compare", show_progress="hidden")
 
     def on_stop(request: gr.Request):
         return progress_html(engine.jobs.stop("compare"), language(request), idle="idle_compare")
@@ -569,18 +568,17 @@ def build(demo: gr.Blocks, engine: Engine, polls: Polls) -> CompareOutputs:
 
     def refresh(last, current, request: gr.Request):
         """This tab's job; its runs are shown as soon as it starts making them, and all of them once it ends."""
-        running = engine.jobs.status().active  # read first: a job that ends meanwhile is drawn ended
         lang = language(request)
         job = engine.jobs.status("compare")
         mark = (job.started, job.state, job.run)
         if mark == last or last is None and current or not (job.active or job.state in ("completed", "stopped")):
-            return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark, running
+            return progress_html(job, lang, idle="idle_compare"), gr.skip(), mark
         runs = compared_runs(job.result) if not job.active else \
             list(dict.fromkeys([*(current or []), *([Path(job.run).name] if job.run else [])]))
         names = [r.run for r in engine.runs.rows()]
         shown = gr.update(choices=names, value=[r for r in runs if r in names])
-        return progress_html(job, lang, idle="idle_compare"), shown, mark, running
+        return progress_html(job, lang, idle="idle_compare"), shown, mark
 
-    polls.refresh(demo, refresh, [seen, selected], [status, selected, seen], show_progress="hidden",
-                  api_name="compare_status")
+    gr.on([gr.Timer(2.0).tick, demo.load], refresh, [seen, selected], [status, selected, seen], show_progress="hidden",
+          api_name="compare_status")
     return CompareOutputs(reference, selected)

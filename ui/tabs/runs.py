@@ -15,7 +15,6 @@ from ..catalogue import DAMAGED, RunRow
 from ..engine import Engine
 from ..i18n import choice_label, language, number, t, tr
 from ..policy import PageError
-from ..polling import Polls
 from ..views import error_markdown
 from .chat import run_choices
 
@@ -63,9 +62,8 @@ def table(rows: list[RunRow], lang: str = "en") -> pd.DataFrame:
                         columns=[tr(lang, h) for h in HEADERS])
 
 
-def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tuple[gr.Dataframe, gr.Dropdown]:
-    """The tab; returns its table and run picker (the app refreshes both when the runs change). What changes the
-    runs or what another tab shows (refresh, open, resume, delete) wakes the page's polls."""
+def build(demo: gr.Blocks, engine: Engine, targets: Targets) -> tuple[gr.Dataframe, gr.Dropdown]:
+    """The tab; returns its table and run picker (the app refreshes both when the runs change)."""
     refresh = gr.Button(t("refresh"))
     rows = engine.runs.rows()
     runs = gr.Dataframe(table(rows), label=t("runs"), interactive=False, wrap=True, column_widths=WIDTHS, buttons=[],
@@ -94,7 +92,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tu
         yield table([], lang), gr.skip()
         yield table(rows, lang), gr.update(choices=[r.run for r in rows])
 
-    polls.wake(gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs"))
+    gr.on([refresh.click], on_refresh, None, [runs, selected], api_name="list_runs")
 
     def on_select(run_id):
         """The download button: the run's adapter as a .zip, or off when it has none (crashed, running)."""
@@ -127,9 +125,8 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tu
         # the choices too: a value outside them is refused; then the GAN tuning tab, which shows it
         return run_id, gr.update(choices=names, value=chosen), tr(lang, "showing", run=run_id), gr.Tabs(selected=GAN_TAB)
 
-    polls.wake(open_run.click(on_open, [selected, targets.compare_selected],
-                              [targets.viewed_run, targets.compare_selected, message, targets.tabs],
-                              show_progress="hidden"))
+    open_run.click(on_open, [selected, targets.compare_selected],
+                   [targets.viewed_run, targets.compare_selected, message, targets.tabs], show_progress="hidden")
 
     def on_resume(run_id, request: gr.Request):
         lang = language(request)
@@ -141,8 +138,7 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tu
             return gr.skip(), error_markdown(exc, lang)
         return Path(job.run).name, tr(lang, "resuming", run=run_id)
 
-    polls.wake(resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume",
-                            show_progress="hidden"))
+    resume.click(on_resume, selected, [targets.viewed_run, message], api_name="resume", show_progress="hidden")
 
     def on_chat(run_id, request: gr.Request):
         lang = language(request)
@@ -194,6 +190,5 @@ def build(demo: gr.Blocks, engine: Engine, targets: Targets, polls: Polls) -> tu
         picker = gr.update(choices=[r.run for r in rows], value=None)
         return gr.update(visible=False), text, table(rows, lang), picker, on_select(None)
 
-    polls.wake(confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download],
-                             api_name="delete_run"))
+    confirm.click(on_confirm, selected, [confirm_row, message, runs, selected, download], api_name="delete_run")
     return runs, selected

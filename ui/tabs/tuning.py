@@ -45,7 +45,6 @@ from ..i18n import (
 )
 from ..jobs import JobStatus
 from ..policy import PageError
-from ..polling import Polls
 from ..views import html_table, progress_html, refusal_html, warn
 from .setup import SetupInputs, setup_values
 
@@ -258,7 +257,7 @@ def _shown_run(engine: Engine, job: JobStatus, viewed: str | None) -> RunFolder 
     return _known_run(engine, Path(job.run).name) if job.run else None
 
 
-def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs, polls: Polls) -> TuningOutputs:
+def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs) -> TuningOutputs:
     viewed_run = gr.State(None)
     shown = gr.State(None)  # what was last drawn: skip redraws when nothing changed
     with gr.Row():
@@ -314,8 +313,8 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs, polls: Polls) -> 
             return refusal_html(exc, lang), status_html(engine, engine.jobs.status("train"), lang), gr.skip()
         return "", status_html(engine, job, lang), Path(job.run).name
 
-    polls.wake(start.click(on_start, [preset, *setup.as_list(), *widgets], [refusal, status, viewed_run],
-                           api_name="start", show_progress="hidden"))
+    start.click(on_start, [preset, *setup.as_list(), *widgets], [refusal, status, viewed_run], api_name="start",
+                show_progress="hidden")
 
     def on_stop(request: gr.Request):
         return status_html(engine, engine.jobs.stop("train"), language(request))
@@ -337,7 +336,6 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs, polls: Polls) -> 
         return last[1]
 
     def refresh(viewed, last, request: gr.Request):
-        running = engine.jobs.status().active  # read first: a job that ends meanwhile is drawn ended
         lang = language(request)
         job = engine.jobs.status("train")
         run = _shown_run(engine, job, viewed)
@@ -353,14 +351,15 @@ def build(demo: gr.Blocks, engine: Engine, setup: SetupInputs, polls: Polls) -> 
         signature = (run_id, len(records), len(samples_now), len(validation), job.state, lang)
         status_now = status_html(engine, job, lang, viewed)
         if signature == last:
-            return status_now, *(gr.skip(),) * 6, last, running
+            return status_now, *(gr.skip(),) * 6, last
         config = _config(run)
         active = job.active and run is not None and job.run is not None and Path(job.run).name == run_id
         return (status_now, *figures(run_id, records, validation, config, lang),
                 samples_html(samples_now, config, records, active, lang),
-                collapse_html(engine, samples_now, config, lang), signature, running)
+                collapse_html(engine, samples_now, config, lang), signature)
 
     outputs = [status, loss_plot, game_plot, weight_plot, memory_plot, samples, collapse, shown]
-    # at once when a page (re)loads (a reloaded page re-attaches to the running job), and every 2 s while a job runs
-    polls.refresh(demo, refresh, [viewed_run, shown], outputs, show_progress="hidden", api_name="status")
+    # every 2 s, and at once when a page (re)loads: a reloaded page re-attaches to the running job
+    gr.on([gr.Timer(2.0).tick, demo.load], refresh, [viewed_run, shown], outputs, show_progress="hidden",
+          api_name="status")
     return TuningOutputs(viewed_run=viewed_run, status=status)
