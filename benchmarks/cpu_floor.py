@@ -10,7 +10,7 @@ Prints, for this machine (its CPU named):
    ``--loop-baseline`` (issue 30's start) and this tree's eager loop (fused sibling projections, one-kernel
    norms), the ratios between them, and the new loop against the floor of a decode step at its precision —
    the larger of its arithmetic (2 × parameters × rows at the matmul peak) and its weight bytes at the
-   bandwidth (the compiled step, measured once by a one-off script, is in docs/benchmarks.md: not built);
+   bandwidth (the compiled step: benchmarks/compiled_decode.py, docs/benchmarks.md; not built);
 3. one training step of every method (the GAN's adversarial step with its own sampling), today (fp32,
    sdpa) against new;
 4. a comparison of base + GAN + LoRA on 8 pairs, end to end (``bench --preset quick --n 8 --epochs 2
