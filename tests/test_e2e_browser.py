@@ -622,7 +622,8 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         wait_until(page, lambda: lora_name in plot_texts(page), "the LoRA run's curve named as its row")
         wait_until(page, lambda: table_cells(page, "Paired differences (same questions, same seed): the comparison "
                                                    "to read"), "the paired differences")
-        distribution = table_cells(page, "Answers against the references")
+        distribution = wait_until(page, lambda: table_cells(page, "Answers against the references"),
+                                  "the answers' distribution")  # drawn after the paired differences on a busy machine
         assert [r[0] for r in distribution][:2] == ["reference answers", "base model"], distribution
         wait_for_plot(page, "ROUGE-L per run (95% interval)")
         wait_for_plot(page, "Answer lengths (tokens): references and each run")
