@@ -29,6 +29,7 @@ from test_e2e_browser import (  # noqa: E402  (the browser helpers live with the
     field,
     free_port,
     launch_browser,
+    open_page,
     open_tab,
     pick_option,
     screenshot,
@@ -96,7 +97,7 @@ def main() -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
             page.set_default_timeout(60_000)
-            page.goto(url)
+            open_page(page, url)
             page.get_by_role("tab", name="Setup", exact=True).wait_for()
 
             field(page, "Folder or file").fill(data)
@@ -171,7 +172,7 @@ def main() -> None:
             # the same runs in a Russian browser
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="ru-RU")
             page.set_default_timeout(60_000)
-            page.goto(url)
+            open_page(page, url)
             page.get_by_role("tab", name="Подготовка", exact=True).wait_for()
             field(page, "Папка или файл").fill(data)
             field(page, "Пар (обучение + тест)").fill(str(args.n))

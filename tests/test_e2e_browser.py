@@ -107,6 +107,35 @@ def wait_until(page, check: Callable[[], object], what: str, timeout: float = WA
                          + (f"; last error: {last_error}" if last_error else ""))
 
 
+# Gradio covers the whole page with its own translucent loading overlay until every component has mounted (then it
+# runs the load events); a click before that lands on the overlay. Once in CI the overlay stayed for the whole 90 s
+# wait at the first click (not seen here, even with every core busy): a page that is not ready is loaded once more.
+_APP_READY = """() => !!document.querySelector('[role="tab"]')
+    && !document.querySelector('[data-testid="status-tracker"].translucent:not(.hide)')"""
+
+
+def open_page(page, url: str | None = None) -> None:
+    """Go to ``url`` (or reload the page) and wait until Gradio has mounted it; once more if it never does."""
+    for attempt in range(2):
+        if url is None or attempt:
+            page.reload(timeout=WAIT * 1000)
+        else:
+            page.goto(url, timeout=WAIT * 1000)
+        try:
+            page.wait_for_function(_APP_READY, timeout=WAIT * 1000, polling=200)
+            return
+        except Exception as exc:
+            if attempt:
+                raise AssertionError(f"the page never finished loading: {page_log(page)}") from exc
+            print(f"the page did not finish loading in {WAIT:.0f} s; loading it again ({page_log(page)})")
+
+
+def page_log(page) -> str:
+    """The page's console errors and failed requests so far (recorded by ``browser_page``)."""
+    log = getattr(page, "gantune_log", [])
+    return "; ".join(log[-10:]) or "no console error, no failed request"
+
+
 def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
     page.wait_for_timeout(300)
@@ -466,12 +495,15 @@ def browser_page(sync_api, tmp_path: Path, locale: str, errors: list[str]):
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)
         page.set_default_timeout(WAIT * 1000)  # a busy machine answers the page slowly (CI shares its cores)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.gantune_log = []  # what a failure prints
+        page.on("console", lambda m: page.gantune_log.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("requestfailed", lambda r: page.gantune_log.append(f"request failed: {r.url} ({r.failure})"))
         try:
             yield page
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-                print(f"the page when the test failed: {tmp_path / 'failure.png'}")
+                print(f"the page when the test failed: {tmp_path / 'failure.png'}; {page_log(page)}")
             raise
         finally:
             browser.close()
@@ -509,7 +541,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
 
     with browser_page(sync_api, tmp_path, "en-US", errors) as page:
         # the five tabs, in order
-        page.goto(url, timeout=WAIT * 1000)
+        open_page(page, url)
         page.get_by_role("tab", name="Setup", exact=True).wait_for()
         assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS
 
@@ -566,7 +598,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
 
         # reload mid-run: the new page finds the job by itself; its lists already know the run
         assert engine.jobs.status().state == "running", engine.jobs.status()
-        page.reload(timeout=WAIT * 1000)
+        open_page(page)
         page.get_by_role("tab", name="Setup", exact=True).wait_for()
         open_tab(page, "GAN tuning")
         wait_until(page, lambda: status_run(page) == run_id and status_state(page) == "running",
@@ -698,7 +730,7 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
             problems.append(f"{tab}: English left on the Russian page: {left}")
 
     with browser_page(sync_api, tmp_path, "ru-RU", errors) as page:
-        page.goto(url, timeout=WAIT * 1000)
+        open_page(page, url)
         page.get_by_role("tab", name=TABS_RU[0], exact=True).wait_for()
         assert [t.inner_text().strip() for t in page.get_by_role("tab").all()] == TABS_RU
 
@@ -773,7 +805,7 @@ def test_the_time_left_never_rises_while_the_steps_come_at_a_steady_rate(sync_ap
         return None
 
     with browser_page(sync_api, tmp_path, "en-US", errors) as page:
-        page.goto(url, timeout=WAIT * 1000)
+        open_page(page, url)
         open_tab(page, "GAN tuning")
         engine.jobs.start("train", "steady job", steady)
         readings = []
