@@ -227,6 +227,20 @@ def test_compare_refuses_bad_requests(tmp_path, base, scorers):
         row_config("nope", {}, 0, tmp_path)
 
 
+
+def test_the_thesis_bench_trains_every_row_on_all_its_pairs_at_one_precision(tmp_path):
+    """As the thesis did: its GAN and LoRA both fit all 50 training pairs (none held out to pick an epoch)."""
+    from gantune.bench import BENCH_PRESETS
+
+    bp = BENCH_PRESETS["thesis"]
+    shared = {k: getattr(bp, k) for k in ("n", "train_fraction", "epochs", "batch_size", "max_new_tokens",
+                                          "max_prompt_tokens")} | bp.settings
+    configs = {name: row_config(name, shared, 0, tmp_path) for name in bp.methods}
+    assert set(configs) == {"gan-thesis", "lora"}
+    assert {c.val_pairs for c in configs.values()} == {0}
+    assert {c.precision for c in configs.values()} == {"auto"}
+    assert {(c.epochs, c.batch_size, c.max_new_tokens, c.max_prompt_tokens) for c in configs.values()} == {(30, 1, 50, 100)}
+
 @pytest.mark.slow
 def test_retention_is_scored_once_on_the_first_seed(tmp_path, base, scorers, monkeypatch):
     from gantune.compare import evaluation as compare
