@@ -100,7 +100,9 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     with gr.Row():
         n = gr.Number(value=min(40, engine.settings.max_n) if space else 40, precision=0, label=t("n"),
                       maximum=engine.settings.max_n if space else None, minimum=0)
-        fraction = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t("fraction"), buttons=[])
+        # its number box hidden (views.CSS): the line under it says the share in the page's numbers (on_share)
+        fraction = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t("fraction"), buttons=[],
+                             elem_id="gantune-train-share")
         seed = gr.Number(value=0, precision=0, label=t("seed"))
     preview_button = gr.Button(t("preview"))
     preview_status = gr.Markdown()
@@ -117,8 +119,8 @@ def build(demo: gr.Blocks, engine: Engine) -> SetupInputs:
     demo.load(on_page_load, None, kind, show_progress="hidden")
 
     def on_share(share, request: gr.Request):
-        """The train share under the slider in the page's numbers (Gradio writes the slider's own as JavaScript does:
-        ``0.5`` on a Russian page too)."""
+        """The train share under the slider in the page's numbers (Gradio writes the slider's own number as JavaScript
+        does, ``0.5`` on a Russian page too: that box is hidden)."""
         lang = language(request)
         if not isinstance(share, (int, float)) or not 0 <= share <= 1:
             return gr.skip()
