@@ -626,6 +626,40 @@ def test_comparison_over_two_seeds_trains_lora_beside_the_run_and_reports_interv
     assert engine.jobs.status("train").state == "completed" and engine.jobs.status().kind == "compare"
 
 
+
+def test_the_next_comparisons_plan_prices_its_evaluations_at_the_pace_the_last_one_measured(engine, tiny_data):
+    """Before a comparison, its evaluations are a timed decode's guess (the scorers and retention passes unseen);
+    once one has run, every later plan for that model (here, or in a restarted workbench, from the saved report)
+    prices them at the seconds per answer token it measured, and the evaluations it will reuse at nothing."""
+    from ui.estimate import plan_comparison
+
+    reference = completed_run(engine, tiny_data)
+    run = engine.runs.folder(reference)
+    config = run.read_config()[0]
+    assert engine.runs.eval_pace_hint(config) is None
+    planned = plan_comparison(run, ["lora"], 1, engine.settings.retention_n, None, engine.runs.pace_hint)
+    evaluations = [i for i, stage in enumerate(planned.stages) if stage.kind == "evaluate"]
+    assert [planned.stages[i].what for i in evaluations] == ["base", reference, "lora"]
+    assert all(planned.stages[i].tokens > 0 and planned.stages[i].seconds > 0 for i in evaluations)
+    engine.start_comparison(reference, ["lora"])
+    status = finish(engine.jobs)
+    assert status.state == "completed", status.error
+
+    took = [(status.took[i], planned.stages[i].tokens) for i in evaluations if i < len(status.took)]  # the manager's
+    pace = engine.runs.eval_pace_hint(config)
+    assert pace and 0.5 < pace / (sum(s for s, _ in took) / sum(t for _, t in took)) < 2
+    assert status.result["evaluation_pace"] == {"model": config.model, "gguf_file": config.gguf_file,
+                                                "precision": config.precision, "seconds_per_token": pace}
+
+    # the next comparison's plan: base's and the run's evaluations are kept (nothing to do), lora's at the pace
+    again = plan_comparison(run, ["lora"], 1, engine.settings.retention_n, None, engine.runs.pace_hint, eval_pace=pace)
+    assert [(again.stages[i].seconds, again.stages[i].tokens) for i in evaluations[:2]] == [(0.0, 0), (0.0, 0)]
+    assert again.stages[evaluations[2]].seconds == pytest.approx(planned.stages[evaluations[2]].tokens * pace)
+    assert "basis_eval_measured" in again.basis and "basis_eval_measured" not in planned.basis
+    restarted = Engine(Settings(runs_dir=engine.settings.runs_dir), load_model=lambda *a: make_base())
+    assert restarted.runs.eval_pace_hint(config) == pytest.approx(pace)  # from the saved comparison
+    assert restarted.runs.eval_pace_hint(replace(config, model="another/model")) is None
+
 # --- what the status says -------------------------------------------------------------------------
 
 def test_the_status_line_says_time_left_a_first_estimate_or_stopping():

@@ -56,6 +56,7 @@ class Catalogue:
         self.root = root
         self._jobs = jobs  # which run a job is writing: it shows as running and cannot be deleted
         self._paces: dict[tuple, float] = {}  # seconds per step of jobs finished in this process, by _pace_key
+        self._eval_paces: dict[tuple, float] = {}  # seconds per answer token of comparisons run here, by _eval_key
         self.in_use: set[Path] = set()  # runs the running job reads or writes besides its own (a comparison's)
         # the adapters offered for download: made outside the runs folder, which the page never serves
         self._downloads = Path(tempfile.mkdtemp(prefix="gantune-downloads-"))
@@ -196,6 +197,27 @@ class Catalogue:
                 return row.seconds / row.steps
         return None
 
+    def note_eval_pace(self, config: TrainConfig, seconds_per_token: float) -> dict[str, Any]:
+        """The evaluation pace a comparison of ``config``'s model measured: the next plan's; returned as its report
+        keeps it (``evaluation_pace``), for a restarted workbench."""
+        self._eval_paces[_eval_key(config)] = seconds_per_token
+        return {"model": config.model, "gguf_file": config.gguf_file, "precision": config.precision,
+                "seconds_per_token": seconds_per_token}
+
+    def eval_pace_hint(self, config: TrainConfig) -> float | None:
+        """Seconds per answer token of evaluating ``config``'s model (at its precision): measured by a comparison in
+        this process, else by the newest saved one that says so; None when none has."""
+        key = _eval_key(config)
+        if key in self._eval_paces:
+            return self._eval_paces[key]
+        for report in self.comparisons():
+            pace = report.get("evaluation_pace")
+            if isinstance(pace, dict) and (pace.get("model"), pace.get("gguf_file"), pace.get("precision")) == key:
+                seconds = pace.get("seconds_per_token")
+                if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 < seconds < math.inf:
+                    return float(seconds)
+        return None
+
 
 def planned_steps(run: RunFolder) -> int | None:
     """The steps a training run will take, from what its config.json says (None before it is written)."""
@@ -241,6 +263,10 @@ def _is_run_name(name: str) -> bool:
 def _archive_path(run: RunFolder) -> Path:
     """Where an earlier gantune made a run's adapter .zip: in the run folder (Delete removes it)."""
     return run.path / f"{run.path.name}-adapter.zip"
+
+
+def _eval_key(config: TrainConfig) -> tuple:
+    return config.model, config.gguf_file, config.precision
 
 
 def _pace_key(config: TrainConfig) -> tuple:

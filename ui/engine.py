@@ -24,7 +24,7 @@ from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
 
 from .catalogue import Catalogue, planned_steps
-from .estimate import plan_comparison
+from .estimate import evaluation_pace, plan_comparison
 from .jobs import JobManager, JobStatus
 from .models import ModelLoader, Models
 from .policy import PageError, Policy, Settings
@@ -148,7 +148,8 @@ class Engine:
             for row in methods:  # each row it trains: within a Space's caps and step budget too
                 self.policy.check_limits(baseline_config(ref_config, row, ref_config.out))
             self.policy.check_plan(plan_comparison(reference, methods, seeds, self.settings.retention_n, self.models.loaded(
-                ref_config.model, ref_config.gguf_file), self.runs.pace_hint).seconds)  # hosted: the whole job's time too
+                ref_config.model, ref_config.gguf_file), self.runs.pace_hint, eval_pace=self.runs.eval_pace_hint(
+                ref_config)).seconds)  # hosted: the whole job's time too
             trust = self.policy.run_trust(ref_config, name)
             reference.lock("comparing it with other methods")  # read, and its eval.json written, by this job
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -162,16 +163,32 @@ class Engine:
             try:
                 with self.shown():
                     base = self.models.get(ref_config.model, ref_config.gguf_file, trust, precision=ref_config.precision)
-                    plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint)
+                    plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint,
+                                           eval_pace=self.runs.eval_pace_hint(ref_config))
                     report(step=0, plan=plan.as_report(), steps_begin=True)
+                    began: dict[int, float] = {}  # each stage's start (by its index in the plan): the stages' seconds
+                    answered: set[int] = set()  # the evaluations that answered (not one kept from before: no batches)
+
+                    def told(p: Progress) -> None:
+                        began.setdefault(p.done, time.monotonic())
+                        if p.kind == "batch":
+                            answered.add(p.done)
+                        using(p.run)
+                        report(step=p.done, run=p.run, **progress_message(p))
+
                     try:
                         result = compare_with_run(
                             base, reference.path, methods, seeds, self.models.scorers(), self.settings.runs_dir,
                             self.settings.retention_n, run_suffix=f"-{stamp}", new_folders=True, should_stop=should_stop,
-                            progress=lambda p: (using(p.run), report(step=p.done, run=p.run, **progress_message(p))))
+                            progress=told)
                     except ComparisonFailed as exc:  # the rows finished before the one that failed are kept
                         self._keep_comparison(exc.report, base, stamp)
                         raise GantuneError(f"{exc} (the comparison's report keeps the rows finished before it)") from exc
+                    began[len(plan.stages)] = time.monotonic()
+                    starts = sorted(began)  # a stage runs until the next one told begins (those between: skipped)
+                    pace = evaluation_pace(plan, {a: began[b] - began[a] for a, b in zip(starts, starts[1:]) if a in answered})
+                    if pace:  # the next plan prices its evaluations at it (this process's, and a restarted one's)
+                        result["evaluation_pace"] = self.runs.note_eval_pace(ref_config, pace)
                     return self._keep_comparison(result, base, stamp) if result["rows"] else None  # none finished
             finally:
                 reference.unlock()

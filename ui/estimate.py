@@ -4,7 +4,9 @@ Every number comes from something measured: a training stage from the reference 
 times (its MLE steps for the MLE-trained methods, all its steps for the GAN's rows; an earlier run
 alike when the runs folder has one), an evaluation from a short timed greedy decode of the loaded
 model (its prompt pass and its per-token step at the evaluation's batch size) times the questions
-and tokens it answers. The stages come in the order the comparison runs them; while it runs, ``plan_left``
+and tokens it answers, or, once a comparison of the same model has run, at the pace it measured (seconds per answer
+token, its scoring included: the timed decode alone misses the retention passes and the scorers); an evaluation the
+comparison will reuse (the run's eval.json, a base model's stored one, of the same questions) costs nothing. The stages come in the order the comparison runs them; while it runs, ``plan_left``
 corrects each kind of stage by what the job measured so far (``PLAN_WEIGHT``): the stages finished and the share
 of the one under way, told after each training step and as each batch of an evaluation's answers begins.
 """
@@ -14,14 +16,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import mean
 from typing import Any, Sequence
 
-from gantune.compare import ROWS, baseline_config
+from gantune.compare import EVALUATIONS, ROWS, baseline_config
+from gantune.errors import GantuneError
 from gantune.evaluate import EvalSettings, load_retention_sets
 from gantune.inference import MAX_DECODE_ROWS, answers, decode_rows
 from gantune.models import BaseModel
-from gantune.runs import RunFolder
+from gantune.runs import RunFolder, read_json_file
 
 PLAN_WEIGHT = 0.5  # the plan's own word on a kind's pace weighs as much as this share of one stage measured
 RETENTION_LIKELIHOOD_ROWS = 5  # the true answer and (up to) four perturbed ones, each a teacher-forced pass
@@ -35,6 +39,7 @@ class Stage:
     kind: str  # "train" | "evaluate"
     what: str  # the row it trains or evaluates ("base" for the base model)
     seconds: float
+    tokens: int = 0  # an evaluation's answer tokens (each question times its token limit): its pace's unit
 
 
 @dataclass
@@ -90,11 +95,14 @@ def _paces(run: RunFolder) -> tuple[float | None, float | None]:
 
 
 def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n: int | None,
-                    base: BaseModel | None, pace_hint: Any = None, settings: EvalSettings | None = None) -> Plan:
+                    base: BaseModel | None, pace_hint: Any = None, settings: EvalSettings | None = None,
+                    eval_pace: float | None = None) -> Plan:
     """The stages of comparing ``run`` with ``methods`` over ``seeds`` seeds, each with its estimated seconds.
 
     ``base``: the loaded model, to time decoding (None: evaluations are estimated from the run's own step
-    times, and the basis says so); ``pace_hint(config)``: seconds per step of an earlier run alike, or None.
+    times, and the basis says so); ``pace_hint(config)``: seconds per step of an earlier run alike, or None;
+    ``eval_pace``: seconds per answer token an earlier comparison of the model measured (``evaluation_pace``), which
+    prices the evaluations in place of the timed decode.
     """
     config, resolved = run.read_config()
     split = resolved.get("split") or {}
@@ -106,6 +114,7 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
     settings = settings or EvalSettings(max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens)
     retention = sum(len(v) for v in load_retention_sets(config.data, retention_n, config.seed).values())
     batch = decode_rows(base, config.max_prompt_tokens, config.max_new_tokens) if base is not None else MAX_DECODE_ROWS
+    test_tokens, retention_tokens = n_test * settings.max_new_tokens, retention * settings.retention_max_new_tokens
     if base is not None:
         questions = [p["question"] for p in split.get("test") or []] or ["?"]
         decoding = decoding_seconds(base, questions, min(batch, max(n_test, 1)), config.max_prompt_tokens)
@@ -117,9 +126,13 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
         decoding = (forward * config.max_prompt_tokens / length, forward / length)
         basis.append("basis_guess")
     validation = (config.epochs + 1) * _answering(config.val_pairs, config.max_new_tokens, batch, decoding)
-    evaluate_test = _answering(n_test, config.max_new_tokens, batch, decoding)
-    evaluate_retention = (_answering(retention, settings.retention_max_new_tokens, batch, decoding)
-                          + math.ceil(retention * RETENTION_LIKELIHOOD_ROWS / batch) * decoding[0])
+    if eval_pace:  # the MLE rows' validation (greedy answers alone, unscored but for ROUGE-L) stays on the decoding
+        evaluate_test, evaluate_retention = test_tokens * eval_pace, retention_tokens * eval_pace
+        basis.append("basis_eval_measured")
+    else:
+        evaluate_test = _answering(n_test, config.max_new_tokens, batch, decoding)
+        evaluate_retention = (_answering(retention, settings.retention_max_new_tokens, batch, decoding)
+                              + math.ceil(retention * RETENTION_LIKELIHOOD_ROWS / batch) * decoding[0])
 
     def training(row: str) -> float:
         method = ROWS[row][0]
@@ -131,12 +144,43 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
         return steps * mle + validation
 
     stages = [Stage("train", run.path.name, steps * (every or 0.0)) for _ in range(seeds - 1)]
+    questions = [p.get("question") for p in split.get("test") or [] if isinstance(p, dict)]
     for index in range(seeds):
-        extra = evaluate_retention if index == 0 else 0.0
-        stages += [Stage("evaluate", "base", evaluate_test + extra), Stage("evaluate", run.path.name, evaluate_test + extra)]
+        extra, tokens = (evaluate_retention, test_tokens + retention_tokens) if index == 0 else (0.0, test_tokens)
+        for what, path in (("base", None), (run.path.name, run.eval_path)):  # the first seed's: kept from before?
+            kept = index == 0 and _kept(path, questions, run.path.parent / EVALUATIONS)
+            stages.append(Stage("evaluate", what, 0.0, 0) if kept else Stage("evaluate", what, evaluate_test + extra, tokens))
         for row in methods:
-            stages += [Stage("train", row, training(row)), Stage("evaluate", row, evaluate_test + extra)]
+            stages += [Stage("train", row, training(row)), Stage("evaluate", row, evaluate_test + extra, tokens)]
     return Plan(stages, basis, questions=n_test, retention=retention, models=2 + len(methods))
+
+
+def _kept(path: Path | None, questions: list[str], store: Path) -> bool:
+    """Whether the comparison will reuse an evaluation of these test ``questions`` rather than make it: the run's
+    eval.json at ``path``, or (None) a base model's in ``store``. gantune.compare reuses one whose key (weights,
+    adapter, questions, settings) matches; the plan reads no weights, so it takes one of the same questions for it."""
+    def answered(file: Path) -> bool:
+        try:
+            stored = read_json_file(file) if file.is_file() else None
+        except GantuneError:
+            return False
+        generations = stored.get("generations") if isinstance(stored, dict) else None
+        return isinstance(generations, list) and bool(questions) and \
+            [g.get("question") if isinstance(g, dict) else None for g in generations] == questions
+
+    if path is not None:
+        return answered(path)
+    return store.is_dir() and any(answered(f) for f in store.glob("base-*.json"))
+
+
+def evaluation_pace(plan: Plan, took: dict[int, float]) -> float | None:
+    """Seconds per answer token of a comparison's evaluations: ``took``, the seconds of the stages measured (by their
+    index in ``plan``; an evaluation kept from an earlier comparison left out), over the answer tokens of the
+    evaluations among them (None: none measured)."""
+    measured = [(took[i], stage.tokens) for i, stage in enumerate(plan.stages)
+                if stage.kind == "evaluate" and stage.tokens and i in took]
+    tokens = sum(t for _, t in measured)
+    return sum(s for s, _ in measured) / tokens if tokens else None
 
 
 def plan_left(plan: Sequence[tuple[str, float]], took: Sequence[float | None], elapsed: float,

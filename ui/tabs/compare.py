@@ -497,7 +497,7 @@ def build(demo: gr.Blocks, engine: Engine) -> CompareOutputs:
             config = run.read_config()[0]
             base = engine.models.loaded(config.model, config.gguf_file)
             made = plan_comparison(run, list(chosen or []), int(n_seeds or 1), engine.settings.retention_n, base,
-                                   engine.runs.pace_hint)
+                                   engine.runs.pace_hint, eval_pace=engine.runs.eval_pace_hint(config))
             return plan_text(made, engine, ref, list(chosen or []), lang)
         except GantuneError as exc:
             return error_text(exc, lang)
