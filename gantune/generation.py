@@ -105,17 +105,22 @@ def decode_steps(
     for _ in range(max_new_tokens):
         if should_stop is not None and should_stop():
             raise Stopped
-        out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
-        kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
-        scores = out.logits[:, -1, :].float()
-        if temperature > 0:
-            scores = scores / temperature
-            tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-        else:
-            tokens = scores.argmax(dim=-1)
-        logp = scores.log_softmax(dim=-1)
-        picked = logp.gather(1, tokens[:, None]).squeeze(1) * unfinished
-        tokens = torch.where(unfinished, tokens, pad_id)
+        # inference mode spares each operation autograd's bookkeeping (version counters, views' records): a step
+        # 1.04-1.07x faster in bf16, 0.99-1.07x in fp32 (docs/benchmarks.md); what leaves it (tokens, log-probs) is
+        # copied out, since an inference tensor may never be saved for a backward (a rollout's tokens feed G's forward)
+        with torch.inference_mode():
+            out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
+            kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
+            scores = out.logits[:, -1, :].float()
+            if temperature > 0:
+                scores = scores / temperature
+                tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+            else:
+                tokens = scores.argmax(dim=-1)
+            logp = scores.log_softmax(dim=-1)
+            picked = logp.gather(1, tokens[:, None]).squeeze(1) * unfinished
+            tokens = torch.where(unfinished, tokens, pad_id)
+        tokens, picked = tokens.clone(), picked.clone()
         yield tokens, picked
         unfinished &= tokens != eos_id
         if not unfinished.any():
