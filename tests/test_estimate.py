@@ -86,3 +86,23 @@ def test_batches_that_keep_to_the_plan_count_down_one_second_a_second():
     shown, _ = read_batches(plan, [[2.0] * 4, [4.0], [2.0] * 4])
     assert shown[0] == pytest.approx(20.0)
     assert all(-0.26 <= later - earlier <= 1e-6 for earlier, later in zip(shown, shown[1:]))
+
+
+def test_the_stage_clock_measures_the_evaluations_that_answered(monkeypatch):
+    """Each stage runs until the next one told begins; an evaluation kept from before (it tells no batch), a skipped
+    stage and training stay out of the pace: seconds per answer token of the evaluations that answered."""
+    import ui.estimate as estimate
+
+    now = [0.0]
+    monkeypatch.setattr(estimate.time, "monotonic", lambda: now[0])
+    plan = estimate.Plan([estimate.Stage("evaluate", "base", 5.0, 100), estimate.Stage("evaluate", "run", 0.0, 0),
+                          estimate.Stage("train", "lora", 9.0), estimate.Stage("evaluate", "skipped", 5.0, 100),
+                          estimate.Stage("evaluate", "lora", 5.0, 50)])
+    clock = estimate.StageClock()
+    for at, stage, kind in [(0, 0, "evaluating"), (1, 0, "batch"), (12, 1, "evaluating"), (13, 2, "training"),
+                            (40, 4, "evaluating"), (41, 4, "batch")]:
+        now[0] = at
+        clock.tell(stage, kind)
+    now[0] = 49.0
+    assert clock.evaluation_pace(plan) == pytest.approx((12 + 9) / 150)
+    assert estimate.StageClock().evaluation_pace(plan) is None  # nothing answered

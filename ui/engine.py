@@ -24,7 +24,7 @@ from gantune.runs import RunFolder, claim_unused, new_run_dir
 from gantune.trainer import diverged_message, train
 
 from .catalogue import Catalogue, planned_steps
-from .estimate import evaluation_pace, plan_comparison
+from .estimate import StageClock, plan_comparison
 from .jobs import JobManager, JobStatus
 from .models import ModelLoader, Models
 from .policy import PageError, Policy, Settings
@@ -166,13 +166,10 @@ class Engine:
                     plan = plan_comparison(reference, methods, seeds, self.settings.retention_n, base, self.runs.pace_hint,
                                            eval_pace=self.runs.eval_pace_hint(ref_config))
                     report(step=0, plan=plan.as_report(), steps_begin=True)
-                    began: dict[int, float] = {}  # each stage's start (by its index in the plan): the stages' seconds
-                    answered: set[int] = set()  # the evaluations that answered (not one kept from before: no batches)
+                    clock = StageClock()
 
                     def told(p: Progress) -> None:
-                        began.setdefault(p.done, time.monotonic())
-                        if p.kind == "batch":
-                            answered.add(p.done)
+                        clock.tell(p.done, p.kind)
                         using(p.run)
                         report(step=p.done, run=p.run, **progress_message(p))
 
@@ -184,9 +181,7 @@ class Engine:
                     except ComparisonFailed as exc:  # the rows finished before the one that failed are kept
                         self._keep_comparison(exc.report, base, stamp)
                         raise GantuneError(f"{exc} (the comparison's report keeps the rows finished before it)") from exc
-                    began[len(plan.stages)] = time.monotonic()
-                    starts = sorted(began)  # a stage runs until the next one told begins (those between: skipped)
-                    pace = evaluation_pace(plan, {a: began[b] - began[a] for a, b in zip(starts, starts[1:]) if a in answered})
+                    pace = clock.evaluation_pace(plan)
                     if pace:  # the next plan prices its evaluations at it (this process's, and a restarted one's)
                         result["evaluation_pace"] = self.runs.note_eval_pace(ref_config, pace)
                     return self._keep_comparison(result, base, stamp) if result["rows"] else None  # none finished

@@ -101,7 +101,7 @@ def plan_comparison(run: RunFolder, methods: list[str], seeds: int, retention_n:
 
     ``base``: the loaded model, to time decoding (None: evaluations are estimated from the run's own step
     times, and the basis says so); ``pace_hint(config)``: seconds per step of an earlier run alike, or None;
-    ``eval_pace``: seconds per answer token an earlier comparison of the model measured (``evaluation_pace``), which
+    ``eval_pace``: seconds per answer token an earlier comparison of the model measured (``StageClock``), which
     prices the evaluations in place of the timed decode.
     """
     config, resolved = run.read_config()
@@ -173,15 +173,29 @@ def _kept(path: Path | None, questions: list[str], store: Path) -> bool:
     return store.is_dir() and any(answered(f) for f in store.glob("base-*.json"))
 
 
-def evaluation_pace(plan: Plan, took: dict[int, float]) -> float | None:
-    """Seconds per answer token of a comparison's evaluations: ``took``, the seconds of the stages measured (by their
-    index in ``plan``; an evaluation kept from an earlier comparison left out), over the answer tokens of the
-    evaluations among them (None: none measured)."""
-    measured = [(took[i], stage.tokens) for i, stage in enumerate(plan.stages)
-                if stage.kind == "evaluate" and stage.tokens and i in took]
-    tokens = sum(t for _, t in measured)
-    return sum(s for s, _ in measured) / tokens if tokens else None
+class StageClock:
+    """When each stage of a running comparison began (by its index in the plan) and which evaluations answered (one
+    kept from an earlier comparison tells no batch): what ``evaluation_pace`` reads once it ends."""
 
+    def __init__(self) -> None:
+        self.began: dict[int, float] = {}
+        self.answered: set[int] = set()
+
+    def tell(self, stage: int, kind: str) -> None:
+        """A progress event of stage ``stage`` (``Progress.done``) of ``kind`` ("batch": an evaluation answering)."""
+        self.began.setdefault(stage, time.monotonic())
+        if kind == "batch":
+            self.answered.add(stage)
+
+    def evaluation_pace(self, plan: Plan) -> float | None:
+        """Seconds per answer token of the evaluations that answered, the comparison having ended now: each stage
+        runs until the next one told begins (those between were skipped); None when none answered."""
+        began = {**self.began, len(plan.stages): time.monotonic()}
+        starts = sorted(began)
+        measured = [(began[b] - began[a], plan.stages[a].tokens) for a, b in zip(starts, starts[1:])
+                    if a in self.answered and a < len(plan.stages) and plan.stages[a].tokens]
+        tokens = sum(t for _, t in measured)
+        return sum(seconds for seconds, _ in measured) / tokens if tokens else None
 
 def plan_left(plan: Sequence[tuple[str, float]], took: Sequence[float | None], elapsed: float,
               fraction: float = 0.0, reached: float | None = None, upto: float = 1.0) -> float:
