@@ -80,7 +80,7 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the thesis' experiment (Tables 4.1-4.3): base, its GAN and LoRA; 50 train / 50 test, 100 prompt / 50 new
     # tokens, 30 epochs, batch 1; every row trained on all 50 pairs (no validation pairs held out) and at the bench's
     # --precision (auto: bf16 where the chip computes it fast, which the time on a CPU needs; --precision fp32 for the
-    # thesis' own). About 80 min on a 2-core CPU in bf16.
+    # thesis' own). About 67 min on a quiet 2-core CPU in bf16.
     "thesis": BenchPreset(n=100, train_fraction=0.5, epochs=30, batch_size=1, max_new_tokens=50, max_prompt_tokens=100,
                           retention_n=None, methods=["gan-thesis", "lora"],
                           settings={"precision": "auto", "val_pairs": 0}),
