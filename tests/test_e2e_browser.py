@@ -740,11 +740,13 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         page.get_by_text(re.compile(r"4 пары для обучения / 5 пар для теста")).wait_for()  # Babel's plural rule
         wait_for_plot(page, "Длины в токенах")
         page.get_by_text("офлайн-папка TOFU", exact=True).wait_for()  # the data-source choices too
-        # the train share in the page's numbers under its slider, and no number box of Gradio's with a dot ("0.5")
+        # the train share in the page's numbers under its slider, and none of Gradio's numbers with a dot ("0.5", and
+        # "0.05" and "0.95" at its ends)
         page.get_by_text("50\xa0% пар — для обучения, 50\xa0% — для теста", exact=True).wait_for()
         share = page.locator("#gantune-train-share")
         assert share.locator('input[type="range"]').is_visible()
-        assert not share.locator('input[type="number"]').is_visible()
+        for shown in ('input[type="number"]', '[data-testid="min-value"]', '[data-testid="max-value"]'):
+            assert not share.locator(shown).is_visible(), shown
         check("Setup")
         screenshot(page, shots, "setup-ru.png")
 

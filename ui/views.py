@@ -128,7 +128,8 @@ CSS = """
 #gantune-runs-table th, #gantune-runs-table .header-content, .gantune-words th, .gantune-words .header-content {
   word-break: normal; overflow-wrap: normal; hyphens: none }
 #gantune-method-grid .gantune-cell label { margin: 1px 2px }
-/* the train share's own number box: Gradio writes it as JavaScript does ("0.5" on a Russian page too); the
-   line under the slider says the share in the page's numbers */
-#gantune-train-share input[type="number"] { display: none }
+/* the train share's own numbers (its box, its ends): Gradio writes them as JavaScript does ("0.5" on a Russian page
+   too); the line under the slider says the share in the page's numbers */
+#gantune-train-share .tab-like-container, #gantune-train-share input[type="number"],
+#gantune-train-share [data-testid="min-value"], #gantune-train-share [data-testid="max-value"] { display: none }
 """
