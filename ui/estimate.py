@@ -6,9 +6,10 @@ alike when the runs folder has one), an evaluation from a short timed greedy dec
 model (its prompt pass and its per-token step at the evaluation's batch size) times the questions
 and tokens it answers, or, once a comparison of the same model has run, at the pace it measured (seconds per answer
 token, its scoring included: the timed decode alone misses the retention passes and the scorers); an evaluation the
-comparison will reuse (the run's eval.json, a base model's stored one, of the same questions) costs nothing. The stages come in the order the comparison runs them; while it runs, ``plan_left``
-corrects each kind of stage by what the job measured so far (``PLAN_WEIGHT``): the stages finished and the share
-of the one under way, told after each training step and as each batch of an evaluation's answers begins.
+comparison will reuse (the run's eval.json, a base model's stored one, of the same questions) costs nothing. The
+stages come in the order the comparison runs them; while it runs, ``plan_left`` corrects each kind of stage by
+what the job measured so far (``PLAN_WEIGHT``): the stages finished and the share of the one under way, told after
+each training step and as each batch of an evaluation's answers begins.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class StageClock:
                     if a in self.answered and a < len(plan.stages) and plan.stages[a].tokens]
         tokens = sum(t for _, t in measured)
         return sum(seconds for seconds, _ in measured) / tokens if tokens else None
+
 
 def plan_left(plan: Sequence[tuple[str, float]], took: Sequence[float | None], elapsed: float,
               fraction: float = 0.0, reached: float | None = None, upto: float = 1.0) -> float:
