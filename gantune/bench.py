@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import compiled
 from .compare import (
     ROWS,
     ComparisonFailed,
@@ -203,6 +204,7 @@ def run_bench(
     try:
         generations = report.pop("generations")
         report = {"preset": preset, "model": base.source, "device": str(device), "precision": base.precision,
+                  "decode": {"mode": compiled.mode(), "compile_seconds": round(compiled.compile_seconds(base.model), 1)},
                   "data": data_source, "schedule": schedule, "bench": bench, **report}
         report["notes"]["memory"] = _memory_note(device.type)
         markdown = report_markdown(report)
@@ -287,7 +289,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     seeds = report.get("seeds", [])
     lines = [
         f"**{report['preset']}** — model {report['model'].get('name')} on {report['device']} "
-        f"({report.get('precision', 'fp32')}), "
+        f"({report.get('precision', 'fp32')}{_decoding(report.get('decode'))}), "
         f"{report['n_train']} train / {report['n_test']} test pairs, seed{'s' if len(seeds) > 1 else ''} "
         f"{' '.join(map(str, seeds))}, {report['schedule']['epochs']} epochs, "
         f"batch {report['schedule']['batch_size']}, ≤{report['schedule']['max_new_tokens']} new tokens",
@@ -446,6 +448,14 @@ def _difference(entry: dict[str, Any] | None) -> str:
         return "—"
     lo, hi = entry["ci"]
     return f"{entry['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _decoding(decode: dict | None) -> str:
+    """How the bench decoded, for the report's first line (nothing for a report written before it was said)."""
+    if not decode:
+        return ""
+    spent = decode.get("compile_seconds") or 0
+    return f", decoding {decode['mode']}" + (f", {spent:.0f} s compiling" if spent else "")
 
 
 def _num(value: float | None, digits: int = 3) -> str:

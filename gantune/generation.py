@@ -13,6 +13,7 @@ tuning methods: it runs whatever model it is given (``gantune.inference`` answer
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -20,6 +21,8 @@ import torch
 from peft import PeftModel
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+
+from . import compiled
 
 
 class Stopped(Exception):
@@ -87,13 +90,44 @@ def decode_steps(
     max_new_tokens: int,
     temperature: float = 0.0,
     should_stop: Callable[[], bool] | None = None,
+    may_compile: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield each step's tokens (B,) and their log-probabilities (B,, fp32), until every row has ended.
 
     ``temperature`` 0 is greedy; above 0 the token is drawn from softmax(logits / temperature) with
     torch's global generator (as ``generate`` draws it). A row that has ended gets ``pad_id`` (log-prob 0).
-    ``should_stop`` is asked before each forward; when it says so, ``Stopped`` is raised.
+    ``should_stop`` is asked before each forward; when it says so, ``Stopped`` is raised. The steps run
+    compiled where ``gantune.compiled``'s setting says so; ``may_compile`` False (the Chat, which must not
+    wait a minute) takes a graph compiled already but compiles none and counts nothing towards one.
     """
+    rows, length = prompt_ids.shape[0], prompt_ids.shape[1] + max_new_tokens
+    step = compiled.decoder(model, rows, length, may_compile)
+    if step is not None:
+        yield from _compiled_steps(step, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature,
+                                   should_stop)
+        return
+    t0 = time.perf_counter()
+    try:
+        yield from _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature,
+                                should_stop)
+    finally:
+        if may_compile:
+            compiled.spent(model, rows, length, time.perf_counter() - t0)
+
+
+def _pick(scores: torch.Tensor, temperature: float, unfinished: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next token of each row from its logits (fp32) and its log-probability; ``pad_id`` (0) for ended rows."""
+    if temperature > 0:
+        scores = scores / temperature
+        tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+    else:
+        tokens = scores.argmax(dim=-1)
+    picked = scores.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1) * unfinished
+    return torch.where(unfinished, tokens, pad_id), picked
+
+
+def _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop):
+    """``decode_steps`` by the model's own forward, a token at a time."""
     lm = model.get_base_model() if isinstance(model, PeftModel) else model  # peft's generate steps the LM too
     prepare = model.prepare_inputs_for_generation
     ids, mask = prompt_ids, prompt_mask
@@ -111,15 +145,7 @@ def decode_steps(
         with torch.inference_mode():
             out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
             kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
-            scores = out.logits[:, -1, :].float()
-            if temperature > 0:
-                scores = scores / temperature
-                tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-            else:
-                tokens = scores.argmax(dim=-1)
-            logp = scores.log_softmax(dim=-1)
-            picked = logp.gather(1, tokens[:, None]).squeeze(1) * unfinished
-            tokens = torch.where(unfinished, tokens, pad_id)
+            tokens, picked = _pick(out.logits[:, -1, :].float(), temperature, unfinished, pad_id)
         tokens, picked = tokens.clone(), picked.clone()
         yield tokens, picked
         unfinished &= tokens != eos_id
@@ -128,6 +154,28 @@ def decode_steps(
         ids = torch.cat([ids, tokens[:, None]], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         kwargs["cache_position"] = kwargs["cache_position"][-1:] + 1
+
+
+def _compiled_steps(step, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop):
+    """``decode_steps`` by the compiled frozen LM (``gantune.compiled``): the prompt's pass eager, each token compiled."""
+    unfinished = torch.ones(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    where, tokens = prompt_ids.shape[1], None
+    try:
+        for _ in range(max_new_tokens):
+            if should_stop is not None and should_stop():
+                raise Stopped
+            if tokens is None:
+                logits, cache, seen = step.prefill(prompt_ids, prompt_mask)
+            else:
+                logits = step.step(tokens, where, seen, cache)
+                where += 1
+            tokens, picked = _pick(logits, temperature, unfinished, pad_id)
+            yield tokens, picked
+            unfinished &= tokens != eos_id
+            if not unfinished.any():
+                return
+    finally:
+        step.release()
 
 
 def decode(

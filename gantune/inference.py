@@ -181,7 +181,7 @@ def stream_reply(
     tokens: list[int] = []
     shown = None
     with method.enabled(1) if method is not None else nullcontext(base.model) as model:
-        steps = decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens)
+        steps = decode_steps(model, ids, mask, base.eos_id, encoder.pad_id, max_new_tokens, may_compile=False)
         while True:
             with base.autocast():
                 step = next(steps, None)

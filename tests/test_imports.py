@@ -129,7 +129,7 @@ def test_the_shared_facts_are_leaves():
 # the library's layers, lowest first (README's Layout): a module imports only from its own layer and those below it
 LAYERS = [
     ["gantune", "gantune.errors", "gantune.settings", "gantune.hub", "gantune.memory", "gantune.cpu", "gantune.stats",
-     "gantune.scoring", "gantune.generation", "gantune.methods", "gantune.methods.gan", "gantune.methods.gan.settings",
+     "gantune.scoring", "gantune.generation", "gantune.compiled", "gantune.methods", "gantune.methods.gan", "gantune.methods.gan.settings",
      "gantune.methods.peft_settings", "gantune.methods.lora_targets"],
     ["gantune.config"],
     ["gantune.data", "gantune.models", "gantune.runs", "gantune.runs.*", "gantune.metrics", "gantune.monitor",
