@@ -5,8 +5,8 @@ the matrix products). Inductor fuses that work into a few C++ kernels and, with 
 packed for the CPU's matrix units: a one-row step 1.30x faster here in bf16, 1.41x in fp32 (SmolLM2-135M,
 ``benchmarks/compiled_decode.py``), but 0.95x / 1.08x at 8 rows and 0.56x / 0.85x at 40, for ~50 s of compiling
 each shape (rows x cache length) in each process (a frozen graph is not kept by inductor's on-disk graph cache; its
-C++ kernels are, under gantune's cache folder). So it pays only for one-row work that repeats for many minutes:
-the thesis GAN's rollouts (1,500 of them), not an evaluation.
+C++ kernels are, under gantune's cache folder). So it pays only for work of one or two rows that repeats for many
+minutes: the thesis GAN's rollouts (1,500 calls of two rows, D's answer and G's), not an evaluation.
 
 What is compiled is a plain copy of the LM that shares its weights (none of ``gantune.cpu``'s patches, no hooks,
 transformers' ``sdpa`` attention) with ``StaticCache`` room for the prompt and the answer, its length rounded up to
@@ -18,7 +18,7 @@ embeddings) decodes eagerly, as does any device but the CPU.
 
 The setting (``set_mode``; ``--decode`` on the command line, ``GANTUNE_DECODE`` in the environment):
 ``eager`` never compiles; ``compiled`` compiles every eligible shape at its first decode; ``auto`` (default)
-compiles a one-row shape once this process has spent ``AUTO_AFTER_S`` seconds decoding it eagerly: work that has
+compiles a shape of at most ``AUTO_ROWS`` rows once this process has spent ``AUTO_AFTER_S`` seconds decoding it eagerly: work that has
 repeated that long is a training loop that goes on, and the compile is paid back within a few minutes more. A compile that
 fails (no C++ compiler, say) is said once on stderr and that model decodes eagerly from then on; under
 ``compiled`` the message says so. A stop asked for during a compile is honoured once it ends (~1 min).
@@ -45,7 +45,9 @@ from .errors import first_line
 
 MODES = ("auto", "eager", "compiled")
 AUTO_AFTER_S = 120.0  # eager decoding at one shape, in seconds, after which ``auto`` compiles it (~2 compiles' time)
-AUTO_ROWS = 1  # the widest batch ``auto`` compiles: wider ones ran slower compiled here (0.95x at 8 rows, 0.56x at 40)
+# the widest batch ``auto`` compiles: the thesis GAN's rollouts (2 rows: D's and G's answers in one call) sampled 1.22x
+# faster compiled here; 8 and 40 rows ran slower (0.95x, 0.56x in bf16)
+AUTO_ROWS = 2
 BUCKET = 64  # the cache length is rounded up to a multiple of this
 MAX_SHAPES = 8  # graphs a model keeps (torch's own recompile limit); a shape past them decodes eagerly
 
@@ -54,6 +56,14 @@ if _mode not in MODES:
     print(f"gantune: GANTUNE_DECODE={_mode!r} is not one of {', '.join(MODES)}: decoding auto", file=sys.stderr)
     _mode = "auto"
 _lock = threading.Lock()
+_said: set[str] = set()
+
+
+def _say(text: str) -> None:
+    """``text`` on stderr, once a process."""
+    if text not in _said:
+        _said.add(text)
+        print(f"gantune: {text}", file=sys.stderr)
 
 
 def set_mode(mode: str) -> None:
@@ -125,8 +135,8 @@ class _Compiled:
     caches: dict = field(default_factory=dict)  # shape -> the one StaticCache its graph reads and writes
     busy: dict = field(default_factory=dict)  # shape -> a lock held while a decode uses that cache
     eager_seconds: dict = field(default_factory=dict)
-    failed: str | None = None  # why a compile failed: this model decodes eagerly from then on
-    said: str | None = None  # the last reason to decode eagerly said on stderr
+    failed: str | None = None  # why this model decodes eagerly from now on (a failed compile, changed weights)
+    weights: int = 0  # the weights' version count when the plain copy was made (a frozen graph holds them)
     compile_seconds: float = 0.0
 
 
@@ -187,7 +197,7 @@ class CompiledDecoder:
                     logits = state.fn(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure: said, and decoded eagerly
                 state.failed = f"the compile failed ({type(error).__name__}: {first_line(error)})"
-                print(f"gantune: decoding eagerly from now on: {state.failed}", file=sys.stderr)
+                _say(f"decoding eagerly from now on: {state.failed}")
                 return _step(*args)
             state.shapes.add(shape)
             state.compile_seconds += time.perf_counter() - t0
@@ -202,15 +212,18 @@ def decoder(model: torch.nn.Module, rows: int, length: int, may_compile: bool = 
     if setting == "eager":
         return None
     reason = ineligible(model)
-    state = _STATE.get(model)
-    if reason or (state is not None and state.failed):
-        if reason and setting == "compiled" and (state is None or state.said != reason):
-            print(f"gantune: decoding eagerly: {reason}", file=sys.stderr)
-        if state is not None:
-            state.said = reason
+    if reason:
+        if setting == "compiled":
+            _say(f"decoding eagerly: {reason}")
         return None
+    state = _STATE.get(model)
     if state is None:
         state = _STATE[model] = _Compiled()
+    if state.fn is not None and not state.failed and _versions(model) != state.weights:
+        state.failed = "the LM's weights changed after its decode step was compiled"
+        _say(f"decoding eagerly from now on: {state.failed}")
+    if state.failed:
+        return None
     shape = (rows, bucket(length))
     if shape not in state.shapes:
         if not may_compile or len(state.shapes) >= MAX_SHAPES:
@@ -223,9 +236,14 @@ def decoder(model: torch.nn.Module, rows: int, length: int, may_compile: bool = 
         return None
     if state.fn is None:
         _cache_folder()
-        state.plain = _plain_copy(model)
+        state.plain, state.weights = _plain_copy(model), _versions(model)
         state.fn = torch.compile(_step, dynamic=False)
     return CompiledDecoder(model, state, *shape)
+
+
+def _versions(model: torch.nn.Module) -> int:
+    """How many in-place changes the model's weights have had (a frozen graph keeps the values it was made from)."""
+    return sum(p._version for p in model.parameters())
 
 
 def spent(model: torch.nn.Module, rows: int, length: int, seconds: float) -> None:

@@ -110,7 +110,8 @@ def test_a_stop_is_honoured_between_compiled_tokens(tiny, decoding):
     assert len(calls) == 4  # the prompt's pass and two compiled steps, stopped before the third
 
 
-def test_models_that_are_not_the_frozen_lm_alone_decode_eagerly(decoding, capsys):
+def test_models_that_are_not_the_frozen_lm_alone_decode_eagerly(decoding, capsys, monkeypatch):
+    monkeypatch.setattr(compiled, "_said", set())
     decoding("compiled")
     base = make_base(2)
     lora = _tuned("lora", base)
@@ -171,3 +172,19 @@ def test_a_failed_compile_is_said_once_and_the_model_decodes_eagerly(decoding, m
     err = capsys.readouterr().err
     assert err.count("decoding eagerly from now on") == 1 and "no C++ compiler found" in err
     assert compiled.decoder(base.model, 8, ids.shape[1] + 10) is None
+
+
+def test_weights_changed_after_the_compile_are_never_answered_from_the_old_graph(decoding, monkeypatch, capsys):
+    """A frozen graph holds the weights it was made from: once the LM's weights change in place, that model decodes
+    eagerly (and says why, once)."""
+    monkeypatch.setattr(compiled.torch, "compile", lambda fn, **_: fn)  # the bookkeeping, not the graph, is tested
+    decoding("compiled")
+    base = _lively(make_base(4))
+    enc, ids, mask = _prompts(base)
+    decode(base.model, ids, mask, base.eos_id, enc.pad_id, 4)
+    assert compiled._STATE[base.model].shapes  # decoded by the (here uncompiled) graph path
+    with torch.no_grad():
+        base.model.model.layers[0].mlp.up_proj.weight.mul_(2.0)
+    for _ in range(2):
+        assert compiled.decoder(base.model, 4, ids.shape[1] + 4) is None
+    assert capsys.readouterr().err.count("weights changed after its decode step was compiled") == 1
