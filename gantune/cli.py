@@ -150,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as for train (default: auto, bf16 where the chip computes it fast)")
     for command in (train, gen, bench):
         command.add_argument("--decode", choices=["auto", "eager", "compiled"], default=argparse.SUPPRESS,
-                             help="decode steps on the CPU compiled by torch.compile (~1.35x faster a step, ~1 min "
-                                  "of compiling each batch width): auto compiles a width once 2 min have gone into "
-                                  "decoding it (a long run's rollouts), compiled at once, eager never (default: "
-                                  "$GANTUNE_DECODE, else auto)")
+                             help="decode steps on the CPU compiled by torch.compile (1.3-1.4x faster a step at one "
+                                  "row, slower at 8 and more; ~1 min of compiling each shape): auto compiles a shape "
+                                  "of 1-2 rows once 2 min have gone into decoding it (a long run's rollouts), compiled "
+                                  "every shape at once, eager never (default: $GANTUNE_DECODE, else eager)")
     push = sub.add_parser("push", help="upload a run's adapter (with its model card) to the Hugging Face Hub",
                           description="Upload RUN's adapter folder, with a fresh model card (README.md), to the Hub "
                                       "repository REPO_ID with your token (HF_TOKEN, or `hf auth login`).")
