@@ -99,15 +99,10 @@ def test_a_stop_is_honoured_between_compiled_tokens(tiny, decoding):
     base, _ = tiny
     enc, ids, mask = _prompts(base, QUESTIONS * 2)
     decoding("compiled")
-    calls = []
-
-    def stop() -> bool:
-        calls.append(1)
-        return len(calls) > 3
-
+    asked = iter(range(10))  # asked before each forward; the fourth answer is yes
     with pytest.raises(Stopped):
-        decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10, should_stop=stop)
-    assert len(calls) == 4  # the prompt's pass and two compiled steps, stopped before the third
+        decode(base.model, ids, mask, base.eos_id, enc.pad_id, 10, should_stop=lambda: next(asked) == 3)
+    assert next(asked) == 4  # the prompt's pass and two compiled steps, stopped before the third
 
 
 def test_models_that_are_not_the_frozen_lm_alone_decode_eagerly(decoding, capsys, monkeypatch):
