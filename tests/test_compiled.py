@@ -15,8 +15,12 @@ from test_decoding import QUESTIONS, _lively, _prompts, _tuned
 from gantune import compiled
 from gantune.generation import Stopped, decode
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                                    reason="inductor needs a C++ compiler")
+_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="inductor needs a C++ compiler")
+
+
+def needs_compiler(test):
+    """A test that compiles a graph: slow (~6-20 s a model), skipped without a C++ compiler."""
+    return pytest.mark.slow(_compiler(test))
 
 
 @pytest.fixture
