@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -23,6 +24,17 @@ from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 from . import compiled
+
+# the share of a batch's rows that must have ended before the loop drops them: each drop copies the cache of the
+# rows still going, so it waits until enough rows' steps are saved (benchmarks/ended_rows.py)
+ENDED_SHARE = 0.25
+_rows: ContextVar[torch.Tensor | None] = ContextVar("gantune_rows_in_flight", default=None)
+
+
+def rows_in_flight() -> torch.Tensor | None:
+    """Which of the batch's rows (indices into it as its decoding began) the forward running now is given, while
+    the decode loop has dropped ended ones; None when every row is there."""
+    return _rows.get()
 
 
 class Stopped(Exception):
@@ -62,6 +74,12 @@ class _ReservedLayer(DynamicLayer):
         self.length = end
         self.keys, self.values = self.room_k[..., :end, :], self.room_v[..., :end, :]
         return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows ``indices`` (the decode loop drops ended rows)."""
+        if self.is_initialized and self.room_k is not None:
+            self.room_k, self.room_v = self.room_k[indices], self.room_v[indices]
+            self.keys, self.values = self.room_k[..., : self.length, :], self.room_v[..., : self.length, :]
 
 
 def reserved_cache(config: PretrainedConfig, capacity: int) -> DynamicCache:
@@ -115,19 +133,28 @@ def decode_steps(
             compiled.spent(model, rows, length, time.perf_counter() - t0)
 
 
+def categorical(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` (B×V, each row a distribution, fp32), drawn by inverting the row's cumulative
+    distribution at a uniform draw (one from torch's global generator a row): the distribution ``torch.multinomial``
+    samples, at a fraction of its cost. multinomial draws an exponential number for every entry, ~50 ms for 40 rows
+    of a 49k vocabulary on a 2-core CPU (as long as the rest of a decode step); this takes ~1.5 ms."""
+    cdf = probs.cumsum(dim=-1)
+    total = cdf[:, -1:]
+    # strictly below the total, so the token found is one whose share is above zero
+    u = (torch.rand(total.shape, device=probs.device, dtype=cdf.dtype) * total).minimum(total.nextafter(total.new_zeros(())))
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+
+
 def _pick(scores: torch.Tensor, temperature: float, unfinished: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The next token of each row from its logits (fp32) and its log-probability; ``pad_id`` (0) for ended rows."""
-    if temperature > 0:
-        scores = scores / temperature
-        tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-    else:
-        tokens = scores.argmax(dim=-1)
-    picked = scores.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1) * unfinished
+    logp = (scores / temperature if temperature > 0 else scores).log_softmax(dim=-1)
+    tokens = categorical(logp.exp()) if temperature > 0 else scores.argmax(dim=-1)
+    picked = logp.gather(1, tokens[:, None]).squeeze(1) * unfinished
     return torch.where(unfinished, tokens, pad_id), picked
 
 
 def _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop):
-    """``decode_steps`` by the model's own forward, a token at a time."""
+    """``decode_steps`` by the model's own forward, a token at a time; ended rows leave the batch (``ENDED_SHARE``)."""
     lm = model.get_base_model() if isinstance(model, PeftModel) else model  # peft's generate steps the LM too
     prepare = model.prepare_inputs_for_generation
     ids, mask = prompt_ids, prompt_mask
@@ -136,6 +163,7 @@ def _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens,
     if "logits_to_keep" in inspect.signature(lm.forward).parameters:  # only the last position's logits are needed
         kwargs["logits_to_keep"] = 1
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
+    going = None  # the rows still in the batch (indices into the whole), None while all are
     for _ in range(max_new_tokens):
         if should_stop is not None and should_stop():
             raise Stopped
@@ -143,17 +171,31 @@ def _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens,
         # 1.04-1.07x faster in bf16, 0.99-1.07x in fp32 (docs/benchmarks.md); what leaves it (tokens, log-probs) is
         # copied out, since an inference tensor may never be saved for a backward (a rollout's tokens feed G's forward)
         with torch.inference_mode():
-            out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
+            token = _rows.set(going)
+            try:
+                out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
+            finally:
+                _rows.reset(token)
             kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
-            tokens, picked = _pick(out.logits[:, -1, :].float(), temperature, unfinished, pad_id)
+            scores = out.logits[:, -1, :].float()
+            if going is not None:  # the whole batch's rows, as if none had left: a sample draws what it would have
+                scores = scores.new_zeros(len(unfinished), scores.shape[1]).index_copy_(0, going, scores)
+            tokens, picked = _pick(scores, temperature, unfinished, pad_id)
         tokens, picked = tokens.clone(), picked.clone()
         yield tokens, picked
         unfinished &= tokens != eos_id
         if not unfinished.any():
             return
-        ids = torch.cat([ids, tokens[:, None]], dim=1)
+        step_tokens = tokens if going is None else tokens[going]
+        ids = torch.cat([ids, step_tokens[:, None]], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         kwargs["cache_position"] = kwargs["cache_position"][-1:] + 1
+        kept = unfinished if going is None else unfinished[going]
+        if len(kept) - int(kept.sum()) >= max(1, ENDED_SHARE * len(kept)):  # drop the ended rows
+            keep = kept.nonzero().squeeze(1)
+            ids, mask = ids[keep], mask[keep]
+            kwargs["past_key_values"].batch_select_indices(keep)
+            going = unfinished.nonzero().squeeze(1)
 
 
 def _compiled_steps(step, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens, temperature, should_stop):

@@ -1,22 +1,24 @@
 """The lean decoding loop against transformers' ``generate`` (token for token, greedy and sampled, for the base
-model and every method's tuned model on every architecture), its recorded log-probabilities, Stop between
-tokens; grouped-query attention without copies; and ``--precision``."""
+model and every method's tuned model on every architecture), its sampler, its recorded log-probabilities, Stop
+between tokens; grouped-query attention without copies; and ``--precision``."""
 
 from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from unittest import mock
 
 import pytest
 import torch
 from conftest import ARCHITECTURES, make_arch_base, make_arch_model, make_base, make_tokenizer
 from transformers import DynamicCache, GenerationConfig
 
+from gantune import generation
 from gantune.config import preset_config
 from gantune.cpu import ATTENTION
 from gantune.data import Encoder, QAPair
 from gantune.errors import GantuneError
-from gantune.generation import Stopped, decode, reserved_cache
+from gantune.generation import Stopped, categorical, decode, reserved_cache
 from gantune.inference import answers, stream_answer
 from gantune.methods import get_method
 from gantune.methods.base import StepInterrupted
@@ -45,10 +47,13 @@ def _prompts(base, questions=QUESTIONS):
 
 
 def _hf(model, ids, mask, eos_id, pad_id, max_new, temperature):
+    """``generate``'s answers; sampled ones drawn by gantune's sampler in place of ``torch.multinomial`` (the same
+    distribution, another use of the random numbers), so that every other part of sampling is compared token for
+    token: the logits, the temperature, the rows that have ended."""
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else \
         {"do_sample": False}
     config = GenerationConfig(max_new_tokens=max_new, eos_token_id=eos_id, pad_token_id=pad_id, **sampling)
-    with torch.no_grad():
+    with torch.no_grad(), mock.patch("torch.multinomial", lambda probs, num_samples: categorical(probs)[:, None]):
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, use_model_defaults=False)
     return out[:, ids.shape[1]:]
 
@@ -78,6 +83,54 @@ def test_decode_gives_generates_tokens(method, temperature):
     assert ours.ids.shape[1] >= 3, "the test needs answers of several tokens"
     assert torch.equal(ours.ids, theirs[:, :ours.ids.shape[1]])
     assert (theirs[:, ours.ids.shape[1]:] == enc.pad_id).all()  # generate only pads after the last answer ended
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("method", [None, "adapter-mle", "lora", "prompt-tuning", "prefix-tuning"])
+def test_rows_that_end_leave_the_batch_and_change_no_token(method, temperature, monkeypatch):
+    """Ended rows are dropped from the forward (cache, mask, M_tunable's noise of each row) without changing a token
+    or a log-prob of the others, greedy or sampled: M_tunable fed a different noise per row, as a GAN's rollout."""
+    base = _lively(make_base(1))
+    enc, ids, mask = _prompts(base, QUESTIONS * 2)
+    tuned = _tuned(method, base) if method else None
+    noise = tuned.sample_noise(len(ids)) if method == "adapter-mle" else None
+
+    def run(eos_id: int, share: float):
+        monkeypatch.setattr(generation, "ENDED_SHARE", share)
+        widths = []  # the rows of each forward, as its embedding layer sees them
+        with tuned.policy(noise) if noise is not None else tuned.enabled(len(ids)) if tuned else nullcontext(base.model) as model:
+            hook = model.get_input_embeddings().register_forward_pre_hook(lambda _m, a: widths.append(a[0].shape[0]))
+            torch.manual_seed(3)
+            out = decode(model, ids, mask, eos_id, enc.pad_id, 10, temperature)
+            hook.remove()
+        return out, widths
+
+    never = float("inf")
+    eos = int(run(-1, never)[0].ids[0, 2])  # a token the answers use: row 0 ends at its third, others elsewhere
+    kept, kept_widths = run(eos, never)
+    dropped, dropped_widths = run(eos, 0.01)  # drop a row as soon as it ends
+    lengths = kept.mask.sum(1)
+    assert len(set(lengths.tolist())) > 1 and kept.ids.shape[1] > int(lengths.min()), "the rows must end apart"
+    assert set(kept_widths) == {len(ids)} and min(dropped_widths) < len(ids)  # rows left the batch
+    assert torch.equal(dropped.ids, kept.ids)
+    torch.testing.assert_close(dropped.logp, kept.logp, rtol=1e-5, atol=1e-5)
+
+
+def test_the_sampler_draws_each_token_at_its_probability():
+    """``categorical`` samples what ``torch.multinomial`` samples: each token at its share (never one of share 0),
+    whatever the other rows hold, and a row's draw uses one number of torch's generator."""
+    probs = torch.tensor([[0.1, 0.2, 0.7, 0.0], [0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.5], [0.25] * 4])
+    torch.manual_seed(0)
+    drawn = categorical(probs.repeat(50_000, 1)).view(-1, 4)
+    for row in range(4):
+        shares = torch.bincount(drawn[:, row], minlength=4) / len(drawn)
+        assert torch.allclose(shares, probs[row], atol=0.008), (row, shares)  # 4 standard errors at 50,000 draws
+        assert (shares[probs[row] == 0] == 0).all()
+    torch.manual_seed(1)
+    first = categorical(probs)
+    torch.manual_seed(1)
+    assert torch.equal(categorical(probs[:2]), first[:2])  # a row's draw does not depend on the rows after it
+    assert torch.equal(categorical(torch.tensor([[0.0, 0.0, 1.0]] * 3)), torch.tensor([2, 2, 2]))
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))

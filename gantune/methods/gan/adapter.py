@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...generation import rows_in_flight
 from ...runs import read_json_file
 
 CONFIG_NAME = "adapter_config.json"
@@ -60,6 +61,8 @@ class MTunable(nn.Module):
         z = self.noise
         if z is None:
             z = embeds.new_zeros(b, self.config.noise_dim)
+        elif (rows := rows_in_flight()) is not None:  # a decode loop whose ended rows have left the batch
+            z = z[rows]
         if z.shape[0] != b:
             raise ValueError(f"noise is set for {z.shape[0]} sequences but {b} came in")
         x = torch.cat([embeds, z.to(embeds.dtype)[:, None, :].expand(b, length, -1)], dim=-1)
