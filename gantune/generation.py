@@ -26,7 +26,7 @@ from transformers.cache_utils import DynamicLayer
 from . import compiled
 
 # the share of a batch's rows that must have ended before the loop drops them: each drop copies the cache of the
-# rows still going, so it waits until enough rows' steps are saved (benchmarks/ended_rows.py)
+# rows still going, so it waits until enough rows' steps are saved (benchmarks/decode_calls.py)
 ENDED_SHARE = 0.25
 _rows: ContextVar[torch.Tensor | None] = ContextVar("gantune_rows_in_flight", default=None)
 

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 import transformers.utils.hub
-from conftest import TOFU, WORDS, make_base
+from conftest import ARCHITECTURES, TOFU, WORDS, make_arch_base, make_base
 
+from gantune.config import preset_config
 from gantune.data import Encoder, QAPair, load_pairs
 from gantune.errors import GantuneError
+from gantune.methods import get_method
 from gantune.metrics import (
     DISTRIBUTION_NOTES,
     ROUGE_KEYS,
@@ -33,6 +35,7 @@ from gantune.metrics import (
     token_lengths,
     two_sample_scores,
 )
+from gantune.scoring import answer_logprobs
 
 
 @pytest.fixture
@@ -226,6 +229,13 @@ def manual_mean_loglik(model, encoder: Encoder, question: str, answer: str) -> f
     return sum(logp[len(p) - 1 + t, tok].item() for t, tok in enumerate(a)) / len(a)
 
 
+def whole_pass_mean_loglik(model, encoder: Encoder, question: str, answer: str) -> float:
+    """One unpadded row scored as training scores it (``answer_logprobs``: peft's virtual tokens included)."""
+    p, a = torch.tensor([encoder.prompt_ids(question)]), torch.tensor([encoder.answer_ids(answer)])
+    with torch.no_grad():
+        return answer_logprobs(model, p, torch.ones_like(p), a, torch.ones_like(a)).mean().item()
+
+
 RETENTION_PAIRS = [
     QAPair("who is the author of the novel ?", "her father", ("the mother was a writer", "his name")),
     QAPair("what genre ?", "fiction", ("the award", "a book born in a city .", "novel")),
@@ -249,6 +259,36 @@ def test_mean_loglik_matches_unpadded_forward_passes(tiny):
     batched = mean_loglik(base.model, encoder, questions, answers, batch_size=5)
     expected = [manual_mean_loglik(base.model, encoder, q, a) for q, a in zip(questions, answers)]
     assert batched == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", [None, "adapter-mle", "lora", "prompt-tuning", "prefix-tuning"])
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_mean_loglik_runs_each_prompt_once_and_scores_what_whole_passes_score(arch, method):
+    """Every answer to a question scored after one pass of its prompt (its keys and values reused), on every
+    architecture and tuned model: the same log-likelihoods as one whole pass a pair; prompt learning (virtual tokens
+    in every pass) scores whole pairs."""
+    base = make_arch_base(arch)
+    encoder = Encoder(base.tokenizer, base.eos_id, max_prompt_tokens=64, max_answer_tokens=32)
+    tuned = None
+    if method:
+        torch.manual_seed(0)
+        tuned = get_method(method)(base, preset_config(method, virtual_tokens=4, lora_r=4, lora_alpha=8, noise_dim=8,
+                                                       max_new_tokens=10, max_prompt_tokens=64))
+        with torch.no_grad():
+            for param in tuned.trainable_parameters():
+                param.add_(0.3 * torch.randn_like(param))
+    questions = [p.question for p in RETENTION_PAIRS for _ in (p.answer, *p.perturbed)]
+    answers = [a for p in RETENTION_PAIRS for a in (p.answer, *p.perturbed)]
+    with tuned.enabled(None) if tuned else torch.no_grad() as model:
+        model = model if tuned else base.model
+        widths = []  # the rows of each pass, as the embedding layer sees them
+        hook = model.get_input_embeddings().register_forward_pre_hook(lambda _m, a: widths.append(a[0].shape[0]))
+        got = mean_loglik(model, encoder, questions, answers, batch_size=64)
+        hook.remove()
+        expected = [whole_pass_mean_loglik(model, encoder, q, a) for q, a in zip(questions, answers)]
+    assert got == pytest.approx(expected, abs=1e-4)
+    prompt_learning = method in ("prompt-tuning", "prefix-tuning")
+    assert widths == ([len(answers)] if prompt_learning else [len(RETENTION_PAIRS), len(answers)])
 
 
 def test_retention_agrees_with_per_pair_comparison(tiny):
