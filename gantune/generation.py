@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -32,9 +33,20 @@ _rows: ContextVar[torch.Tensor | None] = ContextVar("gantune_rows_in_flight", de
 
 
 def rows_in_flight() -> torch.Tensor | None:
-    """Which of the batch's rows (indices into it as its decoding began) the forward running now is given, while
-    the decode loop has dropped ended ones; None when every row is there."""
+    """Which rows of the batch whose per-sequence state was set (M_tunable's noise) the forward running now is
+    given: the rows still decoded once the loop has dropped ended ones, or the rows of the prompts a shared-prompt
+    pass's answers follow (``scoring.shared_prompt_logprobs``); None when it is given the batch as it was set."""
     return _rows.get()
+
+
+@contextmanager
+def rows_given(rows: torch.Tensor | None) -> Iterator[None]:
+    """Within the block, a forward is given the batch's rows ``rows`` (``rows_in_flight``)."""
+    token = _rows.set(rows)
+    try:
+        yield
+    finally:
+        _rows.reset(token)
 
 
 class Stopped(Exception):
@@ -171,11 +183,8 @@ def _eager_steps(model, prompt_ids, prompt_mask, eos_id, pad_id, max_new_tokens,
         # 1.04-1.07x faster in bf16, 0.99-1.07x in fp32 (docs/benchmarks.md); what leaves it (tokens, log-probs) is
         # copied out, since an inference tensor may never be saved for a backward (a rollout's tokens feed G's forward)
         with torch.inference_mode():
-            token = _rows.set(going)
-            try:
+            with rows_given(going):
                 out = lm(**prepare(ids, attention_mask=mask, **kwargs), return_dict=True)
-            finally:
-                _rows.reset(token)
             kwargs["past_key_values"] = out.past_key_values  # peft's prefix tuning hands in a cache of its own
             scores = out.logits[:, -1, :].float()
             if going is not None:  # the whole batch's rows, as if none had left: a sample draws what it would have

@@ -12,6 +12,8 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from .generation import rows_given
+
 Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # prompt ids, prompt mask, answer ids, answer mask
 
 
@@ -37,7 +39,13 @@ def answer_logprobs(
     t = answer_ids.shape[1]
     # logits only for positions P-1 … P+T-1 (the answer slice); drop the last, which predicts past the end
     logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False).logits
-    logits = logits[:, :-1].float()
+    return _picked(logits[:, :-1], answer_ids, answer_mask, temperature)
+
+
+def _picked(logits: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
+            temperature: float | torch.Tensor) -> torch.Tensor:
+    """log softmax(logits / temperature) of each answer token (fp32, 0 where masked)."""
+    logits = logits.float()
     if isinstance(temperature, torch.Tensor):
         logits = logits / temperature.to(logits.device).view(-1, 1, 1)
     elif temperature != 1.0:
@@ -54,18 +62,14 @@ def prompt_reusable(lm: torch.nn.Module) -> bool:
     return not (isinstance(lm, PeftModel) and lm.active_peft_config.is_prompt_learning)
 
 
-@torch.no_grad()
-def shared_prompt_logprobs(
-    lm: PreTrainedModel,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    rows: torch.Tensor,
-    answer_ids: torch.Tensor,
-    answer_mask: torch.Tensor,
-) -> torch.Tensor:
-    """``answer_logprobs`` (no grad) of N answers of which answer i follows prompt ``rows[i]`` (Q prompts, left-padded):
-    each prompt's pass runs once and its keys and values serve every answer after it (TOFU's retention scores four
-    answers of ~5 tokens after a ~45-token prompt: a third of the tokens). Not for a model fed noise per row."""
+def shared_prompt_pass(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor,
+                       answer_ids: torch.Tensor, answer_mask: torch.Tensor, states: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """N answers of which answer i follows prompt ``rows[i]`` (Q prompts, left-padded), each prompt's pass run once
+    and its keys and values serving every answer after it (gradients flow through them to the prompt's pass): the
+    logits predicting each answer token (N×T×V) and, with ``states``, the last hidden states at the answer tokens
+    (N×T×d). State set per sequence (M_tunable's noise) is the Q prompts'; the answers' pass is given their rows of
+    it (``generation.rows_given``)."""
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
     first = lm(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = first.past_key_values
@@ -73,11 +77,28 @@ def shared_prompt_logprobs(
     p, t = prompt_ids.shape[1], answer_ids.shape[1]
     mask = torch.cat([prompt_mask[rows], answer_mask], dim=1)
     after = prompt_mask.sum(dim=1)[rows, None] + torch.arange(t, device=answer_ids.device)
-    rest = lm(input_ids=answer_ids, attention_mask=mask, position_ids=after, past_key_values=cache, use_cache=True,
-              cache_position=torch.arange(p, p + t, device=answer_ids.device)).logits
-    logits = torch.cat([first.logits[rows, -1:], rest[:, :-1]], dim=1).float()
-    picked = logits.log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    return picked * answer_mask
+    with rows_given(rows):
+        rest = lm(input_ids=answer_ids, attention_mask=mask, position_ids=after, past_key_values=cache, use_cache=True,
+                  cache_position=torch.arange(p, p + t, device=answer_ids.device), output_hidden_states=states)
+    logits = torch.cat([first.logits[rows, -1:], rest.logits[:, :-1]], dim=1)
+    return logits, rest.hidden_states[-1] if states else None
+
+
+def shared_prompt_logprobs(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, rows: torch.Tensor,
+                           answer_ids: torch.Tensor, answer_mask: torch.Tensor, temperature: float | torch.Tensor = 1.0
+                           ) -> torch.Tensor:
+    """``answer_logprobs`` of N answers of which answer i follows prompt ``rows[i]``, by ``shared_prompt_pass``:
+    TOFU's retention scores four answers of ~5 tokens after a ~45-token prompt (a third of the tokens), the GANs a
+    reference and a sample of ~40 after one of ~60."""
+    logits, _ = shared_prompt_pass(lm, prompt_ids, prompt_mask, rows, answer_ids, answer_mask)
+    return _picked(logits, answer_ids, answer_mask, temperature)
+
+
+def right_padded(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Answers' (ids, mask) of several sets, one after the other, right-padded to the widest."""
+    width = max(ids.shape[1] for ids, _ in parts)
+    return tuple(torch.cat([torch.nn.functional.pad(part[i], (0, width - part[i].shape[1])) for part in parts])
+                 for i in (0, 1))
 
 
 def mle_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

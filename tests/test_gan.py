@@ -818,3 +818,45 @@ def test_thesis_draws_d_and_g_samples_in_one_decoding_call(base, monkeypatch):
     assert [r.answer_ids.tolist() for r in frozen] == [first.answer_ids.tolist(), second.answer_ids.tolist()]
     assert torch.equal(updated[0].answer_ids, second.answer_ids) and torch.equal(updated[0].noise, second.noise)
     assert not torch.equal(first.noise, second.noise)  # two independent draws of M_tunable's noise
+
+
+@pytest.mark.parametrize("adapter", ["m-tunable", "lora", "prompt-tuning"])
+def test_each_prompts_one_pass_gives_the_g_step_and_ds_features_of_whole_passes(base, adapter, monkeypatch):
+    """The G step scores k samples and each question's reference after one pass of the question's prompt (fed the
+    noise of its first sample); the frozen pass gives D the samples' and references' states the same way: gradients
+    and features as one whole pass a row gives them (fp32). Prompt tuning, whose virtual tokens go into every pass,
+    takes whole rows."""
+    from gantune.methods.gan import method as gan_method
+    from gantune.methods.gan.rollout import frozen_pass
+
+    method, batch = _method(base, adapter=adapter, samples_per_question=2, baseline="loo", adapter_init="default",
+                            lora_r=4, lora_alpha=8, virtual_tokens=4)
+    roll = method._rollout(batch)
+    assert len(roll.prompt_ids) == 2 * len(batch)
+    adv = torch.linspace(-1.0, 1.0, len(roll.prompt_ids))
+    start = method.state_tensors()
+    monkeypatch.setattr(method.generator.optimizer, "step", lambda *a, **k: None)  # keep θ: compare gradients
+    grads, widths = {}, {}
+    reusable = gan_method.prompt_reusable
+    for shared in (True, False):
+        monkeypatch.setattr(gan_method, "prompt_reusable", reusable if shared else (lambda _model: False))
+        method.load_state_tensors(start)
+        seen = []  # the rows each forward's embedding layer is given
+        with method.generator.policy(None) as model:
+            hook = model.get_input_embeddings().register_forward_pre_hook(lambda _m, a, seen=seen: seen.append(a[0].shape[0]))
+        method._generator_update(batch, roll, adv)
+        hook.remove()
+        grads[shared], widths[shared] = [p.grad.clone() for p in method.generator.trainable_parameters()], seen
+    for one, whole in zip(grads[True], grads[False]):
+        torch.testing.assert_close(one, whole, rtol=1e-4, atol=1e-6)
+    assert any(float(g.abs().max()) > 1e-4 for g in grads[True])
+    rows = 3 * len(batch)  # 2 samples and 1 reference a question
+    assert widths[False] == [rows] and widths[True] == ([rows] if adapter == "prompt-tuning" else [2 * len(batch), rows])
+
+    logp, fake_states, real_states = method._frozen(roll, batch)
+    fake = frozen_pass(base.model, roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask,
+                       method.config.rollout_temperature)
+    real = frozen_pass(base.model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)
+    torch.testing.assert_close(logp, fake[0], rtol=1e-4, atol=1e-5)
+    for got, want, mask in ((fake_states, fake[1], roll.answer_mask), (real_states, real[1], batch.answer_mask)):
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], rtol=1e-4, atol=1e-5)

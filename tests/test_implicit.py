@@ -143,7 +143,7 @@ def test_pi_ref_is_frozen_within_a_round_and_renewed_between_rounds(adapter):
     halves = [_batch(base, cfg, PAIRS[:2]), _batch(base, cfg, PAIRS[2:])]
 
     def now(rnd, ids, mask):  # the generator's log-likelihoods as it is now, over the round's rows
-        return sequence_logprobs(gen, _no_autocast, rnd.prompt_ids, rnd.prompt_mask, ids, mask, rnd.noise, 4)
+        return sequence_logprobs(gen, _no_autocast, rnd.prompt_ids, rnd.prompt_mask, [(ids, mask)], rnd.noise, 4)[0]
 
     method.start_epoch(0, halves)  # the warm-up: MLE, no round
     assert method._round is None

@@ -15,9 +15,10 @@ distribution itself — it is still a GAN, with the likelihood ratio as its disc
 
 A round: at its start every training question's y is sampled from π_ref in one batched rollout, and
 π_ref's log-likelihoods of r and y are computed once (no grad, by the same teacher-forced pass as π_θ's in
-a step, so that D is exactly 0 at the round's start in any precision) — the ``Round`` below. Each step then
-reads its questions' rows from the round and makes two teacher-forced passes of π_θ, over [q ; r] and
-[q ; y] (the first one also gives the MLE term). At the next round π_ref ← π_θ.
+a step, so that D is 0 at the round's start up to rounding) — the ``Round`` below. Each step then
+reads its questions' rows from the round and makes one teacher-forced pass of π_θ over [q ; r] and [q ; y]
+(q's pass once, its keys and values serving both answers, where the adapter allows; the first answer also gives
+the MLE term). At the next round π_ref ← π_θ.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from ...data import Batch
-from ...scoring import answer_logprobs
+from ...scoring import answer_logprobs, prompt_reusable, right_padded, shared_prompt_logprobs
 from .generator import Generator
 from .rollout import check_saved
 
@@ -43,18 +44,28 @@ def implicit_d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.
 
 
 def sequence_logprobs(generator: Generator, autocast: Callable[[], AbstractContextManager], prompt_ids: torch.Tensor,
-                      prompt_mask: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
-                      noise: torch.Tensor, chunk: int) -> torch.Tensor:
-    """log π(a | q) summed over each answer's tokens (B,), no grad, ``chunk`` rows a pass, each row fed its noise."""
+                      prompt_mask: torch.Tensor, answers: list[tuple[torch.Tensor, torch.Tensor]], noise: torch.Tensor,
+                      chunk: int) -> list[torch.Tensor]:
+    """log π(a | q) summed over each answer's tokens (B, one tensor an answer set of ``answers``: each set's ids and
+    mask, B rows), no grad, ``chunk`` questions a pass, each row fed its noise: the sets' answers to a question after
+    one pass of its prompt where the model allows (``scoring.shared_prompt_logprobs``)."""
     out = []
     for start in range(0, len(prompt_ids), chunk):
         rows = slice(start, start + chunk)
-        width = max(int(answer_mask[rows].sum(1).max()), 1)
+        parts = []
+        for ids, mask in answers:
+            width = max(int(mask[rows].sum(1).max()), 1)
+            parts.append((ids[rows, :width], mask[rows, :width]))
         with torch.no_grad(), generator.policy(noise[rows]) as model, autocast():
-            logp = answer_logprobs(model, prompt_ids[rows], prompt_mask[rows], answer_ids[rows, :width],
-                                   answer_mask[rows, :width])
-        out.append(logp.sum(1))
-    return torch.cat(out)
+            n = len(prompt_ids[rows])
+            if prompt_reusable(model):
+                each = torch.arange(n, device=prompt_ids.device).repeat(len(parts))
+                logp = shared_prompt_logprobs(model, prompt_ids[rows], prompt_mask[rows], each, *right_padded(parts))
+                sums = logp.sum(1).split(n)
+            else:
+                sums = [answer_logprobs(model, prompt_ids[rows], prompt_mask[rows], ids, mask).sum(1) for ids, mask in parts]
+        out.append(sums)
+    return [torch.cat(column) for column in zip(*out)]
 
 
 def _row_keys(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, answer_ids: torch.Tensor,

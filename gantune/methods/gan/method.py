@@ -22,8 +22,8 @@ no baseline, no KL, a second sampling for G.
 
 ``--discriminator implicit`` replaces D and phases 1–4 by the likelihood-ratio discriminator of DDO and
 SPIN (``implicit.py``): once a round, answers sampled from the generator as it is (π_ref) for every
-training question and π_ref's log-likelihoods of them and of the references; then each step is two
-teacher-forced passes of the generator and one loss (+ λ · MLE), no sampling.
+training question and π_ref's log-likelihoods of them and of the references; then each step is one
+teacher-forced pass of the generator over both (each prompt once) and one loss (+ λ · MLE), no sampling.
 
 Why one module of ~490 lines: a step's four phases, the warm-up and the checkpoint are one object's state
 (the rollout, D, the optimisers) and read top to bottom as TRL's trainers do; the parts that stand alone
@@ -45,9 +45,9 @@ from transformers import PreTrainedModel
 
 from ...config import TrainConfig
 from ...data import Batch
-from ...generation import Stopped
+from ...generation import Stopped, rows_given
 from ...models import BaseModel
-from ...scoring import answer_logprobs, mle_loss, stacked, unstacked
+from ...scoring import answer_logprobs, mle_loss, prompt_reusable, right_padded, shared_prompt_logprobs
 from .. import get_method
 from ..base import (
     StepInterrupted,
@@ -186,24 +186,34 @@ class GanMethod(TuningMethod):
                 self.load_state_tensors(undo)
             raise StepInterrupted from None
 
-    def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states."""
+    def _features(self, prompt_ids, prompt_mask, answer_ids, answer_mask, rows=None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The untuned LM over [q ; a] (no grad): log π_ref of the answer and, for D, its hidden states (``rows``:
+        answer i follows prompt ``rows[i]``, each prompt's pass once)."""
         if not (self.discriminator.needs_states or self.config.kl_coef > 0):
             return None, None
         with self.accelerator.autocast():
             return frozen_pass(self.base.model, prompt_ids, prompt_mask, answer_ids, answer_mask,
-                               self.config.rollout_temperature)
+                               self.config.rollout_temperature, rows)
 
     def _frozen(self, roll: Rollout, batch: Batch | None) -> tuple[torch.Tensor | None, ...]:
         """The untuned LM over the samples [q ; y] and, when D reads states and ``batch`` is given, the references
-        [q ; r], in one pass: log π_ref of the samples, and the samples' and the references' states for D."""
+        [q ; r], in one pass (each question's prompt once): log π_ref of the samples, and the samples' and the
+        references' states for D."""
         fake = (roll.prompt_ids, roll.prompt_mask, roll.answer_ids, roll.answer_mask)
         if batch is None or not self.discriminator.needs_states:
             return (*self._features(*fake), None)
-        parts = [fake, (batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask)]
-        logp, states = self._features(*stacked(parts))
-        fake_states, real_states = unstacked(states, parts)
-        return unstacked(logp, parts)[0], fake_states, real_states
+        n, width = len(roll.prompt_ids), roll.answer_ids.shape[1]
+        rows = self._with_references(n)
+        answers = right_padded([(roll.answer_ids, roll.answer_mask), (batch.answer_ids, batch.answer_mask)])
+        logp, states = self._features(roll.prompt_ids, roll.prompt_mask, *answers, rows)
+        return logp[:n, :width], states[:n, :width], states[n:, : batch.answer_ids.shape[1]]
+
+    def _with_references(self, n: int) -> torch.Tensor:
+        """The prompt rows of a rollout's ``n`` samples (question-major, k a question), then of each question's
+        reference: its first sample's row (``roll.prompt_ids`` holds every question's prompt k times)."""
+        k = self.config.samples_per_question
+        return torch.cat([torch.arange(n), torch.arange(0, n, k)]).to(self.base.device)
 
     def _d(self, prompt_ids, prompt_mask, answer_ids, answer_mask, states) -> torch.Tensor:
         with self.accelerator.autocast():
@@ -320,14 +330,21 @@ class GanMethod(TuningMethod):
                 logp = thesis_logprobs(model, *samples)
             pg = policy_gradient_loss(logp, roll.answer_mask, adv)
         else:
-            parts, noise = [samples], roll.noise
-            temperature = torch.full((len(roll.prompt_ids),), cfg.rollout_temperature)
-            if cfg.mle_weight > 0:  # the references: fresh noise, the plain softmax
-                parts.append((batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask))
-                noise = torch.cat([noise, gen.sample_noise(len(batch))])
-                temperature = torch.cat([temperature, torch.ones(len(batch))])
-            with gen.policy(noise) as model, self.accelerator.autocast():
-                logps = unstacked(answer_logprobs(model, *stacked(parts), temperature), parts)
+            # the samples at the rollout's temperature, then (for the MLE term) the references at 1, each after its
+            # question's prompt, fed the noise of the question's first sample; each prompt's pass once where the
+            # adapter allows
+            n, mle = len(roll.prompt_ids), cfg.mle_weight > 0
+            rows = self._with_references(n) if mle else torch.arange(n, device=roll.prompt_ids.device)
+            parts = [(roll.answer_ids, roll.answer_mask)] + [(batch.answer_ids, batch.answer_mask)] * mle
+            temperature = torch.cat([torch.full((n,), cfg.rollout_temperature), torch.ones(len(rows) - n)])
+            answers = right_padded(parts)
+            with gen.policy(roll.noise) as model, self.accelerator.autocast():
+                if prompt_reusable(model):
+                    logp = shared_prompt_logprobs(model, roll.prompt_ids, roll.prompt_mask, rows, *answers, temperature)
+                else:
+                    with rows_given(rows):
+                        logp = answer_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], *answers, temperature)
+            logps = [logp[:n, : roll.answer_ids.shape[1]], logp[n:, : batch.answer_ids.shape[1]]]
             logp = logps[0]
             if cfg.clip > 0:
                 pg, clipped = clipped_policy_loss(logp, roll.logp, roll.answer_mask, adv, cfg.clip)
@@ -375,28 +392,30 @@ class GanMethod(TuningMethod):
         except Stopped:  # nothing of the round kept
             raise StepInterrupted from None
 
-        def ref(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask, ids, mask,
-                                     noise, cfg.batch_size)
-
-        ref_real = ref(whole.answer_ids, whole.answer_mask)
         # π_ref of the samples by the same teacher-forced pass as π_θ's in each step: in fp32 the sampler's own record
         # (at temperature 1) is the same, but in bf16 decoding rounds differently, which would bias D(q, y)
-        ref_fake = ref(roll.answer_ids, roll.answer_mask)
+        ref_real, ref_fake = sequence_logprobs(gen, self.accelerator.autocast, whole.prompt_ids, whole.prompt_mask,
+                                               [(whole.answer_ids, whole.answer_mask), (roll.answer_ids, roll.answer_mask)],
+                                               noise, cfg.batch_size)
         self._round = Round(whole.prompt_ids, whole.prompt_mask, whole.answer_ids, whole.answer_mask, roll.answer_ids,
                             roll.answer_mask, noise, ref_real, ref_fake, torch.tensor([number]))
         self._rollout_seconds = time.perf_counter() - t0  # reported with the round's first step
 
     def implicit_scores(self, model: PreTrainedModel, batch: Batch, rows: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """π_θ (``model``, fed each question's noise twice: 2B rows) teacher-forced over the references and the
-        samples in one pass: D(q, r), D(q, y) (B each, with gradients), log π_θ of each reference token (B×T, for
-        the MLE term), and the samples' mask."""
+        """π_θ (``model``, fed each question's noise) teacher-forced over the references and the samples in one pass
+        (each question's prompt once, where the adapter allows): D(q, r), D(q, y) (B each, with gradients), log π_θ of
+        each reference token (B×T, for the MLE term), and the samples' mask."""
         rnd, beta = self._round, self.config.implicit_beta
         fake_ids, fake_mask = rnd.fakes(rows)
-        parts = [(batch.prompt_ids, batch.prompt_mask, batch.answer_ids, batch.answer_mask),
-                 (batch.prompt_ids, batch.prompt_mask, fake_ids, fake_mask)]
-        real_logp, fake_logp = unstacked(answer_logprobs(model, *stacked(parts)), parts)
+        answers = [(batch.answer_ids, batch.answer_mask), (fake_ids, fake_mask)]
+        twice = torch.arange(len(batch), device=fake_ids.device).repeat(2)
+        if prompt_reusable(model):
+            logp = shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, twice, *right_padded(answers))
+        else:
+            with rows_given(twice):
+                logp = answer_logprobs(model, batch.prompt_ids[twice], batch.prompt_mask[twice], *right_padded(answers))
+        real_logp, fake_logp = logp[: len(batch), : batch.answer_ids.shape[1]], logp[len(batch):, : fake_ids.shape[1]]
         real = beta * (real_logp.sum(1) - rnd.ref_real[rows])
         fake = beta * (fake_logp.sum(1) - rnd.ref_fake[rows])
         return real, fake, real_logp, fake_mask
@@ -408,7 +427,7 @@ class GanMethod(TuningMethod):
         self._rollout_seconds = 0.0
         rows = rnd.rows_of(batch)
         t1 = time.perf_counter()
-        with gen.policy(rnd.noise[rows].repeat(2, 1)) as model, self.accelerator.autocast():
+        with gen.policy(rnd.noise[rows]) as model, self.accelerator.autocast():
             real, fake, real_logp, fake_mask = self.implicit_scores(model, batch, rows)
         loss_d = implicit_d_loss(cfg.implicit_loss, real, fake)
         loss, stats, grad_norm = self._update(loss_d, real_logp if cfg.mle_weight > 0 else None, batch)

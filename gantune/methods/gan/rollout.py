@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from ...data import Batch, pad
 from ...generation import decode
-from ...scoring import joined
+from ...scoring import joined, shared_prompt_pass
 
 
 @dataclass
@@ -94,13 +94,18 @@ def sample(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.
 
 @torch.no_grad()
 def frozen_pass(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, answer_ids: torch.Tensor,
-                answer_mask: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                answer_mask: torch.Tensor, temperature: float = 1.0, rows: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The untuned LM over [q ; a]: log π_ref of each answer token (B×T; softmax(logits / temperature)) and
-    the last hidden states there (B×T×d)."""
-    ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
+    the last hidden states there (B×T×d). With ``rows``, answer i follows prompt ``rows[i]`` and each prompt's
+    pass runs once (``scoring.shared_prompt_pass``)."""
     t = answer_ids.shape[1]
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False,
-             output_hidden_states=True)
-    logp = (out.logits[:, :-1].float() / temperature).log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    states = out.hidden_states[-1][:, -t:] if t else out.hidden_states[-1][:, :0]
+    if rows is not None:
+        logits, states = shared_prompt_pass(lm, prompt_ids, prompt_mask, rows, answer_ids, answer_mask, states=True)
+    else:
+        ids, mask, positions = joined(prompt_ids, prompt_mask, answer_ids, answer_mask)
+        out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False,
+                 output_hidden_states=True)
+        logits, states = out.logits[:, :-1], out.hidden_states[-1][:, -t:] if t else out.hidden_states[-1][:, :0]
+    logp = (logits.float() / temperature).log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
     return logp * answer_mask, states.float()
