@@ -16,7 +16,8 @@ Training (see docs/method.md and shared/design/gan-method.md):
                  (``--reward dense``: D scores every prefix, and token t's advantage is the final score
                  minus the score before t, less β · the KL from t on)
   4. G step      ONE teacher-forced pass over [q ; y] gives log π; PPO-clipped surrogate with the
-                 ratio π/π_rollout (plain REINFORCE when ``clip`` is 0), + λ · MLE when λ > 0
+                 ratio π/π_rollout (plain REINFORCE when ``clip`` is 0), + λ · MLE when λ > 0 (the reference
+                 after the same pass of q, fed the noise of q's first sample)
 The ``thesis`` preset keeps the plain SeqGAN step of the thesis: no warm-up, BCE on token ids,
 no baseline, no KL, a second sampling for G.
 
@@ -287,7 +288,7 @@ class GanMethod(TuningMethod):
         t2 = time.perf_counter()
 
         # phase 4: the generator, ``ppo_epochs`` updates on this rollout, each ONE teacher-forced pass over
-        # [q ; y] (+ one over [q ; r] for the MLE term)
+        # [q ; y] (and [q ; r] for the MLE term, after the same pass of q)
         for _ in range(cfg.ppo_epochs):
             self.stop_point(undo)
             g_loss, pg, clipped, stats, grad_norm = self._generator_update(batch, roll, adv)
