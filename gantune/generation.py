@@ -154,7 +154,9 @@ def categorical(probs: torch.Tensor) -> torch.Tensor:
     total = cdf[:, -1:]
     # strictly below the total, so the token found is one whose share is above zero
     u = (torch.rand(total.shape, device=probs.device, dtype=cdf.dtype) * total).minimum(total.nextafter(total.new_zeros(())))
-    return torch.searchsorted(cdf, u, right=True).squeeze(1)
+    # a row that is no distribution (NaN, from a diverged model) still gets a token of the vocabulary, as greedy
+    # decoding's argmax does; its log-probability is NaN, which the trainer's divergence check reads
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[1] - 1)
 
 
 def _pick(scores: torch.Tensor, temperature: float, unfinished: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

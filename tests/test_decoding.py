@@ -131,6 +131,7 @@ def test_the_sampler_draws_each_token_at_its_probability():
     torch.manual_seed(1)
     assert torch.equal(categorical(probs[:2]), first[:2])  # a row's draw does not depend on the rows after it
     assert torch.equal(categorical(torch.tensor([[0.0, 0.0, 1.0]] * 3)), torch.tensor([2, 2, 2]))
+    assert 0 <= int(categorical(torch.tensor([[0.5, float("nan")]]))[0]) < 2  # a diverged row: still a token id
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
