@@ -34,7 +34,7 @@ def main() -> None:
 
     import torch
 
-    from gantune import metrics
+    from gantune import metrics, scoring
     from gantune.cpu import keep_freed_pages
     from gantune.data import load_pairs, split_pairs
     from gantune.evaluate import EvalSettings, Scorers, evaluate, load_retention_sets
@@ -54,7 +54,7 @@ def main() -> None:
     print("| model | evaluation s, per pair | shared prompts | speed | retention passes s, per pair | shared prompts "
           "| speed | same verdicts |")
     print("|---|---|---|---|---|---|---|---|")
-    reusable, loglik = metrics.prompt_reusable, metrics.mean_loglik
+    reusable, loglik = scoring.prompt_reusable, metrics.mean_loglik
     cases = [("base", None)] * (not args.no_base) + [(Path(r).name, load_method(r, base)) for r in args.runs]
     for name, method in cases:
         whole, passes, verdicts = {"pair": [], "shared": []}, {"pair": [], "shared": []}, {}
@@ -69,14 +69,14 @@ def main() -> None:
                     finally:
                         spent.append(time.perf_counter() - t0)
 
-                metrics.prompt_reusable = reusable if mode == "shared" else (lambda _model: False)
+                scoring.prompt_reusable = reusable if mode == "shared" else (lambda _model: False)
                 metrics.mean_loglik = timed
                 t0 = time.perf_counter()
                 out = evaluate(base, method, test, sets, scorers, settings)
                 whole[mode].append(time.perf_counter() - t0)
                 passes[mode].append(sum(spent))
                 verdicts[mode] = [r for s in out["retention_sets"].values() for r in s["retained"]]
-        metrics.prompt_reusable, metrics.mean_loglik = reusable, loglik
+        scoring.prompt_reusable, metrics.mean_loglik = reusable, loglik
         w = {m: statistics.median(v) for m, v in whole.items()}
         p = {m: statistics.median(v) for m, v in passes.items()}
         print(f"| {name} | {w['pair']:.1f} | {w['shared']:.1f} | {w['pair'] / w['shared']:.2f}× | {p['pair']:.1f} | "

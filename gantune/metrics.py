@@ -23,7 +23,7 @@ from .data import Encoder, QAPair, pad
 from .errors import GantuneError, first_line
 from .generation import Stopped
 from .hub import hub_reachable
-from .scoring import answer_logprobs, prompt_reusable, shared_prompt_logprobs
+from .scoring import shared_prompt_logprobs
 from .stats import auc
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -214,24 +214,18 @@ def mean_loglik(model: torch.nn.Module, encoder: Encoder, questions: list[str], 
     device = next(model.parameters()).device
     items = [(encoder.prompt_ids(q), encoder.answer_ids(a)) for q, a in zip(questions, answers)]
     order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), items[i][0], len(items[i][1])))
-    shared = prompt_reusable(model)
     out = [0.0] * len(items)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():
                 raise Stopped
             chunk = order[start:start + batch_size]
-            if shared:
-                prompts = list(dict.fromkeys(tuple(items[i][0]) for i in chunk))
-                where = {prompt: row for row, prompt in enumerate(prompts)}
-                p_ids, p_mask = (t.to(device) for t in pad(prompts, encoder.pad_id, left=True))
-                a_ids, a_mask = (t.to(device) for t in pad([items[i][1] for i in chunk], encoder.pad_id, left=False))
-                rows = torch.tensor([where[tuple(items[i][0])] for i in chunk], device=device)
-                logp = shared_prompt_logprobs(model, p_ids, p_mask, rows, a_ids, a_mask)
-            else:
-                batch = encoder.collate([items[i] for i in chunk]).to(device)
-                a_mask = batch.answer_mask
-                logp = answer_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.answer_ids, a_mask)
+            prompts = list(dict.fromkeys(tuple(items[i][0]) for i in chunk))
+            where = {prompt: row for row, prompt in enumerate(prompts)}
+            p_ids, p_mask = (t.to(device) for t in pad(prompts, encoder.pad_id, left=True))
+            a_ids, a_mask = (t.to(device) for t in pad([items[i][1] for i in chunk], encoder.pad_id, left=False))
+            rows = torch.tensor([where[tuple(items[i][0])] for i in chunk], device=device)
+            logp = shared_prompt_logprobs(model, p_ids, p_mask, rows, a_ids, a_mask)
             for i, value in zip(chunk, (logp.sum(dim=1) / a_mask.sum(dim=1).clamp(min=1)).tolist()):
                 out[i] = value
     return out

@@ -89,7 +89,11 @@ def shared_prompt_logprobs(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt
                            ) -> torch.Tensor:
     """``answer_logprobs`` of N answers of which answer i follows prompt ``rows[i]``, by ``shared_prompt_pass``:
     TOFU's retention scores four answers of ~5 tokens after a ~45-token prompt (a third of the tokens), the GANs a
-    reference and a sample of ~40 after one of ~60."""
+    reference and a sample of ~40 after one of ~60. A model whose prompts cannot be reused (``prompt_reusable``)
+    scores whole rows, each given its prompt's state."""
+    if not prompt_reusable(lm):
+        with rows_given(rows):
+            return answer_logprobs(lm, prompt_ids[rows], prompt_mask[rows], answer_ids, answer_mask, temperature)
     logits, _ = shared_prompt_pass(lm, prompt_ids, prompt_mask, rows, answer_ids, answer_mask)
     return _picked(logits, answer_ids, answer_mask, temperature)
 

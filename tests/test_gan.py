@@ -826,7 +826,7 @@ def test_each_prompts_one_pass_gives_the_g_step_and_ds_features_of_whole_passes(
     noise of its first sample); the frozen pass gives D the samples' and references' states the same way: gradients
     and features as one whole pass a row gives them (fp32). Prompt tuning, whose virtual tokens go into every pass,
     takes whole rows."""
-    from gantune.methods.gan import method as gan_method
+    from gantune import scoring
     from gantune.methods.gan.rollout import frozen_pass
 
     method, batch = _method(base, adapter=adapter, samples_per_question=2, baseline="loo", adapter_init="default",
@@ -837,9 +837,9 @@ def test_each_prompts_one_pass_gives_the_g_step_and_ds_features_of_whole_passes(
     start = method.state_tensors()
     monkeypatch.setattr(method.generator.optimizer, "step", lambda *a, **k: None)  # keep θ: compare gradients
     grads, widths = {}, {}
-    reusable = gan_method.prompt_reusable
+    reusable = scoring.prompt_reusable
     for shared in (True, False):
-        monkeypatch.setattr(gan_method, "prompt_reusable", reusable if shared else (lambda _model: False))
+        monkeypatch.setattr(scoring, "prompt_reusable", reusable if shared else (lambda _model: False))
         method.load_state_tensors(start)
         seen = []  # the rows each forward's embedding layer is given
         with method.generator.policy(None) as model:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ...data import Batch
-from ...scoring import answer_logprobs, prompt_reusable, right_padded, shared_prompt_logprobs
+from ...scoring import right_padded, shared_prompt_logprobs
 from .generator import Generator
 from .rollout import check_saved
 
@@ -56,15 +56,11 @@ def sequence_logprobs(generator: Generator, autocast: Callable[[], AbstractConte
         for ids, mask in answers:
             width = max(int(mask[rows].sum(1).max()), 1)
             parts.append((ids[rows, :width], mask[rows, :width]))
+        n = len(prompt_ids[rows])
+        each = torch.arange(n, device=prompt_ids.device).repeat(len(parts))
         with torch.no_grad(), generator.policy(noise[rows]) as model, autocast():
-            n = len(prompt_ids[rows])
-            if prompt_reusable(model):
-                each = torch.arange(n, device=prompt_ids.device).repeat(len(parts))
-                logp = shared_prompt_logprobs(model, prompt_ids[rows], prompt_mask[rows], each, *right_padded(parts))
-                sums = logp.sum(1).split(n)
-            else:
-                sums = [answer_logprobs(model, prompt_ids[rows], prompt_mask[rows], ids, mask).sum(1) for ids, mask in parts]
-        out.append(sums)
+            logp = shared_prompt_logprobs(model, prompt_ids[rows], prompt_mask[rows], each, *right_padded(parts))
+        out.append(logp.sum(1).split(n))
     return [torch.cat(column) for column in zip(*out)]
 
 

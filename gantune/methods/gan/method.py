@@ -46,9 +46,9 @@ from transformers import PreTrainedModel
 
 from ...config import TrainConfig
 from ...data import Batch
-from ...generation import Stopped, rows_given
+from ...generation import Stopped
 from ...models import BaseModel
-from ...scoring import answer_logprobs, mle_loss, prompt_reusable, right_padded, shared_prompt_logprobs
+from ...scoring import answer_logprobs, mle_loss, right_padded, shared_prompt_logprobs
 from .. import get_method
 from ..base import (
     StepInterrupted,
@@ -333,18 +333,14 @@ class GanMethod(TuningMethod):
         else:
             # the samples at the rollout's temperature, then (for the MLE term) the references at 1, each after its
             # question's prompt, fed the noise of the question's first sample; each prompt's pass once where the
-            # adapter allows
+            # adapter allows (``shared_prompt_logprobs``)
             n, mle = len(roll.prompt_ids), cfg.mle_weight > 0
             rows = self._with_references(n) if mle else torch.arange(n, device=roll.prompt_ids.device)
             parts = [(roll.answer_ids, roll.answer_mask)] + [(batch.answer_ids, batch.answer_mask)] * mle
             temperature = torch.cat([torch.full((n,), cfg.rollout_temperature), torch.ones(len(rows) - n)])
             answers = right_padded(parts)
             with gen.policy(roll.noise) as model, self.accelerator.autocast():
-                if prompt_reusable(model):
-                    logp = shared_prompt_logprobs(model, roll.prompt_ids, roll.prompt_mask, rows, *answers, temperature)
-                else:
-                    with rows_given(rows):
-                        logp = answer_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], *answers, temperature)
+                logp = shared_prompt_logprobs(model, roll.prompt_ids, roll.prompt_mask, rows, *answers, temperature)
             logps = [logp[:n, : roll.answer_ids.shape[1]], logp[n:, : batch.answer_ids.shape[1]]]
             logp = logps[0]
             if cfg.clip > 0:
@@ -411,11 +407,7 @@ class GanMethod(TuningMethod):
         fake_ids, fake_mask = rnd.fakes(rows)
         answers = [(batch.answer_ids, batch.answer_mask), (fake_ids, fake_mask)]
         twice = torch.arange(len(batch), device=fake_ids.device).repeat(2)
-        if prompt_reusable(model):
-            logp = shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, twice, *right_padded(answers))
-        else:
-            with rows_given(twice):
-                logp = answer_logprobs(model, batch.prompt_ids[twice], batch.prompt_mask[twice], *right_padded(answers))
+        logp = shared_prompt_logprobs(model, batch.prompt_ids, batch.prompt_mask, twice, *right_padded(answers))
         real_logp, fake_logp = logp[: len(batch), : batch.answer_ids.shape[1]], logp[len(batch):, : fake_ids.shape[1]]
         real = beta * (real_logp.sum(1) - rnd.ref_real[rows])
         fake = beta * (fake_logp.sum(1) - rnd.ref_fake[rows])
