@@ -397,10 +397,13 @@ def _protocol(report: dict[str, Any], greedy: dict[str, dict[str, Any]]) -> list
     if pairs:
         start = "the same warm-up" if cont else "the untouched model"
         lines += ["**The pairs** (an adversarial row against its twin: the MLE row of the same adapter, from "
-                  f"{start}, the same number of steps)", "", *_table_head(["row", "twin", "steps a seed (row / twin)"])]
+                  f"{start}, the same number of steps; training seconds a seed, and the row's time over its twin's)", "",
+                  *_table_head(["row", "twin", "steps a seed (row / twin)", "train s (row / twin)", "time / twin"])]
         for p in pairs:
-            mine, theirs = greedy.get(p["method"], {}).get("steps"), greedy.get(p["versus"], {}).get("steps")
-            lines.append(f"| {p['method']} | {p['versus']} | {_steps(mine)} / {_steps(theirs)} |")
+            mine, theirs = greedy.get(p["method"], {}), greedy.get(p["versus"], {})
+            seconds = mine.get("train_seconds"), theirs.get("train_seconds")
+            lines.append(f"| {p['method']} | {p['versus']} | {_steps(mine.get('steps'))} / {_steps(theirs.get('steps'))} | "
+                         f"{_num(seconds[0], 0)} / {_num(seconds[1], 0)} | {_ratio(seconds[0], seconds[1], mine)} |")
         lines.append("")
     return lines
 

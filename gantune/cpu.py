@@ -10,10 +10,13 @@
 2. **The LM head's input** (``contiguous_input``). ``logits_to_keep`` slices the last hidden states, and a
    linear layer given a non-contiguous 3-D input falls back to a batched product with the weight expanded
    over the batch: in bf16 that copied the 57 MB head weight once a row, forward and backward.
-3. **Packed bf16 weights** (``packed_linear``). A bf16 product through oneDNN packs (reorders) its weight for
+3. **Packed weights** (``packed_linear``). A bf16 product through oneDNN packs (reorders) its weight for
    the CPU's matrix units at every call; decoding calls each frozen weight once a token with a few rows, and
    the packing costs more than the product. Packed once and kept, a passes without gradients (decoding, the
-   frozen pass, evaluation) reads them as they are: the same values (up to the kernel's rounding).
+   frozen pass, evaluation) reads them as they are: the same values (up to the kernel's rounding). fp32 weights
+   too: oneDNN's product by a packed fp32 weight beats torch's fp32 ``linear`` (MKL) at every row count, most at
+   a decode step's few rows (2.9× at 8 rows, at the weights' memory floor); the same values to fp32's rounding
+   (another order of summation).
 4. **Freed memory** (``keep_freed_pages``). glibc hands every allocation over 32 MB back to the system when
    it is freed, so each training step's logits came back as fresh pages: ~140,000 page faults a step.
 5. **Fused sibling projections** (``Siblings``). A layer's q/k/v projections and its MLP's gate/up projections read
@@ -25,7 +28,8 @@
 6. **One-kernel RMS norms** (``rms_norm``). transformers' RMSNorm (Llama, Qwen2, Mistral, Qwen3) takes seven
    operations; without gradients torch's ``rms_norm`` does the normalisation in one, the same numbers.
 7. **One query's attention** (``one_query_attention``). A decode step's attention without gradients is two matrix
-   products over the grouped heads, in fp32: torch's fused kernel, built for long queries, costs more per call.
+   products over the grouped heads: torch's fused kernel, built for long queries, costs more per call. In fp32
+   without autocast; under bf16 autocast the products run in bf16, as autocast casts them.
 
 ``prepare`` applies 1–3 and 5–7 to a model (``models.prepare_base_model`` does, on the CPU); the entry points
 (``python -m gantune``, ``python app.py``) call ``keep_freed_pages`` once. benchmarks/cpu_floor.py measures
@@ -78,15 +82,18 @@ def grouped_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor
 def one_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                         scaling: float | None = None) -> torch.Tensor:
     """Attention of one query position a row (a decode step), B×heads×1×d, by two matrix products over the grouped
-    heads in fp32 (torch's fused kernel costs more for one position than the products); ``mask``: B×1×1×S, True
-    (or 0) where a key is seen."""
+    heads (torch's fused kernel costs more for one position than the products); ``mask``: B×1×1×S, True (or 0)
+    where a key is seen. In fp32; under autocast in its dtype, which autocast gives the products whatever their
+    inputs (so the cache is not copied to fp32 first: the same numbers)."""
     b, heads, _, d = query.shape
     groups = key.shape[1]
-    q = query.reshape(b, groups, heads // groups, d).float()
-    scores = torch.matmul(q, key.float().transpose(-1, -2)).mul_(d ** -0.5 if scaling is None else scaling)
+    q = query.reshape(b, groups, heads // groups, d)
+    if not torch.is_autocast_enabled(query.device.type):
+        q, key, value = q.float(), key.float(), value.float()
+    scores = torch.matmul(q, key.transpose(-1, -2)).mul_(d ** -0.5 if scaling is None else scaling)
     if mask is not None:
         scores = scores.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
-    out = torch.matmul(scores.softmax(dim=-1), value.float())
+    out = torch.matmul(scores.softmax(dim=-1), value)
     return out.to(query.dtype).reshape(b, heads, 1, d)
 
 
@@ -99,21 +106,34 @@ def contiguous_input(_module: torch.nn.Module, args: tuple) -> tuple:
     return (args[0].contiguous(), *args[1:])
 
 
-# each frozen bf16 weight's packed copy (by the weight's id, dropped with it), shared by every copy of the model
-# that shares the weight
-_PACKED: dict[int, torch.Tensor] = {}
+# each frozen weight's packed copy (by the weight's id, dropped with it) and what it was made from, shared by every
+# copy of the model that shares the weight
+_PACKED: dict[int, tuple[tuple, torch.Tensor]] = {}
 _CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``linear(x, weight)`` may take the packed weight: no gradient wanted, a CPU product in bf16 or in fp32
+    (fp32 not under autocast, which would compute it in bf16)."""
+    if not _CAN_PACK or torch.is_grad_enabled() or weight.requires_grad or x.dtype != weight.dtype:
+        return False
+    if x.dtype == torch.float32:
+        return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
+
+
 def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``linear(x, weight, bias)``; without gradients and in bf16, by the weight packed once (oneDNN's layout)."""
-    if (not _CAN_PACK or torch.is_grad_enabled() or weight.requires_grad or x.dtype != torch.bfloat16
-            or weight.dtype != torch.bfloat16):
+    """``linear(x, weight, bias)``; without gradients, in bf16 or fp32, by the weight packed once (oneDNN's layout;
+    packed again if the weight has changed in place)."""
+    if not _packable(x, weight):
         return torch.nn.functional.linear(x, weight, bias)
-    packed = _PACKED.get(id(weight))
-    if packed is None:
-        packed = _PACKED[id(weight)] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 8)
-        weakref.finalize(weight, _PACKED.pop, id(weight), None)
+    made = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)  # inference tensors keep no version
+    entry = _PACKED.get(id(weight))
+    if entry is None or entry[0] != made:
+        if entry is None:
+            weakref.finalize(weight, _PACKED.pop, id(weight), None)
+        entry = _PACKED[id(weight)] = (made, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 8))
+    packed = entry[1]
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     out = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
     return out.reshape(*x.shape[:-1], out.shape[-1])

@@ -211,6 +211,9 @@ def test_a_continuation_comparison_trains_each_warm_up_once_and_both_twins_from_
     assert "**Smallest detectable difference**: ROUGE-L ±" in md and "adversarial rows against their twins" in md
     assert "**Equal-compute continuation**" in md and "| 0 | lora | " in md
     assert "| gan-lora | lora | 3 / 3 |" in md and "| gan-implicit | adapter-mle (twin) |" in md
+    # each pair's training time against its twin's (the cost the protocol's pairs are judged at)
+    seconds = rows["gan-lora"]["train_seconds"], rows["lora"]["train_seconds"]
+    assert f"| {seconds[0]:.0f} / {seconds[1]:.0f} | {seconds[0] / seconds[1]:.2f}× |" in md
     # the objective × adapter table: each row in its cell, an adversarial one with its difference to its twin
     cells = {(c["objective"], c["adapter"]): c for c in report["objectives"]}
     assert {k: c["row"] for k, c in cells.items()} == {("mle", "m-tunable"): "adapter-mle", ("mle", "lora"): "lora",

@@ -390,21 +390,29 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert faults["keep"] < faults["default"] / 2
 
 
-def test_bf16_linear_layers_use_their_packed_weight_only_without_gradients():
-    """Without gradients a frozen bf16 linear layer multiplies by its packed weight (oneDNN's layout, made once):
-    bf16's rounding apart, the plain product; with gradients it is the plain product itself."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_linear_layers_use_their_packed_weight_only_without_gradients(precision):
+    """Without gradients a frozen linear layer (bf16 or fp32) multiplies by its packed weight (oneDNN's layout, made
+    once, made again when the weight changes in place): the plain product up to the precision's rounding; with
+    gradients it is the plain product itself, and so is an fp32 product under autocast (which computes it in bf16)."""
     from gantune import cpu
 
     if not cpu._CAN_PACK:
         pytest.skip("this torch has no oneDNN packed linear")
-    base = _bf16_base()
+    torch.manual_seed(0)
+    base = _bf16_base() if precision == "bf16" else _lively(make_base(1))
     layer = next(m for m in base.model.modules() if type(m) is torch.nn.Linear and not hasattr(m, "_gantune_siblings"))
-    x = torch.randn(5, 3, layer.in_features, dtype=torch.bfloat16)
+    dtype, tol = layer.weight.dtype, (2e-2 if precision == "bf16" else 1e-5)
+    x = torch.randn(5, 3, layer.in_features, dtype=dtype)
     with torch.no_grad():
         packed = layer(x)
         assert id(layer.weight) in cpu._PACKED
-        plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
-    assert packed.shape == plain.shape and torch.allclose(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)
+        assert _rel_close(packed, torch.nn.functional.linear(x, layer.weight, layer.bias), tol)
+        layer.weight.mul_(-2.0)  # changed in place: packed again
+        assert _rel_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), tol)
+        if precision == "fp32":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
     y = x.clone().requires_grad_(True)
     assert torch.equal(layer(y), torch.nn.functional.linear(y, layer.weight, layer.bias))
 
@@ -462,21 +470,24 @@ def test_fused_projections_give_each_layers_product_and_leave_training_alone(pre
 def test_fused_projections_count_one_product_and_follow_a_changed_weight(monkeypatch):
     """One product for the three of q/k/v; after a weight changes in place, the fused product follows it; a weight
     that needs a gradient turns the fusion off."""
+    from gantune import cpu
+
     base = _lively(make_base(1))
     attn = base.model.model.layers[0].self_attn
     q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
     x = torch.randn(2, 3, q.in_features)
     products = []
+    counted = cpu.product
+    monkeypatch.setattr(cpu, "product", lambda *a: products.append(a[1].shape[0]) or counted(*a))
     real = torch.nn.functional.linear
-    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: products.append(1) or real(*a))
     with torch.no_grad():
         outs = [q(x), k(x), v(x)]
-        assert len(products) == 1
+        assert products == [q.out_features + k.out_features + v.out_features]
         k.weight.mul_(2.0)
-        assert _rel_close(k(x), real(x, k.weight, k.bias), 1e-6) and _rel_close(k(x), 2 * outs[1], 1e-6)
+        assert _rel_close(k(x), real(x, k.weight, k.bias), 1e-5) and _rel_close(k(x), 2 * outs[1], 1e-5)
         products.clear()
         v.weight.requires_grad_(True)
-        assert torch.equal(q(x), real(x, q.weight, q.bias)) and len(products) == 1
+        assert _rel_close(q(x), real(x, q.weight, q.bias), 1e-5) and products == [q.out_features]
 
 
 def test_a_weight_sharing_copy_shares_the_fused_weights():
@@ -534,3 +545,24 @@ def test_one_query_attention_gives_the_fused_kernels_numbers(dtype):
                                                             enable_gqa=True)
     got = one_query_attention(q, k, v, mask, 0.3)
     assert got.dtype == dtype and _rel_close(got, want, 1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_one_query_attention_under_autocast_computes_as_autocast_does():
+    """Under bf16 autocast the products run in bf16 whatever their inputs (autocast casts them): bf16 keys and values
+    are used as they are, not copied to fp32 first, and give the numbers of the fp32 copies bit for bit; the fused
+    kernel's within bf16's rounding."""
+    from gantune.cpu import one_query_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 6, 1, 8).bfloat16(), torch.randn(3, 2, 11, 8).bfloat16(),
+               torch.randn(3, 2, 11, 8).bfloat16())
+    mask = torch.ones(3, 1, 1, 11, dtype=torch.bool)
+    mask[1, ..., :4] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = one_query_attention(q, k, v, mask, 0.3)
+        scores = torch.matmul(q.float().reshape(3, 2, 3, 8), k.float().transpose(-1, -2)).mul_(0.3)
+        copies = torch.matmul(scores.masked_fill_(~mask, float("-inf")).softmax(-1), v.float()).reshape(3, 6, 1, 8)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, copies)
+    want = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3,
+                                                            enable_gqa=True)
+    assert _rel_close(got, want, 2e-2)
