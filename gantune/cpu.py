@@ -16,7 +16,8 @@
    frozen pass, evaluation) reads them as they are: the same values (up to the kernel's rounding). fp32 weights
    too: oneDNN's product by a packed fp32 weight beats torch's fp32 ``linear`` (MKL) at every row count, most at
    a decode step's few rows (2.9× at 8 rows, at the weights' memory floor); the same values to fp32's rounding
-   (another order of summation).
+   (another order of summation). The price is memory: a packed copy of every frozen weight (SmolLM2 in fp32:
+   +0.4 GB decoding, +0.6–1.0 GB at a training run's peak).
 4. **Freed memory** (``keep_freed_pages``). glibc hands every allocation over 32 MB back to the system when
    it is freed, so each training step's logits came back as fresh pages: ~140,000 page faults a step.
 5. **Fused sibling projections** (``Siblings``). A layer's q/k/v projections and its MLP's gate/up projections read
