@@ -316,7 +316,21 @@ def refusal_text(page) -> str:
 
 
 def toast_titles(page) -> list[str]:
-    return [t.strip() for t in page.locator("[data-testid='toast-body'] .toast-title").all_inner_texts()]
+    """The titles of the toasts on the page now and of every one drawn since ``watch_toasts`` (a toast leaves after
+    10 s: on a busy machine it can come and go between two polls)."""
+    now = [t.strip() for t in page.locator("[data-testid='toast-body'] .toast-title").all_inner_texts()]
+    return now + page.evaluate("() => window.gantuneToastTitles || []")
+
+
+def watch_toasts(page) -> None:
+    """Keep the title of every toast the page draws from now on (``toast_titles`` reads them)."""
+    page.evaluate("""() => {
+        const seen = window.gantuneToastTitles = [];
+        new MutationObserver(() => document.querySelectorAll("[data-testid='toast-body'] .toast-title").forEach(el => {
+            const title = el.textContent.trim();
+            if (title && !seen.includes(title)) seen.push(title);
+        })).observe(document.body, {childList: true, subtree: true, characterData: true});
+    }""")
 
 
 def progress_overlays(page) -> list[str]:
@@ -568,6 +582,7 @@ def test_workbench_in_a_browser(sync_api, workbench, tmp_path):
         # a bad value first: a toast and a line above the status that stays (the status redraws every 2 s), naming
         # the field as the page labels it; no job, and the page stays usable
         field(page, "epochs").fill("0")
+        watch_toasts(page)
         page.get_by_role("button", name="Start", exact=True).click()
         wait_until(page, lambda: "epochs must be at least 1 (got 0)" in refusal_text(page), "the refusal above the status")
         wait_until(page, lambda: "Warning" in toast_titles(page), "the refusal's toast")  # drawn apart from the line
@@ -760,6 +775,7 @@ def test_workbench_in_russian(sync_api, workbench, tmp_path):
         screenshot(page, shots, "gan-tuning-ru.png")
         # a refusal: its toast (title too) and the line above the status, in Russian, the field by its label
         field(page, "эпохи").fill("0")
+        watch_toasts(page)
         page.get_by_role("button", name="Старт", exact=True).click()
         wait_until(page, lambda: "«эпохи» (--epochs): нужно не меньше 1 (получено 0)" in refusal_text(page),
                    "the refusal in Russian")
