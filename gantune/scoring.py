@@ -39,11 +39,11 @@ def answer_logprobs(
     t = answer_ids.shape[1]
     # logits only for positions P-1 … P+T-1 (the answer slice); drop the last, which predicts past the end
     logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False).logits
-    return _picked(logits[:, :-1], answer_ids, answer_mask, temperature)
+    return picked_logprobs(logits[:, :-1], answer_ids, answer_mask, temperature)
 
 
-def _picked(logits: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
-            temperature: float | torch.Tensor) -> torch.Tensor:
+def picked_logprobs(logits: torch.Tensor, answer_ids: torch.Tensor, answer_mask: torch.Tensor,
+                    temperature: float | torch.Tensor) -> torch.Tensor:
     """log softmax(logits / temperature) of each answer token (fp32, 0 where masked)."""
     logits = logits.float()
     if isinstance(temperature, torch.Tensor):
@@ -95,7 +95,7 @@ def shared_prompt_logprobs(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt
         with rows_given(rows):
             return answer_logprobs(lm, prompt_ids[rows], prompt_mask[rows], answer_ids, answer_mask, temperature)
     logits, _ = shared_prompt_pass(lm, prompt_ids, prompt_mask, rows, answer_ids, answer_mask)
-    return _picked(logits, answer_ids, answer_mask, temperature)
+    return picked_logprobs(logits, answer_ids, answer_mask, temperature)
 
 
 def right_padded(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

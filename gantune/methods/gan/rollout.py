@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from ...data import Batch, pad
 from ...generation import decode
-from ...scoring import joined, shared_prompt_pass
+from ...scoring import joined, picked_logprobs, shared_prompt_pass
 
 
 @dataclass
@@ -107,5 +107,4 @@ def frozen_pass(lm: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torc
         out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1, use_cache=False,
                  output_hidden_states=True)
         logits, states = out.logits[:, :-1], out.hidden_states[-1][:, -t:] if t else out.hidden_states[-1][:, :0]
-    logp = (logits.float() / temperature).log_softmax(dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
-    return logp * answer_mask, states.float()
+    return picked_logprobs(logits, answer_ids, answer_mask, temperature), states.float()
